@@ -1,0 +1,179 @@
+//! The Fiasco.OC platform: the shared code's operations mapped onto the
+//! kernel's and L4Re's C API through the raw `l4-sys` bindings.
+//!
+//! Most of that API is `static inline` in the headers; `l4-sys` gives those
+//! functions real symbols (bindgen's `wrap_static_fns`, compiled by `cc`),
+//! so everything here is a direct call.
+
+use core::cell::Cell;
+use core::ffi::c_char;
+
+use l4_sys as sys;
+
+use crate::cap::CapIdx;
+use crate::error::{Error, IpcError, Result};
+use crate::ipc::{Received, Timeout};
+use crate::msg::MsgTag;
+use crate::utcb::{BR_WORDS, MR_WORDS, RegPtrs, Utcb};
+
+unsafe extern "C" {
+    /// A thread-local flag in `ffi/shims.c` (C `__thread`, L4Re's libc
+    /// provides TLS): whether the thread's UTCB is borrowed by `Utcb::with`.
+    /// The UTCB's user TCR words are all taken by L4Re's pthread library.
+    fn l4re_rs_utcb_borrow_flag() -> *mut u8;
+}
+
+fn utcb() -> *mut sys::l4_utcb_t {
+    // SAFETY: `l4_utcb` only reads the thread's UTCB pointer (a segment
+    // register on amd64).
+    unsafe { sys::l4_utcb() }
+}
+
+pub(crate) fn current_utcb() -> (RegPtrs, *const Cell<bool>) {
+    let u = utcb();
+    // SAFETY: `u` is this thread's UTCB, valid for the thread's life; the
+    // accessors compute addresses inside it. A `Cell<bool>` has the layout
+    // of a `bool` (one byte holding 0 or 1), which the C flag is, and it is
+    // zero-initialised TLS of this thread.
+    unsafe {
+        let mr = sys::l4_utcb_mr_u(u) as *mut [u64; MR_WORDS];
+        let br = sys::l4_utcb_br_u(u);
+        let tcr = sys::l4_utcb_tcr_u(u);
+        let regs = RegPtrs {
+            mr,
+            bdr: &raw mut (*br).bdr as *mut u64,
+            br: &raw mut (*br).br as *mut [u64; BR_WORDS],
+            error: &raw mut (*tcr).error as *mut u64,
+        };
+        (regs, l4re_rs_utcb_borrow_flag() as *const Cell<bool>)
+    }
+}
+
+fn timeout(t: Timeout) -> sys::l4_timeout_t {
+    match t {
+        // L4_IPC_NEVER.
+        Timeout::Never => sys::l4_timeout_t { raw: 0 },
+        // L4_IPC_BOTH_TIMEOUT_0.
+        Timeout::Zero => sys::l4_timeout_t { raw: 0x0400_0400 },
+        Timeout::Micros(us) => {
+            // SAFETY: pure computations on values.
+            unsafe {
+                let rel = sys::l4_timeout_from_us(us.min(u32::MAX as u64) as u32);
+                sys::l4_timeout(rel, rel)
+            }
+        }
+    }
+}
+
+fn tag_in(t: MsgTag) -> sys::l4_msgtag_t {
+    sys::l4_msgtag_t { raw: t.0 as _ }
+}
+
+fn check(t: sys::l4_msgtag_t) -> core::result::Result<MsgTag, IpcError> {
+    let tag = MsgTag(t.raw as u64);
+    if tag.has_error() {
+        // SAFETY: reads this thread's UTCB error register.
+        let code = unsafe { sys::l4_ipc_error(t, utcb()) };
+        Err(IpcError::from_raw(code as u64))
+    } else {
+        Ok(tag)
+    }
+}
+
+pub(crate) fn ipc_call(dest: CapIdx, _: &mut Utcb, tag: MsgTag, to: Timeout) -> core::result::Result<MsgTag, IpcError> {
+    // SAFETY: the message is in this thread's UTCB (the `&mut Utcb` proves
+    // nobody else uses it); the kernel validates the capability.
+    check(unsafe { sys::l4_ipc_call(dest.0 as _, utcb(), tag_in(tag), timeout(to)) })
+}
+
+pub(crate) fn ipc_send(dest: CapIdx, _: &mut Utcb, tag: MsgTag, to: Timeout) -> core::result::Result<(), IpcError> {
+    // SAFETY: as for `ipc_call`.
+    check(unsafe { sys::l4_ipc_send(dest.0 as _, utcb(), tag_in(tag), timeout(to)) }).map(|_| ())
+}
+
+pub(crate) fn ipc_wait(_: &mut Utcb, to: Timeout) -> core::result::Result<Received, IpcError> {
+    let mut label: sys::l4_umword_t = 0;
+    // SAFETY: as for `ipc_call`; `label` is a valid out-pointer.
+    let t = check(unsafe { sys::l4_ipc_wait(utcb(), &mut label, timeout(to)) })?;
+    Ok(Received { tag: t, label: label as u64 })
+}
+
+pub(crate) fn ipc_reply_and_wait(_: &mut Utcb, reply: MsgTag, to: Timeout) -> core::result::Result<Received, IpcError> {
+    let mut label: sys::l4_umword_t = 0;
+    // SAFETY: as for `ipc_wait`.
+    let t = check(unsafe { sys::l4_ipc_reply_and_wait(utcb(), tag_in(reply), &mut label, timeout(to)) })?;
+    Ok(Received { tag: t, label: label as u64 })
+}
+
+pub(crate) fn cap_alloc() -> Result<CapIdx> {
+    // SAFETY: L4Re's capability allocator is thread-safe.
+    let idx = CapIdx(unsafe { sys::l4re_util_cap_alloc() } as u64);
+    if idx.is_valid() { Ok(idx) } else { Err(Error::NoMem) }
+}
+
+pub(crate) fn cap_free(idx: CapIdx) {
+    // SAFETY: returns a slot we own to L4Re's allocator.
+    unsafe { sys::l4re_util_cap_free(idx.0 as _) }
+}
+
+pub(crate) fn cap_release(idx: CapIdx) {
+    // SAFETY: unmaps the capability from our own task; the kernel checks it.
+    unsafe {
+        sys::l4_task_release_cap(crate::cap::well_known::TASK.0 as _, idx.0 as _);
+    }
+}
+
+fn l4_result(t: sys::l4_msgtag_t) -> Result<()> {
+    match check(t) {
+        Err(e) => Err(Error::Ipc(e)),
+        Ok(tag) if tag.label() < 0 => Err(Error::from_code(tag.label())),
+        Ok(_) => Ok(()),
+    }
+}
+
+pub(crate) fn create_gate(target: CapIdx, thread: Option<CapIdx>, label: u64) -> Result<()> {
+    let thread = thread.unwrap_or(CapIdx::INVALID);
+    // SAFETY: a kernel invocation with capability indices and a label.
+    l4_result(unsafe {
+        sys::l4_factory_create_gate(crate::cap::well_known::FACTORY.0 as _, target.0 as _, thread.0 as _, label as _)
+    })
+}
+
+pub(crate) fn gate_bind_thread(gate: CapIdx, thread: CapIdx, label: u64) -> Result<()> {
+    // SAFETY: a kernel invocation with capability indices and a label.
+    l4_result(unsafe { sys::l4_ipc_gate_bind_thread(gate.0 as _, thread.0 as _, label as _) })
+}
+
+pub(crate) fn env_get_cap(name: &str) -> Option<CapIdx> {
+    let mut buf = [0u8; 64];
+    if name.len() >= buf.len() || name.as_bytes().contains(&0) {
+        return None;
+    }
+    buf[..name.len()].copy_from_slice(name.as_bytes());
+    // SAFETY: `buf` is NUL-terminated; the environment is set up by the
+    // loader before `main` and never changes.
+    let idx = CapIdx(unsafe { sys::l4re_env_get_cap(buf.as_ptr() as *const c_char) } as u64);
+    idx.is_valid().then_some(idx)
+}
+
+pub(crate) fn log_write(text: &str) {
+    // SAFETY: the environment pointer is valid for the program's life.
+    let log = unsafe { (*sys::l4re_env()).log };
+    for chunk in text.as_bytes().chunks(sys::L4_VCON_WRITE_SIZE as usize) {
+        // SAFETY: writes `chunk` through the log capability's vcon protocol;
+        // the kernel copies the bytes out of our UTCB.
+        unsafe {
+            sys::l4_vcon_write(log, chunk.as_ptr() as *const c_char, chunk.len() as _);
+        }
+    }
+    // SAFETY: as above.
+    unsafe {
+        sys::l4_vcon_write(log, c"\n".as_ptr(), 1);
+    }
+}
+
+pub(crate) fn current_thread() -> CapIdx {
+    // Threads other than the main thread are not created by this crate on
+    // Fiasco yet; L4Re's pthread library knows their capabilities.
+    crate::cap::well_known::THREAD
+}

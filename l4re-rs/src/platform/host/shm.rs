@@ -1,0 +1,336 @@
+//! Shared memory and the registry of memory that memory items can carry.
+//!
+//! Linux cannot map one process's anonymous memory into another, so on the
+//! host only memory backed by a memfd can be sent in a memory item. A
+//! [`SharedMem`] is such memory; the process-global registry maps every
+//! address range that is backed by a memfd (our own [`SharedMem`]s, and
+//! mappings received through memory items) to the memfd and the file
+//! offset, so a sender can turn a flexpage into "this memfd, this offset"
+//! and a receiver that got a mapping can pass it on, as L4 allows.
+//!
+//! The memfd of a [`SharedMem`] is sealed against shrinking and growing:
+//! the receiver checks the seal before it maps, so a sender cannot make the
+//! receiver's mapping fault (`SIGBUS`) by truncating the file afterwards.
+//! Read-only items carry a read-only file descriptor (the memfd reopened
+//! through `/proc/self/fd`), so a receiver cannot map writable what it was
+//! given read-only.
+
+use std::collections::BTreeMap;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use rustix::fs::{FileType, MemfdFlags, Mode, OFlags, SealFlags};
+use rustix::mm::{MapFlags, ProtFlags};
+
+use super::{errno_to_error, lock};
+use crate::error::{Error, Result};
+use crate::fpage::{Fpage, PAGE_SIZE, Rights};
+
+/// A memfd as the registry knows it.
+pub(super) struct MemFile {
+    /// The fd we have; read-write if `writable`.
+    fd: Arc<OwnedFd>,
+    writable: bool,
+    /// A read-only reopening of a writable `fd`, made on first need.
+    ro: OnceLock<Arc<OwnedFd>>,
+}
+
+impl MemFile {
+    /// Wraps a memfd.
+    pub(super) fn new(fd: OwnedFd, writable: bool) -> Arc<MemFile> {
+        Arc::new(MemFile { fd: Arc::new(fd), writable, ro: OnceLock::new() })
+    }
+
+    /// The fd to send for an item with `rights`: the read-write fd if the
+    /// item grants W, else a read-only one. Fails if W is asked of a file
+    /// we only have read-only.
+    pub(super) fn fd_for(&self, rights: Rights) -> Result<Arc<OwnedFd>> {
+        if rights.contains(Rights::W) {
+            return if self.writable { Ok(self.fd.clone()) } else { Err(Error::Access) };
+        }
+        if !self.writable {
+            return Ok(self.fd.clone());
+        }
+        if let Some(ro) = self.ro.get() {
+            return Ok(ro.clone());
+        }
+        let path = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&*self.fd));
+        let ro = rustix::fs::open(path.as_str(), OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())
+            .map_err(errno_to_error)?;
+        // Another thread may have won the race; either fd will do.
+        let _ = self.ro.set(Arc::new(ro));
+        Ok(self.ro.get().expect("set above").clone())
+    }
+
+    /// Whether the fd allows writable mappings.
+    pub(super) fn writable(&self) -> bool {
+        self.writable
+    }
+
+    /// The fd.
+    pub(super) fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+struct Region {
+    end: u64,
+    file: Arc<MemFile>,
+    /// File offset of the region's first byte.
+    offset: u64,
+}
+
+/// Non-overlapping ranges `[start, end)` → memfd and offset.
+static REGIONS: Mutex<BTreeMap<u64, Region>> = Mutex::new(BTreeMap::new());
+
+/// Removes `[start, end)` from `map`, trimming regions that overlap it.
+fn punch(map: &mut BTreeMap<u64, Region>, start: u64, end: u64) {
+    let overlapping: Vec<u64> = map.range(..end).rev().take_while(|(_, r)| r.end > start).map(|(s, _)| *s).collect();
+    for s in overlapping {
+        let r = map.remove(&s).expect("key just listed");
+        if s < start {
+            map.insert(s, Region { end: start, file: r.file.clone(), offset: r.offset });
+        }
+        if r.end > end {
+            map.insert(end, Region { end: r.end, file: r.file, offset: r.offset + (end - s) });
+        }
+    }
+}
+
+/// Records that `[start, start + len)` is backed by `file` at `offset`.
+pub(super) fn register(start: u64, len: u64, file: Arc<MemFile>, offset: u64) {
+    let mut map = lock(&REGIONS);
+    punch(&mut map, start, start + len);
+    map.insert(start, Region { end: start + len, file, offset });
+}
+
+/// Forgets `[start, start + len)`.
+pub(super) fn unregister(start: u64, len: u64) {
+    punch(&mut lock(&REGIONS), start, start.saturating_add(len));
+}
+
+/// The memfd and file offset behind `[start, start + len)`, if the whole
+/// range lies in one registered region.
+pub(super) fn lookup(start: u64, len: u64) -> Option<(Arc<MemFile>, u64)> {
+    let end = start.checked_add(len)?;
+    let map = lock(&REGIONS);
+    let (s, r) = map.range(..=start).next_back()?;
+    (end <= r.end).then(|| (r.file.clone(), r.offset + (start - s)))
+}
+
+/// Tells the platform that memory received through memory items in
+/// `[addr, addr + len)` was unmapped or reused, so it is no longer sent
+/// from there. (Sending from a forgotten range fails with
+/// [`IpcError::MapFailed`](crate::IpcError::MapFailed); sending from a
+/// range that was unmapped but not forgotten sends the pages it had.)
+pub fn forget_mappings(addr: u64, len: u64) {
+    unregister(addr, len);
+}
+
+/// Checks a received memfd before mapping `[offset, offset + size)` of it:
+/// a regular file, long enough, sealed against shrinking.
+pub(super) fn check_memfd(fd: BorrowedFd<'_>, offset: u64, size: u64) -> bool {
+    let Ok(st) = rustix::fs::fstat(fd) else { return false };
+    if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
+        return false;
+    }
+    let Some(end) = offset.checked_add(size) else { return false };
+    if (st.st_size as u64) < end || offset % PAGE_SIZE != 0 {
+        return false;
+    }
+    rustix::fs::fcntl_get_seals(fd).is_ok_and(|s| s.contains(SealFlags::SHRINK))
+}
+
+/// Memory that can be sent in memory items: a memfd mapped shared into this
+/// process and registered, naturally aligned (to its size rounded up to a
+/// power of two, at most 2 MiB) so that flexpages of it can be formed.
+///
+/// The memory is shared with every process it is sent to, which may write
+/// it at any time: Rust references into it would be unsound, so access is
+/// through [`read`](Self::read)/[`write`](Self::write) (volatile copies) or
+/// the raw pointer.
+pub struct SharedMem {
+    addr: u64,
+    len: usize,
+    file: Arc<MemFile>,
+}
+
+impl SharedMem {
+    /// Creates `len` bytes (rounded up to whole pages) of zeroed shared
+    /// memory.
+    pub fn new(len: usize) -> Result<SharedMem> {
+        if len == 0 {
+            return Err(Error::Inval);
+        }
+        let page = PAGE_SIZE as usize;
+        let len = len.checked_next_multiple_of(page).ok_or(Error::NoMem)?;
+        let align = len.checked_next_power_of_two().unwrap_or(usize::MAX).min(2 << 20);
+        let fd = rustix::fs::memfd_create("l4re-shm", MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING)
+            .map_err(errno_to_error)?;
+        rustix::fs::ftruncate(&fd, len as u64).map_err(errno_to_error)?;
+        rustix::fs::fcntl_add_seals(&fd, SealFlags::SHRINK | SealFlags::GROW | SealFlags::SEAL)
+            .map_err(errno_to_error)?;
+        let total = len.checked_add(align - page).ok_or(Error::NoMem)?;
+        // SAFETY: a fresh anonymous PROT_NONE reservation at an address of
+        // the kernel's choosing cannot overlap any existing mapping.
+        let base = unsafe {
+            rustix::mm::mmap_anonymous(
+                core::ptr::null_mut(),
+                total,
+                ProtFlags::empty(),
+                MapFlags::PRIVATE | MapFlags::NORESERVE,
+            )
+        }
+        .map_err(errno_to_error)? as usize;
+        let start = base.next_multiple_of(align);
+        // SAFETY: `[start, start + len)` lies inside the reservation made
+        // just above, which nothing else refers to, so replacing it with the
+        // memfd mapping cannot affect other memory.
+        let mapped = unsafe {
+            rustix::mm::mmap(
+                start as *mut _,
+                len,
+                ProtFlags::READ | ProtFlags::WRITE,
+                MapFlags::SHARED | MapFlags::FIXED,
+                &fd,
+                0,
+            )
+        };
+        if let Err(e) = mapped {
+            // SAFETY: the reservation is ours and unused.
+            let _ = unsafe { rustix::mm::munmap(base as *mut _, total) };
+            return Err(errno_to_error(e));
+        }
+        // SAFETY: the head and tail of the reservation outside
+        // `[start, start + len)` are ours and unused.
+        unsafe {
+            if start > base {
+                let _ = rustix::mm::munmap(base as *mut _, start - base);
+            }
+            let tail = start + len;
+            if base + total > tail {
+                let _ = rustix::mm::munmap(tail as *mut _, base + total - tail);
+            }
+        }
+        let file = MemFile::new(fd, true);
+        register(start as u64, len as u64, file.clone(), 0);
+        Ok(SharedMem { addr: start as u64, len, file })
+    }
+
+    /// Start address.
+    pub fn addr(&self) -> u64 {
+        self.addr
+    }
+
+    /// Length in bytes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Always false: shared memory is at least a page.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    /// The start as a raw pointer. Other processes the memory was sent to
+    /// may write it concurrently.
+    pub fn as_ptr(&self) -> *mut u8 {
+        self.addr as *mut u8
+    }
+
+    /// The flexpage of `2^order` bytes at `offset` with `rights`, if it is
+    /// aligned and lies inside this memory.
+    pub fn fpage(&self, offset: usize, order: u8, rights: Rights) -> Option<Fpage> {
+        let size = 1usize.checked_shl(order as u32)?;
+        let addr = self.addr as usize + offset;
+        if order < 12 || addr % size != 0 || offset.checked_add(size)? > self.len {
+            return None;
+        }
+        Some(Fpage::mem(addr as u64, order, rights))
+    }
+
+    /// Copies `out.len()` bytes from `offset` (volatile reads).
+    ///
+    /// # Panics
+    ///
+    /// If the range is not inside the memory.
+    pub fn read(&self, offset: usize, out: &mut [u8]) {
+        assert!(offset.checked_add(out.len()).is_some_and(|e| e <= self.len), "SharedMem::read out of range");
+        for (i, b) in out.iter_mut().enumerate() {
+            // SAFETY: in range (checked above) of a mapping that lives as
+            // long as `self`; volatile because other processes may write.
+            *b = unsafe { core::ptr::read_volatile(self.as_ptr().add(offset + i)) };
+        }
+    }
+
+    /// Copies `data` to `offset` (volatile writes).
+    ///
+    /// # Panics
+    ///
+    /// If the range is not inside the memory.
+    pub fn write(&self, offset: usize, data: &[u8]) {
+        assert!(offset.checked_add(data.len()).is_some_and(|e| e <= self.len), "SharedMem::write out of range");
+        for (i, b) in data.iter().enumerate() {
+            // SAFETY: as in `read`; the mapping is writable.
+            unsafe { core::ptr::write_volatile(self.as_ptr().add(offset + i), *b) };
+        }
+    }
+
+    /// The memfd behind the memory.
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.file.fd()
+    }
+}
+
+impl Drop for SharedMem {
+    fn drop(&mut self) {
+        unregister(self.addr, self.len as u64);
+        // SAFETY: the mapping was made by `new` and belongs to this value;
+        // `read`/`write` borrow `self`, so no access is in progress.
+        let _ = unsafe { rustix::mm::munmap(self.addr as *mut _, self.len) };
+    }
+}
+
+impl core::fmt::Debug for SharedMem {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "SharedMem({:#x}+{:#x})", self.addr, self.len)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registry_trims_overlaps() {
+        let f = MemFile::new(rustix::fs::memfd_create("t", MemfdFlags::CLOEXEC).unwrap(), true);
+        let base = 0x7f00_dead_0000u64;
+        register(base, 0x4000, f.clone(), 0);
+        register(base + 0x1000, 0x1000, f.clone(), 0x9000);
+        assert_eq!(lookup(base, 0x1000).map(|x| x.1), Some(0));
+        assert_eq!(lookup(base + 0x1000, 0x1000).map(|x| x.1), Some(0x9000));
+        assert_eq!(lookup(base + 0x2000, 0x2000).map(|x| x.1), Some(0x2000));
+        assert!(lookup(base, 0x2000).is_none());
+        unregister(base, 0x4000);
+        assert!(lookup(base + 0x2000, 0x1000).is_none());
+    }
+
+    #[test]
+    fn shared_mem_is_aligned_and_registered() {
+        let m = SharedMem::new(3 * 4096).unwrap();
+        assert_eq!(m.len(), 3 * 4096);
+        assert_eq!(m.addr() % (4 * 4096), 0);
+        m.write(100, b"abc");
+        let mut b = [0u8; 3];
+        m.read(100, &mut b);
+        assert_eq!(&b, b"abc");
+        assert!(lookup(m.addr(), 3 * 4096).is_some());
+        assert!(m.fpage(0, 14, Rights::R).is_none(), "16 KiB flexpage exceeds 12 KiB");
+        assert!(m.fpage(4096, 12, Rights::R).is_some());
+        assert!(check_memfd(m.fd(), 0, 3 * 4096));
+        assert!(!check_memfd(m.fd(), 0, 4 * 4096));
+        let a = m.addr();
+        drop(m);
+        assert!(lookup(a, 4096).is_none());
+    }
+}
