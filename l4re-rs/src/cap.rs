@@ -165,7 +165,10 @@ impl<T: CapKind> Cap<T> {
     /// of another kind makes the object answer with an error, it cannot break
     /// memory safety.
     pub const fn from_idx(idx: CapIdx) -> Self {
-        Cap { idx, _kind: PhantomData }
+        Cap {
+            idx,
+            _kind: PhantomData,
+        }
     }
 
     /// The raw index.
@@ -238,7 +241,9 @@ impl<T: CapKind> OwnedCap<T> {
 
     /// Reinterprets the owned capability as one to another kind of object.
     pub fn cast<U: CapKind>(self) -> OwnedCap<U> {
-        OwnedCap { cap: self.into_cap().cast() }
+        OwnedCap {
+            cap: self.into_cap().cast(),
+        }
     }
 }
 
@@ -292,7 +297,11 @@ pub struct SlotBitmap<const WORDS: usize> {
 impl<const WORDS: usize> SlotBitmap<WORDS> {
     /// An allocator whose first slot is `first`.
     pub const fn new(first: u64) -> Self {
-        SlotBitmap { first, used: [0; WORDS], hint: 0 }
+        SlotBitmap {
+            first,
+            used: [0; WORDS],
+            hint: 0,
+        }
     }
 
     /// Allocates the lowest free slot at or after the hint.
@@ -338,7 +347,8 @@ impl<const WORDS: usize> SlotBitmap<WORDS> {
 
     /// Whether a slot is allocated.
     pub fn is_used(&self, idx: CapIdx) -> bool {
-        self.position(idx).is_some_and(|(w, b)| self.used[w] & (1 << b) != 0)
+        self.position(idx)
+            .is_some_and(|(w, b)| self.used[w] & (1 << b) != 0)
     }
 
     fn position(&self, idx: CapIdx) -> Option<(usize, usize)> {

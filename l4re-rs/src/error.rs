@@ -212,7 +212,9 @@ impl Error {
             1002 => Error::MsgTooLong,
             1003 => Error::MsgMissArg,
             1005 => Error::DropReply,
-            c if c >= EIPC_LO && c <= EIPC_HI => Error::Ipc(IpcError::from_raw((c - EIPC_LO) as u64)),
+            c if c >= EIPC_LO && c <= EIPC_HI => {
+                Error::Ipc(IpcError::from_raw((c - EIPC_LO) as u64))
+            }
             _ => Error::Other(-c),
         }
     }

@@ -176,7 +176,10 @@ impl SndFpage {
             MapType::Map => 0,
             MapType::Grant => MAP_ITEM_GRANT,
         };
-        SndFpage { base: ITEM_MAP | (snd_base & !(PAGE_SIZE - 1)) | grant, fpage }
+        SndFpage {
+            base: ITEM_MAP | (snd_base & !(PAGE_SIZE - 1)) | grant,
+            fpage,
+        }
     }
 
     /// A capability item for one slot (`Snd_fpage(L4::Cap, rights)`, as the
@@ -186,12 +189,18 @@ impl SndFpage {
             MapType::Map => 0,
             MapType::Grant => MAP_ITEM_GRANT,
         };
-        SndFpage { base: ITEM_MAP | grant, fpage: Fpage::obj(idx, 0, rights) }
+        SndFpage {
+            base: ITEM_MAP | grant,
+            fpage: Fpage::obj(idx, 0, rights),
+        }
     }
 
     /// The "no item" item the C++ framework sends for an invalid capability
     /// out-argument.
-    pub const NONE: SndFpage = SndFpage { base: 0, fpage: Fpage::NIL };
+    pub const NONE: SndFpage = SndFpage {
+        base: 0,
+        fpage: Fpage::NIL,
+    };
 
     /// Sets `L4_ITEM_CONT` (the next item goes into the same receive buffer).
     pub const fn compound(mut self) -> Self {
@@ -282,7 +291,10 @@ impl RcvBuf {
 
     /// A one-capability receive buffer.
     pub const fn cap(slot: CapIdx) -> Self {
-        RcvBuf::Cap { slot, local_id: false }
+        RcvBuf::Cap {
+            slot,
+            local_id: false,
+        }
     }
 }
 
@@ -309,14 +321,27 @@ mod tests {
         // 4 KiB page into a 64 KiB window, hot spot 0x3000.
         let item = SndFpage::mem(Fpage::mem(0x7000_0000, 12, Rights::R), 0x3000, MapType::Map);
         let win = Fpage::mem(0x1000_0000, 16, Rights::empty());
-        assert_eq!(fit_into_window(item, win), (0x7000_0000, 0x1000_3000, 0x1000));
+        assert_eq!(
+            fit_into_window(item, win),
+            (0x7000_0000, 0x1000_3000, 0x1000)
+        );
         // 64 KiB flexpage into a 4 KiB window: hot spot picks the page.
         let item = SndFpage::mem(Fpage::mem(0x7000_0000, 16, Rights::R), 0x5000, MapType::Map);
         let win = Fpage::mem(0x2000_0000, 12, Rights::empty());
-        assert_eq!(fit_into_window(item, win), (0x7000_5000, 0x2000_0000, 0x1000));
+        assert_eq!(
+            fit_into_window(item, win),
+            (0x7000_5000, 0x2000_0000, 0x1000)
+        );
         // Whole-space window (a pager's): lands at the hot spot.
-        let item = SndFpage::mem(Fpage::mem(0x7000_0000, 13, Rights::R), 0x4000_2000, MapType::Map);
-        assert_eq!(fit_into_window(item, Fpage::all_memory()), (0x7000_0000, 0x4000_2000, 0x2000));
+        let item = SndFpage::mem(
+            Fpage::mem(0x7000_0000, 13, Rights::R),
+            0x4000_2000,
+            MapType::Map,
+        );
+        assert_eq!(
+            fit_into_window(item, Fpage::all_memory()),
+            (0x7000_0000, 0x4000_2000, 0x2000)
+        );
     }
 
     #[test]

@@ -42,13 +42,23 @@ pub struct Received {
 
 /// Sends the message in `utcb` to `dest` and waits for the reply
 /// (`l4_ipc_call`).
-pub fn call<T: CapKind>(dest: Cap<T>, utcb: &mut Utcb, tag: MsgTag, timeout: Timeout) -> Result<MsgTag> {
+pub fn call<T: CapKind>(
+    dest: Cap<T>,
+    utcb: &mut Utcb,
+    tag: MsgTag,
+    timeout: Timeout,
+) -> Result<MsgTag> {
     platform::ipc_call(dest.idx(), utcb, tag, timeout).map_err(Error::Ipc)
 }
 
 /// Sends the message in `utcb` to `dest` without waiting for a reply
 /// (`l4_ipc_send`).
-pub fn send<T: CapKind>(dest: Cap<T>, utcb: &mut Utcb, tag: MsgTag, timeout: Timeout) -> Result<()> {
+pub fn send<T: CapKind>(
+    dest: Cap<T>,
+    utcb: &mut Utcb,
+    tag: MsgTag,
+    timeout: Timeout,
+) -> Result<()> {
     platform::ipc_send(dest.idx(), utcb, tag, timeout).map_err(Error::Ipc)
 }
 

@@ -128,7 +128,12 @@ pub struct MsgWriter<'u> {
 impl<'u> MsgWriter<'u> {
     /// Starts an empty message.
     pub fn new(utcb: &'u mut Utcb) -> Self {
-        MsgWriter { utcb, off: 0, items: heapless::Vec::new(), br: 0 }
+        MsgWriter {
+            utcb,
+            off: 0,
+            items: heapless::Vec::new(),
+            br: 0,
+        }
     }
 
     /// Byte offset of the next data value.
@@ -179,10 +184,17 @@ impl<'u> MsgWriter<'u> {
     /// Appends a receive buffer to the buffer registers.
     pub fn put_buffer(&mut self, buf: RcvBuf) -> Result<()> {
         let words: heapless::Vec<u64, 2> = match buf {
-            RcvBuf::Window(fp) => heapless::Vec::from_slice(&[crate::fpage::ITEM_MAP, fp.0]).unwrap(),
+            RcvBuf::Window(fp) => {
+                heapless::Vec::from_slice(&[crate::fpage::ITEM_MAP, fp.0]).unwrap()
+            }
             RcvBuf::Cap { slot, local_id } => {
-                let lid = if local_id { crate::fpage::RCV_ITEM_LOCAL_ID } else { 0 };
-                heapless::Vec::from_slice(&[slot.0 | crate::fpage::RCV_ITEM_SINGLE_CAP | lid]).unwrap()
+                let lid = if local_id {
+                    crate::fpage::RCV_ITEM_LOCAL_ID
+                } else {
+                    0
+                };
+                heapless::Vec::from_slice(&[slot.0 | crate::fpage::RCV_ITEM_SINGLE_CAP | lid])
+                    .unwrap()
             }
         };
         // Leave room for the terminating zero word.
@@ -236,7 +248,10 @@ impl RcvCapSlots {
     /// Slots that were written as `Small_buf`s into the buffer registers, in
     /// order.
     pub fn new(slots: &[CapIdx]) -> Self {
-        RcvCapSlots { slots: heapless::Vec::from_slice(&slots[..slots.len().min(4)]).unwrap(), next: 0 }
+        RcvCapSlots {
+            slots: heapless::Vec::from_slice(&slots[..slots.len().min(4)]).unwrap(),
+            next: 0,
+        }
     }
 
     /// How many slots were taken by received capabilities.
@@ -356,7 +371,10 @@ impl<'u> MsgReader<'u> {
         }
         let w = self.words + 2 * self.item;
         let mr = self.utcb.mr();
-        let it = SndFpage { base: mr[w], fpage: crate::fpage::Fpage(mr[w + 1]) };
+        let it = SndFpage {
+            base: mr[w],
+            fpage: crate::fpage::Fpage(mr[w + 1]),
+        };
         self.item += 1;
         Ok(it)
     }
@@ -367,8 +385,15 @@ impl<'u> MsgReader<'u> {
         if !it.cap_received() {
             return Err(Error::MsgMissArg);
         }
-        let slot = self.rcv_caps.as_mut().and_then(|s| s.take()).ok_or(Error::MsgMissArg)?;
-        Ok(ReceivedCap { idx: slot, item: it })
+        let slot = self
+            .rcv_caps
+            .as_mut()
+            .and_then(|s| s.take())
+            .ok_or(Error::MsgMissArg)?;
+        Ok(ReceivedCap {
+            idx: slot,
+            item: it,
+        })
     }
 }
 
@@ -634,7 +659,11 @@ pub struct SendCap<T: CapKind> {
 impl<T: CapKind> Cap<T> {
     /// This capability as an argument, with `rights`.
     pub fn send(self, rights: CapRights) -> SendCap<T> {
-        SendCap { cap: self, rights, map: MapType::Map }
+        SendCap {
+            cap: self,
+            rights,
+            map: MapType::Map,
+        }
     }
 }
 
@@ -690,7 +719,11 @@ impl<T: Marshal + OptProbe> Marshal for Option<T> {
         }
     }
     fn read(r: &mut MsgReader<'_>) -> Result<Self::Decoded> {
-        if T::present(r) { T::read(r).map(Some) } else { Ok(None) }
+        if T::present(r) {
+            T::read(r).map(Some)
+        } else {
+            Ok(None)
+        }
     }
 }
 

@@ -139,7 +139,12 @@ pub fn call<T: Marshal>(
             args(&mut w)?;
             w.finish(label)?
         };
-        let reply = ipc::call(crate::cap::Cap::<crate::cap::Untyped>::from_idx(dest), u, tag, timeout)?;
+        let reply = ipc::call(
+            crate::cap::Cap::<crate::cap::Untyped>::from_idx(dest),
+            u,
+            tag,
+            timeout,
+        )?;
         if reply.label() < 0 {
             return Err(Error::from_code(reply.label()));
         }
@@ -314,7 +319,14 @@ mod tests {
         fn take(&self, _: &mut Request<'_>, c: ReceivedCap) -> Result<u64> {
             Ok(c.idx.0)
         }
-        fn mixed(&self, _: &mut Request<'_>, a: u8, b: u16, c: bool, d: Vec<u8>) -> Result<(u8, u16, bool, LongBytesBuf)> {
+        fn mixed(
+            &self,
+            _: &mut Request<'_>,
+            a: u8,
+            b: u16,
+            c: bool,
+            d: Vec<u8>,
+        ) -> Result<(u8, u16, bool, LongBytesBuf)> {
             Ok((a, b, !c, LongBytesBuf::new(d)))
         }
     }
@@ -358,26 +370,115 @@ mod tests {
         // Unknown opcode.
         assert_eq!(serve(request(|w| 4i32.write(w)), |_| {}), Err(Error::NoSys));
         // No opcode at all.
-        assert_eq!(serve(MsgTag::new(0x7100, 0, 0, 0), |_| {}), Err(Error::MsgTooShort));
+        assert_eq!(
+            serve(MsgTag::new(0x7100, 0, 0, 0), |_| {}),
+            Err(Error::MsgTooShort)
+        );
         // Wrong protocol.
-        assert_eq!(serve(MsgTag::new(0x4000, 1, 0, 0), |_| {}), Err(Error::BadProto));
+        assert_eq!(
+            serve(MsgTag::new(0x4000, 1, 0, 0), |_| {}),
+            Err(Error::BadProto)
+        );
         // Missing argument.
-        assert_eq!(serve(request(|w| { 0i32.write(w)?; 1u64.write(w) }), |_| {}), Err(Error::MsgTooShort));
+        assert_eq!(
+            serve(
+                request(|w| {
+                    0i32.write(w)?;
+                    1u64.write(w)
+                }),
+                |_| {}
+            ),
+            Err(Error::MsgTooShort)
+        );
         // Truncated string: length says 100, message has 2 words.
         let t = MsgTag::new(0x7100, 2, 0, 0);
-        assert_eq!(serve(t, |mr| { mr[0] = 1; mr[1] = 100; }), Err(Error::MsgTooShort));
+        assert_eq!(
+            serve(t, |mr| {
+                mr[0] = 1;
+                mr[1] = 100;
+            }),
+            Err(Error::MsgTooShort)
+        );
         // Capability expected, none sent; then an item that is no received cap.
-        assert_eq!(serve(request(|w| 3i32.write(w)), |_| {}), Err(Error::MsgMissArg));
+        assert_eq!(
+            serve(request(|w| 3i32.write(w)), |_| {}),
+            Err(Error::MsgMissArg)
+        );
         let t = MsgTag::new(0x7100, 1, 1, 0);
-        assert_eq!(serve(t, |mr| { mr[0] = 3; mr[1] = 8; mr[2] = 0; }), Err(Error::MsgMissArg));
+        assert_eq!(
+            serve(t, |mr| {
+                mr[0] = 3;
+                mr[1] = 8;
+                mr[2] = 0;
+            }),
+            Err(Error::MsgMissArg)
+        );
         // Too many words and items for the registers.
-        assert_eq!(serve(MsgTag::new(0x7100, 63, 1, 0), |_| {}), Err(Error::MsgTooLong));
+        assert_eq!(
+            serve(MsgTag::new(0x7100, 63, 1, 0), |_| {}),
+            Err(Error::MsgTooLong)
+        );
         // Handler error becomes the reply code.
-        let t = request(|w| { 0i32.write(w)?; u64::MAX.write(w)?; 1u64.write(w) });
+        let t = request(|w| {
+            0i32.write(w)?;
+            u64::MAX.write(w)?;
+            1u64.write(w)
+        });
         assert_eq!(serve(t, |_| {}), Err(Error::Range));
         // A received capability is handed to the handler with its slot.
         let t = MsgTag::new(0x7100, 1, 1, 0);
-        assert_eq!(serve(t, |mr| { mr[0] = 3; mr[1] = 0x38; mr[2] = 0; }), Ok(MsgTag::new(0, 1, 0, 0)));
+        assert_eq!(
+            serve(t, |mr| {
+                mr[0] = 3;
+                mr[1] = 0x38;
+                mr[2] = 0;
+            }),
+            Ok(MsgTag::new(0, 1, 0, 0))
+        );
+    }
+
+    /// The generated client stubs against the generated dispatch, over real
+    /// IPC through a gate to a server thread.
+    #[cfg(feature = "host")]
+    #[test]
+    fn client_stubs_round_trip_over_ipc() {
+        use crate::server::{Server, ServerObject};
+        struct Obj;
+        impl ServerObject for Obj {
+            fn protocols(&self) -> &[(i64, &'static str)] {
+                &[(0x7100, "probe")]
+            }
+            fn dispatch(&self, req: &mut Request<'_>) -> Result<MsgTag> {
+                Probe::dispatch(&P, req)
+            }
+        }
+        let gate = crate::env::env().factory().create_gate(None, 0).unwrap();
+        let g = gate.cap();
+        let (_thread, _join) = crate::host::spawn_thread(move || {
+            let mut server = Server::new();
+            server.register_gate(g, alloc::sync::Arc::new(Obj)).unwrap();
+            let _ = server.serve(crate::ipc::Timeout::Never, |_| true);
+        })
+        .unwrap();
+        let probe: Cap<Probe> = gate.cap().cast();
+        assert_eq!(probe.add(40, 2), Ok(42));
+        assert_eq!(probe.add(u64::MAX, 1), Err(Error::Range));
+        assert_eq!(probe.echo("hello"), Ok(String::from("hello")));
+        assert_eq!(probe.sum(&[1, 2, 3, 4]), Ok(10));
+        let (a, b, c, d) = probe.mixed(1, 2, true, LongBytes::new(b"xyz")).unwrap();
+        assert_eq!((a, b, c, d), (1, 2, false, b"xyz".to_vec()));
+        // A capability argument arrives in the server's receive slot.
+        let slot = probe.take(gate.cap().untyped()).unwrap();
+        assert!(CapIdx(slot).is_valid());
+        // L4::Meta is answered for the object.
+        use crate::proto::MetaClient;
+        let meta: Cap<crate::proto::Meta> = gate.cap().cast();
+        assert_eq!(meta.num_interfaces().unwrap().0, 1);
+        let crate::rpc::WithCode(_, (proto, name)) = meta.interface(0).unwrap();
+        assert_eq!((proto, name.as_str()), (0x7100, "probe"));
+        assert_eq!(meta.supports(0x7100).unwrap().0, 1);
+        assert_eq!(meta.supports(0x4000).unwrap().0, 0);
+        assert_eq!(meta.interface(5), Err(Error::NoEnt));
     }
 
     /// Thousands of random and mutated messages: the dispatcher must answer
@@ -392,28 +493,62 @@ mod tests {
             seed
         };
         let valid = [
-            request(|w| { 0i32.write(w)?; 1u64.write(w)?; 2u64.write(w) }),
-            request(|w| { 1i32.write(w)?; "hello".write(w) }),
-            request(|w| { 2i32.write(w)?; (&[1u32, 2, 3][..]).write(w) }),
-            request(|w| { 5i32.write(w)?; 1u8.write(w)?; 2u16.write(w)?; false.write(w)?; LongBytes::new(b"x").write(w) }),
+            request(|w| {
+                0i32.write(w)?;
+                1u64.write(w)?;
+                2u64.write(w)
+            }),
+            request(|w| {
+                1i32.write(w)?;
+                "hello".write(w)
+            }),
+            request(|w| {
+                2i32.write(w)?;
+                (&[1u32, 2, 3][..]).write(w)
+            }),
+            request(|w| {
+                5i32.write(w)?;
+                1u8.write(w)?;
+                2u16.write(w)?;
+                false.write(w)?;
+                LongBytes::new(b"x").write(w)
+            }),
         ];
         let (mut ok, mut err) = (0, 0);
         for i in 0..50_000 {
             let r = next();
             let tag = if i % 2 == 0 {
                 // Fully random tag and registers.
-                MsgTag::new(if r & 1 == 0 { 0x7100 } else { (r >> 8) as i16 as i64 }, (r >> 16) as usize % 64, (r >> 24) as usize % 64, 0)
+                MsgTag::new(
+                    if r & 1 == 0 {
+                        0x7100
+                    } else {
+                        (r >> 8) as i16 as i64
+                    },
+                    (r >> 16) as usize % 64,
+                    (r >> 24) as usize % 64,
+                    0,
+                )
             } else {
                 // A valid request with one corrupted word or count.
                 let v = valid[(r % 4) as usize];
-                MsgTag::new(0x7100, (v.words() + (r >> 3) as usize % 3).saturating_sub(1), (r >> 5) as usize % 3, 0)
+                MsgTag::new(
+                    0x7100,
+                    (v.words() + (r >> 3) as usize % 3).saturating_sub(1),
+                    (r >> 5) as usize % 3,
+                    0,
+                )
             };
             let words: Vec<u64> = (0..crate::utcb::MR_WORDS).map(|_| next()).collect();
             let small = (next() % 4) as usize;
             let res = serve(tag, |mr| {
                 for (k, w) in mr.iter_mut().enumerate() {
                     // Keep some words small so lengths are sometimes plausible.
-                    *w = if k < small + 2 { words[k] % 16 } else { words[k] };
+                    *w = if k < small + 2 {
+                        words[k] % 16
+                    } else {
+                        words[k]
+                    };
                 }
                 if i % 2 == 1 {
                     mr[0] = (words[0] % 7) as u32 as u64;
@@ -430,6 +565,9 @@ mod tests {
                 }
             }
         }
-        assert!(ok > 100 && err > 100, "both outcomes exercised: ok={ok} err={err}");
+        assert!(
+            ok > 100 && err > 100,
+            "both outcomes exercised: ok={ok} err={err}"
+        );
     }
 }

@@ -61,7 +61,11 @@ impl MetaServer for MetaAnswer<'_> {
     fn num_interfaces(&self, _: &mut Request<'_>) -> Result<WithCode<()>> {
         Ok(WithCode(self.0.len() as i64, ()))
     }
-    fn interface(&self, _: &mut Request<'_>, idx: u64) -> Result<WithCode<(i64, alloc::string::String)>> {
+    fn interface(
+        &self,
+        _: &mut Request<'_>,
+        idx: u64,
+    ) -> Result<WithCode<(i64, alloc::string::String)>> {
         let (proto, name) = *self.0.get(idx as usize).ok_or(Error::NoEnt)?;
         Ok(WithCode(0, (proto, name.into())))
     }
@@ -180,7 +184,11 @@ impl Server {
     /// Serves requests until `keep_going` returns false (it is asked after
     /// each request and after each timeout). A wait that times out is not an
     /// error; any other wait error ends the loop with that error.
-    pub fn serve(&mut self, timeout: Timeout, mut keep_going: impl FnMut(&mut Self) -> bool) -> Result<()> {
+    pub fn serve(
+        &mut self,
+        timeout: Timeout,
+        mut keep_going: impl FnMut(&mut Self) -> bool,
+    ) -> Result<()> {
         self.announce_buffers()?;
         let mut next = Utcb::with(|u| ipc::wait(u, timeout));
         loop {

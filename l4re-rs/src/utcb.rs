@@ -37,7 +37,12 @@ pub struct UtcbRegs {
 impl UtcbRegs {
     /// A zeroed register block.
     pub const fn new() -> Self {
-        UtcbRegs { mr: [0; MR_WORDS], bdr: 0, br: [0; BR_WORDS], error: 0 }
+        UtcbRegs {
+            mr: [0; MR_WORDS],
+            bdr: 0,
+            br: [0; BR_WORDS],
+            error: 0,
+        }
     }
 }
 
@@ -68,7 +73,10 @@ impl Utcb {
         // SAFETY: the platform returns a flag that lives as long as the
         // current thread, and we use it only during this call.
         let flag: &Cell<bool> = unsafe { &*flag };
-        assert!(!flag.get(), "UTCB borrowed twice on one thread (nested Utcb::with)");
+        assert!(
+            !flag.get(),
+            "UTCB borrowed twice on one thread (nested Utcb::with)"
+        );
         flag.set(true);
         struct Release<'a>(&'a Cell<bool>);
         impl Drop for Release<'_> {
@@ -82,7 +90,12 @@ impl Utcb {
         // registers, valid for the thread's lifetime; the borrow flag just
         // set guarantees no other `Utcb` exists on this thread, and no other
         // thread uses this thread's UTCB.
-        let mut utcb = Utcb { mr: p.mr, bdr: p.bdr, br: p.br, error: p.error };
+        let mut utcb = Utcb {
+            mr: p.mr,
+            bdr: p.bdr,
+            br: p.br,
+            error: p.error,
+        };
         f(&mut utcb)
     }
 

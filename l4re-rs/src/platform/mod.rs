@@ -8,7 +8,9 @@
 //! written once over these.
 
 #[cfg(all(feature = "fiasco", feature = "host"))]
-compile_error!("features `fiasco` and `host` are mutually exclusive: build for Fiasco with --no-default-features --features fiasco");
+compile_error!(
+    "features `fiasco` and `host` are mutually exclusive: build for Fiasco with --no-default-features --features fiasco"
+);
 
 #[cfg(not(any(feature = "fiasco", feature = "host")))]
 compile_error!("choose a platform: feature `host` (default) or `fiasco`");
@@ -23,6 +25,5 @@ pub mod host;
 #[cfg(feature = "host")]
 pub(crate) use host::{
     cap_alloc, cap_free, cap_release, create_gate, current_thread, current_utcb, env_get_cap,
-    gate_bind_thread,
-    ipc_call, ipc_reply_and_wait, ipc_send, ipc_wait, log_write,
+    gate_bind_thread, ipc_call, ipc_reply_and_wait, ipc_send, ipc_wait, log_write,
 };

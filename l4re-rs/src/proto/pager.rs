@@ -33,12 +33,18 @@ pub struct Fault {
 impl Fault {
     /// Decodes the `pfa` word.
     pub const fn from_pfa(pfa: u64) -> Self {
-        Fault { addr: pfa & !7, write: pfa & PFA_WRITE != 0, exec: pfa & PFA_EXEC != 0 }
+        Fault {
+            addr: pfa & !7,
+            write: pfa & PFA_WRITE != 0,
+            exec: pfa & PFA_EXEC != 0,
+        }
     }
 
     /// Encodes the `pfa` word.
     pub const fn pfa(self) -> u64 {
-        (self.addr & !7) | if self.write { PFA_WRITE } else { 0 } | if self.exec { PFA_EXEC } else { 0 }
+        (self.addr & !7)
+            | if self.write { PFA_WRITE } else { 0 }
+            | if self.exec { PFA_EXEC } else { 0 }
     }
 }
 

@@ -30,7 +30,11 @@ protocol! {
 
 /// The answer `mix` must give.
 pub fn expected_mix(client: u32, seq: u64, text: &str) -> (u32, u64, String) {
-    (client, seq.wrapping_mul(3).wrapping_add(client as u64), format!("{text}/{client}/{seq}"))
+    (
+        client,
+        seq.wrapping_mul(3).wrapping_add(client as u64),
+        format!("{text}/{client}/{seq}"),
+    )
 }
 
 /// The test server.
@@ -44,7 +48,13 @@ impl CalcServer for CalcService {
         self.count();
         a.checked_add(b).ok_or(Error::Range)
     }
-    fn mix(&self, _: &mut Request<'_>, client: u32, seq: u64, text: String) -> Result<(u32, u64, String)> {
+    fn mix(
+        &self,
+        _: &mut Request<'_>,
+        client: u32,
+        seq: u64,
+        text: String,
+    ) -> Result<(u32, u64, String)> {
         self.count();
         Ok(expected_mix(client, seq, &text))
     }
@@ -55,7 +65,8 @@ impl CalcServer for CalcService {
 
 impl CalcService {
     fn count(&self) {
-        self.served.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.served
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
@@ -75,7 +86,11 @@ pub struct Registry {
 }
 
 impl NamespaceServer for Registry {
-    fn query(&self, _: &mut Request<'_>, name: Vec<u8>) -> Result<WithCode<(SndFpage, Option<i32>, Option<LongBytesBuf>)>> {
+    fn query(
+        &self,
+        _: &mut Request<'_>,
+        name: Vec<u8>,
+    ) -> Result<WithCode<(SndFpage, Option<i32>, Option<LongBytesBuf>)>> {
         // One component per query, as L4Re's name-space server does.
         let (first, rest) = match name.iter().position(|&b| b == b'/') {
             Some(n) => (&name[..n], Some(&name[n + 1..])),
@@ -88,9 +103,18 @@ impl NamespaceServer for Registry {
             Some(r) => (l4re::proto::namespace::PARTLY_RESOLVED, r.to_vec()),
             None => (0, Vec::new()),
         };
-        Ok(WithCode(code, (item, Some(0), Some(LongBytesBuf::new(rest)))))
+        Ok(WithCode(
+            code,
+            (item, Some(0), Some(LongBytesBuf::new(rest))),
+        ))
     }
-    fn register_obj(&self, _: &mut Request<'_>, _flags: u32, name: Vec<u8>, obj: Option<ReceivedCap>) -> Result<()> {
+    fn register_obj(
+        &self,
+        _: &mut Request<'_>,
+        _flags: u32,
+        name: Vec<u8>,
+        obj: Option<ReceivedCap>,
+    ) -> Result<()> {
         let obj = obj.ok_or(Error::Inval)?;
         if name.is_empty() || name.contains(&b'/') {
             return Err(Error::Inval);
@@ -99,7 +123,12 @@ impl NamespaceServer for Registry {
         Ok(())
     }
     fn unlink(&self, _: &mut Request<'_>, name: Vec<u8>) -> Result<()> {
-        self.entries.lock().unwrap().remove(&name).map(|_| ()).ok_or(Error::NoEnt)
+        self.entries
+            .lock()
+            .unwrap()
+            .remove(&name)
+            .map(|_| ())
+            .ok_or(Error::NoEnt)
     }
 }
 
@@ -144,13 +173,20 @@ impl DataspaceServer for PatternDataspace {
         }
         let rights = Rights::from_bits_truncate((flags & map_flags::RW) as u8);
         let page = self.mem.addr() as u64 + (offset & !0xfff);
-        Ok(SndFpage::mem(Fpage::mem(page, 12, rights), spot, MapType::Map))
+        Ok(SndFpage::mem(
+            Fpage::mem(page, 12, rights),
+            spot,
+            MapType::Map,
+        ))
     }
     fn clear(&self, _: &mut Request<'_>, _offset: u64, _size: u64) -> Result<()> {
         Err(Error::NoSys)
     }
     fn info(&self, _: &mut Request<'_>) -> Result<Stats> {
-        Ok(Stats { size: self.size(), flags: map_flags::RW })
+        Ok(Stats {
+            size: self.size(),
+            flags: map_flags::RW,
+        })
     }
     fn copy_in(&self, _: &mut Request<'_>, _: u64, _: ReceivedCap, _: u64, _: u64) -> Result<()> {
         Err(Error::NoSys)

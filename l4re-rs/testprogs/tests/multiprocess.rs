@@ -24,7 +24,10 @@ fn start(args: &[&str], caps: &[(&str, Cap<IpcGate>, CapRights)]) -> ChildTask {
 }
 
 fn exits_ok(task: &ChildTask, what: &str) {
-    let status = task.wait(Some(LIMIT)).expect("wait").unwrap_or_else(|| panic!("{what} did not finish"));
+    let status = task
+        .wait(Some(LIMIT))
+        .expect("wait")
+        .unwrap_or_else(|| panic!("{what} did not finish"));
     assert!(status.success(), "{what} failed: {status}");
 }
 
@@ -39,7 +42,12 @@ fn server(role: &str) -> (ChildTask, OwnedCap<IpcGate>) {
 fn eight_clients_ten_thousand_calls_each_on_one_gate() -> Result<()> {
     let (srv, g) = server("calc-server");
     let clients: Vec<ChildTask> = (0..8)
-        .map(|i| start(&["calc-client", &i.to_string(), "10000"], &[("server", *g, CapRights::RW)]))
+        .map(|i| {
+            start(
+                &["calc-client", &i.to_string(), "10000"],
+                &[("server", *g, CapRights::RW)],
+            )
+        })
         .collect();
     for (i, c) in clients.iter().enumerate() {
         exits_ok(c, &format!("client {i}"));
@@ -57,12 +65,21 @@ fn capability_passed_through_two_hops_still_works() -> Result<()> {
     let (calc_srv, calc) = server("calc-server");
     let (reg_srv, registry) = server("registry-server");
     // Hop 1: the publisher sends the calc gate to the registry in an IPC.
-    let publisher = start(&["publish", "calc"], &[("registry", *registry, CapRights::RW), ("target", *calc, CapRights::RW)]);
+    let publisher = start(
+        &["publish", "calc"],
+        &[
+            ("registry", *registry, CapRights::RW),
+            ("target", *calc, CapRights::RW),
+        ],
+    );
     exits_ok(&publisher, "publisher");
     // The creator forgets the calc gate: only the registry holds it now.
     drop(calc);
     // Hop 2: the registry sends it on to the caller, which calls through it.
-    let caller = start(&["lookup-call", "calc", "1000"], &[("registry", *registry, CapRights::RW)]);
+    let caller = start(
+        &["lookup-call", "calc", "1000"],
+        &[("registry", *registry, CapRights::RW)],
+    );
     exits_ok(&caller, "caller");
     calc_srv.kill()?;
     reg_srv.kill()?;
@@ -86,7 +103,8 @@ fn death_of_the_server_fails_calls_instead_of_hanging() -> Result<()> {
     let caller = start(&["call-until-dead"], &[("server", *g, CapRights::RW)]);
     std::thread::sleep(Duration::from_millis(300));
     srv.kill()?;
-    srv.wait(Some(LIMIT))?.expect("server exit noticed through its task capability");
+    srv.wait(Some(LIMIT))?
+        .expect("server exit noticed through its task capability");
     // The client blocked in (or about to make) a call sees the death.
     exits_ok(&caller, "caller of a dying server");
     // So do we, at once.
@@ -110,15 +128,30 @@ fn malformed_requests_get_errors_and_the_server_keeps_serving() -> Result<()> {
     };
     let code = |e: Error| e.code();
     // Unknown protocol label.
-    assert_eq!(raw(MsgTag::new(0x4321, 1, 0, 0), &[0])?, code(Error::BadProto));
+    assert_eq!(
+        raw(MsgTag::new(0x4321, 1, 0, 0), &[0])?,
+        code(Error::BadProto)
+    );
     // Unknown opcode.
-    assert_eq!(raw(MsgTag::new(0x7000, 1, 0, 0), &[77])?, code(Error::NoSys));
+    assert_eq!(
+        raw(MsgTag::new(0x7000, 1, 0, 0), &[77])?,
+        code(Error::NoSys)
+    );
     // No opcode.
-    assert_eq!(raw(MsgTag::new(0x7000, 0, 0, 0), &[])?, code(Error::MsgTooShort));
+    assert_eq!(
+        raw(MsgTag::new(0x7000, 0, 0, 0), &[])?,
+        code(Error::MsgTooShort)
+    );
     // Too few words for `add`.
-    assert_eq!(raw(MsgTag::new(0x7000, 2, 0, 0), &[0, 5])?, code(Error::MsgTooShort));
+    assert_eq!(
+        raw(MsgTag::new(0x7000, 2, 0, 0), &[0, 5])?,
+        code(Error::MsgTooShort)
+    );
     // Truncated string: `mix` with a string length past the message.
-    assert_eq!(raw(MsgTag::new(0x7000, 4, 0, 0), &[1, 7, 400, 0])?, code(Error::MsgTooShort));
+    assert_eq!(
+        raw(MsgTag::new(0x7000, 4, 0, 0), &[1, 7, 400, 0])?,
+        code(Error::MsgTooShort)
+    );
     // More words and items than the message registers hold: refused.
     assert!(raw(MsgTag::new(0x7000, 63, 5, 0), &[0; 63]).is_err());
     // Meta is answered for the object.
@@ -147,10 +180,24 @@ fn random_messages_over_real_ipc_do_not_stop_the_server() -> Result<()> {
     };
     for _ in 0..3000 {
         let r = rnd();
-        let label = if r & 3 == 0 { (r >> 40) as i16 as i64 } else { 0x7000 };
+        let label = if r & 3 == 0 {
+            (r >> 40) as i16 as i64
+        } else {
+            0x7000
+        };
         let words = (r >> 8) as usize % 64;
         let tag = MsgTag::new(label, words, 0, 0);
-        let fill: Vec<u64> = (0..words).map(|k| if k == 0 { rnd() % 4 } else if k < 3 { rnd() % 64 } else { rnd() }).collect();
+        let fill: Vec<u64> = (0..words)
+            .map(|k| {
+                if k == 0 {
+                    rnd() % 4
+                } else if k < 3 {
+                    rnd() % 64
+                } else {
+                    rnd()
+                }
+            })
+            .collect();
         let _ = Utcb::with(|u| {
             u.mr()[..words].copy_from_slice(&fill);
             call(g.cap(), u, tag, Timeout::millis(10_000))

@@ -80,13 +80,23 @@ fn check(t: sys::l4_msgtag_t) -> core::result::Result<MsgTag, IpcError> {
     }
 }
 
-pub(crate) fn ipc_call(dest: CapIdx, _: &mut Utcb, tag: MsgTag, to: Timeout) -> core::result::Result<MsgTag, IpcError> {
+pub(crate) fn ipc_call(
+    dest: CapIdx,
+    _: &mut Utcb,
+    tag: MsgTag,
+    to: Timeout,
+) -> core::result::Result<MsgTag, IpcError> {
     // SAFETY: the message is in this thread's UTCB (the `&mut Utcb` proves
     // nobody else uses it); the kernel validates the capability.
     check(unsafe { sys::l4_ipc_call(dest.0 as _, utcb(), tag_in(tag), timeout(to)) })
 }
 
-pub(crate) fn ipc_send(dest: CapIdx, _: &mut Utcb, tag: MsgTag, to: Timeout) -> core::result::Result<(), IpcError> {
+pub(crate) fn ipc_send(
+    dest: CapIdx,
+    _: &mut Utcb,
+    tag: MsgTag,
+    to: Timeout,
+) -> core::result::Result<(), IpcError> {
     // SAFETY: as for `ipc_call`.
     check(unsafe { sys::l4_ipc_send(dest.0 as _, utcb(), tag_in(tag), timeout(to)) }).map(|_| ())
 }
@@ -95,20 +105,36 @@ pub(crate) fn ipc_wait(_: &mut Utcb, to: Timeout) -> core::result::Result<Receiv
     let mut label: sys::l4_umword_t = 0;
     // SAFETY: as for `ipc_call`; `label` is a valid out-pointer.
     let t = check(unsafe { sys::l4_ipc_wait(utcb(), &mut label, timeout(to)) })?;
-    Ok(Received { tag: t, label: label as u64 })
+    Ok(Received {
+        tag: t,
+        label: label as u64,
+    })
 }
 
-pub(crate) fn ipc_reply_and_wait(_: &mut Utcb, reply: MsgTag, to: Timeout) -> core::result::Result<Received, IpcError> {
+pub(crate) fn ipc_reply_and_wait(
+    _: &mut Utcb,
+    reply: MsgTag,
+    to: Timeout,
+) -> core::result::Result<Received, IpcError> {
     let mut label: sys::l4_umword_t = 0;
     // SAFETY: as for `ipc_wait`.
-    let t = check(unsafe { sys::l4_ipc_reply_and_wait(utcb(), tag_in(reply), &mut label, timeout(to)) })?;
-    Ok(Received { tag: t, label: label as u64 })
+    let t = check(unsafe {
+        sys::l4_ipc_reply_and_wait(utcb(), tag_in(reply), &mut label, timeout(to))
+    })?;
+    Ok(Received {
+        tag: t,
+        label: label as u64,
+    })
 }
 
 pub(crate) fn cap_alloc() -> Result<CapIdx> {
     // SAFETY: L4Re's capability allocator is thread-safe.
     let idx = CapIdx(unsafe { sys::l4re_util_cap_alloc() } as u64);
-    if idx.is_valid() { Ok(idx) } else { Err(Error::NoMem) }
+    if idx.is_valid() {
+        Ok(idx)
+    } else {
+        Err(Error::NoMem)
+    }
 }
 
 pub(crate) fn cap_free(idx: CapIdx) {
@@ -135,7 +161,12 @@ pub(crate) fn create_gate(target: CapIdx, thread: Option<CapIdx>, label: u64) ->
     let thread = thread.unwrap_or(CapIdx::INVALID);
     // SAFETY: a kernel invocation with capability indices and a label.
     l4_result(unsafe {
-        sys::l4_factory_create_gate(crate::cap::well_known::FACTORY.0 as _, target.0 as _, thread.0 as _, label as _)
+        sys::l4_factory_create_gate(
+            crate::cap::well_known::FACTORY.0 as _,
+            target.0 as _,
+            thread.0 as _,
+            label as _,
+        )
     })
 }
 

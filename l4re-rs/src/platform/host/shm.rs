@@ -15,9 +15,9 @@
 //! through `/proc/self/fd`), so a receiver cannot map writable what it was
 //! given read-only.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use rustix::fs::{FileType, MemfdFlags, Mode, OFlags, SealFlags};
 use rustix::mm::{MapFlags, ProtFlags};
@@ -27,18 +27,54 @@ use crate::error::{Error, Result};
 use crate::fpage::{Fpage, PAGE_SIZE, Rights};
 
 /// A memfd as the registry knows it.
+///
+/// One per file and access mode per process: memory items that arrive
+/// with the same memfd share one fd (a pager's client receives thousands
+/// of pages of one file and must not keep thousands of fds).
 pub(super) struct MemFile {
     /// The fd we have; read-write if `writable`.
     fd: Arc<OwnedFd>,
     writable: bool,
     /// A read-only reopening of a writable `fd`, made on first need.
     ro: OnceLock<Arc<OwnedFd>>,
+    /// (device, inode, writable): the key in `FILES`.
+    key: (u64, u64, bool),
+}
+
+type FileKey = (u64, u64, bool);
+
+/// The memfds we hold, by device, inode and access mode.
+static FILES: Mutex<Option<HashMap<FileKey, Weak<MemFile>>>> = Mutex::new(None);
+
+impl Drop for MemFile {
+    fn drop(&mut self) {
+        if let Some(files) = lock(&FILES).as_mut() {
+            if files.get(&self.key).is_some_and(|w| w.strong_count() == 0) {
+                files.remove(&self.key);
+            }
+        }
+    }
 }
 
 impl MemFile {
-    /// Wraps a memfd.
-    pub(super) fn new(fd: OwnedFd, writable: bool) -> Arc<MemFile> {
-        Arc::new(MemFile { fd: Arc::new(fd), writable, ro: OnceLock::new() })
+    /// The `MemFile` for memfd `fd`: the one we already have for the same
+    /// file and access mode (then `fd` is closed), or a new one.
+    pub(super) fn intern(fd: OwnedFd, writable: bool) -> Result<Arc<MemFile>> {
+        let st = rustix::fs::fstat(&fd).map_err(errno_to_error)?;
+        let key = (st.st_dev, st.st_ino, writable);
+        let mut files = lock(&FILES);
+        let files = files.get_or_insert_with(HashMap::new);
+        if let Some(f) = files.get(&key).and_then(Weak::upgrade) {
+            return Ok(f);
+        }
+        let f = Arc::new(MemFile {
+            fd: Arc::new(fd),
+            writable,
+            ro: OnceLock::new(),
+            key,
+        });
+        files.insert(key, Arc::downgrade(&f));
+        Ok(f)
     }
 
     /// The fd to send for an item with `rights`: the read-write fd if the
@@ -46,7 +82,11 @@ impl MemFile {
     /// we only have read-only.
     pub(super) fn fd_for(&self, rights: Rights) -> Result<Arc<OwnedFd>> {
         if rights.contains(Rights::W) {
-            return if self.writable { Ok(self.fd.clone()) } else { Err(Error::Access) };
+            return if self.writable {
+                Ok(self.fd.clone())
+            } else {
+                Err(Error::Access)
+            };
         }
         if !self.writable {
             return Ok(self.fd.clone());
@@ -54,17 +94,19 @@ impl MemFile {
         if let Some(ro) = self.ro.get() {
             return Ok(ro.clone());
         }
-        let path = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&*self.fd));
-        let ro = rustix::fs::open(path.as_str(), OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())
-            .map_err(errno_to_error)?;
+        let path = format!(
+            "/proc/self/fd/{}",
+            std::os::fd::AsRawFd::as_raw_fd(&*self.fd)
+        );
+        let ro = rustix::fs::open(
+            path.as_str(),
+            OFlags::RDONLY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(errno_to_error)?;
         // Another thread may have won the race; either fd will do.
         let _ = self.ro.set(Arc::new(ro));
         Ok(self.ro.get().expect("set above").clone())
-    }
-
-    /// Whether the fd allows writable mappings.
-    pub(super) fn writable(&self) -> bool {
-        self.writable
     }
 
     /// The fd.
@@ -85,14 +127,33 @@ static REGIONS: Mutex<BTreeMap<u64, Region>> = Mutex::new(BTreeMap::new());
 
 /// Removes `[start, end)` from `map`, trimming regions that overlap it.
 fn punch(map: &mut BTreeMap<u64, Region>, start: u64, end: u64) {
-    let overlapping: Vec<u64> = map.range(..end).rev().take_while(|(_, r)| r.end > start).map(|(s, _)| *s).collect();
+    let overlapping: Vec<u64> = map
+        .range(..end)
+        .rev()
+        .take_while(|(_, r)| r.end > start)
+        .map(|(s, _)| *s)
+        .collect();
     for s in overlapping {
         let r = map.remove(&s).expect("key just listed");
         if s < start {
-            map.insert(s, Region { end: start, file: r.file.clone(), offset: r.offset });
+            map.insert(
+                s,
+                Region {
+                    end: start,
+                    file: r.file.clone(),
+                    offset: r.offset,
+                },
+            );
         }
         if r.end > end {
-            map.insert(end, Region { end: r.end, file: r.file, offset: r.offset + (end - s) });
+            map.insert(
+                end,
+                Region {
+                    end: r.end,
+                    file: r.file,
+                    offset: r.offset + (end - s),
+                },
+            );
         }
     }
 }
@@ -101,7 +162,14 @@ fn punch(map: &mut BTreeMap<u64, Region>, start: u64, end: u64) {
 pub(super) fn register(start: u64, len: u64, file: Arc<MemFile>, offset: u64) {
     let mut map = lock(&REGIONS);
     punch(&mut map, start, start + len);
-    map.insert(start, Region { end: start + len, file, offset });
+    map.insert(
+        start,
+        Region {
+            end: start + len,
+            file,
+            offset,
+        },
+    );
 }
 
 /// Forgets `[start, start + len)`.
@@ -130,11 +198,15 @@ pub fn forget_mappings(addr: u64, len: u64) {
 /// Checks a received memfd before mapping `[offset, offset + size)` of it:
 /// a regular file, long enough, sealed against shrinking.
 pub(super) fn check_memfd(fd: BorrowedFd<'_>, offset: u64, size: u64) -> bool {
-    let Ok(st) = rustix::fs::fstat(fd) else { return false };
+    let Ok(st) = rustix::fs::fstat(fd) else {
+        return false;
+    };
     if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
         return false;
     }
-    let Some(end) = offset.checked_add(size) else { return false };
+    let Some(end) = offset.checked_add(size) else {
+        return false;
+    };
     if (st.st_size as u64) < end || offset % PAGE_SIZE != 0 {
         return false;
     }
@@ -148,7 +220,11 @@ pub(super) fn check_memfd(fd: BorrowedFd<'_>, offset: u64, size: u64) -> bool {
 /// The memory is shared with every process it is sent to, which may write
 /// it at any time: Rust references into it would be unsound, so access is
 /// through [`read`](Self::read)/[`write`](Self::write) (volatile copies) or
-/// the raw pointer.
+/// the raw pointer. [`as_slice`](Self::as_slice) and
+/// [`as_mut_slice`](Self::as_mut_slice) are for memory that no other task
+/// writes at the time (e.g. to fill it before it is sent, or memory sent
+/// read-only): like every shared file mapping (`memmap2` has the same
+/// caveat), the compiler cannot see writes made by other processes.
 pub struct SharedMem {
     addr: u64,
     len: usize,
@@ -164,9 +240,13 @@ impl SharedMem {
         }
         let page = PAGE_SIZE as usize;
         let len = len.checked_next_multiple_of(page).ok_or(Error::NoMem)?;
-        let align = len.checked_next_power_of_two().unwrap_or(usize::MAX).min(2 << 20);
-        let fd = rustix::fs::memfd_create("l4re-shm", MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING)
-            .map_err(errno_to_error)?;
+        let align = len
+            .checked_next_power_of_two()
+            .unwrap_or(usize::MAX)
+            .min(2 << 20);
+        let fd =
+            rustix::fs::memfd_create("l4re-shm", MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING)
+                .map_err(errno_to_error)?;
         rustix::fs::ftruncate(&fd, len as u64).map_err(errno_to_error)?;
         rustix::fs::fcntl_add_seals(&fd, SealFlags::SHRINK | SealFlags::GROW | SealFlags::SEAL)
             .map_err(errno_to_error)?;
@@ -212,14 +292,18 @@ impl SharedMem {
                 let _ = rustix::mm::munmap(tail as *mut _, base + total - tail);
             }
         }
-        let file = MemFile::new(fd, true);
+        let file = MemFile::intern(fd, true)?;
         register(start as u64, len as u64, file.clone(), 0);
-        Ok(SharedMem { addr: start as u64, len, file })
+        Ok(SharedMem {
+            addr: start as u64,
+            len,
+            file,
+        })
     }
 
     /// Start address.
-    pub fn addr(&self) -> u64 {
-        self.addr
+    pub fn addr(&self) -> usize {
+        self.addr as usize
     }
 
     /// Length in bytes.
@@ -238,11 +322,29 @@ impl SharedMem {
         self.addr as *mut u8
     }
 
+    /// The memory as bytes. Other tasks that were sent this memory with
+    /// write rights may change it behind the slice's back.
+    pub fn as_slice(&self) -> &[u8] {
+        // SAFETY: the mapping is `len` readable bytes, page-aligned, alive
+        // as long as `self`; within this process it is only written through
+        // `&mut self` (`as_mut_slice`) or `write`, which takes `&self` but
+        // writes volatile bytes (see the type's docs for other processes).
+        unsafe { core::slice::from_raw_parts(self.as_ptr(), self.len) }
+    }
+
+    /// The memory as mutable bytes (see [`as_slice`](Self::as_slice) about
+    /// other tasks).
+    pub fn as_mut_slice(&mut self) -> &mut [u8] {
+        // SAFETY: as in `as_slice`; `&mut self` makes this the only access
+        // from this process while the slice lives.
+        unsafe { core::slice::from_raw_parts_mut(self.as_ptr(), self.len) }
+    }
+
     /// The flexpage of `2^order` bytes at `offset` with `rights`, if it is
     /// aligned and lies inside this memory.
     pub fn fpage(&self, offset: usize, order: u8, rights: Rights) -> Option<Fpage> {
         let size = 1usize.checked_shl(order as u32)?;
-        let addr = self.addr as usize + offset;
+        let addr = (self.addr as usize).checked_add(offset)?;
         if order < 12 || addr % size != 0 || offset.checked_add(size)? > self.len {
             return None;
         }
@@ -255,7 +357,10 @@ impl SharedMem {
     ///
     /// If the range is not inside the memory.
     pub fn read(&self, offset: usize, out: &mut [u8]) {
-        assert!(offset.checked_add(out.len()).is_some_and(|e| e <= self.len), "SharedMem::read out of range");
+        assert!(
+            offset.checked_add(out.len()).is_some_and(|e| e <= self.len),
+            "SharedMem::read out of range"
+        );
         for (i, b) in out.iter_mut().enumerate() {
             // SAFETY: in range (checked above) of a mapping that lives as
             // long as `self`; volatile because other processes may write.
@@ -269,7 +374,12 @@ impl SharedMem {
     ///
     /// If the range is not inside the memory.
     pub fn write(&self, offset: usize, data: &[u8]) {
-        assert!(offset.checked_add(data.len()).is_some_and(|e| e <= self.len), "SharedMem::write out of range");
+        assert!(
+            offset
+                .checked_add(data.len())
+                .is_some_and(|e| e <= self.len),
+            "SharedMem::write out of range"
+        );
         for (i, b) in data.iter().enumerate() {
             // SAFETY: as in `read`; the mapping is writable.
             unsafe { core::ptr::write_volatile(self.as_ptr().add(offset + i), *b) };
@@ -291,6 +401,98 @@ impl Drop for SharedMem {
     }
 }
 
+/// An address range reserved for receive windows: mapped `PROT_NONE`, no
+/// memory behind it, naturally aligned to its size (a power of two), so
+/// that [`window`](Self::window) can announce all of it. Memory items
+/// received into it replace parts of the reservation; dropping it unmaps the
+/// whole range (and forgets the received mappings).
+///
+/// This is how a program owns a window range as the receive path requires
+/// (see "Memory items and receive windows" in the [module docs](super)).
+pub struct ReservedRange {
+    addr: usize,
+    order: u8,
+}
+
+impl ReservedRange {
+    /// Reserves at least `len` bytes (rounded up to a power of two of at
+    /// least a page).
+    pub fn new(len: usize) -> Result<ReservedRange> {
+        let size = len
+            .max(PAGE_SIZE as usize)
+            .checked_next_power_of_two()
+            .ok_or(Error::NoMem)?;
+        let total = size.checked_mul(2).ok_or(Error::NoMem)?;
+        // SAFETY: a fresh anonymous PROT_NONE reservation at an address of
+        // the kernel's choosing cannot overlap any existing mapping.
+        let base = unsafe {
+            rustix::mm::mmap_anonymous(
+                core::ptr::null_mut(),
+                total,
+                ProtFlags::empty(),
+                MapFlags::PRIVATE | MapFlags::NORESERVE,
+            )
+        }
+        .map_err(errno_to_error)? as usize;
+        let addr = base.next_multiple_of(size);
+        // SAFETY: the parts of our fresh reservation outside
+        // `[addr, addr + size)` are unused.
+        unsafe {
+            if addr > base {
+                let _ = rustix::mm::munmap(base as *mut _, addr - base);
+            }
+            let tail = addr + size;
+            if base + total > tail {
+                let _ = rustix::mm::munmap(tail as *mut _, base + total - tail);
+            }
+        }
+        Ok(ReservedRange {
+            addr,
+            order: size.trailing_zeros() as u8,
+        })
+    }
+
+    /// Start address.
+    pub fn addr(&self) -> usize {
+        self.addr
+    }
+
+    /// log2 of the size.
+    pub fn order(&self) -> u8 {
+        self.order
+    }
+
+    /// Size in bytes.
+    pub fn len(&self) -> usize {
+        1 << self.order
+    }
+
+    /// Always false: a reservation is at least a page.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    /// The whole range as a memory receive window.
+    pub fn window(&self) -> crate::fpage::RcvBuf {
+        crate::fpage::RcvBuf::window(self.addr as u64, self.order)
+    }
+}
+
+impl Drop for ReservedRange {
+    fn drop(&mut self) {
+        unregister(self.addr as u64, self.len() as u64);
+        // SAFETY: the range is ours (reserved by `new`, then filled only by
+        // mappings we received into it); nothing borrows it as Rust data.
+        let _ = unsafe { rustix::mm::munmap(self.addr as *mut _, self.len()) };
+    }
+}
+
+impl core::fmt::Debug for ReservedRange {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "ReservedRange({:#x}+{:#x})", self.addr, self.len())
+    }
+}
+
 impl core::fmt::Debug for SharedMem {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         write!(f, "SharedMem({:#x}+{:#x})", self.addr, self.len)
@@ -302,8 +504,19 @@ mod tests {
     use super::*;
 
     #[test]
+    fn reserved_range_is_aligned() {
+        let r = ReservedRange::new(24 * 4096).unwrap();
+        assert_eq!(r.order(), 17);
+        assert_eq!(r.addr() % r.len(), 0);
+    }
+
+    #[test]
     fn registry_trims_overlaps() {
-        let f = MemFile::new(rustix::fs::memfd_create("t", MemfdFlags::CLOEXEC).unwrap(), true);
+        let fd = rustix::fs::memfd_create("t", MemfdFlags::CLOEXEC).unwrap();
+        let dup = rustix::io::fcntl_dupfd_cloexec(&fd, 3).unwrap();
+        let f = MemFile::intern(fd, true).unwrap();
+        // The same file again is the same `MemFile`.
+        assert!(Arc::ptr_eq(&f, &MemFile::intern(dup, true).unwrap()));
         let base = 0x7f00_dead_0000u64;
         register(base, 0x4000, f.clone(), 0);
         register(base + 0x1000, 0x1000, f.clone(), 0x9000);
@@ -324,12 +537,15 @@ mod tests {
         let mut b = [0u8; 3];
         m.read(100, &mut b);
         assert_eq!(&b, b"abc");
-        assert!(lookup(m.addr(), 3 * 4096).is_some());
-        assert!(m.fpage(0, 14, Rights::R).is_none(), "16 KiB flexpage exceeds 12 KiB");
+        assert!(lookup(m.addr() as u64, 3 * 4096).is_some());
+        assert!(
+            m.fpage(0, 14, Rights::R).is_none(),
+            "16 KiB flexpage exceeds 12 KiB"
+        );
         assert!(m.fpage(4096, 12, Rights::R).is_some());
         assert!(check_memfd(m.fd(), 0, 3 * 4096));
         assert!(!check_memfd(m.fd(), 0, 4 * 4096));
-        let a = m.addr();
+        let a = m.addr() as u64;
         drop(m);
         assert!(lookup(a, 4096).is_none());
     }

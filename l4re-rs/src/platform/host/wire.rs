@@ -114,10 +114,18 @@ pub(super) struct Desc {
 
 impl Desc {
     /// The descriptor of an item that carries nothing.
-    pub const NONE: Desc = Desc { kind: Kind::None, nfds: 0, rights: 0, arg: 0 };
+    pub const NONE: Desc = Desc {
+        kind: Kind::None,
+        nfds: 0,
+        rights: 0,
+        arg: 0,
+    };
 
     fn encode(self) -> [u64; 2] {
-        [self.kind as u64 | (self.nfds as u64) << 8 | (self.rights as u64) << 16, self.arg]
+        [
+            self.kind as u64 | (self.nfds as u64) << 8 | (self.rights as u64) << 16,
+            self.arg,
+        ]
     }
 
     fn decode(w: [u64; 2]) -> Result<Desc, WireError> {
@@ -129,7 +137,12 @@ impl Desc {
         if !kind.fds_ok(nfds) {
             return Err(WireError::BadDesc);
         }
-        Ok(Desc { kind, nfds, rights: (w[0] >> 16) as u8, arg: w[1] })
+        Ok(Desc {
+            kind,
+            nfds,
+            rights: (w[0] >> 16) as u8,
+            arg: w[1],
+        })
     }
 }
 
@@ -181,11 +194,21 @@ impl PacketBuf {
     ///
     /// The caller guarantees `tag.words() + 2 * tag.items() == msg.len()`,
     /// `descs.len() == tag.items()` and `msg.len() <= MR_WORDS`.
-    pub fn new(tag: MsgTag, rights: CapRights, reply_fd: bool, nfds: usize, msg: &[u64], descs: &[Desc]) -> Self {
+    pub fn new(
+        tag: MsgTag,
+        rights: CapRights,
+        reply_fd: bool,
+        nfds: usize,
+        msg: &[u64],
+        descs: &[Desc],
+    ) -> Self {
         debug_assert_eq!(msg.len(), tag.words() + 2 * tag.items());
         debug_assert_eq!(descs.len(), tag.items());
         debug_assert!(nfds <= MAX_FDS);
-        let mut p = PacketBuf { buf: [0; MAX_PACKET_BYTES], len: 0 };
+        let mut p = PacketBuf {
+            buf: [0; MAX_PACKET_BYTES],
+            len: 0,
+        };
         let flags = if reply_fd { FLAG_REPLY_FD } else { 0 };
         p.push(MAGIC as u64 | (VERSION as u64) << 32 | (flags as u64) << 48);
         p.push(MsgTag::new(tag.label(), tag.words(), tag.items(), 0).0);
@@ -295,7 +318,13 @@ pub(super) fn parse(bytes: &[u8], nfds: usize) -> Result<Parsed, WireError> {
     if hdr_fds != nfds || item_fds + reply_fd as usize != nfds {
         return Err(WireError::FdMismatch);
     }
-    Ok(Parsed { tag: MsgTag::new(tag.label(), words, items, 0), rights, reply_fd, msg, descs })
+    Ok(Parsed {
+        tag: MsgTag::new(tag.label(), words, items, 0),
+        rights,
+        reply_fd,
+        msg,
+        descs,
+    })
 }
 
 /// A little writer of word sequences with byte strings, for the bootstrap
@@ -387,7 +416,12 @@ mod tests {
     fn sample() -> PacketBuf {
         let tag = MsgTag::new(-5, 2, 1, 0x8000);
         let msg = [1, 2, 8, 0x5033];
-        let descs = [Desc { kind: Kind::Gate, nfds: 2, rights: 7, arg: 0 }];
+        let descs = [Desc {
+            kind: Kind::Gate,
+            nfds: 2,
+            rights: 7,
+            arg: 0,
+        }];
         PacketBuf::new(tag, CapRights::RW, true, 3, &msg, &descs)
     }
 
@@ -399,7 +433,15 @@ mod tests {
         assert_eq!(parsed.rights, CapRights::RW);
         assert!(parsed.reply_fd);
         assert_eq!(&parsed.msg[..], &[1, 2, 8, 0x5033]);
-        assert_eq!(parsed.descs[0], Desc { kind: Kind::Gate, nfds: 2, rights: 7, arg: 0 });
+        assert_eq!(
+            parsed.descs[0],
+            Desc {
+                kind: Kind::Gate,
+                nfds: 2,
+                rights: 7,
+                arg: 0
+            }
+        );
         assert!(has_reply_fd(p.bytes()));
     }
 
@@ -449,7 +491,9 @@ mod tests {
             let mut b = Vec::with_capacity(len);
             let mut y = x;
             for i in 0..len {
-                y = y.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                y = y
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
                 b.push((y >> 33) as u8);
                 if i < 4 && x & 1 == 0 {
                     b[i] = MAGIC.to_ne_bytes()[i];
@@ -468,12 +512,25 @@ mod tests {
         let mut w = Words::default();
         w.word(7);
         w.bytes(b"hello world");
-        w.desc(Desc { kind: Kind::Memory, nfds: 1, rights: 4, arg: 0x1000 });
+        w.desc(Desc {
+            kind: Kind::Memory,
+            nfds: 1,
+            rights: 4,
+            arg: 0x1000,
+        });
         let bytes = w.to_bytes();
         let mut r = WordReader::new(&bytes);
         assert_eq!(r.word(), Some(7));
         assert_eq!(r.bytes(64), Some(&b"hello world"[..]));
-        assert_eq!(r.desc(), Some(Desc { kind: Kind::Memory, nfds: 1, rights: 4, arg: 0x1000 }));
+        assert_eq!(
+            r.desc(),
+            Some(Desc {
+                kind: Kind::Memory,
+                nfds: 1,
+                rights: 4,
+                arg: 0x1000
+            })
+        );
         assert!(r.at_end());
         let mut r = WordReader::new(&bytes);
         r.word();

@@ -50,7 +50,11 @@ fn time_calls(n: usize, mut f: impl FnMut()) -> Vec<u64> {
         .collect()
 }
 
-fn throughput(threads: usize, per_thread: usize, make: impl Fn() -> Box<dyn FnMut() + Send>) -> f64 {
+fn throughput(
+    threads: usize,
+    per_thread: usize,
+    make: impl Fn() -> Box<dyn FnMut() + Send>,
+) -> f64 {
     let workers: Vec<_> = (0..threads).map(|_| make()).collect();
     let t = Instant::now();
     let handles: Vec<_> = workers
@@ -64,7 +68,12 @@ fn throughput(threads: usize, per_thread: usize, make: impl Fn() -> Box<dyn FnMu
 fn bench_l4re() -> Result<Figures> {
     let gate = env().factory().create_gate(None, 0)?;
     let exe = std::env::current_exe().expect("own path");
-    let task = spawn(&exe, &["serve"], &[("server", gate.idx(), CapRights::RWS)], "bench-srv")?;
+    let task = spawn(
+        &exe,
+        &["serve"],
+        &[("server", gate.idx(), CapRights::RWS)],
+        "bench-srv",
+    )?;
     let calc: Cap<Calc> = gate.cap().cast();
     let mut seq = 0u64;
     let lat = time_calls(CALLS, || {
@@ -72,10 +81,19 @@ fn bench_l4re() -> Result<Figures> {
         assert_eq!(calc.add(seq, 1).unwrap(), seq + 1);
     });
     let (median_ns, p99_ns) = summarize(lat);
-    let one = throughput(1, PER_THREAD, || Box::new(move || drop(calc.add(1, 2).unwrap())));
-    let many = throughput(THREADS, PER_THREAD, || Box::new(move || drop(calc.add(1, 2).unwrap())));
+    let one = throughput(1, PER_THREAD, || {
+        Box::new(move || assert_eq!(calc.add(1, 2).unwrap(), 3))
+    });
+    let many = throughput(THREADS, PER_THREAD, || {
+        Box::new(move || assert_eq!(calc.add(1, 2).unwrap(), 3))
+    });
     task.kill()?;
-    Ok(Figures { median_ns, p99_ns, calls_per_s_1: one, calls_per_s_n: many })
+    Ok(Figures {
+        median_ns,
+        p99_ns,
+        calls_per_s_1: one,
+        calls_per_s_n: many,
+    })
 }
 
 fn ping(s: &mut UnixStream) {
@@ -104,7 +122,12 @@ fn bench_socket() -> Figures {
     let _ = child.kill();
     let _ = child.wait();
     let _ = std::fs::remove_dir_all(&dir);
-    Figures { median_ns, p99_ns, calls_per_s_1: one, calls_per_s_n: many }
+    Figures {
+        median_ns,
+        p99_ns,
+        calls_per_s_1: one,
+        calls_per_s_n: many,
+    }
 }
 
 fn connect_retry(path: &Path) -> UnixStream {
@@ -135,29 +158,56 @@ fn echo(path: &Path) {
 }
 
 fn pin_to_cpu0() {
-    let mut set = rustix::process::CpuSet::new();
+    let mut set = rustix::thread::CpuSet::new();
     set.set(0);
-    rustix::process::sched_setaffinity(None, &set).expect("pin to CPU 0");
+    rustix::thread::sched_setaffinity(None, &set).expect("pin to CPU 0");
 }
 
 fn unpin() {
-    let mut set = rustix::process::CpuSet::new();
-    for cpu in 0..std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) {
+    let mut set = rustix::thread::CpuSet::new();
+    for cpu in 0..std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+    {
         set.set(cpu);
     }
-    rustix::process::sched_setaffinity(None, &set).expect("unpin");
+    rustix::thread::sched_setaffinity(None, &set).expect("unpin");
 }
 
 fn report(round: &str, ours: &Figures, base: &Figures) {
     println!("== {round}");
-    println!("{:<34} {:>14} {:>14} {:>8}", "", "l4re gate", "unix socket", "ratio");
+    println!(
+        "{:<34} {:>14} {:>14} {:>8}",
+        "", "l4re gate", "unix socket", "ratio"
+    );
     let row = |name: &str, a: f64, b: f64, unit: &str| {
-        println!("{:<34} {:>11.0} {unit} {:>11.0} {unit} {:>7.2}x", name, a, b, a / b);
+        println!(
+            "{:<34} {:>11.0} {unit} {:>11.0} {unit} {:>7.2}x",
+            name,
+            a,
+            b,
+            a / b
+        );
     };
     row("round trip, median", ours.median_ns, base.median_ns, "ns");
-    row("round trip, 99th percentile", ours.p99_ns, base.p99_ns, "ns");
-    row("throughput, 1 client thread", ours.calls_per_s_1, base.calls_per_s_1, "/s");
-    row(&format!("throughput, {THREADS} client threads"), ours.calls_per_s_n, base.calls_per_s_n, "/s");
+    row(
+        "round trip, 99th percentile",
+        ours.p99_ns,
+        base.p99_ns,
+        "ns",
+    );
+    row(
+        "throughput, 1 client thread",
+        ours.calls_per_s_1,
+        base.calls_per_s_1,
+        "/s",
+    );
+    row(
+        &format!("throughput, {THREADS} client threads"),
+        ours.calls_per_s_n,
+        base.calls_per_s_n,
+        "/s",
+    );
     println!("(ratio = l4re / baseline: above 1 is slower for times, faster for throughput)");
 }
 
@@ -176,7 +226,9 @@ fn main() -> Result<()> {
         }
         _ => {}
     }
-    println!("IPC benchmark: {CALLS} timed round trips after {WARMUP} warm-up; throughput {PER_THREAD} calls per thread");
+    println!(
+        "IPC benchmark: {CALLS} timed round trips after {WARMUP} warm-up; throughput {PER_THREAD} calls per thread"
+    );
     pin_to_cpu0();
     let (ours, base) = (bench_l4re()?, bench_socket());
     report("all processes on CPU 0", &ours, &base);

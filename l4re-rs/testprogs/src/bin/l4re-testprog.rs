@@ -22,7 +22,9 @@ use l4re::msg::LongBytes;
 use l4re::proto::{DataspaceClient, NamespaceClient, dataspace::map_flags};
 use l4re::server::{Server, ServerObject};
 use l4re::{CapRights, Error, IpcError, RcvBuf, Result};
-use l4re_testprogs::{Calc, CalcClient, CalcService, PatternDataspace, Registry, expected_mix, pattern};
+use l4re_testprogs::{
+    Calc, CalcClient, CalcService, PatternDataspace, Registry, expected_mix, pattern,
+};
 
 fn cap<T: l4re::CapKind>(name: &str) -> Result<Cap<T>> {
     env().get_cap::<T>(name).ok_or_else(|| {
@@ -65,14 +67,19 @@ fn run(args: &[String]) -> Result<()> {
         "publish" => {
             let registry: Cap<l4re::proto::Namespace> = cap("registry")?;
             let target: Cap<Untyped> = cap("target")?;
-            registry.register_obj(0, LongBytes::new(arg(2).as_bytes()), Some(target.send(CapRights::RW)))?;
+            registry.register_obj(
+                0,
+                LongBytes::new(arg(2).as_bytes()),
+                Some(target.send(CapRights::RW)),
+            )?;
             println!("published {}", arg(2));
             Ok(())
         }
         "lookup-call" => {
             let registry: Cap<l4re::proto::Namespace> = cap("registry")?;
             let slot = l4re::cap::alloc::<Calc>()?;
-            let reply = registry.query(LongBytes::new(arg(2).as_bytes()), RcvBuf::cap(slot.idx()))?;
+            let reply =
+                registry.query(LongBytes::new(arg(2).as_bytes()), RcvBuf::cap(slot.idx()))?;
             if !reply.1.0.cap_received() {
                 eprintln!("query answered without a capability");
                 return Err(Error::MsgMissArg);
@@ -90,7 +97,12 @@ fn run(args: &[String]) -> Result<()> {
             for p in 0..pages {
                 let offset = (p * 4096) % size;
                 let spot = window.addr() as u64 + p * 4096;
-                let item = ds.map(offset, spot, map_flags::R, RcvBuf::window(window.addr() as u64, window.order()))?;
+                let item = ds.map(
+                    offset,
+                    spot,
+                    map_flags::R,
+                    RcvBuf::window(window.addr() as u64, window.order()),
+                )?;
                 if !item.is_valid() {
                     return Err(Error::Fault);
                 }
@@ -100,7 +112,10 @@ fn run(args: &[String]) -> Result<()> {
                     // while `window` lives.
                     let got = unsafe { std::ptr::read_volatile((spot + probe) as *const u8) };
                     if got != pattern(offset + probe) {
-                        eprintln!("page {p} byte {probe}: got {got:#x}, want {:#x}", pattern(offset + probe));
+                        eprintln!(
+                            "page {p} byte {probe}: got {got:#x}, want {:#x}",
+                            pattern(offset + probe)
+                        );
                         return Err(Error::Inval);
                     }
                 }
@@ -115,7 +130,10 @@ fn run(args: &[String]) -> Result<()> {
                 match server.add(calls, 1) {
                     Ok(_) => calls += 1,
                     Err(Error::Ipc(IpcError::NotExistent)) => {
-                        println!("server gone after {calls} calls: {}", Error::Ipc(IpcError::NotExistent));
+                        println!(
+                            "server gone after {calls} calls: {}",
+                            Error::Ipc(IpcError::NotExistent)
+                        );
                         return Ok(());
                     }
                     Err(e) => {
@@ -140,7 +158,10 @@ fn main() -> ExitCode {
     match run(&args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("{}: {e}", args.get(1).map(String::as_str).unwrap_or("l4re-testprog"));
+            eprintln!(
+                "{}: {e}",
+                args.get(1).map(String::as_str).unwrap_or("l4re-testprog")
+            );
             ExitCode::FAILURE
         }
     }

@@ -1,0 +1,45 @@
+/*
+ * Hand-written C side of l4-sys, compiled by build.rs (with the `fiasco`
+ * feature) together with the wrappers bindgen writes for the API's
+ * `static inline` functions, using the L4Re tree's include paths and flags.
+ *
+ * What belongs here: a real function (named `l4sys_*`, declared in
+ * wrapper.h so bindgen binds it) for anything of the C API that neither
+ * bindgen's `wrap_static_fns` nor a constant in ffi/lib.rs can reach, e.g. a
+ * function-like macro.  At the l4re-core snapshot this crate was written
+ * against, every `static inline` function of the headers in wrapper.h has a
+ * bindgen wrapper (l4_utcb(), l4re_env(), l4_ipc_call(), ...) and the
+ * value macros (L4_IPC_NEVER, L4_INVALID_CAP, ...) are constants in
+ * ffi/lib.rs, so no function is needed yet.
+ *
+ * What is here: compile-time checks that the tree really has the ABI the
+ * project's Rust code is written for (see shared/REFERENCE.md, section 1).
+ * If L4Re ever changes one of these, the build stops here, not at run time.
+ */
+#include "wrapper.h"
+
+/* Words: l4_umword_t is a pointer-sized machine word; message tags,
+ * flexpages and capability indices are one word each. */
+_Static_assert(sizeof(l4_umword_t) == sizeof(void *), "l4_umword_t is not pointer-sized");
+_Static_assert(sizeof(l4_msgtag_t) == sizeof(l4_umword_t), "l4_msgtag_t is not one word");
+_Static_assert(sizeof(l4_fpage_t) == sizeof(l4_umword_t), "l4_fpage_t is not one word");
+_Static_assert(sizeof(l4_cap_idx_t) == sizeof(l4_umword_t), "l4_cap_idx_t is not one word");
+_Static_assert(sizeof(l4_timeout_t) == 4, "l4_timeout_t is not 32 bits");
+
+/* Capability indices are slot numbers shifted by 12; the kernel's fixed slots. */
+_Static_assert(L4_CAP_SHIFT == 12, "capability shift changed");
+_Static_assert(L4_BASE_TASK_CAP == 1UL << 12, "L4_BASE_TASK_CAP moved");
+_Static_assert(L4_BASE_FACTORY_CAP == 2UL << 12, "L4_BASE_FACTORY_CAP moved");
+_Static_assert(L4_BASE_THREAD_CAP == 3UL << 12, "L4_BASE_THREAD_CAP moved");
+_Static_assert(L4_BASE_LOG_CAP == 5UL << 12, "L4_BASE_LOG_CAP moved");
+_Static_assert(L4_BASE_SCHEDULER_CAP == 7UL << 12, "L4_BASE_SCHEDULER_CAP moved");
+
+/* Flexpage word: rights in bits 0-3, type in bits 4-5. */
+_Static_assert(L4_FPAGE_X == 1 && L4_FPAGE_W == 2 && L4_FPAGE_RO == 4, "flexpage rights changed");
+_Static_assert(L4_FPAGE_MEMORY == 1 && L4_FPAGE_IO == 2 && L4_FPAGE_OBJ == 3, "flexpage types changed");
+
+/* Kernel protocols and message items used by pagers. */
+_Static_assert(L4_PROTO_PAGE_FAULT == -2, "page-fault protocol changed");
+_Static_assert(L4_PROTO_EXCEPTION == -5, "exception protocol changed");
+_Static_assert(L4_PROTO_META == -21, "meta protocol changed");
+_Static_assert(L4_ITEM_MAP == 8 && L4_ITEM_CONT == 1, "message item bits changed");
