@@ -76,6 +76,12 @@ pub fn reply_and_wait(utcb: &mut Utcb, reply: MsgTag, timeout: Timeout) -> Resul
     platform::ipc_reply_and_wait(utcb, reply, timeout).map_err(Error::Ipc)
 }
 
+/// Replies to the last caller with the message in `utcb` without waiting
+/// for anything (`l4_ipc_send` to the reply capability).
+pub fn reply(utcb: &mut Utcb, reply: MsgTag) -> Result<()> {
+    platform::ipc_reply(utcb, reply).map_err(Error::Ipc)
+}
+
 /// Binds IPC gate `gate` to thread `thread` with `label` (the low two bits
 /// must be zero: the kernel puts the sender's rights there).
 pub fn bind_gate(gate: CapIdx, thread: CapIdx, label: u64) -> Result<()> {

@@ -26,6 +26,15 @@ impl Cap<IpcGate> {
     }
 }
 
+impl Cap<Thread> {
+    /// Sets the thread's pager (`l4_thread_control_pager` +
+    /// `l4_thread_control_commit`): the capability its page faults are sent
+    /// to, looked up in the thread's own task.
+    pub fn set_pager<T: crate::cap::CapKind>(self, pager: Cap<T>) -> Result<()> {
+        platform::thread_set_pager(self.idx(), pager.idx())
+    }
+}
+
 /// The calling thread's capability.
 pub fn current_thread() -> Cap<Thread> {
     Cap::from_idx(platform::current_thread())

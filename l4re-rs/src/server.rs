@@ -206,7 +206,9 @@ impl Server {
             let reply = self.handle(rx);
             if !keep_going(self) {
                 // Deliver the last reply before leaving.
-                let _ = Utcb::with(|u| ipc::reply_and_wait(u, reply, Timeout::Zero));
+                if let Err(e) = Utcb::with(|u| ipc::reply(u, reply)) {
+                    log::debug!("last reply not delivered: {e}");
+                }
                 return Ok(());
             }
             self.announce_buffers()?;

@@ -25,5 +25,6 @@ pub mod host;
 #[cfg(feature = "host")]
 pub(crate) use host::{
     cap_alloc, cap_free, cap_release, create_gate, current_thread, current_utcb, env_get_cap,
-    gate_bind_thread, ipc_call, ipc_reply_and_wait, ipc_send, ipc_wait, log_write,
+    gate_bind_thread, ipc_call, ipc_reply, ipc_reply_and_wait, ipc_send, ipc_wait, log_write,
+    thread_set_pager,
 };

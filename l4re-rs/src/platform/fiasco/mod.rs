@@ -127,6 +127,20 @@ pub(crate) fn ipc_reply_and_wait(
     })
 }
 
+pub(crate) fn ipc_reply(_: &mut Utcb, reply: MsgTag) -> core::result::Result<(), IpcError> {
+    // SAFETY: as for `ipc_call`; L4_SYSF_REPLY sends to the implicit reply
+    // capability of the last received call.
+    check(unsafe {
+        sys::l4_ipc_send(
+            sys::L4_SYSF_REPLY as _,
+            utcb(),
+            tag_in(reply),
+            timeout(Timeout::Zero),
+        )
+    })
+    .map(|_| ())
+}
+
 pub(crate) fn cap_alloc() -> Result<CapIdx> {
     // SAFETY: L4Re's capability allocator is thread-safe.
     let idx = CapIdx(unsafe { sys::l4re_util_cap_alloc() } as u64);
@@ -173,6 +187,20 @@ pub(crate) fn create_gate(target: CapIdx, thread: Option<CapIdx>, label: u64) ->
 pub(crate) fn gate_bind_thread(gate: CapIdx, thread: CapIdx, label: u64) -> Result<()> {
     // SAFETY: a kernel invocation with capability indices and a label.
     l4_result(unsafe { sys::l4_ipc_gate_bind_thread(gate.0 as _, thread.0 as _, label as _) })
+}
+
+pub(crate) fn thread_set_pager(thread: CapIdx, pager: CapIdx) -> Result<()> {
+    // The thread-control calls write this thread's message registers: hold
+    // the UTCB borrow while they do.
+    Utcb::with(|_| {
+        // SAFETY: the borrow above makes us the only user of the UTCB; the
+        // kernel checks the capabilities.
+        l4_result(unsafe {
+            sys::l4_thread_control_start();
+            sys::l4_thread_control_pager(pager.0 as _);
+            sys::l4_thread_control_commit(thread.0 as _)
+        })
+    })
 }
 
 pub(crate) fn env_get_cap(name: &str) -> Option<CapIdx> {

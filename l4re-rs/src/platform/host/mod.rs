@@ -89,7 +89,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use objects::{Entry, GateObj, Object, ThreadEndpoint};
 pub use shm::{ReservedRange, SharedMem, forget_mappings};
 pub use task::{BOOTSTRAP_ENV, ChildTask, spawn};
-pub(crate) use transport::{ipc_call, ipc_reply_and_wait, ipc_send, ipc_wait};
+pub(crate) use transport::{ipc_call, ipc_reply, ipc_reply_and_wait, ipc_send, ipc_wait};
 
 use crate::cap::{Cap, CapIdx, CapRights, SlotBitmap, Thread, well_known};
 use crate::error::{Error, IpcError, Result};
@@ -319,6 +319,18 @@ pub(crate) fn gate_bind_thread(gate: CapIdx, thread: CapIdx, label: u64) -> Resu
         None => return Err(Error::NoEnt),
     };
     g.bind(&ep, label)
+}
+
+/// Sets the pager of `thread` to the object in slot `pager`
+/// (`l4_thread_control_pager`); the thread's page faults will be sent there.
+pub(crate) fn thread_set_pager(thread: CapIdx, pager: CapIdx) -> Result<()> {
+    let ep = thread_endpoint(thread)?;
+    let obj = lock(&process().table)
+        .get(pager)
+        .map(|e| e.obj.clone())
+        .ok_or(Error::NoEnt)?;
+    *lock(&ep.pager) = Some(obj);
+    Ok(())
 }
 
 /// Gives up this task's server end of IPC gate `gate` (it can no longer

@@ -280,6 +280,9 @@ pub(super) struct ThreadEndpoint {
     next_key: AtomicU64,
     /// The thread's own gate (calls to the thread capability, label 0).
     pub own_gate: OnceLock<Arc<GateObj>>,
+    /// The thread's pager (`l4_thread_control_pager`): where its page faults
+    /// go. Page faults are delivered by the pager work (userfaultfd).
+    pub pager: Mutex<Option<super::Object>>,
 }
 
 impl ThreadEndpoint {
@@ -290,6 +293,7 @@ impl ThreadEndpoint {
             entries: Mutex::new(HashMap::new()),
             next_key: AtomicU64::new(1),
             own_gate: OnceLock::new(),
+            pager: Mutex::new(None),
         });
         let gate = GateObj::create(Some(Arc::downgrade(&ep)))?;
         gate.bind(&ep, 0)?;

@@ -506,6 +506,18 @@ pub(crate) fn ipc_reply_and_wait(
     record(utcb, r)
 }
 
+/// Replies to the last caller without waiting (`l4_ipc_send` to
+/// `L4_SYSF_REPLY`).
+pub(crate) fn ipc_reply(utcb: &mut Utcb, reply: MsgTag) -> Result<(), IpcError> {
+    match with_thread(|t| t.reply.take())? {
+        Some(fd) => {
+            send_reply(utcb, fd, reply);
+            Ok(())
+        }
+        None => Err(IpcError::NoReplyCap),
+    }
+}
+
 fn send_reply(utcb: &mut Utcb, fd: OwnedFd, tag: MsgTag) {
     let result = match outgoing(utcb, tag, CapRights::RWSD) {
         Ok(out) => send_out(
