@@ -1,0 +1,1 @@
+//! Region map, internal and external pagers (in progress).
