@@ -24,7 +24,6 @@ fn main() {
 mod fiasco {
     use std::collections::{HashMap, HashSet};
     use std::env;
-    use std::fmt::Write as _;
     use std::fs;
     use std::path::{Path, PathBuf};
 
@@ -413,17 +412,14 @@ mod fiasco {
 
     /// Stops the build with `msg` and the variables that steer the search.
     fn fail(msg: &str) -> ! {
-        let mut text = String::new();
-        let _ = write!(
-            text,
-            "l4-sys (feature `fiasco`): {msg}\n  L4RE_OBJ  = {:?}\n  L4DIR     = {:?}\n  L4RE_ARCH = {:?}\n  conventional location: {}",
+        let arch = env::var("L4RE_ARCH").unwrap_or_else(|_| DEFAULT_ARCH.into());
+        let text = format!(
+            "l4-sys (feature `fiasco`): {msg}\n  L4RE_OBJ  = {:?}\n  L4DIR     = {:?}\n  \
+             L4RE_ARCH = {:?}\n  conventional location: {}",
             env::var_os("L4RE_OBJ"),
             env::var_os("L4DIR"),
             env::var_os("L4RE_ARCH"),
-            CONVENTIONAL_OBJ.replace(
-                "{arch}",
-                &env::var("L4RE_ARCH").unwrap_or_else(|_| DEFAULT_ARCH.into())
-            )
+            CONVENTIONAL_OBJ.replace("{arch}", &arch)
         );
         // Not a panic: the message is all there is to say, no backtrace.
         eprintln!("error: {text}");
