@@ -43,3 +43,16 @@ _Static_assert(L4_PROTO_PAGE_FAULT == -2, "page-fault protocol changed");
 _Static_assert(L4_PROTO_EXCEPTION == -5, "exception protocol changed");
 _Static_assert(L4_PROTO_META == -21, "meta protocol changed");
 _Static_assert(L4_ITEM_MAP == 8 && L4_ITEM_CONT == 1, "message item bits changed");
+
+/*
+ * The UTCB borrow flag of l4re-rs (`Utcb::with`), one per thread. The UTCB's
+ * user thread-control words all belong to L4Re's pthread library, so the
+ * flag lives in C thread-local storage, which L4Re's libc provides.
+ */
+static __thread unsigned char l4re_rs_utcb_borrowed;
+
+unsigned char *l4re_rs_utcb_borrow_flag(void);
+unsigned char *l4re_rs_utcb_borrow_flag(void)
+{
+  return &l4re_rs_utcb_borrowed;
+}

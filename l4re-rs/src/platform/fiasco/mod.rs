@@ -14,7 +14,7 @@ use crate::cap::CapIdx;
 use crate::error::{Error, IpcError, Result};
 use crate::ipc::{Received, Timeout};
 use crate::msg::MsgTag;
-use crate::utcb::{BR_WORDS, MR_WORDS, RegPtrs, Utcb};
+use crate::utcb::{MR_WORDS, RegPtrs, Utcb};
 
 unsafe extern "C" {
     /// A thread-local flag in `ffi/shims.c` (C `__thread`, L4Re's libc
@@ -41,9 +41,9 @@ pub(crate) fn current_utcb() -> (RegPtrs, *const Cell<bool>) {
         let tcr = sys::l4_utcb_tcr_u(u);
         let regs = RegPtrs {
             mr,
-            bdr: &raw mut (*br).bdr as *mut u64,
-            br: &raw mut (*br).br as *mut [u64; BR_WORDS],
-            error: &raw mut (*tcr).error as *mut u64,
+            bdr: &raw mut (*br).bdr,
+            br: &raw mut (*br).br,
+            error: &raw mut (*tcr).error,
         };
         (regs, l4re_rs_utcb_borrow_flag() as *const Cell<bool>)
     }
@@ -58,7 +58,7 @@ fn timeout(t: Timeout) -> sys::l4_timeout_t {
         Timeout::Micros(us) => {
             // SAFETY: pure computations on values.
             unsafe {
-                let rel = sys::l4_timeout_from_us(us.min(u32::MAX as u64) as u32);
+                let rel = sys::l4_timeout_from_us(us);
                 sys::l4_timeout(rel, rel)
             }
         }
