@@ -1,1 +1,222 @@
-//! The filesystem resource server: files as dataspaces, page cache, read-ahead, write-back, cleaning policy (in progress).
+//! l4fs: the filesystem resource server.
+//!
+//! It serves a tree of files (a host directory, or an ext2 image) through
+//! L4Re's Namespace protocol; files are dataspaces whose pages come from a
+//! page cache shared by every client, over a bounded pool of frames with a
+//! cleaning daemon, a pluggable replacement policy (clock by default),
+//! adaptive read-ahead and write-back. See `servers/README.md`.
+//!
+//! Layout: [`cache`], [`ext2`], [`backend`] and [`fs`] are the shared logic
+//! (`core` + `alloc`); [`host`] is the host platform's part (host directory,
+//! image files, frames as memfd pages). [`proto`] declares the protocols
+//! l4fs adds to L4Re's.
+
+extern crate alloc;
+
+pub mod backend;
+pub mod cache;
+#[cfg(feature = "host")]
+pub mod client;
+pub mod ext2;
+pub mod fs;
+#[cfg(feature = "host")]
+pub mod host;
+pub mod proto;
+
+#[cfg(feature = "host")]
+use alloc::boxed::Box;
+#[cfg(feature = "host")]
+use alloc::sync::Arc;
+use std::path::PathBuf;
+
+#[cfg(feature = "host")]
+use l4re::cap::IpcGate;
+#[cfg(feature = "host")]
+use l4re::server::Server;
+#[cfg(feature = "host")]
+use l4re::{Cap, Result, Timeout};
+
+pub use cache::{CacheConfig, CacheStats, PoolInfo};
+pub use proto::{FileOps, FileOpsClient, FsOps, FsOpsClient};
+
+/// Where the files come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Store {
+    /// A host directory (read-write where the files are writable).
+    HostDir(PathBuf),
+    /// An ext2 image file (read-write in place if the image is writable).
+    Ext2Image(PathBuf),
+}
+
+/// The replacement policies to choose from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Policy {
+    /// Clock / second chance.
+    #[default]
+    Clock,
+    /// FIFO by frame position.
+    Fifo,
+}
+
+/// Configuration of a served filesystem.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FsConfig {
+    /// The backing store.
+    pub store: Store,
+    /// Frames in the page pool (all files together).
+    pub pool_pages: usize,
+    /// The cleaning daemon keeps this many frames free (`None`: 1/16 of
+    /// the pool).
+    pub low_watermark: Option<usize>,
+    /// Largest read-ahead window, pages (0 disables read-ahead).
+    pub readahead_max: u32,
+    /// First read-ahead window on sequential access, pages.
+    pub readahead_min: u32,
+    /// Read-around cluster for random misses, pages (0: off).
+    pub readaround: u32,
+    /// Bytes a file of the host directory may grow beyond its size at open
+    /// (the capacity of its cache).
+    pub grow: u64,
+    /// Replacement policy.
+    pub policy: Policy,
+    /// How often the cleaning daemon runs when no requests come, ms.
+    pub clean_interval_ms: u64,
+}
+
+impl FsConfig {
+    fn with_store(store: Store) -> Self {
+        FsConfig {
+            store,
+            pool_pages: 16384,
+            low_watermark: None,
+            readahead_max: 64,
+            readahead_min: 4,
+            readaround: 16,
+            grow: 1 << 20,
+            policy: Policy::Clock,
+            clean_interval_ms: 100,
+        }
+    }
+
+    /// Serve the host directory `root` (64 MiB pool, read-ahead 4..64
+    /// pages, files may grow by 1 MiB).
+    pub fn host_dir(root: impl Into<PathBuf>) -> Self {
+        Self::with_store(Store::HostDir(root.into()))
+    }
+
+    /// Serve the ext2 image `path`.
+    pub fn ext2_image(path: impl Into<PathBuf>) -> Self {
+        Self::with_store(Store::Ext2Image(path.into()))
+    }
+
+    /// Sets the pool size in pages.
+    pub fn pool_pages(mut self, n: usize) -> Self {
+        self.pool_pages = n;
+        self
+    }
+
+    /// Sets the largest read-ahead window in pages (0: off).
+    pub fn readahead(mut self, max: u32) -> Self {
+        self.readahead_max = max;
+        self
+    }
+
+    /// Sets the replacement policy.
+    pub fn policy(mut self, policy: Policy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// Sets the low watermark of free frames.
+    pub fn low_watermark(mut self, frames: usize) -> Self {
+        self.low_watermark = Some(frames);
+        self
+    }
+
+    /// The cache configuration this configuration describes.
+    pub fn cache_config(&self) -> CacheConfig {
+        let mut c = CacheConfig::new(self.pool_pages);
+        if let Some(w) = self.low_watermark {
+            c.low_watermark = w;
+        }
+        c.readahead_max = self.readahead_max;
+        c.readahead_min = self.readahead_min.min(self.readahead_max.max(1));
+        c.readaround = self.readaround;
+        c
+    }
+}
+
+/// The host platform's frames: one memfd per file.
+#[cfg(feature = "host")]
+struct MemfdFrames;
+
+#[cfg(feature = "host")]
+impl fs::FrameFactory for MemfdFrames {
+    fn frames(
+        &self,
+        backing: Box<dyn backend::Backing>,
+        capacity: u64,
+    ) -> Result<(Box<dyn cache::PageIo>, u64)> {
+        let io = host::MemfdIo::new(backing, capacity)?;
+        let base = io.base();
+        Ok((Box::new(io), base))
+    }
+}
+
+/// Builds the filesystem state for `config` (host platform).
+#[cfg(feature = "host")]
+pub fn build(config: &FsConfig) -> Result<fs::Fs> {
+    let backend: Box<dyn backend::Backend> = match &config.store {
+        Store::HostDir(root) => Box::new(host::HostDir::new(root)?),
+        Store::Ext2Image(path) => {
+            let (dev, writable) = match host::ImageFile::open(path, true) {
+                Ok(d) => (d, true),
+                Err(_) => (host::ImageFile::open(path, false)?, false),
+            };
+            Box::new(backend::Ext2Backend::new(
+                dev,
+                writable,
+                &path.display().to_string(),
+            )?)
+        }
+    };
+    let cfg = config.cache_config();
+    let policy: Box<dyn cache::ReplacementPolicy> = match config.policy {
+        Policy::Clock => Box::new(cache::Clock::default()),
+        Policy::Fifo => Box::new(cache::Fifo::default()),
+    };
+    let cache = cache::PageCache::with_policy(cfg, policy);
+    Ok(fs::FsState::new(
+        cache,
+        backend,
+        Box::new(MemfdFrames),
+        config.grow,
+    ))
+}
+
+/// Serves the filesystem's root Namespace (which also speaks `l4fs.fs`)
+/// on `gate`, forever. The cleaning daemon runs in the server thread:
+/// after every request that left the free frames below the low watermark,
+/// and every `clean_interval_ms` when idle.
+#[cfg(feature = "host")]
+pub fn serve(gate: Cap<IpcGate>, config: FsConfig) -> Result<()> {
+    let fs = build(&config)?;
+    log::info!("{}", fs.borrow().stats_text());
+    let mut server = Server::new();
+    #[allow(clippy::arc_with_non_send_sync)] // one server thread
+    let root = Arc::new(fs::DirObj::root(fs.clone()));
+    server.register_gate(gate, root)?;
+    let interval = Timeout::millis(config.clean_interval_ms.max(1));
+    server.serve(interval, |srv| {
+        let mut st = fs.borrow_mut();
+        for (gate, obj) in st.pending.drain(..) {
+            if let Err(e) = srv.register_gate(gate, obj) {
+                log::error!("l4fs: cannot bind a new object: {e}");
+            }
+        }
+        if st.cache.needs_cleaning() {
+            st.cache.clean();
+        }
+        true
+    })
+}

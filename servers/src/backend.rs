@@ -1,0 +1,193 @@
+//! Backing stores: where file content comes from and goes to. Shared
+//! code: the traits, path checking, and the ext2 backend over any
+//! [`BlockDev`].
+
+use alloc::boxed::Box;
+use alloc::rc::Rc;
+use alloc::vec::Vec;
+use core::cell::RefCell;
+
+use l4re::{Error, Result};
+
+use crate::ext2::{BlockDev, Ext2, Inode, Kind};
+
+/// Longest path component.
+pub const NAME_MAX: usize = 255;
+/// Longest path.
+pub const PATH_MAX: usize = 4096;
+
+/// Splits a path into components: empty components and `.` are skipped;
+/// `..` is refused ([`Error::Perm`]: no escape from the served root, and no
+/// climbing at all — names are resolved downwards only), as are NUL bytes
+/// ([`Error::Inval`]) and over-long names ([`Error::NameTooLong`]).
+pub fn split_path(path: &[u8]) -> Result<Vec<&[u8]>> {
+    if path.len() > PATH_MAX {
+        return Err(Error::NameTooLong);
+    }
+    if path.contains(&0) {
+        return Err(Error::Inval);
+    }
+    let mut out = Vec::new();
+    for c in path.split(|&b| b == b'/') {
+        match c {
+            b"" | b"." => {}
+            b".." => return Err(Error::Perm),
+            c if c.len() > NAME_MAX => return Err(Error::NameTooLong),
+            c => out.push(c),
+        }
+    }
+    Ok(out)
+}
+
+/// What a name resolves to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NodeKind {
+    /// A regular file.
+    File,
+    /// A directory.
+    Dir,
+}
+
+/// A resolved name: its kind and a key that identifies the file (so that
+/// two names of one file share one cache).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Node {
+    /// File or directory.
+    pub kind: NodeKind,
+    /// Identity (host: device and inode; ext2: inode).
+    pub key: (u64, u64),
+}
+
+/// The content of one open file in the backing store.
+pub trait Backing {
+    /// Reads at `offset`; returns the bytes read (short at the end).
+    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<usize>;
+    /// Writes at `offset`.
+    fn write_at(&mut self, offset: u64, data: &[u8]) -> Result<()>;
+    /// Sets the file size.
+    fn set_size(&mut self, size: u64) -> Result<()>;
+    /// Flushes.
+    fn flush(&mut self) -> Result<()>;
+    /// The current size.
+    fn size(&mut self) -> Result<u64>;
+    /// Largest size the store allows without allocation (`None`: no limit
+    /// of its own).
+    fn max_size(&mut self) -> Option<u64>;
+    /// Whether writes are possible.
+    fn writable(&self) -> bool;
+}
+
+/// A tree of files.
+pub trait Backend {
+    /// Resolves path components (from [`split_path`]) from the root.
+    fn lookup(&mut self, comps: &[&[u8]]) -> Result<Node>;
+    /// Opens the regular file at `comps`, writable if possible.
+    fn open(&mut self, comps: &[&[u8]]) -> Result<Box<dyn Backing>>;
+    /// A name for log output.
+    fn describe(&self) -> alloc::string::String;
+}
+
+/// ext2 as a [`Backend`].
+pub struct Ext2Backend<D: BlockDev> {
+    fs: Rc<RefCell<Ext2<D>>>,
+    writable: bool,
+    name: alloc::string::String,
+}
+
+impl<D: BlockDev + 'static> Ext2Backend<D> {
+    /// Opens the filesystem on `dev`.
+    pub fn new(dev: D, writable: bool, name: &str) -> Result<Self> {
+        Ok(Ext2Backend {
+            fs: Rc::new(RefCell::new(Ext2::open(dev)?)),
+            writable,
+            name: name.into(),
+        })
+    }
+}
+
+impl<D: BlockDev + 'static> Backend for Ext2Backend<D> {
+    fn lookup(&mut self, comps: &[&[u8]]) -> Result<Node> {
+        let ino = self.fs.borrow_mut().resolve(comps)?;
+        let kind = match ino.kind {
+            Kind::File => NodeKind::File,
+            Kind::Dir => NodeKind::Dir,
+            // Symlinks and special files are not served.
+            Kind::Other => return Err(Error::Perm),
+        };
+        Ok(Node {
+            kind,
+            key: (0, ino.ino as u64),
+        })
+    }
+
+    fn open(&mut self, comps: &[&[u8]]) -> Result<Box<dyn Backing>> {
+        let inode = self.fs.borrow_mut().resolve(comps)?;
+        if inode.kind != Kind::File {
+            return Err(Error::Inval);
+        }
+        Ok(Box::new(Ext2File {
+            fs: self.fs.clone(),
+            inode,
+            writable: self.writable,
+        }))
+    }
+
+    fn describe(&self) -> alloc::string::String {
+        alloc::format!("ext2 image {}", self.name)
+    }
+}
+
+struct Ext2File<D: BlockDev> {
+    fs: Rc<RefCell<Ext2<D>>>,
+    inode: Inode,
+    writable: bool,
+}
+
+impl<D: BlockDev> Backing for Ext2File<D> {
+    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<usize> {
+        self.fs.borrow_mut().read(&self.inode, offset, buf)
+    }
+    fn write_at(&mut self, offset: u64, data: &[u8]) -> Result<()> {
+        if !self.writable {
+            return Err(Error::Access);
+        }
+        self.fs.borrow_mut().write(&self.inode, offset, data)
+    }
+    fn set_size(&mut self, size: u64) -> Result<()> {
+        if !self.writable {
+            return Err(Error::Access);
+        }
+        self.fs.borrow_mut().set_size(&mut self.inode, size)
+    }
+    fn flush(&mut self) -> Result<()> {
+        self.fs.borrow_mut().flush()
+    }
+    fn size(&mut self) -> Result<u64> {
+        Ok(self.inode.size)
+    }
+    fn max_size(&mut self) -> Option<u64> {
+        Some(self.fs.borrow().allocated(&self.inode))
+    }
+    fn writable(&self) -> bool {
+        self.writable
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_are_checked() {
+        assert_eq!(split_path(b"/a//b/./c").unwrap(), [b"a", b"b", b"c"]);
+        assert!(split_path(b"").unwrap().is_empty());
+        assert_eq!(split_path(b"a/../b"), Err(Error::Perm));
+        assert_eq!(split_path(b".."), Err(Error::Perm));
+        assert_eq!(split_path(b"a\0b"), Err(Error::Inval));
+        let long = alloc::vec![b'x'; 256];
+        assert_eq!(split_path(&long), Err(Error::NameTooLong));
+        assert!(split_path(&long[..255]).is_ok());
+        let huge = alloc::vec![b'a'; PATH_MAX + 1];
+        assert_eq!(split_path(&huge), Err(Error::NameTooLong));
+    }
+}

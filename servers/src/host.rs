@@ -1,0 +1,325 @@
+//! The host-specific part: a host directory as backing store (resolved with
+//! `openat2(RESOLVE_BENEATH)`), image files as block devices, and a file's
+//! frames as the pages of a memfd ([`MemfdIo`]).
+
+use alloc::boxed::Box;
+use std::fs::File;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use l4re::host::SharedMem;
+use l4re::{Error, Result};
+use rustix::fs::{FallocateFlags, Mode, OFlags, ResolveFlags};
+use rustix::io::Errno;
+
+use crate::backend::{Backend, Backing, Node, NodeKind};
+use crate::cache::{FrameIdx, PAGE_SIZE, PageIo};
+use crate::ext2::BlockDev;
+
+/// Maps a system error to the nearest L4 error.
+pub fn errno_to_error(e: Errno) -> Error {
+    match e {
+        Errno::NOENT => Error::NoEnt,
+        Errno::NOTDIR => Error::NotDir,
+        Errno::NAMETOOLONG => Error::NameTooLong,
+        // RESOLVE_BENEATH: the path (or a symlink in it) leaves the root.
+        Errno::XDEV | Errno::LOOP => Error::Perm,
+        Errno::ACCESS | Errno::ROFS => Error::Access,
+        Errno::PERM => Error::Perm,
+        Errno::NOSPC | Errno::FBIG => Error::NoSpace,
+        Errno::NOMEM => Error::NoMem,
+        Errno::INVAL => Error::Inval,
+        Errno::ISDIR => Error::Inval,
+        _ => Error::Io,
+    }
+}
+
+fn io_error(e: std::io::Error) -> Error {
+    match e.raw_os_error() {
+        Some(n) => errno_to_error(Errno::from_raw_os_error(n)),
+        None => Error::Io,
+    }
+}
+
+/// A host directory as the root of the served tree. Every name is resolved
+/// by the kernel beneath the root (`RESOLVE_BENEATH`): `..` and symlinks
+/// that leave it, absolute symlinks and magic links are refused.
+pub struct HostDir {
+    root: OwnedFd,
+    path: PathBuf,
+}
+
+impl HostDir {
+    /// Opens `root` (must be a directory).
+    pub fn new(root: &Path) -> Result<Self> {
+        let fd = rustix::fs::open(
+            root,
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(errno_to_error)?;
+        Ok(HostDir {
+            root: fd,
+            path: root.to_path_buf(),
+        })
+    }
+
+    fn openat(&self, comps: &[&[u8]], flags: OFlags) -> Result<OwnedFd> {
+        let mut p = comps.join(&b'/');
+        if p.is_empty() {
+            p.push(b'.');
+        }
+        let p = <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(&p);
+        rustix::fs::openat2(
+            self.root.as_fd(),
+            p,
+            flags | OFlags::CLOEXEC,
+            Mode::empty(),
+            ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS,
+        )
+        .map_err(errno_to_error)
+    }
+}
+
+impl Backend for HostDir {
+    fn lookup(&mut self, comps: &[&[u8]]) -> Result<Node> {
+        let fd = self.openat(comps, OFlags::PATH)?;
+        let st = rustix::fs::fstat(&fd).map_err(errno_to_error)?;
+        let kind = match rustix::fs::FileType::from_raw_mode(st.st_mode) {
+            rustix::fs::FileType::RegularFile => NodeKind::File,
+            rustix::fs::FileType::Directory => NodeKind::Dir,
+            _ => return Err(Error::Perm),
+        };
+        Ok(Node {
+            kind,
+            key: (st.st_dev, st.st_ino),
+        })
+    }
+
+    fn open(&mut self, comps: &[&[u8]]) -> Result<Box<dyn Backing>> {
+        let (fd, writable) = match self.openat(comps, OFlags::RDWR) {
+            Ok(fd) => (fd, true),
+            Err(Error::Access) => (self.openat(comps, OFlags::RDONLY)?, false),
+            Err(e) => return Err(e),
+        };
+        let st = rustix::fs::fstat(&fd).map_err(errno_to_error)?;
+        if rustix::fs::FileType::from_raw_mode(st.st_mode) != rustix::fs::FileType::RegularFile {
+            return Err(Error::Inval);
+        }
+        Ok(Box::new(HostFile {
+            file: File::from(fd),
+            writable,
+        }))
+    }
+
+    fn describe(&self) -> String {
+        format!("host directory {}", self.path.display())
+    }
+}
+
+/// A file of the host directory.
+struct HostFile {
+    file: File,
+    writable: bool,
+}
+
+impl Backing for HostFile {
+    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<usize> {
+        let mut done = 0;
+        while done < buf.len() {
+            match self.file.read_at(&mut buf[done..], offset + done as u64) {
+                Ok(0) => break,
+                Ok(n) => done += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(io_error(e)),
+            }
+        }
+        Ok(done)
+    }
+    fn write_at(&mut self, offset: u64, data: &[u8]) -> Result<()> {
+        if !self.writable {
+            return Err(Error::Access);
+        }
+        self.file.write_all_at(data, offset).map_err(io_error)
+    }
+    fn set_size(&mut self, size: u64) -> Result<()> {
+        if !self.writable {
+            return Err(Error::Access);
+        }
+        if self.size()? == size {
+            return Ok(());
+        }
+        self.file.set_len(size).map_err(io_error)
+    }
+    fn flush(&mut self) -> Result<()> {
+        if self.writable {
+            self.file.sync_data().map_err(io_error)?;
+        }
+        Ok(())
+    }
+    fn size(&mut self) -> Result<u64> {
+        Ok(self.file.metadata().map_err(io_error)?.len())
+    }
+    fn max_size(&mut self) -> Option<u64> {
+        None
+    }
+    fn writable(&self) -> bool {
+        self.writable
+    }
+}
+
+/// A filesystem image file as a block device.
+pub struct ImageFile {
+    file: File,
+}
+
+impl ImageFile {
+    /// Opens `path`, read-write if `writable`.
+    pub fn open(path: &Path, writable: bool) -> Result<Self> {
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(writable)
+            .open(path)
+            .map_err(io_error)?;
+        Ok(ImageFile { file })
+    }
+}
+
+impl BlockDev for ImageFile {
+    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<()> {
+        self.file.read_exact_at(buf, offset).map_err(io_error)
+    }
+    fn write_at(&mut self, offset: u64, data: &[u8]) -> Result<()> {
+        self.file.write_all_at(data, offset).map_err(io_error)
+    }
+    fn flush(&mut self) -> Result<()> {
+        self.file.sync_data().map_err(io_error)
+    }
+}
+
+/// A file's frames on the host: the pages of one memfd ([`SharedMem`]),
+/// file page at offset `O` at memfd offset `O`. Every client maps the same
+/// memfd pages (zero copy); revoking a page punches it out of the memfd
+/// (`fallocate(PUNCH_HOLE | KEEP_SIZE)`), which removes it from every
+/// mapping at once.
+pub struct MemfdIo {
+    mem: SharedMem,
+    backing: Box<dyn Backing>,
+}
+
+impl MemfdIo {
+    /// Frames for a file of at most `capacity` bytes over `backing`.
+    pub fn new(backing: Box<dyn Backing>, capacity: u64) -> Result<Self> {
+        let cap = usize::try_from(capacity.max(PAGE_SIZE)).map_err(|_| Error::NoMem)?;
+        Ok(MemfdIo {
+            mem: SharedMem::new(cap)?,
+            backing,
+        })
+    }
+
+    /// Address of the memfd mapping in this process (flexpages of map
+    /// replies are formed from it).
+    pub fn base(&self) -> u64 {
+        self.mem.addr() as u64
+    }
+
+    /// Bytes of the mapping.
+    pub fn len(&self) -> u64 {
+        self.mem.len() as u64
+    }
+
+    /// Whether the mapping is empty (never).
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    fn range_mut(&mut self, offset: u64, len: usize) -> &mut [u8] {
+        assert!(offset as usize + len <= self.mem.len());
+        // SAFETY: the range lies inside the mapping (checked above), which
+        // lives as long as `self.mem`. The pages handed to the backing store
+        // here are either being filled (not cached, so not sent to any
+        // client) or written back (read by the kernel only); clients that
+        // write a page concurrently only change bytes, never the mapping.
+        unsafe { core::slice::from_raw_parts_mut(self.mem.as_ptr().add(offset as usize), len) }
+    }
+}
+
+impl PageIo for MemfdIo {
+    fn fill(&mut self, first: u64, frames: &[FrameIdx], valid: u64) -> Result<()> {
+        let len = frames.len() * PAGE_SIZE as usize;
+        let off = first * PAGE_SIZE;
+        let v = (valid as usize).min(len);
+        let mut backing = core::mem::replace(&mut self.backing, Box::new(NoBacking));
+        let r = backing.read_at(off, self.range_mut(off, v));
+        self.backing = backing;
+        let n = r?;
+        if n < len {
+            // Whatever the page held before (normally a hole): zeros.
+            self.range_mut(off + n as u64, len - n).fill(0);
+        }
+        Ok(())
+    }
+
+    fn write_back(&mut self, page: u64, _: FrameIdx, valid: usize) -> Result<()> {
+        let off = page * PAGE_SIZE;
+        let mut backing = core::mem::replace(&mut self.backing, Box::new(NoBacking));
+        let r = backing.write_at(off, self.range_mut(off, valid));
+        self.backing = backing;
+        r
+    }
+
+    fn revoke(&mut self, page: u64, _: FrameIdx) {
+        if let Err(e) = rustix::fs::fallocate(
+            self.mem.fd(),
+            FallocateFlags::PUNCH_HOLE | FallocateFlags::KEEP_SIZE,
+            page * PAGE_SIZE,
+            PAGE_SIZE,
+        ) {
+            log::error!("l4fs: punching page {page} failed: {e}");
+        }
+    }
+
+    fn read(&mut self, page: u64, _: FrameIdx, offset: usize, out: &mut [u8]) {
+        self.mem.read((page * PAGE_SIZE) as usize + offset, out);
+    }
+
+    fn write(&mut self, page: u64, _: FrameIdx, offset: usize, data: &[u8]) {
+        self.mem.write((page * PAGE_SIZE) as usize + offset, data);
+    }
+
+    fn set_backing_size(&mut self, size: u64) -> Result<()> {
+        self.backing.set_size(size)
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        self.backing.flush()
+    }
+}
+
+/// Placeholder while the real backing is borrowed out.
+struct NoBacking;
+
+impl Backing for NoBacking {
+    fn read_at(&mut self, _: u64, _: &mut [u8]) -> Result<usize> {
+        Err(Error::Io)
+    }
+    fn write_at(&mut self, _: u64, _: &[u8]) -> Result<()> {
+        Err(Error::Io)
+    }
+    fn set_size(&mut self, _: u64) -> Result<()> {
+        Err(Error::Io)
+    }
+    fn flush(&mut self) -> Result<()> {
+        Err(Error::Io)
+    }
+    fn size(&mut self) -> Result<u64> {
+        Err(Error::Io)
+    }
+    fn max_size(&mut self) -> Option<u64> {
+        None
+    }
+    fn writable(&self) -> bool {
+        false
+    }
+}
