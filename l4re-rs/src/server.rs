@@ -10,7 +10,9 @@
 //! that caller and the loop goes on.
 
 use alloc::collections::BTreeMap;
+use alloc::rc::Rc;
 use alloc::sync::Arc;
+use core::cell::RefCell;
 
 use crate::cap::{Cap, CapIdx, IpcGate, OwnedCap, Thread};
 use crate::env::env;
@@ -46,11 +48,82 @@ pub struct ServerStats {
     pub errors: u64,
 }
 
-/// A server loop on the current thread.
-pub struct Server {
+/// The objects a server loop serves, by label.
+///
+/// Shared between the loop and its handlers ([`Server::registry`]), so that
+/// a handler can register an object it creates while serving a request (an
+/// opened file, a new session) and hand its gate to the caller in the reply.
+pub struct Registry {
+    thread: Cap<Thread>,
+    inner: RefCell<RegistryInner>,
+}
+
+struct RegistryInner {
     objects: BTreeMap<u64, Arc<dyn ServerObject>>,
     next_label: u64,
-    thread: Cap<Thread>,
+}
+
+impl Registry {
+    fn new(thread: Cap<Thread>) -> Self {
+        Registry {
+            thread,
+            inner: RefCell::new(RegistryInner {
+                objects: BTreeMap::new(),
+                next_label: 0x10,
+            }),
+        }
+    }
+
+    fn take_label(&self) -> u64 {
+        let mut inner = self.inner.borrow_mut();
+        let l = inner.next_label;
+        inner.next_label += 4;
+        l
+    }
+
+    /// Registers `obj` behind a new IPC gate bound to the server's thread;
+    /// returns the gate (hand it to clients) and the object's label.
+    pub fn register(&self, obj: Arc<dyn ServerObject>) -> Result<(OwnedCap<IpcGate>, u64)> {
+        let label = self.take_label();
+        let gate = env().factory().create_gate(Some(self.thread), label)?;
+        self.inner.borrow_mut().objects.insert(label, obj);
+        Ok((gate, label))
+    }
+
+    /// Serves `obj` through an existing gate (e.g. the `"server"` capability
+    /// the loader created for us), binding it to the server's thread.
+    pub fn register_gate(&self, gate: Cap<IpcGate>, obj: Arc<dyn ServerObject>) -> Result<u64> {
+        let label = self.take_label();
+        gate.bind_thread(self.thread, label)?;
+        self.inner.borrow_mut().objects.insert(label, obj);
+        Ok(label)
+    }
+
+    /// Stops serving the object with `label`; calls through its gate then
+    /// fail with [`Error::NoEnt`].
+    pub fn unregister(&self, label: u64) -> Option<Arc<dyn ServerObject>> {
+        self.inner.borrow_mut().objects.remove(&label)
+    }
+
+    /// The object with `label`, if any.
+    pub fn get(&self, label: u64) -> Option<Arc<dyn ServerObject>> {
+        self.inner.borrow().objects.get(&label).cloned()
+    }
+
+    /// Number of objects served.
+    pub fn len(&self) -> usize {
+        self.inner.borrow().objects.len()
+    }
+
+    /// Whether no object is served.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A server loop on the current thread.
+pub struct Server {
+    registry: Rc<Registry>,
     rcv_slots: heapless::Vec<CapIdx, RCV_SLOTS>,
     stats: ServerStats,
 }
@@ -78,47 +151,37 @@ impl Server {
     /// A server loop for the calling thread.
     pub fn new() -> Self {
         Server {
-            objects: BTreeMap::new(),
-            next_label: 0x10,
-            thread: crate::kobj::current_thread(),
+            registry: Rc::new(Registry::new(crate::kobj::current_thread())),
             rcv_slots: heapless::Vec::new(),
             stats: ServerStats::default(),
         }
     }
 
-    /// Registers `obj` behind a new IPC gate bound to this thread; returns the
-    /// gate (hand it to clients) and the object's label.
+    /// The loop's object registry, for handlers that register objects while
+    /// serving a request.
+    pub fn registry(&self) -> Rc<Registry> {
+        self.registry.clone()
+    }
+
+    /// Registers `obj` behind a new IPC gate bound to this thread (see
+    /// [`Registry::register`]).
     pub fn register(&mut self, obj: Arc<dyn ServerObject>) -> Result<(OwnedCap<IpcGate>, u64)> {
-        let label = self.take_label();
-        let gate = env().factory().create_gate(Some(self.thread), label)?;
-        self.objects.insert(label, obj);
-        Ok((gate, label))
+        self.registry.register(obj)
     }
 
-    /// Serves `obj` through an existing gate (e.g. the `"server"` capability
-    /// the loader created for us), binding it to this thread.
+    /// Serves `obj` through an existing gate (see [`Registry::register_gate`]).
     pub fn register_gate(&mut self, gate: Cap<IpcGate>, obj: Arc<dyn ServerObject>) -> Result<u64> {
-        let label = self.take_label();
-        gate.bind_thread(self.thread, label)?;
-        self.objects.insert(label, obj);
-        Ok(label)
+        self.registry.register_gate(gate, obj)
     }
 
-    /// Stops serving the object with `label`; its gate's calls then fail with
-    /// [`Error::NoEnt`].
+    /// Stops serving the object with `label` (see [`Registry::unregister`]).
     pub fn unregister(&mut self, label: u64) -> Option<Arc<dyn ServerObject>> {
-        self.objects.remove(&label)
+        self.registry.unregister(label)
     }
 
     /// Counters so far.
     pub fn stats(&self) -> ServerStats {
         self.stats
-    }
-
-    fn take_label(&mut self) -> u64 {
-        let l = self.next_label;
-        self.next_label += 4;
-        l
     }
 
     fn announce_buffers(&mut self) -> Result<()> {
@@ -144,7 +207,9 @@ impl Server {
         let mut rcv = RcvCapSlots::new(&self.rcv_slots);
         let result = {
             let mut req = Request::new(rx.tag, rx.label, &mut rcv);
-            match self.objects.get(&req.object()) {
+            // The borrow of the registry ends here: the handler may register
+            // objects of its own.
+            match self.registry.get(req.object()) {
                 None => Err(Error::NoEnt),
                 Some(obj) => {
                     let protocols = obj.protocols();
@@ -225,5 +290,87 @@ impl Server {
 impl Default for Server {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+#[cfg(all(test, feature = "host"))]
+mod tests {
+    use super::*;
+    use crate::cap::CapRights;
+    use crate::fpage::{MapType, RcvBuf, SndFpage};
+
+    crate::protocol! {
+        /// Opens sessions: each `open` registers a new object.
+        pub protocol Opener: client OpenerClient, server OpenerServer, label 0x7200, opcode i32 {
+            /// A new session object, as a capability.
+            0 => fn open(base: u64) buffers(slot: RcvBuf) -> SndFpage;
+            /// The session's value.
+            1 => fn value() -> u64;
+        }
+    }
+
+    struct Root(Rc<Registry>);
+    struct Session(u64);
+
+    impl OpenerServer for Root {
+        fn open(&self, _: &mut Request<'_>, base: u64) -> Result<SndFpage> {
+            let (gate, _label) = self.0.register(Arc::new(Session(base)))?;
+            // The registry keeps serving the object; the slot stays ours.
+            let idx = gate.into_cap().idx();
+            Ok(SndFpage::cap(idx, CapRights::RW, MapType::Map))
+        }
+        fn value(&self, _: &mut Request<'_>) -> Result<u64> {
+            Err(Error::NoSys)
+        }
+    }
+
+    impl OpenerServer for Session {
+        fn open(&self, _: &mut Request<'_>, _: u64) -> Result<SndFpage> {
+            Err(Error::NoSys)
+        }
+        fn value(&self, _: &mut Request<'_>) -> Result<u64> {
+            Ok(self.0)
+        }
+    }
+
+    impl ServerObject for Root {
+        fn protocols(&self) -> &[(i64, &'static str)] {
+            &[(0x7200, "opener")]
+        }
+        fn dispatch(&self, req: &mut Request<'_>) -> Result<MsgTag> {
+            Opener::dispatch(self, req)
+        }
+    }
+
+    impl ServerObject for Session {
+        fn protocols(&self) -> &[(i64, &'static str)] {
+            &[(0x7200, "session")]
+        }
+        fn dispatch(&self, req: &mut Request<'_>) -> Result<MsgTag> {
+            Opener::dispatch(self, req)
+        }
+    }
+
+    /// A handler registers a new object while serving a request and hands
+    /// its gate to the caller, who then calls the new object.
+    #[test]
+    fn handlers_register_objects_through_the_registry() {
+        let gate = env().factory().create_gate(None, 0).unwrap();
+        let g = gate.cap();
+        let (_t, _j) = crate::host::spawn_thread(move || {
+            let mut server = Server::new();
+            let root = Arc::new(Root(server.registry()));
+            server.register_gate(g, root).unwrap();
+            let _ = server.run();
+        })
+        .unwrap();
+        let opener: Cap<Opener> = gate.cap().cast();
+        for base in [7u64, 11, 13] {
+            let slot = crate::cap::alloc::<Opener>().unwrap();
+            let item = opener.open(base, RcvBuf::cap(slot.idx())).unwrap();
+            assert!(item.cap_received());
+            assert_eq!(slot.value(), Ok(base));
+        }
+        assert_eq!(opener.value(), Err(Error::NoSys));
     }
 }
