@@ -359,6 +359,8 @@ mod tests {
         let g = gate.cap();
         let (_t, _j) = crate::host::spawn_thread(move || {
             let mut server = Server::new();
+            // The loop is single-threaded; `Arc` is what the registry takes.
+            #[allow(clippy::arc_with_non_send_sync)]
             let root = Arc::new(Root(server.registry()));
             server.register_gate(g, root).unwrap();
             let _ = server.run();
