@@ -32,8 +32,13 @@ impl Env {
         Cap::from_idx(well_known::FACTORY)
     }
 
-    /// The main thread.
+    /// The main thread. On Fiasco this is `l4re_env()->main_thread`, not
+    /// the kernel's initial thread slot (that thread is L4Re's in-task
+    /// region manager).
     pub fn main_thread(&self) -> Cap<Thread> {
+        #[cfg(feature = "fiasco")]
+        return Cap::from_idx(platform::main_thread());
+        #[cfg(not(feature = "fiasco"))]
         Cap::from_idx(well_known::THREAD)
     }
 
@@ -47,8 +52,12 @@ impl Env {
         Cap::from_idx(well_known::SCHEDULER)
     }
 
-    /// The region map.
+    /// The region map. On Fiasco this is `l4re_env()->rm`: with L4Re's
+    /// in-task region manager it is not the fixed slot 0x10.
     pub fn rm(&self) -> Cap<crate::proto::Rm> {
+        #[cfg(feature = "fiasco")]
+        return Cap::from_idx(platform::env_rm());
+        #[cfg(not(feature = "fiasco"))]
         Cap::from_idx(well_known::RM)
     }
 

@@ -128,11 +128,12 @@ pub(crate) fn ipc_reply_and_wait(
 }
 
 pub(crate) fn ipc_reply(_: &mut Utcb, reply: MsgTag) -> core::result::Result<(), IpcError> {
-    // SAFETY: as for `ipc_call`; L4_SYSF_REPLY sends to the implicit reply
-    // capability of the last received call.
+    // SAFETY: as for `ipc_call`. `l4_ipc_reply` with `L4_INVALID_CAP`
+    // replies through the thread's implicit reply capability (that of the
+    // last received call); the send must not block.
     check(unsafe {
-        sys::l4_ipc_send(
-            sys::L4_SYSF_REPLY as _,
+        sys::l4_ipc_reply(
+            sys::L4_INVALID_CAP,
             utcb(),
             tag_in(reply),
             timeout(Timeout::Zero),
@@ -231,8 +232,35 @@ pub(crate) fn log_write(text: &str) {
     }
 }
 
+unsafe extern "C" {
+    /// L4Re's libpthread (`pthread-l4.h`): the kernel thread capability of
+    /// a POSIX thread. Every thread of an L4Re program, the main thread
+    /// included, is a pthread.
+    fn pthread_l4_cap(t: core::ffi::c_ulong) -> sys::l4_cap_idx_t;
+    fn pthread_self() -> core::ffi::c_ulong;
+}
+
+/// The calling thread's capability.
+///
+/// Not `L4_BASE_THREAD_CAP`: in an L4Re program that slot holds the first
+/// thread of the task, which is the in-task region manager (`l4re`), and
+/// the program's threads are created later into other slots. A gate bound
+/// to slot 3 delivers to L4Re's pager thread, which takes our label for a
+/// pointer.
 pub(crate) fn current_thread() -> CapIdx {
-    // Threads other than the main thread are not created by this crate on
-    // Fiasco yet; L4Re's pthread library knows their capabilities.
-    crate::cap::well_known::THREAD
+    // SAFETY: plain libpthread calls; `pthread_self` is valid on every
+    // thread of the program.
+    CapIdx(unsafe { pthread_l4_cap(pthread_self()) } as u64)
+}
+
+/// The program's main thread (`l4re_env()->main_thread`).
+pub(crate) fn main_thread() -> CapIdx {
+    // SAFETY: the environment is set up before the program runs.
+    CapIdx(unsafe { (*sys::l4re_env()).main_thread } as u64)
+}
+
+/// The region map of the program (`l4re_env()->rm`).
+pub(crate) fn env_rm() -> CapIdx {
+    // SAFETY: the environment is set up before the program runs.
+    CapIdx(unsafe { (*sys::l4re_env()).rm } as u64)
 }

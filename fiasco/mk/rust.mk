@@ -1,0 +1,48 @@
+# Builds a Rust crate of this workspace as a staticlib and links it into the
+# L4Re program(s) of the including BID Makefile. Include it after setting
+#   RUST_PACKAGE   cargo package to build (its lib target), e.g. l4re-fiasco-progs
+# and optionally
+#   RUST_FEATURES  cargo features (default: fiasco), built with
+#                  --no-default-features
+# then include $(L4DIR)/mk/prog.mk (or test.mk) as usual.
+#
+# cargo runs on every make (it is quick when nothing changed) with:
+#   target     the Rust target of the L4Re architecture (amd64:
+#              x86_64-unknown-linux-gnu; the stock toolchain, no build-std)
+#   profile    release, panic=abort (CARGO_PROFILE_RELEASE_PANIC)
+#   target dir inside the L4Re build directory (ext-pkg/…/cargo), never in
+#              the repository
+#   L4RE_OBJ / L4DIR / L4RE_ARCH of this build, for l4-sys's bindgen run.
+# The program is relinked when the staticlib changes (LIBDEPS).
+
+RUST_FEATURES   ?= fiasco
+CARGO           ?= cargo
+RUST_TARGET_amd64 := x86_64-unknown-linux-gnu
+RUST_TARGET_arm64 := aarch64-unknown-linux-gnu
+RUST_TARGET_riscv := riscv64gc-unknown-linux-gnu
+
+ifneq ($(SYSTEM),)
+# Keep BID's `all` the default goal (the rules below come before prog.mk's).
+all::
+
+RUST_WORKSPACE   = $(PKGDIR_ABS)
+RUST_TARGET      = $(RUST_TARGET_$(ARCH))
+RUST_TARGET_DIR  = $(PKGDIR_OBJ)/cargo
+RUST_LIB         = $(RUST_TARGET_DIR)/$(RUST_TARGET)/release/lib$(subst -,_,$(RUST_PACKAGE)).a
+
+LIBS    += $(RUST_LIB)
+LIBDEPS += $(RUST_LIB)
+
+$(RUST_LIB): rust-staticlib-always
+	@echo -e "  [$(PKGNAME_DIRNAME)] ==> cargo: $(RUST_PACKAGE) ($(RUST_FEATURES)) for $(RUST_TARGET)"
+	$(VERBOSE)$(if $(RUST_TARGET),,echo "No Rust target known for ARCH=$(ARCH)" >&2; exit 1;) \
+	cd $(RUST_WORKSPACE) && \
+	env L4RE_OBJ=$(OBJ_BASE) L4DIR=$(L4DIR_ABS) L4RE_ARCH=$(ARCH) \
+	    CARGO_TARGET_DIR=$(RUST_TARGET_DIR) CARGO_PROFILE_RELEASE_PANIC=abort \
+	    $(CARGO) rustc --quiet -p $(RUST_PACKAGE) --lib --release \
+	      --target $(RUST_TARGET) --no-default-features --features "$(RUST_FEATURES)" \
+	      --crate-type staticlib
+
+.PHONY: rust-staticlib-always
+rust-staticlib-always:
+endif

@@ -1,0 +1,8 @@
+/* rust-panic: an L4Re program whose code is Rust (crate l4re-fiasco-progs,
+ * linked as a staticlib). L4Re's libc starts the program and calls main. */
+int rust_panic(int argc, char **argv);
+
+int main(int argc, char **argv)
+{
+  return rust_panic(argc, argv);
+}
