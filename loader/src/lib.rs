@@ -1,1 +1,23 @@
-//! Loads programs into new tasks, demand-paged from the filesystem server (in progress).
+//! The loader: starts programs in new tasks, demand-paged from the
+//! filesystem server.
+//!
+//! * [`elf`]: ELF parsing and validation (goblin) and the load plan;
+//! * [`stack`]: the initial stack (argc, argv, envp, auxv);
+//! * `host` (feature `host`): the Linux realization — the task stub
+//!   (`l4task`) with the internal pager, the external pager, the control
+//!   channel between them, and `loader run`.
+//!
+//! [`elf`] and [`stack`] are `no_std` + `alloc` and shared by both
+//! platforms.
+#![cfg_attr(not(feature = "std"), no_std)]
+
+extern crate alloc;
+
+pub mod demo;
+pub mod elf;
+pub mod stack;
+
+#[cfg(feature = "host")]
+pub mod bench;
+#[cfg(feature = "host")]
+pub mod host;

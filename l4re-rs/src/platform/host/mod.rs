@@ -87,7 +87,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use objects::{Entry, GateObj, Object, ThreadEndpoint};
-pub use shm::{ReservedRange, SharedMem, forget_mappings};
+pub use shm::{ReservedRange, SharedMem, forget_mappings, memfd_behind};
 pub use task::{BOOTSTRAP_ENV, ChildTask, spawn};
 pub(crate) use transport::{ipc_call, ipc_reply, ipc_reply_and_wait, ipc_send, ipc_wait};
 

@@ -186,6 +186,21 @@ pub(super) fn lookup(start: u64, len: u64) -> Option<(Arc<MemFile>, u64)> {
     (end <= r.end).then(|| (r.file.clone(), r.offset + (start - s)))
 }
 
+/// The memfd behind `[addr, addr + len)` (memory received through memory
+/// items, or a [`SharedMem`]) if the whole range lies in one mapping: a new
+/// descriptor for it (close-on-exec; read-write only if we hold the file
+/// read-write, which the third value says) and the file offset of `addr`.
+///
+/// Paging support: a pager that received one page of a file's memfd maps
+/// further parts of the same memfd itself (e.g. all of a program's text
+/// over its region, registered for page faults) instead of receiving each
+/// page as a separate mapping.
+pub fn memfd_behind(addr: u64, len: u64) -> Option<(OwnedFd, u64, bool)> {
+    let (file, offset) = lookup(addr, len)?;
+    let fd = rustix::io::fcntl_dupfd_cloexec(file.fd(), 0).ok()?;
+    Some((fd, offset, file.writable))
+}
+
 /// Tells the platform that memory received through memory items in
 /// `[addr, addr + len)` was unmapped or reused, so it is no longer sent
 /// from there. (Sending from a forgotten range fails with

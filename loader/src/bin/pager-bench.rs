@@ -1,0 +1,4 @@
+//! Paging benchmark (see loader/README.md).
+fn main() {
+    loader::bench::main()
+}

@@ -1,0 +1,461 @@
+//! The control channel between the loader and a task's stub: a
+//! `SOCK_SEQPACKET` Unix socket in the abstract namespace (the stub
+//! connects to the name given on its command line), carrying small
+//! messages with file descriptors (`SCM_RIGHTS`).
+//!
+//! This is the host's stand-in for what Fiasco does with kernel objects
+//! the loader maps into the new task: the userfaultfd of the task's memory
+//! (for the external pager) and the statistics page travel here. Capability
+//! transfer (the IPC gate, the file's dataspace) goes through L4 IPC.
+
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+/// Message kinds.
+pub mod kind {
+    /// stub → loader: pid, arena range; fds: counters memfd, arena uffd,
+    /// program uffd (external mode).
+    pub const HELLO: u32 = 1;
+    /// loader → stub: start the program (see [`super::Start`]).
+    pub const START: u32 = 2;
+    /// stub → loader: the program runs (its thread id).
+    pub const STARTED: u32 = 3;
+    /// stub → loader: setup failed (text).
+    pub const ERROR: u32 = 4;
+}
+
+fn errno() -> std::io::Error {
+    std::io::Error::last_os_error()
+}
+
+fn sockaddr(name: &str) -> (libc::sockaddr_un, libc::socklen_t) {
+    // SAFETY: all-zero bytes are a valid sockaddr_un.
+    let mut a: libc::sockaddr_un = unsafe { core::mem::zeroed() };
+    a.sun_family = libc::AF_UNIX as _;
+    // Abstract namespace: leading NUL.
+    let b = name.as_bytes();
+    let n = b.len().min(a.sun_path.len() - 1);
+    for (i, c) in b[..n].iter().enumerate() {
+        a.sun_path[i + 1] = *c as libc::c_char;
+    }
+    let len = core::mem::size_of::<libc::sa_family_t>() + 1 + n;
+    (a, len as libc::socklen_t)
+}
+
+fn socket() -> std::io::Result<OwnedFd> {
+    // SAFETY: plain system call.
+    let fd = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(errno());
+    }
+    // SAFETY: a new descriptor we own.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// A listening control socket with a unique abstract name.
+pub struct Listener {
+    fd: OwnedFd,
+    name: String,
+}
+
+impl Listener {
+    /// Binds a fresh name.
+    pub fn new() -> std::io::Result<Listener> {
+        static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let fd = socket()?;
+        let name = format!(
+            "l4loader.{}.{}.{}",
+            std::process::id(),
+            N.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.subsec_nanos())
+                .unwrap_or(0)
+        );
+        let (a, len) = sockaddr(&name);
+        // SAFETY: `a` is a valid sockaddr_un of `len` bytes.
+        if unsafe { libc::bind(fd.as_raw_fd(), (&a as *const libc::sockaddr_un).cast(), len) } < 0 {
+            return Err(errno());
+        }
+        // SAFETY: plain system call on our socket.
+        if unsafe { libc::listen(fd.as_raw_fd(), 4) } < 0 {
+            return Err(errno());
+        }
+        Ok(Listener { fd, name })
+    }
+
+    /// The name to give the stub.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Accepts the stub's connection, waiting at most `timeout_ms`, and
+    /// only from process `pid` (checked with `SO_PEERCRED`).
+    pub fn accept(&self, timeout_ms: i32, pid: u32) -> std::io::Result<Channel> {
+        let mut pfd = libc::pollfd {
+            fd: self.fd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let deadline =
+            std::time::Instant::now() + std::time::Duration::from_millis(timeout_ms as u64);
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "the task did not connect",
+                ));
+            }
+            // SAFETY: one valid pollfd.
+            let r = unsafe { libc::poll(&mut pfd, 1, left.as_millis() as i32) };
+            if r < 0 {
+                let e = errno();
+                if e.kind() == std::io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+            if r == 0 {
+                continue;
+            }
+            // SAFETY: accept on our listening socket, no address wanted.
+            let c = unsafe {
+                libc::accept4(
+                    self.fd.as_raw_fd(),
+                    core::ptr::null_mut(),
+                    core::ptr::null_mut(),
+                    libc::SOCK_CLOEXEC,
+                )
+            };
+            if c < 0 {
+                return Err(errno());
+            }
+            // SAFETY: accept4 returned a new descriptor that we own.
+            let fd = unsafe { OwnedFd::from_raw_fd(c) };
+            let ch = Channel { fd };
+            if ch.peer_pid() == Some(pid) {
+                return Ok(ch);
+            }
+            // Someone else: drop and wait on.
+        }
+    }
+}
+
+/// A connected control channel.
+pub struct Channel {
+    fd: OwnedFd,
+}
+
+impl Channel {
+    /// Connects to the loader's socket `name`.
+    pub fn connect(name: &str) -> std::io::Result<Channel> {
+        let fd = socket()?;
+        let (a, len) = sockaddr(name);
+        // SAFETY: `a` is a valid sockaddr_un of `len` bytes.
+        if unsafe { libc::connect(fd.as_raw_fd(), (&a as *const libc::sockaddr_un).cast(), len) }
+            < 0
+        {
+            return Err(errno());
+        }
+        Ok(Channel { fd })
+    }
+
+    /// The peer's process id.
+    pub fn peer_pid(&self) -> Option<u32> {
+        // SAFETY: all-zero is a valid ucred.
+        let mut cred: libc::ucred = unsafe { core::mem::zeroed() };
+        let mut len = core::mem::size_of::<libc::ucred>() as libc::socklen_t;
+        // SAFETY: getsockopt writes at most `len` bytes into `cred`.
+        let r = unsafe {
+            libc::getsockopt(
+                self.fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_PEERCRED,
+                (&mut cred as *mut libc::ucred).cast(),
+                &mut len,
+            )
+        };
+        (r == 0).then_some(cred.pid as u32)
+    }
+
+    /// The descriptor (for signal handlers that write raw).
+    pub fn raw(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+
+    /// Sends a message with descriptors.
+    pub fn send(&self, kind: u32, payload: &[u8], fds: &[RawFd]) -> std::io::Result<()> {
+        let mut buf = Vec::with_capacity(4 + payload.len());
+        buf.extend_from_slice(&kind.to_le_bytes());
+        buf.extend_from_slice(payload);
+        let mut iov = libc::iovec {
+            iov_base: buf.as_mut_ptr().cast(),
+            iov_len: buf.len(),
+        };
+        let mut cbuf = [0u64; 16];
+        // SAFETY: all-zero is a valid msghdr.
+        let mut msg: libc::msghdr = unsafe { core::mem::zeroed() };
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        if !fds.is_empty() {
+            let bytes = core::mem::size_of_val(fds);
+            // SAFETY: CMSG_SPACE is a pure computation.
+            let space = unsafe { libc::CMSG_SPACE(bytes as u32) } as usize;
+            assert!(space <= core::mem::size_of_val(&cbuf), "too many fds");
+            msg.msg_control = cbuf.as_mut_ptr().cast();
+            msg.msg_controllen = space;
+            // SAFETY: the control buffer is large enough (checked) and
+            // aligned (u64); the CMSG macros stay inside it.
+            unsafe {
+                let c = libc::CMSG_FIRSTHDR(&msg);
+                (*c).cmsg_level = libc::SOL_SOCKET;
+                (*c).cmsg_type = libc::SCM_RIGHTS;
+                (*c).cmsg_len = libc::CMSG_LEN(bytes as u32) as usize;
+                core::ptr::copy_nonoverlapping(
+                    fds.as_ptr(),
+                    libc::CMSG_DATA(c).cast::<RawFd>(),
+                    fds.len(),
+                );
+            }
+        }
+        // SAFETY: `msg` points to live buffers set up above.
+        let r = unsafe { libc::sendmsg(self.fd.as_raw_fd(), &msg, libc::MSG_NOSIGNAL) };
+        if r < 0 { Err(errno()) } else { Ok(()) }
+    }
+
+    /// Receives a message: kind, payload, descriptors. End of file (the
+    /// peer is gone) is an error of kind `UnexpectedEof`.
+    pub fn recv(&self) -> std::io::Result<(u32, Vec<u8>, Vec<OwnedFd>)> {
+        let mut buf = vec![0u8; 1 << 16];
+        let mut iov = libc::iovec {
+            iov_base: buf.as_mut_ptr().cast(),
+            iov_len: buf.len(),
+        };
+        let mut cbuf = [0u64; 16];
+        // SAFETY: all-zero is a valid msghdr.
+        let mut msg: libc::msghdr = unsafe { core::mem::zeroed() };
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = cbuf.as_mut_ptr().cast();
+        msg.msg_controllen = core::mem::size_of_val(&cbuf);
+        let n = loop {
+            // SAFETY: `msg` points to live buffers set up above.
+            let n = unsafe { libc::recvmsg(self.fd.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC) };
+            if n < 0 {
+                let e = errno();
+                if e.kind() == std::io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+            break n as usize;
+        };
+        let mut fds = Vec::new();
+        // SAFETY: the kernel filled the control buffer; the CMSG macros
+        // walk it within `msg_controllen`.
+        unsafe {
+            let mut c = libc::CMSG_FIRSTHDR(&msg);
+            while !c.is_null() {
+                if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_RIGHTS {
+                    let data = libc::CMSG_DATA(c).cast::<RawFd>();
+                    let n = ((*c).cmsg_len - libc::CMSG_LEN(0) as usize)
+                        / core::mem::size_of::<RawFd>();
+                    for i in 0..n {
+                        fds.push(OwnedFd::from_raw_fd(data.add(i).read_unaligned()));
+                    }
+                }
+                c = libc::CMSG_NXTHDR(&msg, c);
+            }
+        }
+        if n == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "the task is gone",
+            ));
+        }
+        if n < 4 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "short control message",
+            ));
+        }
+        let kind = u32::from_le_bytes(buf[..4].try_into().expect("4 bytes"));
+        buf.truncate(n);
+        buf.drain(..4);
+        Ok((kind, buf, fds))
+    }
+}
+
+/// A little encoder for control payloads: words and byte strings.
+#[derive(Default)]
+pub struct Enc(pub Vec<u8>);
+
+impl Enc {
+    /// Appends a word.
+    pub fn u64(&mut self, v: u64) -> &mut Self {
+        self.0.extend_from_slice(&v.to_le_bytes());
+        self
+    }
+    /// Appends a byte string (length word + bytes).
+    pub fn bytes(&mut self, b: &[u8]) -> &mut Self {
+        self.u64(b.len() as u64);
+        self.0.extend_from_slice(b);
+        self
+    }
+}
+
+/// The matching decoder.
+pub struct Dec<'a>(pub &'a [u8]);
+
+impl<'a> Dec<'a> {
+    /// Takes a word.
+    pub fn u64(&mut self) -> std::io::Result<u64> {
+        let bad = || std::io::Error::new(std::io::ErrorKind::InvalidData, "short payload");
+        let (h, t) = self.0.split_at_checked(8).ok_or_else(bad)?;
+        self.0 = t;
+        Ok(u64::from_le_bytes(h.try_into().map_err(|_| bad())?))
+    }
+    /// Takes a byte string.
+    pub fn bytes(&mut self) -> std::io::Result<&'a [u8]> {
+        let n = self.u64()? as usize;
+        let bad = || std::io::Error::new(std::io::ErrorKind::InvalidData, "short payload");
+        let (h, t) = self.0.split_at_checked(n).ok_or_else(bad)?;
+        self.0 = t;
+        Ok(h)
+    }
+}
+
+/// What the loader tells the stub to start.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Start {
+    /// Entry point.
+    pub entry: u64,
+    /// `AT_PHDR`, `AT_PHNUM`, `AT_PHENT`.
+    pub phdr: (u64, u64, u64),
+    /// Top of the stack region and its size.
+    pub stack: (u64, u64),
+    /// First page after the image (heap start).
+    pub brk: u64,
+    /// Code and data ranges (for `/proc/PID/stat` and `PR_SET_MM`).
+    pub code: (u64, u64),
+    /// Data range.
+    pub data: (u64, u64),
+    /// Pages to map ahead around the entry point and the stack top.
+    pub prefetch: u64,
+    /// Cached pages mapped after each shared file page (internal pager).
+    pub read_ahead: u64,
+    /// Regions whose file data ends inside them: (start, file bytes).
+    pub file_limits: Vec<(u64, u64)>,
+    /// `AT_EXECFN`.
+    pub execfn: Vec<u8>,
+    /// Arguments.
+    pub argv: Vec<Vec<u8>>,
+    /// Environment.
+    pub envp: Vec<Vec<u8>>,
+}
+
+impl Start {
+    /// Encodes.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut e = Enc::default();
+        e.u64(self.entry)
+            .u64(self.phdr.0)
+            .u64(self.phdr.1)
+            .u64(self.phdr.2)
+            .u64(self.stack.0)
+            .u64(self.stack.1)
+            .u64(self.brk)
+            .u64(self.code.0)
+            .u64(self.code.1)
+            .u64(self.data.0)
+            .u64(self.data.1)
+            .u64(self.prefetch)
+            .u64(self.read_ahead)
+            .u64(self.file_limits.len() as u64);
+        for (s, l) in &self.file_limits {
+            e.u64(*s).u64(*l);
+        }
+        e.bytes(&self.execfn).u64(self.argv.len() as u64);
+        for a in &self.argv {
+            e.bytes(a);
+        }
+        e.u64(self.envp.len() as u64);
+        for a in &self.envp {
+            e.bytes(a);
+        }
+        e.0
+    }
+
+    /// Decodes.
+    pub fn decode(b: &[u8]) -> std::io::Result<Start> {
+        let mut d = Dec(b);
+        let mut s = Start {
+            entry: d.u64()?,
+            phdr: (d.u64()?, d.u64()?, d.u64()?),
+            stack: (d.u64()?, d.u64()?),
+            brk: d.u64()?,
+            code: (d.u64()?, d.u64()?),
+            data: (d.u64()?, d.u64()?),
+            prefetch: d.u64()?,
+            read_ahead: d.u64()?,
+            ..Default::default()
+        };
+        let n = d.u64()?.min(1 << 16);
+        for _ in 0..n {
+            s.file_limits.push((d.u64()?, d.u64()?));
+        }
+        s.execfn = d.bytes()?.to_vec();
+        let n = d.u64()?.min(1 << 20);
+        for _ in 0..n {
+            s.argv.push(d.bytes()?.to_vec());
+        }
+        let n = d.u64()?.min(1 << 20);
+        for _ in 0..n {
+            s.envp.push(d.bytes()?.to_vec());
+        }
+        Ok(s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn start_round_trips() {
+        let s = Start {
+            entry: 1,
+            phdr: (2, 3, 56),
+            stack: (0x7000, 0x1000),
+            brk: 9,
+            code: (1, 2),
+            data: (3, 4),
+            prefetch: 8,
+            read_ahead: 4,
+            file_limits: vec![(0x1000, 0x123)],
+            execfn: b"/bin/x".to_vec(),
+            argv: vec![b"x".to_vec(), b"y z".to_vec()],
+            envp: vec![b"A=B".to_vec()],
+        };
+        assert_eq!(Start::decode(&s.encode()).unwrap(), s);
+        assert!(Start::decode(&s.encode()[..20]).is_err());
+    }
+
+    #[test]
+    fn channel_carries_fds() {
+        let l = Listener::new().unwrap();
+        let name = l.name().to_string();
+        let t = std::thread::spawn(move || {
+            let c = Channel::connect(&name).unwrap();
+            let f = std::fs::File::open("/proc/self/exe").unwrap();
+            c.send(kind::HELLO, b"hi", &[f.as_raw_fd()]).unwrap();
+        });
+        let c = l.accept(5000, std::process::id()).unwrap();
+        let (k, p, fds) = c.recv().unwrap();
+        assert_eq!(
+            (k, p.as_slice(), fds.len()),
+            (kind::HELLO, b"hi".as_slice(), 1)
+        );
+        t.join().unwrap();
+    }
+}

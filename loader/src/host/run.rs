@@ -1,0 +1,629 @@
+//! `loader run`: start a program in a new task, demand-paged from the
+//! filesystem server, and wait for it.
+//!
+//! The creating task (this process):
+//!
+//! 1. starts the filesystem server as a task (this binary in its
+//!    `fs-server` role, serving `--root` with `l4fs`) and opens PROGRAM
+//!    through it: a read-only file capability that speaks Dataspace;
+//! 2. reads the ELF headers through its own view of the file (Dataspace
+//!    `map` into a receive window) and validates them ([`crate::elf`]);
+//! 3. creates the IPC gate for the new task's internal pager and starts the
+//!    task (the `l4task` stub) with the gate named `"server"` in its
+//!    initial capabilities;
+//! 4. serves, as the external pager, the internal pager's own memory (the
+//!    stub's allocator arena) with pages from its own memory — and in
+//!    `--pager external` mode all of the program's faults;
+//! 5. attaches the program's regions and its stack to the task's region
+//!    map through `L4Re::Rm` on the gate (sending the file's capability),
+//!    then tells the stub to start the program;
+//! 6. waits; reports invalid accesses; writes the statistics; syncs the
+//!    filesystem; exits with the program's status (128 + signal if it was
+//!    killed).
+
+use std::io::Write;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use l4pager::fault::{self, Access, FaultCause};
+use l4pager::host::uffd::{Event, Uffd};
+use l4pager::host::{self as ph, Counters, DsView, MAX_REGIONS, Mode, Pager};
+use l4pager::region::{Backing, RegionMap};
+use l4pager::sync::SpinLock;
+use l4re::CapRights;
+use l4re::cap::{Cap, IpcGate, OwnedCap, Untyped};
+use l4re::env::env;
+use l4re::fpage::{RcvBuf, Rights};
+use l4re::msg::LongBytes;
+use l4re::proto::rm::flags as rmf;
+use l4re::proto::{Dataspace, Rm, RmClient};
+
+use super::ctl::{Dec, Listener, Start, kind};
+use crate::elf::{self, PAGE, Plan};
+
+/// Where a static-pie program is placed.
+pub const PIE_BASE: u64 = 0x2000_0000_0000;
+/// Top of the program's stack.
+pub const STACK_TOP: u64 = 0x3000_0000_0000;
+/// Size of the program's stack region.
+pub const STACK_SIZE: u64 = 8 << 20;
+
+/// Options of `loader run`.
+#[derive(Debug, Clone)]
+pub struct RunOpts {
+    /// Who resolves the program's faults.
+    pub mode: Mode,
+    /// The directory the filesystem server serves.
+    pub root: PathBuf,
+    /// Pages to map ahead around the entry point and the stack top.
+    pub prefetch: u64,
+    /// Cached file pages the internal pager maps after each shared file
+    /// page it maps (0: none).
+    pub read_ahead: u64,
+    /// Frames of the filesystem server's page pool (`None`: its default).
+    pub fs_pool_pages: Option<usize>,
+    /// Where to write the statistics (`-`: standard output).
+    pub stats: Option<String>,
+    /// The program, as looked up through the filesystem server.
+    pub program: String,
+    /// Its arguments (without argv[0]).
+    pub args: Vec<String>,
+}
+
+/// A failure before the program ran.
+#[derive(Debug)]
+pub struct RunError(pub String);
+
+impl std::fmt::Display for RunError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+fn err(s: impl Into<String>) -> RunError {
+    RunError(s.into())
+}
+
+/// A filesystem server task and the client side of its root.
+pub struct FsTask {
+    task: l4re::host::ChildTask,
+    gate: OwnedCap<IpcGate>,
+}
+
+impl FsTask {
+    /// Starts the server (this executable in its `fs-server` role) on
+    /// `root`.
+    pub fn start(root: &Path) -> Result<FsTask, RunError> {
+        Self::start_with(root, None)
+    }
+
+    /// Starts the server with a page pool of `pool_pages` frames.
+    pub fn start_with(root: &Path, pool_pages: Option<usize>) -> Result<FsTask, RunError> {
+        let gate = env()
+            .factory()
+            .create_gate(None, 0)
+            .map_err(|e| err(format!("cannot create the filesystem gate: {e}")))?;
+        let exe = std::env::current_exe().map_err(|e| err(format!("cannot find myself: {e}")))?;
+        let root_s = root.to_string_lossy().into_owned();
+        let pool = pool_pages.map(|n| n.to_string()).unwrap_or_default();
+        let mut args = vec!["fs-server", root_s.as_str()];
+        if pool_pages.is_some() {
+            args.push(&pool);
+        }
+        let task = l4re::host::spawn(
+            &exe,
+            &args,
+            &[("server", gate.idx(), CapRights::RWS)],
+            "l4fs",
+        )
+        .map_err(|e| err(format!("cannot start the filesystem server: {e}")))?;
+        Ok(FsTask { task, gate })
+    }
+
+    /// Opens `path` (relative to the served root) read-only.
+    pub fn open(&self, path: &str) -> Result<OwnedCap<Dataspace>, RunError> {
+        let name = path.trim_start_matches('/');
+        let slot =
+            l4re::cap::alloc::<Untyped>().map_err(|e| err(format!("no capability slot: {e}")))?;
+        let fs: Cap<l4fs::FsOps> = self.gate.cap().cast();
+        let item = l4fs::FsOpsClient::open(
+            &fs,
+            LongBytes::new(name.as_bytes()),
+            l4fs::proto::mode::RO,
+            RcvBuf::cap(slot.idx()),
+        )
+        .map_err(|e| err(format!("{path}: {e}")))?;
+        if !item.cap_received() {
+            return Err(err(format!(
+                "{path}: the filesystem server sent no capability"
+            )));
+        }
+        Ok(slot.cast())
+    }
+
+    /// Asks the server to write every dirty page back.
+    pub fn sync(&self) {
+        let fs: Cap<l4fs::FsOps> = self.gate.cap().cast();
+        if let Err(e) = l4fs::FsOpsClient::sync_all(&fs) {
+            log::debug!("loader: sync failed: {e}");
+        }
+    }
+}
+
+impl Drop for FsTask {
+    fn drop(&mut self) {
+        let _ = self.task.kill();
+        let _ = self.task.wait(Some(Duration::from_secs(5)));
+    }
+}
+
+/// Reads `[off, off + len)` of the file through `view` into `buf`.
+fn read_range(view: &DsView, buf: &mut [u8], off: u64, len: u64) -> Result<(), RunError> {
+    let end = (off.saturating_add(len)).min(buf.len() as u64);
+    let mut p = off & !(PAGE - 1);
+    while p < end {
+        view.load(p)
+            .map_err(|e| err(format!("reading the program: {e}")))?;
+        let n = (buf.len() as u64 - p).min(PAGE) as usize;
+        let mut page = [0u8; PAGE as usize];
+        view.read_page(p, n as u64, &mut page);
+        buf[p as usize..p as usize + n].copy_from_slice(&page[..n]);
+        p += PAGE;
+    }
+    Ok(())
+}
+
+/// Reads what validation needs of the program (header, program headers,
+/// interpreter name, dynamic section) and plans it.
+pub fn read_and_plan(view: &DsView) -> Result<(Plan, u64), RunError> {
+    let size = view.size();
+    if size == 0 {
+        return Err(err("empty file: not an ELF file"));
+    }
+    if size > elf::MAX_SEGMENT {
+        return Err(err("file too large"));
+    }
+    let mut buf = vec![0u8; size as usize];
+    read_range(view, &mut buf, 0, PAGE)?;
+    let mut read_pages = PAGE.min(size).div_ceil(PAGE);
+    if buf.len() >= 64 && &buf[..4] == b"\x7fELF" {
+        let phoff = u64::from_le_bytes(buf[32..40].try_into().expect("8 bytes"));
+        let phnum = u16::from_le_bytes(buf[56..58].try_into().expect("2 bytes")) as u64;
+        let ph_len = phnum.saturating_mul(56);
+        if phoff.saturating_add(ph_len) > PAGE {
+            read_range(view, &mut buf, phoff, ph_len)?;
+            read_pages += ph_len.div_ceil(PAGE);
+        }
+        // PT_INTERP and PT_DYNAMIC contents.
+        for i in 0..phnum.min(elf::MAX_PHNUM as u64) {
+            let p = (phoff + i * 56) as usize;
+            if p + 56 > buf.len() {
+                break;
+            }
+            let ty = u32::from_le_bytes(buf[p..p + 4].try_into().expect("4 bytes"));
+            if ty == 2 || ty == 3 {
+                let off = u64::from_le_bytes(buf[p + 8..p + 16].try_into().expect("8 bytes"));
+                let len = u64::from_le_bytes(buf[p + 32..p + 40].try_into().expect("8 bytes"))
+                    .min(1 << 20);
+                if off < size {
+                    read_range(view, &mut buf, off, len)?;
+                    read_pages += len.div_ceil(PAGE);
+                }
+            }
+        }
+    }
+    let plan = elf::plan(&buf, PIE_BASE).map_err(|e| err(e.to_string()))?;
+    Ok((plan, read_pages))
+}
+
+/// The region map the plan describes (with `ds` as the file), plus the stack.
+pub fn region_map(plan: &Plan, ds: l4re::cap::CapIdx) -> RegionMap {
+    let mut m = RegionMap::new(0x10000, elf::USER_END);
+    for r in &plan.regions {
+        let backing = match r.file {
+            Some((offset, file_len)) => Backing::File {
+                ds,
+                offset,
+                file_len,
+            },
+            None => Backing::Anon,
+        };
+        let rights = Rights::from_bits_truncate(r.prot.rm_flags() as u8);
+        let _ = m.attach(
+            r.start, r.size, rights, backing, r.private, &r.name, false, false, 0,
+        );
+    }
+    let _ = m.attach(
+        STACK_TOP - STACK_SIZE,
+        STACK_SIZE,
+        Rights::RW,
+        Backing::Anon,
+        true,
+        "stack",
+        false,
+        false,
+        0,
+    );
+    m
+}
+
+/// Serves the faults of the stub's own arena with zero pages from our own
+/// memory (the external pager for the internal pager).
+fn serve_arena(uffd: Uffd, count: Arc<AtomicU64>) {
+    static ZERO: [u8; PAGE as usize] = [0; PAGE as usize];
+    while let Ok(Some(ev)) = uffd.read_event() {
+        if let Event::Fault(f) = ev {
+            let page = f.addr & !(PAGE - 1);
+            if uffd.copy(page, ZERO.as_ptr(), PAGE).is_ok() {
+                count.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+/// What happened.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// Exit status as a shell reports it (code, or 128 + signal).
+    pub status: i32,
+    /// The report of an invalid access, if the task died of one.
+    pub report: Option<String>,
+}
+
+/// Runs a program; returns its status. Errors before it runs are
+/// [`RunError`]s.
+pub fn run(opts: &RunOpts) -> Result<Outcome, RunError> {
+    let t0 = Instant::now();
+    ph::uffd::available(ph::wanted_features(false)).map_err(err)?;
+    let fs = FsTask::start_with(&opts.root, opts.fs_pool_pages)?;
+    // A relative name is relative to our directory when we serve all of /
+    // (as execve would take it); under another root, relative to the root.
+    let lookup = if !opts.program.starts_with('/') && opts.root == Path::new("/") {
+        std::env::current_dir()
+            .map(|d| d.join(&opts.program).to_string_lossy().into_owned())
+            .unwrap_or_else(|_| opts.program.clone())
+    } else {
+        opts.program.clone()
+    };
+    let file = fs.open(&lookup)?;
+    let view = DsView::new(file.cap()).map_err(|e| err(format!("{}: {e}", opts.program)))?;
+    let (plan, header_pages) =
+        read_and_plan(&view).map_err(|e| err(format!("{}: {e}", opts.program)))?;
+
+    // The task.
+    let gate = env()
+        .factory()
+        .create_gate(None, 0)
+        .map_err(|e| err(format!("cannot create the task's gate: {e}")))?;
+    let listener = Listener::new().map_err(|e| err(format!("control socket: {e}")))?;
+    let stub = std::env::current_exe()
+        .map_err(|e| err(format!("cannot find myself: {e}")))?
+        .with_file_name("l4task");
+    let mode = match opts.mode {
+        Mode::Internal => "internal",
+        Mode::External => "external",
+    };
+    let tag = Path::new(&opts.program)
+        .file_name()
+        .map(|n| n.to_string_lossy().chars().take(15).collect::<String>())
+        .unwrap_or_else(|| "task".into());
+    let task = l4re::host::spawn(
+        &stub,
+        &[listener.name(), mode],
+        &[("server", gate.idx(), CapRights::RWS)],
+        &tag,
+    )
+    .map_err(|e| err(format!("cannot start the task ({}): {e}", stub.display())))?;
+    let ch = listener
+        .accept(20_000, task.pid())
+        .map_err(|e| err(format!("the task did not start: {e}")))?;
+    let (k, hello, mut fds) = ch
+        .recv()
+        .map_err(|e| err(format!("the task did not start: {e}")))?;
+    if k == kind::ERROR {
+        return Err(err(String::from_utf8_lossy(&hello).into_owned()));
+    }
+    if k != kind::HELLO || fds.len() < 2 {
+        return Err(err("the task sent a bad hello"));
+    }
+    let mut d = Dec(&hello);
+    let pid = d.u64().map_err(|e| err(e.to_string()))? as i32;
+    let counters_fd: OwnedFd = fds.remove(0);
+    // SAFETY: maps the stub's statistics page (a 4096-byte memfd) shared;
+    // it stays mapped for our life and is only used as `Counters`.
+    let counters: &'static Counters = unsafe {
+        let p = libc::mmap(
+            core::ptr::null_mut(),
+            4096,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            counters_fd.as_raw_fd(),
+            0,
+        );
+        if p == libc::MAP_FAILED {
+            return Err(err("cannot map the task's statistics page"));
+        }
+        Counters::at(p as usize)
+    };
+    let self_faults = Arc::new(AtomicU64::new(0));
+    {
+        let arena = Uffd::from_fd(fds.remove(0), 0);
+        let c = self_faults.clone();
+        std::thread::Builder::new()
+            .name("ext-pager-arena".into())
+            .spawn(move || serve_arena(arena, c))
+            .map_err(|e| err(format!("thread: {e}")))?;
+    }
+    let loader_map = Arc::new(SpinLock::new(region_map(&plan, file.idx())));
+    if opts.mode == Mode::External {
+        let Some(ufd) = fds.pop() else {
+            return Err(err("the task sent no userfaultfd"));
+        };
+        let uffd = Arc::new(Uffd::from_fd(ufd, ph::wanted_features(true)));
+        let pager = Arc::new(Pager::new(
+            loader_map.clone(),
+            counters,
+            Mode::External,
+            Box::new(move |r, _| {
+                eprintln!("loader: {r}");
+                // SAFETY: signals the task (our child) whose access was invalid.
+                unsafe { libc::kill(pid, libc::SIGSEGV) };
+            }),
+        ));
+        std::thread::Builder::new()
+            .name("ext-pager".into())
+            .spawn(move || pager.serve(uffd))
+            .map_err(|e| err(format!("thread: {e}")))?;
+    }
+
+    // Attach the regions through the task's region map (L4Re::Rm).
+    let rm: Cap<Rm> = gate.cap().cast();
+    let regions: Vec<_> = loader_map.lock().iter().cloned().collect();
+    let mut file_limits = Vec::new();
+    for r in &regions {
+        let mut fl = r.rights.bits() as u32;
+        if r.private {
+            fl |= rmf::PRIVATE;
+        }
+        let (mem, offs) = match r.backing {
+            Backing::File {
+                offset, file_len, ..
+            } => {
+                if file_len < r.size {
+                    file_limits.push((r.start, file_len));
+                }
+                (Some(file.cap().send(CapRights::R)), offset)
+            }
+            _ => (None, 0),
+        };
+        rm.attach(r.start, r.size, fl, mem, offs, 12, 0, &r.name, 0)
+            .map_err(|e| err(format!("cannot attach region {r}: {e}")))?;
+    }
+
+    // Start.
+    let code = regions
+        .iter()
+        .filter(|r| r.rights.contains(Rights::X))
+        .fold((u64::MAX, 0), |(a, b), r| (a.min(r.start), b.max(r.end())));
+    let data = regions
+        .iter()
+        .filter(|r| r.rights.contains(Rights::W) && r.name != "stack")
+        .fold((u64::MAX, 0), |(a, b), r| (a.min(r.start), b.max(r.end())));
+    let data = if data.0 == u64::MAX {
+        (plan.brk, plan.brk)
+    } else {
+        data
+    };
+    let mut argv = vec![opts.program.clone().into_bytes()];
+    argv.extend(opts.args.iter().map(|a| a.clone().into_bytes()));
+    let envp = std::env::vars_os()
+        .filter(|(k, _)| k != l4re::host::BOOTSTRAP_ENV)
+        .map(|(k, v)| {
+            use std::os::unix::ffi::OsStrExt;
+            let mut e = k.as_bytes().to_vec();
+            e.push(b'=');
+            e.extend_from_slice(v.as_bytes());
+            e
+        })
+        .collect();
+    let start = Start {
+        entry: plan.entry,
+        phdr: (plan.phdr, plan.phnum, plan.phent),
+        stack: (STACK_TOP, STACK_SIZE),
+        brk: plan.brk,
+        code: (code.0.min(code.1), code.1),
+        data: (data.0.min(data.1), data.1),
+        prefetch: opts.prefetch,
+        read_ahead: opts.read_ahead,
+        file_limits,
+        execfn: opts.program.clone().into_bytes(),
+        argv,
+        envp,
+    };
+    ch.send(kind::START, &start.encode(), &[])
+        .map_err(|e| err(format!("the task is gone: {e}")))?;
+    match ch.recv() {
+        Ok((kind::STARTED, _, _)) => {}
+        Ok((kind::ERROR, m, _)) => return Err(err(String::from_utf8_lossy(&m).into_owned())),
+        Ok(_) => return Err(err("the task sent a bad answer")),
+        Err(e) => return Err(err(format!("the task died while starting: {e}"))),
+    }
+
+    let st = task
+        .wait(None)
+        .map_err(|e| err(format!("waiting for the task: {e}")))?
+        .ok_or_else(|| err("the task did not end"))?;
+    let wall = t0.elapsed();
+    use std::os::unix::process::ExitStatusExt;
+    let (status, signal) = match (st.code(), st.signal()) {
+        (Some(c), _) => (c, None),
+        (None, Some(s)) => (128 + s, Some(s)),
+        _ => (1, None),
+    };
+    let mut report = None;
+    if let Some(sig) = signal
+        && (sig == libc::SIGSEGV || sig == libc::SIGBUS)
+    {
+        let r = crash_report(&loader_map.lock(), counters, sig);
+        eprintln!("loader: {}: {r}", opts.program);
+        report = Some(r);
+    }
+    fs.sync();
+    if let Some(dest) = &opts.stats {
+        let json = stats_json(
+            opts,
+            &plan,
+            &regions,
+            counters,
+            &self_faults,
+            header_pages,
+            status,
+            wall,
+        );
+        let res = if dest == "-" {
+            writeln!(std::io::stdout(), "{json}")
+        } else {
+            std::fs::write(dest, format!("{json}\n"))
+        };
+        if let Err(e) = res {
+            eprintln!("loader: cannot write statistics to {dest}: {e}");
+        }
+    }
+    Ok(Outcome { status, report })
+}
+
+/// The report of the invalid access that killed the task.
+fn crash_report(map: &RegionMap, c: &Counters, sig: i32) -> String {
+    let name = if sig == libc::SIGBUS {
+        "SIGBUS"
+    } else {
+        "SIGSEGV"
+    };
+    let perr = Counters::get(&c.pager_error_addr);
+    if perr != 0 {
+        let access = match Counters::get(&c.pager_error_access) {
+            1 => Access::Write,
+            2 => Access::Exec,
+            _ => Access::Read,
+        };
+        let r = fault::report(map, perr - 1, access, 0, FaultCause::Forbidden);
+        return format!("killed by {name} (found by the pager): {r}");
+    }
+    if Counters::get(&c.crash_signo) == 0 {
+        return format!("killed by {name} (no fault record)");
+    }
+    let addr = Counters::get(&c.crash_addr);
+    let pc = Counters::get(&c.crash_pc);
+    let e = Counters::get(&c.crash_err);
+    let access = if e & 16 != 0 {
+        Access::Exec
+    } else if e & 2 != 0 {
+        Access::Write
+    } else {
+        Access::Read
+    };
+    let cause = match map.lookup(addr) {
+        None => FaultCause::NoRegion,
+        Some(r) if !r.rights.contains(access.right()) => FaultCause::Forbidden,
+        Some(r) if r.backing == Backing::Reserved => FaultCause::Reserved,
+        Some(_) => FaultCause::Forbidden,
+    };
+    let code = Counters::get(&c.crash_code) as i64;
+    let r = fault::report(map, addr, access, pc, cause);
+    if code <= 0 {
+        format!("killed by {name} sent by another process")
+    } else {
+        format!("killed by {name}: {r}")
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn stats_json(
+    opts: &RunOpts,
+    plan: &Plan,
+    regions: &[l4pager::Region],
+    c: &Counters,
+    self_faults: &AtomicU64,
+    header_pages: u64,
+    status: i32,
+    wall: Duration,
+) -> String {
+    let g = Counters::get;
+    let mut by_region = String::new();
+    for (i, r) in regions.iter().enumerate().take(MAX_REGIONS) {
+        if i > 0 {
+            by_region.push(',');
+        }
+        by_region.push_str(&format!(
+            "{{\"name\":\"{}\",\"start\":{},\"size\":{},\"rights\":\"{}\",\"faults\":{}}}",
+            r.name,
+            r.start,
+            r.size,
+            r.rights_str(),
+            g(&c.region_faults[i])
+        ));
+    }
+    format!(
+        concat!(
+            "{{\"program\":\"{}\",\"pager\":\"{}\",\"status\":{},\"wall_ms\":{:.3},",
+            "\"faults\":{{\"total\":{},\"minor\":{},\"missing\":{},",
+            "\"by_kind\":{{\"shared_file\":{},\"private_copy\":{},\"zero_fill\":{},\"invalid\":{},\"duplicate_or_retry\":{}}},",
+            "\"by_region\":[{}]}},",
+            "\"pages_mapped\":{},\"prefetched\":{},\"file_pages_touched\":{},\"file_pages_loadable\":{},",
+            "\"loader_header_pages\":{},\"bytes_from_server\":{},\"server_maps\":{},\"zero_filled_pages\":{},",
+            "\"cow_copies\":{},\"forks\":{},\"pager_self_faults\":{},\"pie\":{},\"entry\":{}}}"
+        ),
+        opts.program.replace('\\', "\\\\").replace('"', "\\\""),
+        match opts.mode {
+            Mode::Internal => "internal",
+            Mode::External => "external",
+        },
+        status,
+        wall.as_secs_f64() * 1000.0,
+        g(&c.faults),
+        g(&c.minor),
+        g(&c.missing),
+        g(&c.shared_maps),
+        g(&c.private_copies),
+        g(&c.zero_pages),
+        g(&c.errors),
+        g(&c.retries),
+        by_region,
+        g(&c.pages_mapped),
+        g(&c.prefetched),
+        g(&c.file_pages_touched),
+        plan.loadable_pages,
+        header_pages,
+        g(&c.bytes_from_server),
+        g(&c.server_maps),
+        g(&c.zero_pages),
+        g(&c.private_copies),
+        g(&c.forks),
+        self_faults.load(Ordering::Relaxed),
+        plan.pie,
+        plan.entry,
+    )
+}
+
+/// The `fs-server` role: serve `root` on the `"server"` gate (with a page
+/// pool of `pool_pages` frames if given).
+pub fn fs_server(root: &str, pool_pages: Option<usize>) -> i32 {
+    let Some(gate) = env().get_cap::<IpcGate>("server") else {
+        eprintln!("loader fs-server: no capability named \"server\"");
+        return 2;
+    };
+    let mut cfg = l4fs::FsConfig::host_dir(root);
+    if let Some(n) = pool_pages {
+        cfg = cfg.pool_pages(n);
+    }
+    match l4fs::serve(gate, cfg) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("loader fs-server: {e}");
+            1
+        }
+    }
+}

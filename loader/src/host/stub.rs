@@ -1,0 +1,567 @@
+//! The task stub (`l4task`): the first program of a new task on the host.
+//!
+//! The loader starts it (with `l4re::host::spawn`, i.e. `execve` of this
+//! small binary) with the IPC gate named `"server"` among its initial
+//! capabilities. The stub then:
+//!
+//! 1. connects to the loader's control socket, makes the statistics page,
+//!    registers the untouched part of its own allocator arena with a
+//!    userfaultfd and hands that to the loader (the external pager serves
+//!    the internal pager's own memory), and in external mode hands over
+//!    the program's userfaultfd as well;
+//! 2. starts the internal pager: a thread bound to the `"server"` gate
+//!    serving `L4Re::Rm` (the loader attaches the program's regions
+//!    through it; attaching maps the region and registers it for faults)
+//!    and, in internal mode, a thread resolving the program's faults;
+//! 3. on the loader's START: builds the initial stack (argc, argv, envp,
+//!    auxv with its own vDSO and hardware capabilities), maps it, prefetches,
+//!    resets the signal state, sets the process's memory layout (brk,
+//!    arguments: `PR_SET_MM_MAP`) and starts the program on a new thread
+//!    made with a raw `clone` at the entry point (no rseq registration, no
+//!    TLS: the program's C library sets up its own);
+//! 4. keeps its threads blocked for all signals, so signals go to the
+//!    program; the process ends when the program calls `exit_group`.
+
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use l4pager::host::uffd::Uffd;
+use l4pager::host::{self as ph, Counters, Mode, Pager};
+use l4pager::region::{Region, RegionMap};
+use l4pager::rm::{RmBackend, RmService};
+use l4pager::sync::SpinLock;
+use l4re::Result;
+use l4re::cap::IpcGate;
+use l4re::server::Server;
+
+use super::arena::Arena;
+use super::ctl::{Channel, Enc, Start, kind};
+use crate::elf::{PAGE, USER_END};
+use crate::stack::{self, StackSpec, at};
+
+/// The statistics page, for the signal handler.
+static COUNTERS: AtomicUsize = AtomicUsize::new(0);
+
+/// The Rm backend of the stub: attaching maps and registers the region.
+struct Backend {
+    pager: Arc<Pager>,
+    uffd: Arc<Uffd>,
+}
+
+impl RmBackend for Backend {
+    fn attached(&self, r: &Region) -> Result<()> {
+        ph::realize_region(&self.pager, &self.uffd, r)
+    }
+    fn detached(&self, _: &Region, start: u64, size: u64) {
+        let _ = self.uffd.unregister(start, size);
+        ph::unrealize(start, size);
+    }
+}
+
+fn fail(ch: &Channel, msg: &str) -> ! {
+    let _ = ch.send(kind::ERROR, msg.as_bytes(), &[]);
+    eprintln!("l4task: {msg}");
+    std::process::exit(127)
+}
+
+/// Runs the stub: `l4task CONTROL-SOCKET internal|external`.
+pub fn main(arena: &'static Arena) -> ! {
+    let args: Vec<String> = std::env::args().collect();
+    if args.len() < 3 {
+        eprintln!("l4task: started by the loader only (usage: l4task CONTROL internal|external)");
+        std::process::exit(2);
+    }
+    let mode = if args[2] == "external" {
+        Mode::External
+    } else {
+        Mode::Internal
+    };
+    // SAFETY: plain prctl; the stub dies with its loader.
+    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
+    ph::block_signals();
+    let ch = match Channel::connect(&args[1]) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("l4task: cannot reach the loader: {e}");
+            std::process::exit(127)
+        }
+    };
+
+    // The statistics page, shared with the loader.
+    let counters = match counters_page() {
+        Ok(x) => x,
+        Err(e) => fail(&ch, &format!("statistics page: {e}")),
+    };
+    COUNTERS.store(counters.1 as *const Counters as usize, Ordering::Relaxed);
+
+    // The program's uffd: fork events if we may.
+    let uffd = match Uffd::open(ph::wanted_features(true)) {
+        Ok(u) => u,
+        Err(_) => match Uffd::open(ph::wanted_features(false)) {
+            Ok(u) => {
+                eprintln!(
+                    "l4task: no userfaultfd fork events: a forking program's children will not be paged"
+                );
+                u
+            }
+            Err(e) => fail(&ch, &e),
+        },
+    };
+    let uffd = Arc::new(uffd);
+    // The arena's uffd (served by the external pager in the loader).
+    let self_uffd = match Uffd::open(0) {
+        Ok(u) => u,
+        Err(e) => fail(&ch, &e),
+    };
+    let (astart, alen) = arena.untouched();
+    let mut hello = Enc::default();
+    hello
+        .u64(std::process::id() as u64)
+        .u64(astart as u64)
+        .u64(alen as u64);
+    let mut fds = vec![counters.0.as_raw_fd(), self_uffd.fd().as_raw_fd()];
+    if mode == Mode::External {
+        fds.push(uffd.fd().as_raw_fd());
+    }
+    if let Err(e) = ch.send(kind::HELLO, &hello.0, &fds) {
+        eprintln!("l4task: cannot reach the loader: {e}");
+        std::process::exit(127);
+    }
+    // Registered only now that the loader holds the uffd: from here on the
+    // external pager serves the arena's new pages.
+    if let Err(e) = self_uffd.register(
+        astart as u64,
+        alen as u64,
+        l4pager::host::uffd::mode::MISSING,
+    ) {
+        fail(&ch, &format!("cannot register the arena: errno {e}"));
+    }
+    drop(self_uffd);
+
+    // The internal pager: region map, Rm server on the gate, fault thread.
+    let map = Arc::new(SpinLock::new(RegionMap::new(0x10000, USER_END)));
+    let pid = std::process::id() as i32;
+    let pager = Arc::new(Pager::new(
+        map.clone(),
+        counters.1,
+        mode,
+        Box::new(move |report, _| {
+            eprintln!("l4task: {report}");
+            // SAFETY: sends SIGSEGV to our own process (the program
+            // thread's invalid access ends the task).
+            unsafe { libc::kill(pid, libc::SIGSEGV) };
+        }),
+    ));
+    let Some(gate) = l4re::env::env().get_cap::<IpcGate>("server") else {
+        fail(&ch, "no initial capability named \"server\"");
+    };
+    let rm = Arc::new(RmService::new(
+        map.clone(),
+        Backend {
+            pager: pager.clone(),
+            uffd: uffd.clone(),
+        },
+    ));
+    let rm_thread = std::thread::Builder::new()
+        .name("rm".into())
+        .spawn(move || {
+            ph::block_signals();
+            let mut s = Server::new();
+            if let Err(e) = s.register_gate(gate, rm) {
+                eprintln!("l4task: cannot bind the \"server\" gate: {e}");
+                return;
+            }
+            let _ = s.run();
+        });
+    if rm_thread.is_err() {
+        fail(&ch, "cannot start the region-map thread");
+    }
+    if mode == Mode::Internal {
+        let (p, u) = (pager.clone(), uffd.clone());
+        let t = std::thread::Builder::new()
+            .name("pager".into())
+            .spawn(move || {
+                ph::block_signals();
+                p.serve(u)
+            });
+        if t.is_err() {
+            fail(&ch, "cannot start the pager thread");
+        }
+    }
+
+    // Wait for START (the loader attaches the regions meanwhile).
+    let start = match ch.recv() {
+        Ok((kind::START, p, _)) => match Start::decode(&p) {
+            Ok(s) => s,
+            Err(e) => fail(&ch, &format!("bad START: {e}")),
+        },
+        Ok((k, _, _)) => fail(&ch, &format!("unexpected control message {k}")),
+        Err(_) => std::process::exit(127),
+    };
+    pager.set_read_ahead(start.read_ahead);
+    {
+        let mut m = map.lock();
+        for (s, l) in &start.file_limits {
+            m.set_file_len(*s, *l);
+        }
+    }
+    let tid = match launch(&start, &pager, &uffd) {
+        Ok(t) => t,
+        Err(e) => fail(&ch, &e),
+    };
+    let mut e = Enc::default();
+    e.u64(tid as u64);
+    let _ = ch.send(kind::STARTED, &e.0, &[]);
+    // Keep the control channel open until the end and wait: the program's
+    // exit_group ends the process. A program whose last thread ends with
+    // the plain `exit` system call would leave the stub's threads behind:
+    // when no program thread is left, end the task (status 0: the
+    // program's own status is not known then).
+    loop {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        if !program_threads_left() {
+            // SAFETY: ends the process; nothing of the program is left.
+            unsafe { libc::syscall(libc::SYS_exit_group, 0) };
+        }
+    }
+}
+
+/// Thread names of the stub (the program's threads carry the program's).
+const STUB_THREADS: &[&str] = &["l4task", "rm", "pager", "pager-fork"];
+
+/// Whether a thread of the program still runs in this process.
+fn program_threads_left() -> bool {
+    let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
+        return true;
+    };
+    dir.flatten().any(|t| {
+        std::fs::read_to_string(t.path().join("comm"))
+            .map(|c| !STUB_THREADS.contains(&c.trim_end()))
+            .unwrap_or(false)
+    })
+}
+
+/// Sets the calling thread's name (`comm`).
+fn set_thread_name(name: &[u8]) {
+    let mut buf = [0u8; 16];
+    let n = name.len().min(15);
+    buf[..n].copy_from_slice(&name[..n]);
+    // SAFETY: PR_SET_NAME reads a NUL-terminated string of at most 16
+    // bytes from `buf`.
+    unsafe { libc::prctl(libc::PR_SET_NAME, buf.as_ptr()) };
+}
+
+/// Makes the shared statistics page (a memfd).
+fn counters_page() -> std::io::Result<(OwnedFd, &'static Counters)> {
+    // SAFETY: memfd_create with a static NUL-terminated name.
+    let fd = unsafe { libc::memfd_create(c"l4task-stats".as_ptr(), libc::MFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: a new descriptor we own.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: plain system calls on our memfd.
+    let p = unsafe {
+        if libc::ftruncate(fd.as_raw_fd(), 4096) < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        libc::mmap(
+            core::ptr::null_mut(),
+            4096,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            fd.as_raw_fd(),
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: a page-aligned shared mapping of 4096 zeroed bytes that we
+    // never unmap, used only as `Counters` (atomics) here and in the loader.
+    let c = unsafe { Counters::at(p as usize) };
+    c.magic
+        .store(l4pager::host::COUNTERS_MAGIC, Ordering::Relaxed);
+    Ok((fd, c))
+}
+
+/// Records a crash in the statistics page, then lets it happen for real.
+extern "C" fn on_fault(sig: i32, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
+    let c = COUNTERS.load(Ordering::Relaxed);
+    // SAFETY: the kernel passes a valid siginfo and ucontext to an
+    // SA_SIGINFO handler; the counters page stays mapped for the life of
+    // the process. Only atomics and async-signal-safe calls are used.
+    unsafe {
+        let code = (*info).si_code;
+        if c != 0 {
+            let c = Counters::at(c);
+            if c.crash_signo.load(Ordering::Relaxed) == 0 {
+                let uc = ctx as *const libc::ucontext_t;
+                let g = &(*uc).uc_mcontext.gregs;
+                c.crash_code.store(code as i64 as u64, Ordering::Relaxed);
+                c.crash_addr
+                    .store((*info).si_addr() as u64, Ordering::Relaxed);
+                c.crash_pc
+                    .store(g[libc::REG_RIP as usize] as u64, Ordering::Relaxed);
+                c.crash_err
+                    .store(g[libc::REG_ERR as usize] as u64, Ordering::Relaxed);
+                c.crash_signo.store(sig as u64, Ordering::Relaxed);
+            }
+        }
+        // The handler was reset on entry (SA_RESETHAND): a fault raised by
+        // the kernel happens again on return and ends the task; a signal
+        // sent by someone is raised again.
+        if code <= 0 {
+            libc::raise(sig);
+        }
+    }
+}
+
+/// Resets the signal state the stub's runtime left (Rust ignores SIGPIPE
+/// and handles SIGSEGV/SIGBUS for stack overflows; the main thread has an
+/// alternate stack) and installs the crash recorder for SIGSEGV/SIGBUS.
+fn reset_signals() {
+    // SAFETY: sigaction with valid, initialized structures; only the
+    // process's dispositions change (no thread of the program runs yet).
+    unsafe {
+        for sig in 1..=64 {
+            if sig == libc::SIGKILL || sig == libc::SIGSTOP || (32..=33).contains(&sig) {
+                continue;
+            }
+            let mut sa: libc::sigaction = core::mem::zeroed();
+            sa.sa_sigaction = libc::SIG_DFL;
+            libc::sigemptyset(&mut sa.sa_mask);
+            libc::sigaction(sig, &sa, core::ptr::null_mut());
+        }
+        for sig in [libc::SIGSEGV, libc::SIGBUS] {
+            let mut sa: libc::sigaction = core::mem::zeroed();
+            sa.sa_sigaction = on_fault as *const () as usize;
+            sa.sa_flags = libc::SA_SIGINFO | libc::SA_RESETHAND | libc::SA_NODEFER;
+            libc::sigemptyset(&mut sa.sa_mask);
+            libc::sigaction(sig, &sa, core::ptr::null_mut());
+        }
+        // The alternate stack is per thread and not inherited by the
+        // program's thread (clone with CLONE_VM clears it); disable ours.
+        let ss = libc::stack_t {
+            ss_sp: core::ptr::null_mut(),
+            ss_flags: libc::SS_DISABLE,
+            ss_size: 0,
+        };
+        libc::sigaltstack(&ss, core::ptr::null_mut());
+    }
+}
+
+/// `struct prctl_mm_map`.
+#[repr(C)]
+struct PrctlMmMap {
+    start_code: u64,
+    end_code: u64,
+    start_data: u64,
+    end_data: u64,
+    start_brk: u64,
+    brk: u64,
+    start_stack: u64,
+    arg_start: u64,
+    arg_end: u64,
+    env_start: u64,
+    env_end: u64,
+    auxv: *const u64,
+    auxv_size: u32,
+    exe_fd: u32,
+}
+
+/// Builds the stack, prefetches and starts the program thread.
+fn launch(s: &Start, pager: &Arc<Pager>, uffd: &Uffd) -> std::result::Result<i64, String> {
+    let mut random = [0u8; 16];
+    // SAFETY: getrandom writes at most 16 bytes into `random`.
+    unsafe { libc::getrandom(random.as_mut_ptr().cast(), 16, 0) };
+    // SAFETY: getauxval only reads our own auxiliary vector.
+    let aux = |t: u64| unsafe { libc::getauxval(t) };
+    let mut auxv = vec![
+        (at::SYSINFO_EHDR, aux(at::SYSINFO_EHDR)),
+        (at::MINSIGSTKSZ, aux(at::MINSIGSTKSZ)),
+        (at::HWCAP, aux(at::HWCAP)),
+        (at::PAGESZ, PAGE),
+        (at::CLKTCK, aux(at::CLKTCK)),
+        (at::PHDR, s.phdr.0),
+        (at::PHENT, s.phdr.2),
+        (at::PHNUM, s.phdr.1),
+        (at::BASE, 0),
+        (at::FLAGS, 0),
+        (at::ENTRY, s.entry),
+        (at::UID, aux(at::UID)),
+        (at::EUID, aux(at::EUID)),
+        (at::GID, aux(at::GID)),
+        (at::EGID, aux(at::EGID)),
+        (at::SECURE, 0),
+        (at::HWCAP2, aux(at::HWCAP2)),
+    ];
+    auxv.retain(|(t, v)| {
+        *v != 0
+            || matches!(
+                *t,
+                at::BASE | at::FLAGS | at::SECURE | at::UID | at::EUID | at::GID | at::EGID
+            )
+    });
+    let spec = StackSpec {
+        argv: s.argv.iter().map(|a| a.as_slice()).collect(),
+        envp: s.envp.iter().map(|a| a.as_slice()).collect(),
+        execfn: &s.execfn,
+        platform: b"x86_64",
+        random,
+        auxv,
+    };
+    let (top, size) = s.stack;
+    let st = stack::build(top, &spec);
+    if st.bytes.len() as u64 > size / 2 {
+        return Err("arguments and environment do not fit the stack".into());
+    }
+    // Map the stack's pages with the image (UFFDIO_COPY into the
+    // registered stack region).
+    let first = st.sp & !(PAGE - 1);
+    let mut page = vec![0u8; PAGE as usize];
+    let mut a = first;
+    while a < top {
+        page.fill(0);
+        let base = top - st.bytes.len() as u64;
+        for (i, b) in page.iter_mut().enumerate() {
+            let x = a + i as u64;
+            if x >= base && x < top {
+                *b = st.bytes[(x - base) as usize];
+            }
+        }
+        uffd.copy(a, page.as_ptr(), PAGE)
+            .map_err(|e| format!("cannot map the initial stack at {a:#x}: errno {e}"))?;
+        pager
+            .counters()
+            .pages_mapped
+            .fetch_add(1, Ordering::Relaxed);
+        a += PAGE;
+    }
+    // Prefetch around the entry point and below the stack.
+    for i in 0..s.prefetch {
+        let half = s.prefetch / 2;
+        let at = (s.entry & !(PAGE - 1)).wrapping_add(i.wrapping_sub(half).wrapping_mul(PAGE));
+        pager.prefetch(uffd, at);
+        let below = first.wrapping_sub((i + 1) * PAGE);
+        if below >= top - size {
+            pager.prefetch(uffd, below);
+        }
+    }
+    reset_signals();
+    // The process's memory layout as execve would have set it.
+    let auxv_words: Vec<u64> = {
+        let base = top - st.bytes.len() as u64;
+        let off = (st.auxv.0 - base) as usize;
+        st.bytes[off..off + st.auxv.1 as usize]
+            .chunks_exact(8)
+            .map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes")))
+            .collect()
+    };
+    let mm = PrctlMmMap {
+        start_code: s.code.0,
+        end_code: s.code.1,
+        start_data: s.data.0,
+        end_data: s.data.1,
+        start_brk: s.brk,
+        brk: s.brk,
+        start_stack: st.sp,
+        arg_start: st.args.0,
+        arg_end: st.args.1,
+        env_start: st.env.0,
+        env_end: st.env.1,
+        auxv: auxv_words.as_ptr(),
+        auxv_size: (auxv_words.len() * 8) as u32,
+        exe_fd: u32::MAX,
+    };
+    // SAFETY: PR_SET_MM_MAP reads `mm` and the auxv words it points to.
+    let r = unsafe {
+        libc::prctl(
+            libc::PR_SET_MM,
+            libc::PR_SET_MM_MAP,
+            &mm as *const PrctlMmMap,
+            core::mem::size_of::<PrctlMmMap>(),
+            0,
+        )
+    };
+    if r != 0 {
+        log::debug!(
+            "l4task: PR_SET_MM_MAP failed ({}): the heap starts after the stub",
+            std::io::Error::last_os_error()
+        );
+    }
+    // Start the program with an empty signal mask (what execve leaves),
+    // then block everything again in this thread.
+    // SAFETY: sigset manipulation on local, initialized sets.
+    let tid = unsafe {
+        let mut empty: libc::sigset_t = core::mem::zeroed();
+        libc::sigemptyset(&mut empty);
+        let mut old: libc::sigset_t = core::mem::zeroed();
+        // The program's thread inherits this thread's name: the program's
+        // file name, as execve sets it.
+        let base = s.execfn.rsplit(|c| *c == b'/').next().unwrap_or(b"program");
+        set_thread_name(if STUB_THREADS.iter().any(|n| n.as_bytes() == base) {
+            b"program"
+        } else {
+            base
+        });
+        libc::pthread_sigmask(libc::SIG_SETMASK, &empty, &mut old);
+        let t = start_thread(s.entry, st.sp);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &old, core::ptr::null_mut());
+        set_thread_name(b"l4task");
+        t
+    };
+    if tid < 0 {
+        return Err(format!("clone failed: errno {}", -tid));
+    }
+    Ok(tid)
+}
+
+/// Starts a thread of this process at `entry` with stack pointer `sp`
+/// (raw `clone`: the new thread runs only program code, with `rdx` 0).
+///
+/// # Safety
+///
+/// `entry` must be the entry point of a program mapped in this process and
+/// `sp` its initial stack as [`stack::build`] lays it out.
+unsafe fn start_thread(entry: u64, sp: u64) -> i64 {
+    let flags = (libc::CLONE_VM
+        | libc::CLONE_FS
+        | libc::CLONE_FILES
+        | libc::CLONE_SIGHAND
+        | libc::CLONE_THREAD
+        | libc::CLONE_SYSVSEM) as u64;
+    let ret: i64;
+    // SAFETY: the syscall creates a thread sharing our memory with its own
+    // stack `sp`. In the child (rax == 0) nothing of ours runs: it clears
+    // the registers the ABI defines at entry and jumps to the program's
+    // entry point. In the parent, only rax, rcx and r11 change.
+    unsafe {
+        core::arch::asm!(
+            "syscall",
+            "test rax, rax",
+            "jnz 2f",
+            "xor edx, edx",
+            "xor ebp, ebp",
+            "xor ebx, ebx",
+            "xor r12d, r12d",
+            "xor r13d, r13d",
+            "xor r14d, r14d",
+            "xor r15d, r15d",
+            "jmp r9",
+            "2:",
+            inlateout("rax") libc::SYS_clone => ret,
+            in("rdi") flags,
+            in("rsi") sp,
+            in("rdx") 0u64,
+            in("r10") 0u64,
+            in("r8") 0u64,
+            in("r9") entry,
+            lateout("rcx") _,
+            lateout("r11") _,
+            options(nostack)
+        );
+    }
+    ret
+}

@@ -1,0 +1,178 @@
+//! `loader`: runs programs in new tasks, demand-paged from the filesystem
+//! server.
+//!
+//! ```text
+//! loader run [--pager internal|external] [--root DIR] [--prefetch N] [--read-ahead N]
+//!            [--fs-pool-pages N] [--stats FILE|-] PROGRAM [ARGS...]
+//! loader check PROGRAM...        validate ELF files (no task is started)
+//! loader demo [--pager ...]      run the bundled demo program
+//! loader map-bench FILE          time Dataspace map round trips to the filesystem server
+//! loader fs-server ROOT [POOL]   (internal) the filesystem server role
+//! ```
+
+use std::path::PathBuf;
+
+use l4pager::host::Mode;
+use loader::host::run::{RunOpts, fs_server, run};
+
+fn usage() -> ! {
+    eprintln!(
+        "usage: loader run [--pager internal|external] [--root DIR] [--prefetch N] [--read-ahead N] [--fs-pool-pages N] [--stats FILE|-] PROGRAM [ARGS...]\n       \
+         loader check FILE...\n       loader demo [--pager internal|external] [--stats FILE|-]"
+    );
+    std::process::exit(2)
+}
+
+fn parse_run(args: &[String]) -> RunOpts {
+    let mut o = RunOpts {
+        mode: Mode::Internal,
+        root: PathBuf::from("/"),
+        prefetch: 0,
+        read_ahead: 0,
+        fs_pool_pages: None,
+        stats: None,
+        program: String::new(),
+        args: Vec::new(),
+    };
+    let mut i = 0;
+    while i < args.len() {
+        let a = &args[i];
+        let val = |i: usize| args.get(i + 1).cloned().unwrap_or_else(|| usage());
+        match a.as_str() {
+            "--pager" => {
+                o.mode = match val(i).as_str() {
+                    "internal" => Mode::Internal,
+                    "external" => Mode::External,
+                    _ => usage(),
+                };
+                i += 2;
+            }
+            "--root" => {
+                o.root = PathBuf::from(val(i));
+                i += 2;
+            }
+            "--prefetch" => {
+                o.prefetch = val(i).parse().unwrap_or_else(|_| usage());
+                i += 2;
+            }
+            "--read-ahead" => {
+                o.read_ahead = val(i).parse().unwrap_or_else(|_| usage());
+                i += 2;
+            }
+            "--fs-pool-pages" => {
+                o.fs_pool_pages = Some(val(i).parse().unwrap_or_else(|_| usage()));
+                i += 2;
+            }
+            "--stats" => {
+                o.stats = Some(val(i));
+                i += 2;
+            }
+            "--" => {
+                i += 1;
+                break;
+            }
+            s if s.starts_with("--") => usage(),
+            _ => break,
+        }
+    }
+    if i >= args.len() {
+        if o.program.is_empty() {
+            usage();
+        }
+    } else {
+        o.program = args[i].clone();
+        o.args = args[i + 1..].to_vec();
+    }
+    o
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("run") => {
+            let o = parse_run(&args[1..]);
+            match run(&o) {
+                Ok(out) => std::process::exit(out.status),
+                Err(e) => {
+                    eprintln!("loader: {e}");
+                    std::process::exit(127)
+                }
+            }
+        }
+        Some("demo") => {
+            let mut o = parse_run(&[&args[1..], &["demo".to_string()]].concat());
+            let dir = std::env::temp_dir().join(format!("l4loader-demo-{}", std::process::id()));
+            if let Err(e) = loader::demo::write(&dir) {
+                eprintln!("loader: cannot write the demo program: {e}");
+                std::process::exit(1);
+            }
+            o.root = dir.clone();
+            o.program = "/demo".into();
+            if o.stats.is_none() {
+                o.stats = Some("-".into());
+            }
+            let r = run(&o);
+            let _ = std::fs::remove_dir_all(&dir);
+            match r {
+                Ok(out) => std::process::exit(out.status),
+                Err(e) => {
+                    eprintln!("loader: {e}");
+                    std::process::exit(127)
+                }
+            }
+        }
+        Some("check") if args.len() > 1 => {
+            let mut bad = 0;
+            for f in &args[1..] {
+                match std::fs::read(f) {
+                    Ok(b) => match loader::elf::plan(&b, loader::host::run::PIE_BASE) {
+                        Ok(p) => println!(
+                            "{f}: ok: {} x86-64 program, entry {:#x}, {} regions, {} loadable pages",
+                            if p.pie { "static-pie" } else { "static" },
+                            p.entry,
+                            p.regions.len(),
+                            p.loadable_pages
+                        ),
+                        Err(e) => {
+                            println!("{f}: refused: {e}");
+                            bad += 1;
+                        }
+                    },
+                    Err(e) => {
+                        println!("{f}: {e}");
+                        bad += 1;
+                    }
+                }
+            }
+            std::process::exit(if bad > 0 { 1 } else { 0 })
+        }
+        Some("map-bench") if args.len() == 2 => {
+            // Dataspace map round trips to the filesystem server, one every
+            // 16 pages of FILE: first (the server loads) and again (cached).
+            let fs = loader::host::run::FsTask::start(std::path::Path::new("/"))
+                .unwrap_or_else(|e| panic!("{e}"));
+            let f = fs.open(&args[1]).unwrap_or_else(|e| panic!("{e}"));
+            let v = l4pager::host::DsView::new(f.cap()).expect("file view");
+            for round in ["cold", "warm"] {
+                let t = std::time::Instant::now();
+                let mut n = 0;
+                let mut off = 0;
+                while off < v.size() {
+                    v.load(off).expect("map");
+                    n += 1;
+                    off += 65536;
+                }
+                println!(
+                    "{round}: {n} maps, {:.1} us each",
+                    t.elapsed().as_secs_f64() * 1e6 / n as f64
+                );
+            }
+            std::process::exit(0)
+        }
+        Some("fs-server") if args.len() == 2 || args.len() == 3 => {
+            let pool = args.get(2).and_then(|n| n.parse().ok());
+            std::process::exit(fs_server(&args[1], pool))
+        }
+        _ => usage(),
+    }
+}

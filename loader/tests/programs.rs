@@ -1,0 +1,509 @@
+//! Runs real static programs under the loader, in both pager modes, and
+//! compares them with native runs: standard output, standard error and exit
+//! status must be equal; statistics must show demand paging; invalid
+//! accesses must end the task with a report while another task completes;
+//! bad ELF files must be refused clearly.
+//!
+//! The C programs are built here with `cc -static` / `cc -static-pie`
+//! (gcc and libc6-dev).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+const LOADER: &str = env!("CARGO_BIN_EXE_loader");
+
+const HELLO: &str = r#"
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+int main(int argc, char **argv) {
+    printf("hello, %d args:", argc - 1);
+    for (int i = 1; i < argc; i++) printf(" [%s]", argv[i]);
+    printf("\nHOME_TEST=%s\n", getenv("HOME_TEST") ? getenv("HOME_TEST") : "(unset)");
+    fprintf(stderr, "this goes to stderr\n");
+    char *p = malloc(1 << 20);
+    memset(p, 7, 1 << 20);
+    printf("heap ok %d\n", p[12345]);
+    return 3;
+}
+"#;
+
+const THREADS: &str = r#"
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#define N 4
+static long data[N][200000];
+static void *work(void *arg) {
+    long k = (long)arg, s = 0;
+    for (long i = 0; i < 200000; i++) { data[k][i] = i * (k + 1); s += data[k][i]; }
+    return (void *)s;
+}
+int main(void) {
+    pthread_t t[N];
+    for (long k = 0; k < N; k++) pthread_create(&t[k], 0, work, (void *)k);
+    long total = 0;
+    for (int k = 0; k < N; k++) { void *r; pthread_join(t[k], &r); total += (long)r; }
+    printf("threads total %ld\n", total);
+    return 0;
+}
+"#;
+
+const FORK: &str = r#"
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+#include <sys/wait.h>
+static int table[100000] = {1, 2, 3};
+int main(void) {
+    table[99999] = 42;
+    fflush(stdout);
+    pid_t p = fork();
+    if (p == 0) {
+        long s = 0;
+        for (int i = 0; i < 100000; i++) s += table[i];
+        printf("child sum %ld\n", s);
+        fflush(stdout);
+        _exit(7);
+    }
+    int st;
+    waitpid(p, &st, 0);
+    printf("parent: child exited %d\n", WEXITSTATUS(st));
+    return 0;
+}
+"#;
+
+const BIG: &str = r#"
+#include <stdio.h>
+static char bss[64 << 20];
+static const unsigned char ro[4 << 20] = {1, [(4 << 20) - 1] = 9};
+static unsigned char rw[2 << 20] = {5, [(2 << 20) - 1] = 6};
+int main(void) {
+    long s = 0;
+    for (long i = 0; i < sizeof bss; i += 4096) { bss[i] = (char)i; s += bss[i]; }
+    s += ro[0] + ro[sizeof ro - 1] + rw[0] + rw[sizeof rw - 1];
+    rw[12345] = 1;
+    printf("big sum %ld\n", s);
+    return 0;
+}
+"#;
+
+const SHARED_WRITE: &str = r#"
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+int main(int argc, char **argv) {
+    int fd = open(argv[1], O_RDWR | O_CREAT, 0644);
+    if (fd < 0 || ftruncate(fd, 8192) < 0) { perror("open"); return 1; }
+    char *m = mmap(0, 8192, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (m == MAP_FAILED) { perror("mmap"); return 1; }
+    strcpy(m + 4096, "written through a shared mapping");
+    msync(m, 8192, MS_SYNC);
+    munmap(m, 8192);
+    close(fd);
+    puts("done");
+    return 0;
+}
+"#;
+
+const SIGNALS: &str = r#"
+#include <signal.h>
+#include <stdio.h>
+#include <unistd.h>
+static volatile int got;
+static void h(int s) { got = s; }
+int main(void) {
+    signal(SIGUSR1, h);
+    raise(SIGUSR1);
+    printf("got signal %d\n", got);
+    signal(SIGPIPE, SIG_DFL);
+    int p[2]; pipe(p); close(p[0]);
+    write(p[1], "x", 1); /* SIGPIPE: default action kills */
+    puts("not reached");
+    return 0;
+}
+"#;
+
+const STREAM: &str = r#"
+#include <stdio.h>
+#define SZ (8 << 20)
+static const unsigned char ro[SZ] = { [0 ... SZ - 1] = 3 };
+int main(void) {
+    unsigned long s = 0;
+    for (int pass = 0; pass < 3; pass++)
+        for (long i = 0; i < SZ; i += 512) s += ro[i];
+    printf("stream sum %lu\n", s);
+    return 0;
+}
+"#;
+
+const NULL_WRITE: &str = "int main(void) { *(volatile int *)0 = 1; return 0; }";
+const WRITE_CODE: &str = "int main(void) { *(volatile char *)(void *)main = 0; return 0; }";
+const JUMP_DATA: &str = r#"
+static unsigned char code[64] = {0xc3};
+int main(void) { ((void (*)(void))code)(); return 0; }
+"#;
+const PAST_REGION: &str = r#"
+extern char _end[];
+int main(void) { return *(volatile char *)(_end + (256 << 20)); }
+"#;
+
+struct Built {
+    dir: PathBuf,
+}
+
+/// Builds every program once (static and static-pie variants).
+fn built() -> Option<&'static Built> {
+    static B: OnceLock<Option<Built>> = OnceLock::new();
+    B.get_or_init(|| {
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("l4loader-progs");
+        std::fs::create_dir_all(&dir).ok()?;
+        let progs = [
+            ("hello", HELLO, ""),
+            ("threads", THREADS, "-pthread"),
+            ("fork", FORK, ""),
+            ("big", BIG, ""),
+            ("sharedwrite", SHARED_WRITE, ""),
+            ("signals", SIGNALS, ""),
+            ("stream", STREAM, ""),
+            ("nullwrite", NULL_WRITE, ""),
+            ("writecode", WRITE_CODE, ""),
+            ("jumpdata", JUMP_DATA, ""),
+            ("pastregion", PAST_REGION, ""),
+        ];
+        for (name, src, extra) in progs {
+            let c = dir.join(format!("{name}.c"));
+            std::fs::write(&c, src).ok()?;
+            for (suffix, flag) in [("", "-static"), ("-pie", "-static-pie")] {
+                let out = dir.join(format!("{name}{suffix}"));
+                let mut cmd = Command::new("cc");
+                cmd.args(["-O1", "-w", flag]);
+                if !extra.is_empty() {
+                    cmd.arg(extra);
+                }
+                cmd.arg("-o").arg(&out).arg(&c);
+                let st = cmd.output().ok()?;
+                if !st.status.success() {
+                    eprintln!("cc {name}: {}", String::from_utf8_lossy(&st.stderr));
+                    return None;
+                }
+            }
+        }
+        // A copy for tests that only load it (l4fs opens host files
+        // read-write when it may, and a file open for writing cannot be
+        // executed natively: keep native and loaded runs of one file apart).
+        std::fs::copy(dir.join("hello"), dir.join("hello-beside")).ok()?;
+        Some(Built { dir })
+    })
+    .as_ref()
+}
+
+fn prog(name: &str) -> Option<PathBuf> {
+    match built() {
+        Some(b) => Some(b.dir.join(name)),
+        None => {
+            eprintln!("cc -static unavailable (install gcc and libc6-dev): test skipped");
+            None
+        }
+    }
+}
+
+fn native(p: &Path, args: &[&str]) -> Output {
+    Command::new(p)
+        .args(args)
+        .env("HOME_TEST", "native-and-loaded")
+        .output()
+        .expect("native run")
+}
+
+fn loaded(mode: &str, stats: Option<&Path>, p: &Path, args: &[&str]) -> Output {
+    let mut c = Command::new(LOADER);
+    c.args(["run", "--pager", mode]);
+    if let Some(s) = stats {
+        c.arg("--stats").arg(s);
+    }
+    c.arg(p)
+        .args(args)
+        .env("HOME_TEST", "native-and-loaded")
+        .output()
+        .expect("loader run")
+}
+
+/// The status as a shell reports it: the exit code, or 128 + signal.
+fn shell_status(o: &Output) -> i32 {
+    use std::os::unix::process::ExitStatusExt;
+    o.status
+        .code()
+        .unwrap_or_else(|| 128 + o.status.signal().unwrap_or(0))
+}
+
+fn stat(json: &str, key: &str) -> u64 {
+    let k = format!("\"{key}\":");
+    let at = json
+        .find(&k)
+        .unwrap_or_else(|| panic!("{key} missing in {json}"))
+        + k.len();
+    json[at..]
+        .chars()
+        .take_while(|c| c.is_ascii_digit())
+        .collect::<String>()
+        .parse()
+        .unwrap()
+}
+
+fn same_as_native(name: &str, args: &[&str]) {
+    let Some(p) = prog(name) else { return };
+    let n = native(&p, args);
+    for mode in ["internal", "external"] {
+        let stats = p.with_extension(format!("{mode}.{}.json", std::process::id()));
+        let l = loaded(mode, Some(&stats), &p, args);
+        let what = format!("{name} ({mode} pager)");
+        assert_eq!(
+            String::from_utf8_lossy(&l.stdout),
+            String::from_utf8_lossy(&n.stdout),
+            "{what}: stdout"
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&l.stderr),
+            String::from_utf8_lossy(&n.stderr),
+            "{what}: stderr"
+        );
+        assert_eq!(l.status.code(), Some(shell_status(&n)), "{what}: status");
+        let json = std::fs::read_to_string(&stats).expect("statistics written");
+        let touched = stat(&json, "file_pages_touched");
+        let loadable = stat(&json, "file_pages_loadable");
+        assert!(
+            touched > 0 && touched < loadable,
+            "{what}: {touched} of {loadable} file pages touched"
+        );
+        assert!(stat(&json, "total") > 0, "{what}: faults were served");
+        let _ = std::fs::remove_file(&stats);
+    }
+}
+
+#[test]
+fn hello_static_and_pie_equal_native() {
+    same_as_native("hello", &["one", "two words"]);
+    same_as_native("hello-pie", &["x"]);
+}
+
+#[test]
+fn threaded_program_equal_native() {
+    same_as_native("threads", &[]);
+    same_as_native("threads-pie", &[]);
+}
+
+#[test]
+fn forking_program_equal_native() {
+    same_as_native("fork", &[]);
+    same_as_native("fork-pie", &[]);
+}
+
+#[test]
+fn large_arrays_equal_native() {
+    same_as_native("big", &[]);
+}
+
+#[test]
+fn signals_equal_native() {
+    same_as_native("signals", &[]);
+}
+
+#[test]
+fn shared_file_write_reaches_the_file() {
+    let Some(p) = prog("sharedwrite") else { return };
+    for mode in ["internal", "external"] {
+        let f = p.with_extension(format!("{mode}.data"));
+        let _ = std::fs::remove_file(&f);
+        let l = loaded(mode, None, &p, &[f.to_str().unwrap()]);
+        assert!(l.status.success(), "{mode}: {l:?}");
+        let data = std::fs::read(&f).unwrap();
+        assert_eq!(&data[4096..4096 + 32], b"written through a shared mapping");
+    }
+}
+
+#[test]
+fn invalid_accesses_end_the_task_with_a_report_others_complete() {
+    let Some(hello) = prog("hello-beside") else {
+        return;
+    };
+    for (name, access) in [
+        ("nullwrite", "invalid write access at 0x0"),
+        ("writecode", "invalid write access"),
+        ("jumpdata", "invalid execute access"),
+        ("pastregion", "invalid read access"),
+    ] {
+        for mode in ["internal", "external"] {
+            let p = prog(name).unwrap();
+            // A second task beside it completes normally.
+            let other = {
+                let h = hello.clone();
+                std::thread::spawn(move || loaded(mode, None, &h, &["beside"]))
+            };
+            let l = loaded(mode, None, &p, &[]);
+            let err = String::from_utf8_lossy(&l.stderr);
+            assert_eq!(l.status.code(), Some(128 + 11), "{name} {mode}: {err}");
+            assert!(err.contains("killed by SIGSEGV"), "{name} {mode}: {err}");
+            assert!(err.contains(access), "{name} {mode}: {err}");
+            assert!(err.contains("pc 0x"), "{name} {mode}: {err}");
+            assert!(err.contains("region"), "{name} {mode}: {err}");
+            let o = other.join().unwrap();
+            assert_eq!(o.status.code(), Some(3), "the other task completed");
+            assert!(String::from_utf8_lossy(&o.stdout).contains("[beside]"));
+        }
+    }
+}
+
+#[test]
+fn bad_elf_files_refused_clearly() {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("l4loader-bad");
+    std::fs::create_dir_all(&dir).unwrap();
+    let good = loader::demo::image();
+    let mut cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        ("text", b"#!/bin/sh\necho hi\n".to_vec(), "not an ELF file"),
+        ("truncated", good[..50].to_vec(), "truncated"),
+    ];
+    let mut m = good.clone();
+    m[18] = 183;
+    cases.push(("arm", m, "wrong architecture"));
+    let mut m = good.clone();
+    m[24..32].copy_from_slice(&0x44_1000u64.to_le_bytes());
+    cases.push(("entry", m, "bad entry point"));
+    let mut m = good.clone();
+    // Second segment moved onto the first.
+    m[64 + 56 + 16..64 + 56 + 24].copy_from_slice(&0x40_1000u64.to_le_bytes());
+    m[64 + 56 + 8..64 + 56 + 16].copy_from_slice(&0x1000u64.to_le_bytes());
+    cases.push(("overlap", m, "overlapping segments"));
+    let mut m = good.clone();
+    m[64 + 40..64 + 48].copy_from_slice(&(1u64 << 52).to_le_bytes());
+    cases.push(("absurd", m, "absurd size"));
+    for (name, bytes, msg) in &cases {
+        let f = dir.join(name);
+        std::fs::write(&f, bytes).unwrap();
+        let l = loaded("internal", None, &f, &[]);
+        let err = String::from_utf8_lossy(&l.stderr);
+        assert_eq!(l.status.code(), Some(127), "{name}: {err}");
+        assert!(err.contains(msg), "{name}: {err}");
+    }
+    if let Some(h) = prog("hello") {
+        // A dynamically linked program.
+        let dynamic = dir.join("dynamic");
+        let st = Command::new("cc")
+            .arg("-o")
+            .arg(&dynamic)
+            .arg(h.with_file_name("hello.c"))
+            .status()
+            .unwrap();
+        assert!(st.success());
+        let l = loaded("internal", None, &dynamic, &[]);
+        let err = String::from_utf8_lossy(&l.stderr);
+        assert_eq!(l.status.code(), Some(127));
+        assert!(
+            err.contains("dynamically linked") && err.contains("ld-linux"),
+            "{err}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn demo_runs_in_both_modes() {
+    for mode in ["internal", "external"] {
+        let o = Command::new(LOADER)
+            .args(["demo", "--pager", mode])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{o:?}");
+        let out = String::from_utf8_lossy(&o.stdout);
+        assert!(out.starts_with(std::str::from_utf8(loader::demo::MESSAGE).unwrap()));
+        let json = out.lines().nth(1).unwrap();
+        assert_eq!(stat(json, "file_pages_touched"), 6);
+        assert_eq!(stat(json, "file_pages_loadable"), 66);
+        assert_eq!(stat(json, "zero_filled_pages"), 16);
+    }
+}
+
+#[test]
+fn prefetch_maps_pages_ahead() {
+    let Some(p) = prog("hello-beside") else {
+        return;
+    };
+    let stats = p.with_extension("prefetch.json");
+    let o = Command::new(LOADER)
+        .args(["run", "--prefetch", "16", "--stats"])
+        .arg(&stats)
+        .arg(&p)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(3));
+    let json = std::fs::read_to_string(&stats).unwrap();
+    assert!(stat(&json, "prefetched") >= 8, "{json}");
+}
+
+#[test]
+fn plain_exit_of_the_last_thread_ends_the_task() {
+    // The demo ending with the thread-exit system call (60), not
+    // exit_group: the task must still end.
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("l4loader-exit");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut img = loader::demo::image();
+    let at = img
+        .windows(5)
+        .position(|w| w == [0xb8, 231, 0, 0, 0])
+        .expect("exit_group in the demo");
+    img[at + 1] = 60;
+    let f = dir.join("plain-exit");
+    std::fs::write(&f, img).unwrap();
+    let t = std::time::Instant::now();
+    let o = Command::new(LOADER).arg("run").arg(&f).output().unwrap();
+    assert_eq!(o.status.code(), Some(0));
+    assert!(t.elapsed().as_secs() < 30);
+    assert!(String::from_utf8_lossy(&o.stdout).starts_with("hello from the loader's demo"));
+}
+
+#[test]
+fn server_revocations_are_honoured() {
+    // An 8 MiB program read three times while the filesystem server has a
+    // pool of 256 frames (1 MiB): it must evict (punch) pages the task has
+    // mapped; the task faults them back in. The output is the native one.
+    let Some(p) = prog("stream") else { return };
+    let n = native(&p, &[]);
+    let stats = p.with_extension("revoke.json");
+    let l = Command::new(LOADER)
+        .args(["run", "--fs-pool-pages", "256", "--stats"])
+        .arg(&stats)
+        .arg(&p)
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&l.stdout),
+        String::from_utf8_lossy(&n.stdout)
+    );
+    assert!(l.status.success(), "{l:?}");
+    let json = std::fs::read_to_string(&stats).unwrap();
+    let touched = stat(&json, "file_pages_touched");
+    let missing = stat(&json, "missing");
+    // More missing faults than distinct pages: revoked pages came back.
+    assert!(
+        missing > touched + 100,
+        "missing {missing}, touched {touched}: {json}"
+    );
+}
+
+#[test]
+fn relative_program_name_resolves_like_execve() {
+    let Some(p) = prog("hello-beside") else {
+        return;
+    };
+    let dir = p.parent().unwrap();
+    let l = Command::new(LOADER)
+        .current_dir(dir)
+        .args(["run", "./hello-beside", "rel"])
+        .output()
+        .unwrap();
+    assert_eq!(l.status.code(), Some(3), "{l:?}");
+    assert!(String::from_utf8_lossy(&l.stdout).contains("[rel]"));
+}

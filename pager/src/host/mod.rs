@@ -1,0 +1,764 @@
+//! Paging on the Linux host: real page faults through userfaultfd.
+//!
+//! A [`Pager`] resolves the faults of a task whose regions are registered
+//! with a [`uffd::Uffd`], following the decisions of
+//! [`fault::resolve`](crate::fault::resolve):
+//!
+//! * **shared file pages** (internal pager): the region is a `MAP_SHARED`
+//!   mapping of the file's memfd (the filesystem server's page cache),
+//!   registered for MISSING and MINOR faults. A MINOR fault (the page is
+//!   cached) is resolved with `UFFDIO_CONTINUE`, which maps the server's
+//!   page itself: zero copy, one physical page for every task. A MISSING
+//!   fault (a hole: never loaded, or revoked by the server) first asks the
+//!   server with a Dataspace `map` into the pager's view of the file, which
+//!   makes the server load the page, then continues;
+//! * **private file pages**: copied at first touch (read or write) from the
+//!   pager's view of the file with `UFFDIO_COPY`, the part beyond the
+//!   region's file data zeroed (this is "copy at first touch", not a
+//!   deferred copy-on-write: a private page is never shared);
+//! * **anonymous pages**: `UFFDIO_ZEROPAGE`;
+//! * the external pager brings each file page into its own memory once
+//!   (a private copy, made from its view after a Dataspace `map`) and
+//!   answers every fault on it with `UFFDIO_COPY` from there: it "returns
+//!   flexpages from its own memory". Its copies are snapshots: later
+//!   changes of the file do not reach pages it has copied.
+//!
+//! Duplicate events (several threads on one page) end in `EEXIST`, which
+//! wakes the threads; a revocation racing an answer ends in `EFAULT`,
+//! which wakes the thread to fault again.
+
+pub mod uffd;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use l4re::cap::{Cap, CapIdx};
+use l4re::fpage::{PAGE_SIZE, RcvBuf, Rights};
+use l4re::host::{ReservedRange, memfd_behind};
+use l4re::proto::dataspace::map_flags;
+use l4re::proto::{Dataspace, DataspaceClient};
+use l4re::{Error, Result};
+
+use crate::fault::{self, Access, Decision, FaultReport};
+use crate::region::RegionMap;
+use crate::sync::SpinLock;
+use uffd::{Event, PageFault, Resolved, Uffd};
+
+/// Most regions counted separately in [`Counters::region_faults`].
+pub const MAX_REGIONS: usize = 32;
+/// Marks an initialized [`Counters`] block.
+pub const COUNTERS_MAGIC: u64 = 0x4c34_5047_5354_0001;
+
+/// Paging statistics and the crash record of one task, kept in memory
+/// shared between the task and its creator (so they survive the task).
+#[repr(C)]
+#[derive(Debug)]
+pub struct Counters {
+    /// [`COUNTERS_MAGIC`] once set up.
+    pub magic: AtomicU64,
+    /// Faults served.
+    pub faults: AtomicU64,
+    /// Of which minor (page cached, not mapped).
+    pub minor: AtomicU64,
+    /// Of which missing.
+    pub missing: AtomicU64,
+    /// Shared file pages mapped (`UFFDIO_CONTINUE`).
+    pub shared_maps: AtomicU64,
+    /// Private copies of file pages (copy at first touch).
+    pub private_copies: AtomicU64,
+    /// Zero-filled pages.
+    pub zero_pages: AtomicU64,
+    /// Invalid accesses found by the pager.
+    pub errors: AtomicU64,
+    /// Duplicate events and revocation races (woken, no page mapped).
+    pub retries: AtomicU64,
+    /// Pages mapped in total.
+    pub pages_mapped: AtomicU64,
+    /// Dataspace `map` calls to the server.
+    pub server_maps: AtomicU64,
+    /// Bytes the server mapped to us.
+    pub bytes_from_server: AtomicU64,
+    /// Distinct pages of files touched.
+    pub file_pages_touched: AtomicU64,
+    /// Pages mapped ahead of any fault (prefetch).
+    pub prefetched: AtomicU64,
+    /// Fork events.
+    pub forks: AtomicU64,
+    /// Faults per region (in address order).
+    pub region_faults: [AtomicU64; MAX_REGIONS],
+    /// Crash record: signal number (0: none).
+    pub crash_signo: AtomicU64,
+    /// Crash record: `si_code`.
+    pub crash_code: AtomicU64,
+    /// Crash record: faulting address.
+    pub crash_addr: AtomicU64,
+    /// Crash record: pc.
+    pub crash_pc: AtomicU64,
+    /// Crash record: page-fault error code (bit 1 write, bit 4 fetch).
+    pub crash_err: AtomicU64,
+    /// Pager-detected invalid access: address + 1 (0: none).
+    pub pager_error_addr: AtomicU64,
+    /// Pager-detected invalid access: 0 read, 1 write, 2 exec.
+    pub pager_error_access: AtomicU64,
+}
+
+impl Counters {
+    /// A zeroed block, ready for use.
+    pub fn new() -> Counters {
+        // SAFETY: `Counters` consists of atomics only, for which all-zero
+        // bytes are a valid value.
+        let c: Counters = unsafe { core::mem::zeroed() };
+        c.magic.store(COUNTERS_MAGIC, Ordering::Relaxed);
+        c
+    }
+
+    /// The block at `addr` (memory shared with another process).
+    ///
+    /// # Safety
+    ///
+    /// `addr` must point to at least `size_of::<Counters>()` bytes of
+    /// readable and writable memory, aligned to 8, that stays mapped for
+    /// the rest of the process's life, and that is only accessed as
+    /// `Counters` (atomics) by every process sharing it.
+    pub unsafe fn at(addr: usize) -> &'static Counters {
+        // SAFETY: see the function's contract; all-zero or any bytes are
+        // valid atomics.
+        unsafe { &*(addr as *const Counters) }
+    }
+
+    fn add(c: &AtomicU64, n: u64) {
+        c.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Reads a counter.
+    pub fn get(c: &AtomicU64) -> u64 {
+        c.load(Ordering::Relaxed)
+    }
+}
+
+impl Default for Counters {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The pager's own view of a dataspace (a file): the file's memfd mapped
+/// read-only into a reserved range of the pager, page `i` at `base + i`.
+///
+/// The pager reads a page through the view only after the server mapped
+/// it in answer to a Dataspace `map` (reading a page the server has not
+/// loaded would make the kernel insert a zero page into the shared page
+/// cache).
+pub struct DsView {
+    ds: Cap<Dataspace>,
+    size: u64,
+    range: ReservedRange,
+    /// The memfd (and whether we have it read-write), after the first map.
+    memfd: OnceLock<(std::os::fd::OwnedFd, bool)>,
+}
+
+impl DsView {
+    /// A view of `ds`.
+    pub fn new(ds: Cap<Dataspace>) -> Result<DsView> {
+        let st = ds.info()?;
+        let size = st.size.max(PAGE_SIZE);
+        let range = ReservedRange::new(size.next_multiple_of(PAGE_SIZE) as usize)?;
+        Ok(DsView {
+            ds,
+            size: st.size,
+            range,
+            memfd: OnceLock::new(),
+        })
+    }
+
+    /// The dataspace's size in bytes.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// The dataspace.
+    pub fn ds(&self) -> Cap<Dataspace> {
+        self.ds
+    }
+
+    /// Asks the server for the page at `offset` (it loads it into its page
+    /// cache and maps it into our view); returns the bytes it mapped.
+    pub fn load(&self, offset: u64) -> Result<u64> {
+        self.load_flags(offset, map_flags::R)
+    }
+
+    /// As [`load`](Self::load), with Dataspace map flags (`map_flags::RW`
+    /// for a page that will be written through a shared mapping: the
+    /// server then treats it as dirty until it writes it back).
+    pub fn load_flags(&self, offset: u64, flags: u64) -> Result<u64> {
+        let offset = offset & !(PAGE_SIZE - 1);
+        if offset >= self.size.next_multiple_of(PAGE_SIZE) {
+            return Err(Error::Range);
+        }
+        let spot = self.range.addr() as u64 + offset;
+        let item = self.ds.map(offset, spot, flags, RcvBuf::window(spot, 12))?;
+        if self.memfd.get().is_none() {
+            let (fd, at, writable) = memfd_behind(spot, PAGE_SIZE).ok_or(Error::Fault)?;
+            if at != offset {
+                log::warn!("pager: file page {offset:#x} arrived at memfd offset {at:#x}");
+                return Err(Error::Inval);
+            }
+            // Map the whole file into the view once; later items land on
+            // the same file pages.
+            let len = self.range.len();
+            // SAFETY: the range is our reservation (ReservedRange), which no
+            // Rust reference points into; replacing it with a read-only
+            // shared mapping of the file only changes what reads see there.
+            let r = unsafe {
+                libc::mmap(
+                    self.range.addr() as *mut _,
+                    len,
+                    libc::PROT_READ,
+                    libc::MAP_SHARED | libc::MAP_FIXED,
+                    std::os::fd::AsRawFd::as_raw_fd(&fd),
+                    0,
+                )
+            };
+            if r == libc::MAP_FAILED {
+                return Err(Error::NoMem);
+            }
+            let _ = self.memfd.set((fd, writable));
+        }
+        Ok(item.fpage.size().min(self.size))
+    }
+
+    /// Copies the first `valid` bytes of the page at `offset` into `out`
+    /// and zeroes the rest (the page must have been [`load`](Self::load)ed).
+    pub fn read_page(&self, offset: u64, valid: u64, out: &mut [u8]) {
+        let valid = (valid as usize)
+            .min(out.len())
+            .min(self.size.saturating_sub(offset) as usize);
+        let src = (self.range.addr() as u64 + offset) as *const u8;
+        // SAFETY: `[src, src + valid)` lies in our view (offset < size,
+        // valid <= size - offset) where the file is mapped and the page is
+        // loaded; other tasks may write shared file pages concurrently,
+        // which gives a torn but harmless copy (volatile-free `copy` of
+        // plain bytes into our buffer).
+        unsafe { core::ptr::copy_nonoverlapping(src, out.as_mut_ptr(), valid) };
+        out[valid..].fill(0);
+    }
+
+    /// Whether we hold the memfd read-write.
+    pub fn writable(&self) -> bool {
+        self.memfd.get().is_some_and(|(_, w)| *w)
+    }
+
+    /// The memfd behind the file, if a page was loaded already.
+    pub fn memfd(&self) -> Option<&std::os::fd::OwnedFd> {
+        self.memfd.get().map(|(fd, _)| fd)
+    }
+}
+
+/// Who resolves faults.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// The internal pager, inside the task: shared file pages are mapped
+    /// (zero copy) with `UFFDIO_CONTINUE`.
+    Internal,
+    /// The external pager, in the creating task: every page is copied from
+    /// its own memory.
+    External,
+}
+
+/// One page of content.
+type Page = [u8; PAGE_SIZE as usize];
+
+/// What a pager does when it finds an invalid access.
+pub type OnError = Box<dyn Fn(&FaultReport, &PageFault) + Send + Sync>;
+
+/// A fault resolver for one task (and the children it forks).
+pub struct Pager {
+    map: Arc<SpinLock<RegionMap>>,
+    views: Mutex<HashMap<u64, Arc<DsView>>>,
+    counters: &'static Counters,
+    touched: Mutex<HashSet<(u64, u64)>>,
+    /// The external pager's own copies of file pages (dataspace, offset).
+    own: Mutex<HashMap<(u64, u64), Box<Page>>>,
+    mode: Mode,
+    on_error: OnError,
+    read_ahead: AtomicU64,
+}
+
+impl Pager {
+    /// A pager for the regions in `map`.
+    pub fn new(
+        map: Arc<SpinLock<RegionMap>>,
+        counters: &'static Counters,
+        mode: Mode,
+        on_error: OnError,
+    ) -> Pager {
+        Pager {
+            map,
+            views: Mutex::new(HashMap::new()),
+            counters,
+            touched: Mutex::new(HashSet::new()),
+            own: Mutex::new(HashMap::new()),
+            mode,
+            on_error,
+            read_ahead: AtomicU64::new(0),
+        }
+    }
+
+    /// The region map.
+    pub fn map(&self) -> &Arc<SpinLock<RegionMap>> {
+        &self.map
+    }
+
+    /// The counters.
+    pub fn counters(&self) -> &'static Counters {
+        self.counters
+    }
+
+    /// The view of dataspace `ds` (made on first use).
+    pub fn view(&self, ds: CapIdx) -> Result<Arc<DsView>> {
+        let mut v = self.views.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(x) = v.get(&ds.0) {
+            return Ok(x.clone());
+        }
+        let view = Arc::new(DsView::new(Cap::from_idx(ds))?);
+        v.insert(ds.0, view.clone());
+        Ok(view)
+    }
+
+    fn load(&self, view: &DsView, offset: u64) -> Result<()> {
+        self.load_flags(view, offset, map_flags::R)
+    }
+
+    fn load_flags(&self, view: &DsView, offset: u64, flags: u64) -> Result<()> {
+        let bytes = view.load_flags(offset, flags)?;
+        Counters::add(&self.counters.server_maps, 1);
+        Counters::add(&self.counters.bytes_from_server, bytes);
+        Ok(())
+    }
+
+    fn touch(&self, ds: CapIdx, offset: u64) {
+        let mut t = self.touched.lock().unwrap_or_else(|p| p.into_inner());
+        if t.insert((ds.0, offset)) {
+            self.counters
+                .file_pages_touched
+                .store(t.len() as u64, Ordering::Relaxed);
+        }
+    }
+
+    /// Resolves one fault. `Err` only for failures of the machinery (the
+    /// server is gone, an ioctl failed unexpectedly); invalid accesses are
+    /// reported through the error callback and end the task.
+    pub fn handle(&self, uffd: &Uffd, f: PageFault) -> Result<()> {
+        let c = self.counters;
+        Counters::add(&c.faults, 1);
+        Counters::add(if f.minor { &c.minor } else { &c.missing }, 1);
+        let access = if f.write { Access::Write } else { Access::Read };
+        let decision = {
+            let map = self.map.lock();
+            let mut d = fault::resolve(&map, f.addr, access, 0);
+            // An instruction fetch reaches us as a read; a region that may
+            // be executed but not read is still resolved.
+            if let Decision::Error(r) = &d
+                && r.cause == fault::FaultCause::Forbidden
+                && !f.write
+            {
+                let x = fault::resolve(&map, f.addr, Access::Exec, 0);
+                if !matches!(x, Decision::Error(_)) {
+                    d = x;
+                }
+            }
+            d
+        };
+        self.apply(uffd, decision, &f, false)
+    }
+
+    fn apply(&self, uffd: &Uffd, d: Decision, f: &PageFault, prefetch: bool) -> Result<()> {
+        let c = self.counters;
+        let region = match d {
+            Decision::MapShared { region, .. }
+            | Decision::CopyPrivate { region, .. }
+            | Decision::Zero { region, .. } => region,
+            Decision::Error(_) => 0,
+        };
+        if !prefetch && !matches!(d, Decision::Error(_)) && region < MAX_REGIONS {
+            Counters::add(&c.region_faults[region], 1);
+        }
+        // Counters are updated before the ioctl that wakes the faulting
+        // thread (and taken back if nothing was mapped): a program may end
+        // right after its last fault, and with it the internal pager.
+        let (kind, outcome) = match d {
+            Decision::MapShared {
+                ds,
+                offset,
+                page,
+                rights,
+                ..
+            } if self.mode == Mode::Internal => {
+                let view = self.view(ds)?;
+                if rights.contains(Rights::W) {
+                    // A writable shared page: the server must know it may
+                    // be written (it writes it back when it syncs).
+                    self.load_flags(&view, offset, map_flags::RW)?;
+                } else if !f.minor {
+                    self.load(&view, offset)?;
+                }
+                self.touch(ds, offset);
+                Counters::add(&c.shared_maps, 1);
+                Counters::add(&c.pages_mapped, 1);
+                let r = uffd.continue_(page, PAGE_SIZE).map_err(|_| Error::Io)?;
+                if r == Resolved::Done {
+                    self.read_ahead(uffd, ds, offset, page);
+                }
+                (&c.shared_maps, r)
+            }
+            Decision::MapShared {
+                ds, offset, page, ..
+            } => {
+                // External: a copy from our own memory ("returns a flexpage
+                // from its own memory"), counted as a shared-file fault.
+                (
+                    &c.shared_maps,
+                    self.copy_in(uffd, ds, offset, PAGE_SIZE, page, &c.shared_maps)?,
+                )
+            }
+            Decision::CopyPrivate {
+                ds,
+                offset,
+                valid,
+                page,
+                ..
+            } => (
+                &c.private_copies,
+                self.copy_in(uffd, ds, offset, valid, page, &c.private_copies)?,
+            ),
+            Decision::Zero { page, .. } => {
+                Counters::add(&c.zero_pages, 1);
+                Counters::add(&c.pages_mapped, 1);
+                (
+                    &c.zero_pages,
+                    uffd.zeropage(page, PAGE_SIZE).map_err(|_| Error::Io)?,
+                )
+            }
+            Decision::Error(report) => {
+                Counters::add(&c.errors, 1);
+                c.pager_error_access.store(
+                    match report.access {
+                        Access::Read => 0,
+                        Access::Write => 1,
+                        Access::Exec => 2,
+                    },
+                    Ordering::Relaxed,
+                );
+                c.pager_error_addr.store(report.addr + 1, Ordering::Relaxed);
+                (self.on_error)(&report, f);
+                uffd.wake(f.addr & !(PAGE_SIZE - 1), PAGE_SIZE);
+                return Ok(());
+            }
+        };
+        match outcome {
+            Resolved::Done => {
+                if prefetch {
+                    Counters::add(&c.prefetched, 1);
+                }
+            }
+            Resolved::Exists | Resolved::Retry => {
+                kind.fetch_sub(1, Ordering::Relaxed);
+                c.pages_mapped.fetch_sub(1, Ordering::Relaxed);
+                Counters::add(&c.retries, 1);
+            }
+        }
+        Ok(())
+    }
+
+    /// Sets how many pages after a shared file page are mapped along with
+    /// it when the server has them cached (0: none).
+    pub fn set_read_ahead(&self, pages: u64) {
+        self.read_ahead.store(pages, Ordering::Relaxed);
+    }
+
+    /// Maps up to `read_ahead` cached pages after `page` of the same shared
+    /// region (`UFFDIO_CONTINUE`), stopping at the first page that is not
+    /// cached, already mapped, or outside the region.
+    fn read_ahead(&self, uffd: &Uffd, ds: CapIdx, offset: u64, page: u64) {
+        let n = self.read_ahead.load(Ordering::Relaxed);
+        if n == 0 {
+            return;
+        }
+        let end = match self.map.lock().lookup(page) {
+            Some(r) => r.end(),
+            None => return,
+        };
+        for i in 1..=n {
+            let p = page + i * PAGE_SIZE;
+            if p >= end {
+                break;
+            }
+            match uffd.continue_(p, PAGE_SIZE) {
+                Ok(Resolved::Done) => {
+                    Counters::add(&self.counters.pages_mapped, 1);
+                    Counters::add(&self.counters.prefetched, 1);
+                    self.touch(ds, offset + i * PAGE_SIZE);
+                }
+                _ => break,
+            }
+        }
+    }
+
+    fn copy_in(
+        &self,
+        uffd: &Uffd,
+        ds: CapIdx,
+        offset: u64,
+        valid: u64,
+        page: u64,
+        kind: &AtomicU64,
+    ) -> Result<Resolved> {
+        let mut buf = [0u8; PAGE_SIZE as usize];
+        let cached = if self.mode == Mode::External {
+            let own = self.own.lock().unwrap_or_else(|p| p.into_inner());
+            own.get(&(ds.0, offset))
+                .map(|p| buf.copy_from_slice(&p[..]))
+        } else {
+            None
+        };
+        if cached.is_none() {
+            let view = self.view(ds)?;
+            self.load(&view, offset)?;
+            view.read_page(offset, PAGE_SIZE, &mut buf);
+            if self.mode == Mode::External {
+                // The external pager brings the content into its own
+                // memory and answers from there from now on.
+                self.own
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert((ds.0, offset), Box::new(buf));
+            }
+        }
+        buf[(valid.min(PAGE_SIZE)) as usize..].fill(0);
+        self.touch(ds, offset);
+        Counters::add(kind, 1);
+        Counters::add(&self.counters.pages_mapped, 1);
+        uffd.copy(page, buf.as_ptr(), PAGE_SIZE)
+            .map_err(|_| Error::Io)
+    }
+
+    /// Maps the page at `addr` ahead of any fault (prefetch); invalid or
+    /// already mapped pages are skipped.
+    pub fn prefetch(&self, uffd: &Uffd, addr: u64) {
+        let d = {
+            let map = self.map.lock();
+            let Some(r) = map.lookup(addr) else { return };
+            let access = if r.rights.contains(Rights::R) {
+                Access::Read
+            } else {
+                Access::Exec
+            };
+            fault::resolve(&map, addr, access, 0)
+        };
+        if matches!(d, Decision::Error(_)) {
+            return;
+        }
+        let f = PageFault {
+            addr,
+            write: false,
+            minor: false,
+            tid: 0,
+        };
+        if let Err(e) = self.apply(uffd, d, &f, true) {
+            log::debug!("pager: prefetch of {addr:#x} failed: {e}");
+        }
+    }
+
+    /// Serves faults on `uffd` until the task is gone. Children forked by
+    /// the task (fork events) are served by new threads.
+    pub fn serve(self: &Arc<Self>, uffd: Arc<Uffd>) {
+        loop {
+            match uffd.read_event() {
+                Ok(Some(Event::Fault(f))) => {
+                    if let Err(e) = self.handle(&uffd, f) {
+                        log::warn!("pager: fault at {:#x} not resolved: {e}", f.addr);
+                        // Let the thread fault again rather than hang.
+                        uffd.wake(f.addr & !(PAGE_SIZE - 1), PAGE_SIZE);
+                    }
+                }
+                Ok(Some(Event::Fork(child))) => {
+                    Counters::add(&self.counters.forks, 1);
+                    let me = self.clone();
+                    let spawned =
+                        std::thread::Builder::new()
+                            .name("pager-fork".into())
+                            .spawn(move || {
+                                block_signals();
+                                me.serve(Arc::new(child))
+                            });
+                    if let Err(e) = spawned {
+                        log::warn!("pager: cannot serve a forked child: {e}");
+                    }
+                }
+                Ok(Some(Event::Other(_))) => {}
+                Ok(None) => return,
+                Err(e) => {
+                    log::debug!("pager: uffd read failed: errno {e}");
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// The `mmap` protection of `rights`.
+pub fn prot_of(rights: Rights) -> i32 {
+    let mut p = libc::PROT_NONE;
+    if rights.contains(Rights::R) {
+        p |= libc::PROT_READ;
+    }
+    if rights.contains(Rights::W) {
+        p |= libc::PROT_WRITE;
+    }
+    if rights.contains(Rights::X) {
+        p |= libc::PROT_EXEC;
+    }
+    p
+}
+
+/// Makes `region` exist in this process's address space and registers it
+/// with `uffd`, so that its pages are paged in by a [`Pager`] in `mode`:
+///
+/// * reserved: `PROT_NONE`, not registered (every access is a `SIGSEGV`);
+/// * shared file region, internal mode: the file's memfd mapped
+///   `MAP_SHARED` over the region, registered for MISSING and MINOR faults
+///   (the view's first load gets the memfd from the server);
+/// * everything else: private anonymous memory, registered for MISSING
+///   faults.
+///
+/// The range must be free: it is mapped with `MAP_FIXED_NOREPLACE`.
+pub fn realize_region(pager: &Pager, uffd: &Uffd, r: &crate::region::Region) -> Result<()> {
+    use crate::region::Backing;
+    let prot = prot_of(r.rights);
+    let (addr, len) = (r.start as usize, r.size as usize);
+    let shared_file = match r.backing {
+        Backing::File { ds, offset, .. } if !r.private && pager.mode == Mode::Internal => {
+            let view = pager.view(ds)?;
+            if view.memfd().is_none() {
+                let flags = if r.rights.contains(Rights::W) {
+                    map_flags::RW
+                } else {
+                    map_flags::R
+                };
+                pager.load_flags(&view, offset, flags)?;
+            }
+            if r.rights.contains(Rights::W) && !view.writable() {
+                log::warn!(
+                    "pager: region {r} is writable but the dataspace was received read-only"
+                );
+                return Err(Error::Access);
+            }
+            let fd = view.memfd().ok_or(Error::Fault)?;
+            // uffd registration needs VM_MAYWRITE: a read-only memfd can
+            // only be registered as a MAP_PRIVATE mapping. Without write
+            // rights nothing is ever copied: CONTINUE maps the page-cache
+            // page itself, shared with every other task.
+            let flags = if r.rights.contains(Rights::W) && view.writable() {
+                libc::MAP_SHARED
+            } else {
+                libc::MAP_PRIVATE
+            };
+            Some((std::os::fd::AsRawFd::as_raw_fd(fd), offset, flags))
+        }
+        _ => None,
+    };
+    // SAFETY: MAP_FIXED_NOREPLACE never replaces an existing mapping: it
+    // fails if anything is mapped in the range, so no memory of ours is
+    // affected; the new mapping is owned by the region map from now on.
+    let p = unsafe {
+        match (r.backing, shared_file) {
+            (_, Some((fd, offset, flags))) => libc::mmap(
+                addr as *mut _,
+                len,
+                prot,
+                flags | libc::MAP_FIXED_NOREPLACE,
+                fd,
+                offset as i64,
+            ),
+            (Backing::Reserved, _) => libc::mmap(
+                addr as *mut _,
+                len,
+                libc::PROT_NONE,
+                libc::MAP_PRIVATE
+                    | libc::MAP_ANONYMOUS
+                    | libc::MAP_FIXED_NOREPLACE
+                    | libc::MAP_NORESERVE,
+                -1,
+                0,
+            ),
+            _ => libc::mmap(
+                addr as *mut _,
+                len,
+                prot,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE,
+                -1,
+                0,
+            ),
+        }
+    };
+    if p == libc::MAP_FAILED || p as usize != addr {
+        log::warn!(
+            "pager: cannot map region {r}: {}",
+            std::io::Error::last_os_error()
+        );
+        return Err(Error::AddrNotAvail);
+    }
+    if r.backing == Backing::Reserved {
+        return Ok(());
+    }
+    let mode = if shared_file.is_some() {
+        uffd::mode::MISSING | uffd::mode::MINOR
+    } else {
+        uffd::mode::MISSING
+    };
+    if let Err(e) = uffd.register(r.start, r.size, mode) {
+        log::warn!(
+            "pager: cannot register region {r}: {}",
+            std::io::Error::from_raw_os_error(e)
+        );
+        // SAFETY: we mapped this range just above.
+        unsafe { libc::munmap(addr as *mut _, len) };
+        return Err(Error::Io);
+    }
+    Ok(())
+}
+
+/// Removes `[start, start + size)` from this process's address space
+/// (after a detach).
+pub fn unrealize(start: u64, size: u64) {
+    // SAFETY: the range belonged to a region of the region map, which
+    // only the paged program uses; the region is gone.
+    unsafe { libc::munmap(start as usize as *mut _, size as usize) };
+}
+
+/// The uffd features the pagers use: minor and missing faults on shared
+/// memory, thread ids, and fork events when `fork` is asked.
+pub fn wanted_features(fork: bool) -> u64 {
+    let f = uffd::features::MISSING_SHMEM | uffd::features::MINOR_SHMEM | uffd::features::THREAD_ID;
+    if fork {
+        f | uffd::features::EVENT_FORK
+    } else {
+        f
+    }
+}
+
+/// Blocks every signal in the calling thread (pager threads must not
+/// take the program's signals).
+pub fn block_signals() {
+    // SAFETY: sigfillset initializes the set; pthread_sigmask only changes
+    // this thread's mask.
+    unsafe {
+        let mut set: libc::sigset_t = core::mem::zeroed();
+        libc::sigfillset(&mut set);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, core::ptr::null_mut());
+    }
+}
+
+#[cfg(test)]
+mod tests;

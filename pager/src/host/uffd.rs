@@ -1,0 +1,292 @@
+//! A thin, safe-to-call wrapper over Linux `userfaultfd(2)`.
+//!
+//! Opened with the system call (as root or with `vm.unprivileged_userfaultfd
+//! = 1`), falling back to `/dev/userfaultfd` (needs read-write access to
+//! it). Kernel-mode faults (a system call touching an unpopulated page) are
+//! only delivered without `UFFD_USER_MODE_ONLY`, which a demand-paged
+//! program needs (its `write()` from an untouched buffer would fail with
+//! `EFAULT` otherwise): [`Uffd::open`] says exactly which of these is
+//! missing when it cannot proceed.
+
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+/// `UFFD_API`.
+const UFFD_API: u64 = 0xaa;
+const fn iowr(nr: u64, size: u64) -> u64 {
+    (3 << 30) | (size << 16) | (0xaa << 8) | nr
+}
+const fn ior(nr: u64, size: u64) -> u64 {
+    (2 << 30) | (size << 16) | (0xaa << 8) | nr
+}
+const UFFDIO_API: u64 = iowr(0x3f, 24);
+const UFFDIO_REGISTER: u64 = iowr(0x00, 32);
+const UFFDIO_UNREGISTER: u64 = ior(0x01, 16);
+const UFFDIO_WAKE: u64 = ior(0x02, 16);
+const UFFDIO_COPY: u64 = iowr(0x03, 40);
+const UFFDIO_ZEROPAGE: u64 = iowr(0x04, 32);
+const UFFDIO_CONTINUE: u64 = iowr(0x07, 32);
+/// `_IOWR(0xAA, 0x00, int)` of `/dev/userfaultfd`: `USERFAULTFD_IOC_NEW`.
+const USERFAULTFD_IOC_NEW: u64 = (3 << 30) | (0xaa << 8);
+
+/// Feature bits (`UFFD_FEATURE_*`).
+pub mod features {
+    /// Fork events: the child's registered ranges get a new uffd.
+    pub const EVENT_FORK: u64 = 1 << 1;
+    /// Missing-page faults on shared memory (memfd, tmpfs).
+    pub const MISSING_SHMEM: u64 = 1 << 5;
+    /// The faulting thread's id in page-fault messages.
+    pub const THREAD_ID: u64 = 1 << 8;
+    /// Minor faults (page in the page cache, not mapped) on shared memory.
+    pub const MINOR_SHMEM: u64 = 1 << 10;
+}
+
+/// Registration modes.
+pub mod mode {
+    /// Faults on pages not present at all.
+    pub const MISSING: u64 = 1;
+    /// Faults on pages present in the page cache but not mapped.
+    pub const MINOR: u64 = 4;
+}
+
+/// A page-fault event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PageFault {
+    /// The faulting address (exact, not page-aligned).
+    pub addr: u64,
+    /// A write access.
+    pub write: bool,
+    /// A minor fault (the page is in the page cache).
+    pub minor: bool,
+    /// The faulting thread (if `THREAD_ID` was negotiated).
+    pub tid: u32,
+}
+
+/// An event read from a uffd.
+#[derive(Debug)]
+pub enum Event {
+    /// A page fault.
+    Fault(PageFault),
+    /// The process forked: the child's registered ranges are served
+    /// through this new uffd.
+    Fork(Uffd),
+    /// An event we do not act upon.
+    Other(u8),
+}
+
+/// Outcome of a resolving ioctl.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resolved {
+    /// Done: the page is mapped, the thread woken.
+    Done,
+    /// The page was already mapped (another thread's fault, or a
+    /// duplicate event): the thread was woken.
+    Exists,
+    /// The range went away or the page vanished (a revocation raced):
+    /// the thread was woken and will fault again.
+    Retry,
+}
+
+/// A userfaultfd.
+#[derive(Debug)]
+pub struct Uffd {
+    fd: OwnedFd,
+    features: u64,
+}
+
+fn errno() -> i32 {
+    std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
+}
+
+fn ioctl<T>(fd: RawFd, req: u64, arg: &mut T) -> Result<(), i32> {
+    // SAFETY: `arg` points to a live, properly sized `T` matching the
+    // request's argument structure (the request numbers above encode the
+    // sizes of the structures passed with them).
+    let r = unsafe { libc::ioctl(fd, req as _, arg as *mut T) };
+    if r < 0 { Err(errno()) } else { Ok(()) }
+}
+
+impl Uffd {
+    /// Opens a uffd with the features `want` (`features::*`); all of them
+    /// must be available. Kernel-mode faults are always requested (a loaded
+    /// program's system calls touch its untouched pages).
+    ///
+    /// The error text says what is missing and what to change.
+    pub fn open(want: u64) -> Result<Uffd, String> {
+        let flags = libc::O_CLOEXEC;
+        // SAFETY: plain system call with integer arguments.
+        let raw = unsafe { libc::syscall(libc::SYS_userfaultfd, flags) } as i32;
+        let fd = if raw >= 0 {
+            // SAFETY: the kernel just returned this new descriptor to us.
+            unsafe { OwnedFd::from_raw_fd(raw) }
+        } else {
+            let sys_err = errno();
+            match Self::open_dev(flags) {
+                Ok(fd) => fd,
+                Err(dev_err) => {
+                    return Err(format!(
+                        "userfaultfd is not available with kernel-mode faults: the system call failed \
+                         ({}) and /dev/userfaultfd could not be used ({}). Demand-paged programs need \
+                         faults raised inside system calls, which unprivileged users only get with \
+                         `sysctl vm.unprivileged_userfaultfd=1`, with read-write access to \
+                         /dev/userfaultfd (e.g. `chmod 0666 /dev/userfaultfd` or a group owning it), \
+                         or with CAP_SYS_PTRACE; UFFD_USER_MODE_ONLY is not enough because a \
+                         program's write() from an untouched buffer would fail with EFAULT",
+                        std::io::Error::from_raw_os_error(sys_err),
+                        dev_err
+                    ));
+                }
+            }
+        };
+        let mut api = [UFFD_API, want, 0u64];
+        if let Err(e) = ioctl(fd.as_raw_fd(), UFFDIO_API, &mut api) {
+            return Err(format!(
+                "UFFDIO_API with features {want:#x} failed: {} (fork events need CAP_SYS_PTRACE \
+                 or root; minor faults on shared memory need Linux 5.13)",
+                std::io::Error::from_raw_os_error(e)
+            ));
+        }
+        Ok(Uffd {
+            fd,
+            features: api[1],
+        })
+    }
+
+    fn open_dev(flags: i32) -> Result<OwnedFd, String> {
+        let dev = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/userfaultfd")
+            .map_err(|e| e.to_string())?;
+        // SAFETY: USERFAULTFD_IOC_NEW takes the flags as an integer argument.
+        let raw = unsafe { libc::ioctl(dev.as_raw_fd(), USERFAULTFD_IOC_NEW as _, flags) };
+        if raw < 0 {
+            return Err(std::io::Error::last_os_error().to_string());
+        }
+        // SAFETY: the ioctl returned a new descriptor that we now own.
+        Ok(unsafe { OwnedFd::from_raw_fd(raw) })
+    }
+
+    /// Wraps a uffd received from elsewhere (another process, or a fork
+    /// event), on which `UFFDIO_API` was already done.
+    pub fn from_fd(fd: OwnedFd, features: u64) -> Uffd {
+        Uffd { fd, features }
+    }
+
+    /// The features negotiated.
+    pub fn features(&self) -> u64 {
+        self.features
+    }
+
+    /// The descriptor.
+    pub fn fd(&self) -> &OwnedFd {
+        &self.fd
+    }
+
+    /// Registers `[start, start + len)` with `mode` (`mode::*`).
+    pub fn register(&self, start: u64, len: u64, mode: u64) -> Result<(), i32> {
+        let mut reg = [start, len, mode, 0u64];
+        ioctl(self.fd.as_raw_fd(), UFFDIO_REGISTER, &mut reg)
+    }
+
+    /// Unregisters a range.
+    pub fn unregister(&self, start: u64, len: u64) -> Result<(), i32> {
+        let mut r = [start, len];
+        ioctl(self.fd.as_raw_fd(), UFFDIO_UNREGISTER, &mut r)
+    }
+
+    /// Wakes the threads waiting on faults in a range.
+    pub fn wake(&self, start: u64, len: u64) {
+        let mut r = [start, len];
+        let _ = ioctl(self.fd.as_raw_fd(), UFFDIO_WAKE, &mut r);
+    }
+
+    fn outcome(&self, r: Result<(), i32>, start: u64, len: u64) -> Result<Resolved, i32> {
+        match r {
+            Ok(()) => Ok(Resolved::Done),
+            Err(libc::EEXIST) => {
+                self.wake(start, len);
+                Ok(Resolved::Exists)
+            }
+            Err(libc::EFAULT) | Err(libc::ENOENT) | Err(libc::EAGAIN) | Err(libc::ESRCH) => {
+                self.wake(start, len);
+                Ok(Resolved::Retry)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Copies `len` bytes from our `src` to `dst` in the registered range
+    /// (`UFFDIO_COPY`) and wakes the faulting threads.
+    ///
+    /// `src` must point to `len` readable bytes of this process.
+    pub fn copy(&self, dst: u64, src: *const u8, len: u64) -> Result<Resolved, i32> {
+        let mut c = [dst, src as u64, len, 0u64, 0u64];
+        let r = ioctl(self.fd.as_raw_fd(), UFFDIO_COPY, &mut c);
+        self.outcome(r, dst, len)
+    }
+
+    /// Maps zero pages at `[dst, dst + len)` (`UFFDIO_ZEROPAGE`).
+    pub fn zeropage(&self, dst: u64, len: u64) -> Result<Resolved, i32> {
+        let mut z = [dst, len, 0u64, 0u64];
+        let r = ioctl(self.fd.as_raw_fd(), UFFDIO_ZEROPAGE, &mut z);
+        self.outcome(r, dst, len)
+    }
+
+    /// Maps the page-cache pages behind `[dst, dst + len)` of a shared
+    /// mapping (`UFFDIO_CONTINUE`).
+    pub fn continue_(&self, dst: u64, len: u64) -> Result<Resolved, i32> {
+        let mut c = [dst, len, 0u64, 0u64];
+        let r = ioctl(self.fd.as_raw_fd(), UFFDIO_CONTINUE, &mut c);
+        self.outcome(r, dst, len)
+    }
+
+    /// Reads the next event (blocking). `Ok(None)` when the uffd is closed
+    /// on the other side (the process is gone).
+    pub fn read_event(&self) -> Result<Option<Event>, i32> {
+        let mut msg = [0u64; 4];
+        loop {
+            // SAFETY: reads at most 32 bytes into `msg`, which has 32.
+            let n = unsafe { libc::read(self.fd.as_raw_fd(), msg.as_mut_ptr().cast(), 32) };
+            if n == 0 {
+                return Ok(None);
+            }
+            if n < 0 {
+                match errno() {
+                    libc::EINTR | libc::EAGAIN => continue,
+                    libc::EBADF => return Ok(None),
+                    e => return Err(e),
+                }
+            }
+            if n != 32 {
+                return Err(libc::EIO);
+            }
+            break;
+        }
+        let event = (msg[0] & 0xff) as u8;
+        Ok(Some(match event {
+            0x12 => Event::Fault(PageFault {
+                addr: msg[2],
+                write: msg[1] & 1 != 0,
+                minor: msg[1] & 4 != 0,
+                tid: msg[3] as u32,
+            }),
+            0x13 => {
+                let raw = msg[1] as u32 as i32;
+                // SAFETY: a fork event carries a new uffd installed into our
+                // descriptor table for us.
+                let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+                Event::Fork(Uffd {
+                    fd,
+                    features: self.features,
+                })
+            }
+            e => Event::Other(e),
+        }))
+    }
+}
+
+/// Whether this process may use userfaultfd with kernel-mode faults and
+/// the given features; the error says why not.
+pub fn available(want: u64) -> Result<(), String> {
+    Uffd::open(want).map(|_| ())
+}
