@@ -46,5 +46,7 @@ pub use ipc::Timeout;
 pub use msg::{Marshal, MsgTag};
 pub use utcb::Utcb;
 
+#[cfg(feature = "fiasco")]
+pub use platform::fiasco;
 #[cfg(feature = "host")]
 pub use platform::host;

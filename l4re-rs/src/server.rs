@@ -269,7 +269,16 @@ impl Server {
                 Err(e) => return Err(e),
             };
             let reply = self.handle(rx);
-            if !keep_going(self) {
+            // The reply waits in the message registers, and `keep_going`
+            // may make calls of its own that use them (on Fiasco binding a
+            // gate, unmapping, log output are kernel invocations through the
+            // UTCB): keep a copy across it.
+            let n = (reply.words() + 2 * reply.items()).min(crate::utcb::MR_WORDS);
+            let mut saved = [0u64; crate::utcb::MR_WORDS];
+            Utcb::with(|u| saved[..n].copy_from_slice(&u.mr()[..n]));
+            let go = keep_going(self);
+            Utcb::with(|u| u.mr()[..n].copy_from_slice(&saved[..n]));
+            if !go {
                 // Deliver the last reply before leaving.
                 if let Err(e) = Utcb::with(|u| ipc::reply(u, reply)) {
                     log::debug!("last reply not delivered: {e}");

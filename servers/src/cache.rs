@@ -115,6 +115,15 @@ pub trait PageIo {
     fn read(&mut self, page: u64, frame: FrameIdx, offset: usize, out: &mut [u8]);
     /// Copies bytes into a cached page.
     fn write(&mut self, page: u64, frame: FrameIdx, offset: usize, data: &[u8]);
+    /// Takes write access to page `page` (in `frame`) away from every
+    /// mapping and says whether any of them wrote it since it was last
+    /// write-protected (the kernel's dirty bit), or `None` if the platform
+    /// cannot (the host: the page then counts as written and is revoked
+    /// when it leaves the active set). Fiasco: `l4_task_unmap` of W.
+    fn write_protect(&mut self, page: u64, frame: FrameIdx) -> Option<bool> {
+        let _ = (page, frame);
+        None
+    }
     /// Sets the size of the backing file (after a truncate or a sync).
     fn set_backing_size(&mut self, size: u64) -> Result<()>;
     /// Flushes the backing store.
@@ -502,12 +511,21 @@ impl PageCache {
     }
 
     /// Moves active frame `i` to the free pool (written back first if
-    /// dirty); a page mapped writable is revoked and the frame emptied.
+    /// dirty); a page mapped writable is write-protected where the platform
+    /// can ([`PageIo::write_protect`]: written back only if a client wrote
+    /// it), else written back, revoked and the frame emptied.
     fn evict(&mut self, i: FrameIdx) -> Result<()> {
-        let f = self.frames[i];
+        let mut f = self.frames[i];
         debug_assert_eq!(f.state, State::Active);
         let (fid, page) = f.owner;
         let file = self.files.get_mut(&fid).ok_or(Error::NoEnt)?;
+        if f.wmapped {
+            if let Some(written) = file.io.write_protect(page, i) {
+                f.wmapped = false;
+                f.dirty |= written;
+                self.frames[i].wmapped = false;
+            }
+        }
         if f.dirty || f.wmapped {
             let valid = file.valid_in(page);
             if valid > 0 {
@@ -889,15 +907,30 @@ impl PageCache {
     }
 
     /// Writes the file's dirty pages back and flushes the backing store.
-    /// Pages mapped writable stay dirty candidates.
+    /// Pages mapped writable are written back and stay dirty candidates,
+    /// unless the platform can write-protect them and read their dirty bit
+    /// ([`PageIo::write_protect`]).
     pub fn sync(&mut self, id: FileId) -> Result<()> {
         let file = self.files.get_mut(&id).ok_or(Error::NoEnt)?;
         let mut written = 0;
         for (&page, &i) in &file.pages {
             let f = &mut self.frames[i];
             if f.state == State::Active && (f.dirty || f.wmapped) {
+                // Where the platform reads dirty bits, a page mapped
+                // writable is written back only if a client wrote it, and
+                // is write-protected (a further write maps it again).
+                let mut dirty = f.dirty;
+                if f.wmapped {
+                    match file.io.write_protect(page, i) {
+                        Some(d) => {
+                            dirty |= d;
+                            f.wmapped = false;
+                        }
+                        None => dirty = true,
+                    }
+                }
                 let valid = file.size.saturating_sub(page * PAGE_SIZE).min(PAGE_SIZE) as usize;
-                if valid > 0 {
+                if dirty && valid > 0 {
                     file.io.write_back(page, i, valid)?;
                     written += 1;
                 }
@@ -1235,6 +1268,73 @@ mod tests {
         }
         assert!(io.0.borrow().revoked.contains(&0));
         assert_eq!(io.0.borrow().backing[11], 0xDD);
+    }
+
+    /// Frames of a platform that can write-protect a page and read its
+    /// dirty bit (as Fiasco's `l4_task_unmap`): the test says which pages
+    /// a client wrote.
+    struct DirtyBitIo {
+        mem: MemIo,
+        written: Rc<RefCell<Vec<u64>>>,
+    }
+
+    impl PageIo for DirtyBitIo {
+        fn fill(&mut self, first: u64, frames: &[FrameIdx], valid: u64) -> Result<()> {
+            self.mem.fill(first, frames, valid)
+        }
+        fn write_back(&mut self, page: u64, frame: FrameIdx, valid: usize) -> Result<()> {
+            self.mem.write_back(page, frame, valid)
+        }
+        fn revoke(&mut self, page: u64, frame: FrameIdx) {
+            self.mem.revoke(page, frame)
+        }
+        fn write_protect(&mut self, page: u64, _: FrameIdx) -> Option<bool> {
+            let mut w = self.written.borrow_mut();
+            let dirty = w.contains(&page);
+            w.retain(|&p| p != page);
+            Some(dirty)
+        }
+        fn read(&mut self, page: u64, frame: FrameIdx, offset: usize, out: &mut [u8]) {
+            self.mem.read(page, frame, offset, out)
+        }
+        fn write(&mut self, page: u64, frame: FrameIdx, offset: usize, data: &[u8]) {
+            self.mem.write(page, frame, offset, data)
+        }
+        fn set_backing_size(&mut self, size: u64) -> Result<()> {
+            self.mem.set_backing_size(size)
+        }
+    }
+
+    #[test]
+    fn dirty_bits_spare_clean_writable_pages() {
+        let mut c = PageCache::new(cfg(4));
+        let mem = MemIo::default();
+        mem.0.borrow_mut().backing = alloc::vec![1u8; 8 * 4096];
+        let written = Rc::new(RefCell::new(Vec::new()));
+        let io = DirtyBitIo {
+            mem: mem.clone(),
+            written: written.clone(),
+        };
+        let f = c.add_file(Box::new(io), 8 * 4096, 8 * 4096);
+        // Pages 0 and 1 mapped writable; a client writes only page 1.
+        c.map(f, 0, 0, true).unwrap();
+        c.map(f, 1, 4096, true).unwrap();
+        mem.0.borrow_mut().frames.get_mut(&1).unwrap()[5] = 0xAB;
+        written.borrow_mut().push(1);
+        assert_eq!(c.clean_to(4), 2);
+        // One write-back (page 1), nothing revoked: both pages stay in the
+        // free pool, write-protected, and come back without I/O.
+        assert_eq!(c.total_stats().writebacks, 1);
+        assert_eq!(mem.0.borrow().writes, 1);
+        assert_eq!(mem.0.borrow().backing[4096 + 5], 0xAB);
+        assert!(mem.0.borrow().revoked.is_empty());
+        assert_eq!(c.pool_info().free_cached, 2);
+        let reads = mem.0.borrow().reads;
+        let mut b = [0u8; 1];
+        c.read(f, 4096 + 5, &mut b).unwrap();
+        assert_eq!(b[0], 0xAB);
+        assert_eq!(mem.0.borrow().reads, reads);
+        assert_eq!(c.total_stats().reclaims, 1);
     }
 
     #[test]

@@ -8,8 +8,15 @@
 //!
 //! Layout: [`cache`], [`ext2`], [`backend`] and [`fs`] are the shared logic
 //! (`core` + `alloc`); [`host`] is the host platform's part (host directory,
-//! image files, frames as memfd pages). [`proto`] declares the protocols
-//! l4fs adds to L4Re's.
+//! image files, frames as memfd pages), [`fiasco`] Fiasco's (pool frames
+//! from L4Re's memory allocator, revocation by `l4_task_unmap`, the ext2
+//! image from a boot module, and the programs' entry functions).
+//! [`proto`] declares the protocols l4fs adds to L4Re's.
+//!
+//! Platforms (cargo features): `host` (default; `std`) or `fiasco`
+//! (`no_std` + `alloc`, built as a staticlib by L4Re's build system with
+//! `--no-default-features --features fiasco`).
+#![cfg_attr(not(feature = "host"), no_std)]
 
 extern crate alloc;
 
@@ -18,6 +25,8 @@ pub mod cache;
 #[cfg(feature = "host")]
 pub mod client;
 pub mod ext2;
+#[cfg(feature = "fiasco")]
+pub mod fiasco;
 pub mod fs;
 #[cfg(feature = "host")]
 pub mod host;
@@ -25,15 +34,13 @@ pub mod proto;
 
 #[cfg(feature = "host")]
 use alloc::boxed::Box;
-#[cfg(feature = "host")]
+use alloc::string::String;
 use alloc::sync::Arc;
+#[cfg(feature = "host")]
 use std::path::PathBuf;
 
-#[cfg(feature = "host")]
 use l4re::cap::IpcGate;
-#[cfg(feature = "host")]
 use l4re::server::Server;
-#[cfg(feature = "host")]
 use l4re::{Cap, Result, Timeout};
 
 pub use cache::{CacheConfig, CacheStats, PoolInfo};
@@ -43,9 +50,23 @@ pub use proto::{FileOps, FileOpsClient, FsOps, FsOpsClient};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Store {
     /// A host directory (read-write where the files are writable).
+    #[cfg(feature = "host")]
     HostDir(PathBuf),
     /// An ext2 image file (read-write in place if the image is writable).
+    #[cfg(feature = "host")]
     Ext2Image(PathBuf),
+    /// An ext2 image in a dataspace (Fiasco: a boot module that ned passes
+    /// as the initial capability `cap`). Written in place if the dataspace
+    /// is writable; `copy` first copies it into memory from the memory
+    /// allocator, which makes it writable (the changes last until the
+    /// server ends); otherwise read-only.
+    #[cfg(feature = "fiasco")]
+    Ext2Module {
+        /// Name of the initial capability.
+        cap: String,
+        /// Copy the image into writable memory first.
+        copy: bool,
+    },
 }
 
 /// The replacement policies to choose from.
@@ -81,6 +102,9 @@ pub struct FsConfig {
     pub policy: Policy,
     /// How often the cleaning daemon runs when no requests come, ms.
     pub clean_interval_ms: u64,
+    /// Log the statistics line when the server falls idle (one interval
+    /// without requests) after serving requests (`--log-stats 1`).
+    pub log_stats_when_idle: bool,
 }
 
 impl FsConfig {
@@ -95,18 +119,60 @@ impl FsConfig {
             grow: 1 << 20,
             policy: Policy::Clock,
             clean_interval_ms: 100,
+            log_stats_when_idle: false,
         }
     }
 
     /// Serve the host directory `root` (64 MiB pool, read-ahead 4..64
     /// pages, files may grow by 1 MiB).
+    #[cfg(feature = "host")]
     pub fn host_dir(root: impl Into<PathBuf>) -> Self {
         Self::with_store(Store::HostDir(root.into()))
     }
 
     /// Serve the ext2 image `path`.
+    #[cfg(feature = "host")]
     pub fn ext2_image(path: impl Into<PathBuf>) -> Self {
         Self::with_store(Store::Ext2Image(path.into()))
+    }
+
+    /// Serve the ext2 image in the dataspace of the initial capability
+    /// `cap` (Fiasco), copied into writable memory first if `copy`.
+    #[cfg(feature = "fiasco")]
+    pub fn ext2_module(cap: &str, copy: bool) -> Self {
+        Self::with_store(Store::Ext2Module {
+            cap: cap.into(),
+            copy,
+        })
+    }
+
+    /// Applies one command-line option with its value (`--pool-pages`,
+    /// `--readahead`, `--readaround`, `--low-watermark`, `--grow`,
+    /// `--policy clock|fifo`, `--log-stats 0|1`); the store options are the
+    /// program's.
+    pub fn set_option(&mut self, key: &str, value: &str) -> core::result::Result<(), String> {
+        let num = || {
+            value
+                .parse::<u64>()
+                .map_err(|_| alloc::format!("{key}: not a number: {value}"))
+        };
+        match key {
+            "--pool-pages" => self.pool_pages = num()? as usize,
+            "--readahead" => self.readahead_max = num()? as u32,
+            "--readaround" => self.readaround = num()? as u32,
+            "--low-watermark" => self.low_watermark = Some(num()? as usize),
+            "--grow" => self.grow = num()?,
+            "--log-stats" => self.log_stats_when_idle = num()? != 0,
+            "--policy" => {
+                self.policy = match value {
+                    "clock" => Policy::Clock,
+                    "fifo" => Policy::Fifo,
+                    _ => return Err(alloc::format!("--policy: clock or fifo, not {value}")),
+                }
+            }
+            _ => return Err(alloc::format!("unknown option {key}")),
+        }
+        Ok(())
     }
 
     /// Sets the pool size in pages.
@@ -180,34 +246,58 @@ pub fn build(config: &FsConfig) -> Result<fs::Fs> {
             )?)
         }
     };
-    let cfg = config.cache_config();
-    let policy: Box<dyn cache::ReplacementPolicy> = match config.policy {
-        Policy::Clock => Box::new(cache::Clock::default()),
-        Policy::Fifo => Box::new(cache::Fifo::default()),
-    };
-    let cache = cache::PageCache::with_policy(cfg, policy);
     Ok(fs::FsState::new(
-        cache,
+        page_cache(config),
         backend,
         Box::new(MemfdFrames),
         config.grow,
     ))
 }
 
+/// The page cache `config` describes (pool size, watermark, read-ahead,
+/// policy).
+pub fn page_cache(config: &FsConfig) -> cache::PageCache {
+    let policy: alloc::boxed::Box<dyn cache::ReplacementPolicy> = match config.policy {
+        Policy::Clock => alloc::boxed::Box::new(cache::Clock::default()),
+        Policy::Fifo => alloc::boxed::Box::new(cache::Fifo::default()),
+    };
+    cache::PageCache::with_policy(config.cache_config(), policy)
+}
+
 /// Serves the filesystem's root Namespace (which also speaks `l4fs.fs`)
 /// on `gate`, forever. The cleaning daemon runs in the server thread:
 /// after every request that left the free frames below the low watermark,
 /// and every `clean_interval_ms` when idle.
-#[cfg(feature = "host")]
 pub fn serve(gate: Cap<IpcGate>, config: FsConfig) -> Result<()> {
+    #[cfg(feature = "host")]
     let fs = build(&config)?;
+    #[cfg(feature = "fiasco")]
+    let fs = fiasco::build(&config)?;
+    serve_fs(gate, fs, &config)
+}
+
+/// Serves an already built filesystem `fs` on `gate` (see [`serve`]).
+pub fn serve_fs(gate: Cap<IpcGate>, fs: fs::Fs, config: &FsConfig) -> Result<()> {
     log::info!("{}", fs.borrow().stats_text());
     let mut server = Server::new();
     #[allow(clippy::arc_with_non_send_sync)] // one server thread
     let root = Arc::new(fs::DirObj::root(fs.clone()));
     server.register_gate(gate, root)?;
     let interval = Timeout::millis(config.clean_interval_ms.max(1));
+    let mut served = 0;
+    let mut logged = 0;
     server.serve(interval, |srv| {
+        if config.log_stats_when_idle {
+            // Called after each request and after each idle interval: the
+            // request count tells which.
+            let s = srv.stats();
+            let now = s.ok + s.errors;
+            if now == served && now != logged {
+                log::info!("{}", fs.borrow().stats_text());
+                logged = now;
+            }
+            served = now;
+        }
         let mut st = fs.borrow_mut();
         for (gate, obj) in st.pending.drain(..) {
             if let Err(e) = srv.register_gate(gate, obj) {

@@ -1,14 +1,14 @@
 //! `l4fs serve --root DIR | --ext2 IMAGE [--pool-pages N] [--readahead N]
-//! [--readaround N] [--low-watermark N] [--policy clock|fifo] [--grow BYTES]`: serves the filesystem on the
+//! [--readaround N] [--low-watermark N] [--policy clock|fifo] [--grow BYTES] [--log-stats 0|1]`: serves the filesystem on the
 //! initial capability named "server".
 
-use l4fs::{FsConfig, Policy};
+use l4fs::FsConfig;
 use l4re::cap::IpcGate;
 
 fn usage() -> ! {
     eprintln!(
         "usage: l4fs serve (--root DIR | --ext2 IMAGE) [--pool-pages N] [--readahead N] \
-         [--readaround N] [--low-watermark N] [--policy clock|fifo] [--grow BYTES]"
+         [--readaround N] [--low-watermark N] [--policy clock|fifo] [--grow BYTES] [--log-stats 0|1]"
     );
     std::process::exit(2)
 }
@@ -32,21 +32,9 @@ fn main() {
     }
     let mut cfg = cfg.unwrap_or_else(|| usage());
     for (k, v) in rest {
-        let num = || v.parse::<u64>().unwrap_or_else(|_| usage());
-        match k.as_str() {
-            "--pool-pages" => cfg.pool_pages = num() as usize,
-            "--readahead" => cfg.readahead_max = num() as u32,
-            "--readaround" => cfg.readaround = num() as u32,
-            "--low-watermark" => cfg.low_watermark = Some(num() as usize),
-            "--grow" => cfg.grow = num(),
-            "--policy" => {
-                cfg.policy = match v.as_str() {
-                    "clock" => Policy::Clock,
-                    "fifo" => Policy::Fifo,
-                    _ => usage(),
-                }
-            }
-            _ => usage(),
+        if let Err(e) = cfg.set_option(&k, &v) {
+            eprintln!("l4fs: {e}");
+            usage();
         }
     }
     let Some(gate) = l4re::env::env().get_cap::<IpcGate>("server") else {

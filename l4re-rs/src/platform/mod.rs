@@ -16,7 +16,7 @@ compile_error!(
 compile_error!("choose a platform: feature `host` (default) or `fiasco`");
 
 #[cfg(feature = "fiasco")]
-mod fiasco;
+pub mod fiasco;
 #[cfg(feature = "fiasco")]
 pub(crate) use fiasco::*;
 

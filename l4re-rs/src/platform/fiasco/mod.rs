@@ -10,6 +10,8 @@ use core::ffi::c_char;
 
 use l4_sys as sys;
 
+pub mod mem;
+
 use crate::cap::CapIdx;
 use crate::error::{Error, IpcError, Result};
 use crate::ipc::{Received, Timeout};

@@ -1,0 +1,244 @@
+//! Memory of this task, for servers that hand out pages (public as
+//! `l4re::fiasco::mem`, Fiasco only).
+//!
+//! * [`Region`]: anonymous memory from the environment's memory allocator
+//!   (`l4re_ma_alloc`), attached by L4Re's region map (`l4re_rm_attach`)
+//!   and touched page by page, so that every page is present in this task
+//!   and can be mapped to others;
+//! * [`attach`]: a dataspace received from elsewhere (a boot module from
+//!   ned's `caps`), attached read-only or read-write;
+//! * [`reserve_area`]: address space that L4Re's region map keeps free, for
+//!   mappings this task makes itself ([`map_local`]);
+//! * [`map_local`] / [`unmap`]: `l4_task_map` inside this task and
+//!   `l4_task_unmap`, which revokes a page from every mapping derived from
+//!   it and reports whether it was referenced or written
+//!   ([`UnmapStatus`]).
+//!
+//! The C functions behind these use the calling thread's message
+//! registers: every call here holds the UTCB borrow (`Utcb::with`) while
+//! it runs, so they must not be called inside `Utcb::with`.
+
+use l4_sys as sys;
+
+use crate::cap::{Cap, CapIdx, OwnedCap};
+use crate::error::{Error, Result};
+use crate::fpage::Rights;
+use crate::proto::Dataspace;
+use crate::utcb::Utcb;
+
+/// log2 of the page size.
+pub const PAGE_SHIFT: u8 = 12;
+/// The page size.
+pub const PAGE_SIZE: u64 = 1 << PAGE_SHIFT;
+
+fn code(r: i64) -> Result<()> {
+    if r < 0 {
+        Err(Error::from_code(r))
+    } else {
+        Ok(())
+    }
+}
+
+fn task() -> sys::l4_cap_idx_t {
+    crate::cap::well_known::TASK.0 as _
+}
+
+/// Anonymous memory of this task: a dataspace from the memory allocator,
+/// attached read-write and made present page by page. Dropping it detaches
+/// the region and releases the dataspace (and with it every mapping that
+/// was made from its pages); keep it alive as long as its pages are in use,
+/// or `core::mem::forget` it to keep it for the program's life.
+pub struct Region {
+    addr: u64,
+    size: u64,
+    ds: OwnedCap<Dataspace>,
+}
+
+impl Region {
+    /// Allocates `size` bytes (rounded up to pages), attaches them at an
+    /// address aligned to `2^align_order` bytes, and touches every page.
+    pub fn new(size: u64, align_order: u8) -> Result<Self> {
+        let size = size.max(1).next_multiple_of(PAGE_SIZE);
+        let ds = crate::cap::alloc::<Dataspace>()?;
+        let mut addr: *mut core::ffi::c_void = core::ptr::null_mut();
+        Utcb::with(|_| -> Result<()> {
+            // SAFETY: `ds` is a free slot of ours; the allocator puts the new
+            // dataspace there. The borrow makes us the UTCB's only user.
+            code(unsafe { sys::l4re_ma_alloc(size as _, ds.idx().0 as _, 0) } as i64)?;
+            // SAFETY: `addr` is a valid out-pointer; the region map picks a
+            // free range of `size` bytes for the dataspace.
+            code(unsafe {
+                sys::l4re_rm_attach(
+                    &mut addr,
+                    size as _,
+                    (sys::L4RE_RM_F_SEARCH_ADDR | sys::L4RE_RM_F_RW) as _,
+                    ds.idx().0 as _,
+                    0,
+                    align_order.max(PAGE_SHIFT),
+                )
+            } as i64)
+        })?;
+        let region = Region {
+            addr: addr as u64,
+            size,
+            ds,
+        };
+        region.touch_all();
+        Ok(region)
+    }
+
+    fn touch_all(&self) {
+        let mut off = 0;
+        while off < self.size {
+            // SAFETY: inside the attached read-write region; a write fault
+            // makes L4Re's region map map the page.
+            unsafe {
+                let p = (self.addr + off) as *mut u8;
+                p.write_volatile(p.read_volatile());
+            }
+            off += PAGE_SIZE;
+        }
+    }
+
+    /// Start address in this task.
+    pub fn addr(&self) -> u64 {
+        self.addr
+    }
+
+    /// Size in bytes (whole pages).
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// The dataspace behind the region.
+    pub fn ds(&self) -> Cap<Dataspace> {
+        self.ds.cap()
+    }
+}
+
+impl Drop for Region {
+    fn drop(&mut self) {
+        Utcb::with(|_| {
+            // SAFETY: the region was attached at `addr` by `new`; nothing
+            // of ours refers to it any more (we are being dropped).
+            unsafe { sys::l4re_rm_detach(self.addr as *mut core::ffi::c_void) };
+        });
+    }
+}
+
+/// Attaches `size` bytes of dataspace `ds` from offset 0, read-only or
+/// read-write; returns the address. The region stays attached.
+pub fn attach(ds: CapIdx, size: u64, writable: bool) -> Result<u64> {
+    let mut addr: *mut core::ffi::c_void = core::ptr::null_mut();
+    let rights = if writable {
+        sys::L4RE_RM_F_RW
+    } else {
+        sys::L4RE_RM_F_R
+    };
+    Utcb::with(|_| {
+        // SAFETY: `addr` is a valid out-pointer; the region map checks the
+        // capability and the rights.
+        code(unsafe {
+            sys::l4re_rm_attach(
+                &mut addr,
+                size.max(1).next_multiple_of(PAGE_SIZE) as _,
+                (sys::L4RE_RM_F_SEARCH_ADDR | rights) as _,
+                ds.0 as _,
+                0,
+                PAGE_SHIFT,
+            )
+        } as i64)
+    })?;
+    Ok(addr as u64)
+}
+
+/// Reserves `size` bytes of address space (rounded up to pages), aligned
+/// to `2^align_order`, in L4Re's region map: nothing is attached there, and
+/// the caller may map pages into it with [`map_local`]. Returns the start.
+/// (Touching an unmapped page of the area is a fatal fault.)
+pub fn reserve_area(size: u64, align_order: u8) -> Result<u64> {
+    let mut addr: sys::l4_addr_t = 0;
+    Utcb::with(|_| {
+        // SAFETY: `addr` is a valid in/out pointer; the region map only
+        // records the area.
+        code(unsafe {
+            sys::l4re_rm_reserve_area(
+                &mut addr,
+                size.max(1).next_multiple_of(PAGE_SIZE) as _,
+                sys::L4RE_RM_F_SEARCH_ADDR as _,
+                align_order.max(PAGE_SHIFT),
+            )
+        } as i64)
+    })?;
+    Ok(addr as u64)
+}
+
+fn check_tag(t: sys::l4_msgtag_t) -> Result<()> {
+    let tag = crate::msg::MsgTag(t.raw as u64);
+    if tag.has_error() {
+        // SAFETY: reads this thread's UTCB error register.
+        let e = unsafe { sys::l4_ipc_error(t, sys::l4_utcb()) };
+        return Err(Error::Ipc(crate::error::IpcError::from_raw(e as u64)));
+    }
+    if tag.label() < 0 {
+        return Err(Error::from_code(tag.label()));
+    }
+    Ok(())
+}
+
+/// Maps the `2^order` bytes at `src` of this task to `dst` of this task
+/// (`l4_task_map` with this task as source and destination), with at most
+/// `rights`. The new mapping is a child of the one at `src` in the
+/// kernel's mapping database: [`unmap`] of `src` removes it too, together
+/// with every mapping sent onwards from it.
+pub fn map_local(src: u64, dst: u64, order: u8, rights: Rights) -> Result<()> {
+    Utcb::with(|_| {
+        // SAFETY: pure kernel invocation on our own task; the kernel checks
+        // that `src` is mapped and `dst` lies in user space. The borrow
+        // makes us the UTCB's only user.
+        check_tag(unsafe {
+            let fp = sys::l4_fpage(src as _, order as _, rights.bits());
+            let base = sys::l4_map_control(dst as _, 0, sys::L4_MAP_ITEM_MAP as _);
+            sys::l4_task_map(task(), task(), fp, base)
+        })
+    })
+}
+
+/// What `l4_task_unmap` reports of the revoked mappings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct UnmapStatus {
+    /// Some mapping was accessed since the last unmap.
+    pub referenced: bool,
+    /// Some mapping was written since the last unmap.
+    pub dirty: bool,
+}
+
+/// Revokes `rights` of the `2^order` bytes at `addr` of this task from
+/// every mapping derived from it (`l4_task_unmap`; `all_spaces` adds this
+/// task's own mapping, `L4_FP_ALL_SPACES`, else `L4_FP_OTHER_SPACES`).
+/// Revoking R removes the mappings; revoking only W makes them read-only.
+/// Returns the referenced/dirty bits the kernel collected from the
+/// revoked mappings.
+pub fn unmap(addr: u64, order: u8, rights: Rights, all_spaces: bool) -> Result<UnmapStatus> {
+    let mask = if all_spaces {
+        sys::L4_FP_ALL_SPACES
+    } else {
+        sys::L4_FP_OTHER_SPACES
+    };
+    Utcb::with(|_| {
+        // SAFETY: kernel invocation on our own task; the borrow makes us
+        // the UTCB's only user, and the reply (the flexpage with the status
+        // bits in its rights field, Fiasco's `Page::Flags`: 1 referenced,
+        // 2 dirty) is read from message register 2 before it is released.
+        unsafe {
+            let fp = sys::l4_fpage(addr as _, order as _, rights.bits());
+            check_tag(sys::l4_task_unmap(task(), fp, mask as _))?;
+            let mr = sys::l4_utcb_mr_u(sys::l4_utcb());
+            let st = (*mr).mr[2] & 0xf;
+            Ok(UnmapStatus {
+                referenced: st & 1 != 0,
+                dirty: st & 2 != 0,
+            })
+        }
+    })
+}

@@ -1,0 +1,383 @@
+//! The Fiasco.OC/L4Re part of l4fs (feature `fiasco`): frame memory, the
+//! ext2 image from a boot module, and the programs.
+//!
+//! **Frames.** The pool is one [`Region`] of anonymous memory from L4Re's
+//! memory allocator (`l4re_ma_alloc` + `l4re_rm_attach`), touched at start
+//! so every page is present in the server: frame `i` is the page at
+//! `pool + i * PAGE_SIZE`. Each open file gets an area of address space
+//! reserved in L4Re's region map (`l4re_rm_reserve_area`, aligned to
+//! 2 MiB), its *window*: when a frame holds page `p` of the file, the frame
+//! is also mapped at `window + p * PAGE_SIZE` by `l4_task_map` from this
+//! task to itself. Map replies send flexpages out of the window, so one
+//! reply can carry a large aligned block of frames that are scattered in
+//! the pool (the kernel skips holes), and every client mapping is a child
+//! of the window mapping, which is a child of the pool mapping in the
+//! kernel's mapping database.
+//!
+//! **Dirty bits.** Fiasco copies the referenced/dirty bits of the source
+//! page-table entry into a new mapping, and `l4_task_unmap` collects them
+//! from the child mappings (clearing them) into the source entry. The
+//! window mapping's bits are therefore cleared right after it is made (an
+//! unmap of no rights), so that client mappings start clean and the dirty
+//! bit that [`PageIo::write_protect`] reads means that a client wrote.
+//!
+//! **Revocation** is `l4_task_unmap` of the frame's *pool* address with
+//! `L4_FP_OTHER_SPACES`: it removes the window mapping and every client
+//! mapping derived from it, and leaves the pool mapping, so the frame can
+//! be filled again at once. Before a page that was mapped writable leaves
+//! the active set (and on `sync`), the cache asks
+//! [`PageIo::write_protect`]: W is revoked from the client mappings (the
+//! children of the window mapping, which keeps W so that it can send the
+//! page writable again) and the kernel's dirty bit says whether a client
+//! wrote it; only then is it written back, and the clean page may stay in
+//! the free pool, still mapped read-only (on the host it has to be written
+//! back and punched out).
+//!
+//! **The image** arrives as a dataspace in an initial capability (ned's
+//! `caps = { image = L4.Env.rom:query("l4fs.img") }`), is attached and
+//! read through a [`BlockDev`] ([`ModuleDev`]). A boot module is read-only:
+//! l4fs then serves the files read-only (`open` RW answers `-EACCES`),
+//! unless `--copy` asks it to copy the image into memory from the memory
+//! allocator first (writes then reach that copy, for the server's
+//! lifetime). A writable dataspace is written in place.
+
+pub mod client;
+
+use alloc::boxed::Box;
+use alloc::rc::Rc;
+use alloc::string::String;
+
+use l4re::cap::{CapIdx, IpcGate};
+use l4re::env::{env, log_line};
+use l4re::fiasco::mem::{self, Region};
+use l4re::fpage::Rights;
+use l4re::proto::{Dataspace, DataspaceClient};
+use l4re::{Error, Result};
+use l4re_rt::Args;
+
+use crate::backend::{Backing, Ext2Backend};
+use crate::cache::{FrameIdx, PAGE_SHIFT, PAGE_SIZE, PageIo};
+use crate::ext2::BlockDev;
+use crate::fs::{self, FrameFactory};
+use crate::{FsConfig, Store};
+
+/// Alignment of a file's window (2 MiB: the largest flexpage a map reply
+/// may carry).
+const WINDOW_ORDER: u8 = 21;
+
+/// The pool of frames: page-aligned memory present in this task.
+pub struct Pool {
+    mem: Region,
+    frames: usize,
+}
+
+impl Pool {
+    /// A pool of `frames` pages.
+    pub fn new(frames: usize) -> Result<Self> {
+        let mem = Region::new(frames as u64 * PAGE_SIZE, PAGE_SHIFT)?;
+        Ok(Pool { mem, frames })
+    }
+
+    fn addr(&self, frame: FrameIdx) -> u64 {
+        assert!(frame < self.frames, "frame {frame} outside the pool");
+        self.mem.addr() + frame as u64 * PAGE_SIZE
+    }
+
+    /// The bytes of frame `frame`.
+    ///
+    /// # Safety
+    ///
+    /// No other reference to the frame's bytes may be alive while the
+    /// returned one is (the server thread is the only one that accesses pool
+    /// memory through references, and holds one at a time in `PoolIo`'s
+    /// methods; clients writing through their mappings only change bytes).
+    #[allow(clippy::mut_from_ref)] // the pool is shared memory, see above
+    unsafe fn page(&self, frame: FrameIdx) -> &mut [u8] {
+        // SAFETY: the frame lies inside the region, which is attached
+        // read-write and present for the program's life; exclusivity is
+        // the caller's contract.
+        unsafe { core::slice::from_raw_parts_mut(self.addr(frame) as *mut u8, PAGE_SIZE as usize) }
+    }
+}
+
+/// Makes each file's [`PoolIo`].
+pub struct PoolFrames {
+    pool: Rc<Pool>,
+}
+
+impl PoolFrames {
+    /// Frames from `pool`.
+    pub fn new(pool: Rc<Pool>) -> Self {
+        PoolFrames { pool }
+    }
+}
+
+impl FrameFactory for PoolFrames {
+    fn frames(&self, backing: Box<dyn Backing>, capacity: u64) -> Result<(Box<dyn PageIo>, u64)> {
+        let size = capacity.max(PAGE_SIZE).next_multiple_of(1 << WINDOW_ORDER);
+        let window = mem::reserve_area(size, WINDOW_ORDER)?;
+        let io = PoolIo {
+            pool: self.pool.clone(),
+            backing,
+            window,
+            window_size: size,
+        };
+        Ok((Box::new(io), window))
+    }
+}
+
+/// One file's frames on Fiasco (see the module documentation).
+pub struct PoolIo {
+    pool: Rc<Pool>,
+    backing: Box<dyn Backing>,
+    window: u64,
+    window_size: u64,
+}
+
+impl PoolIo {
+    fn window_addr(&self, page: u64) -> u64 {
+        let off = page * PAGE_SIZE;
+        assert!(off < self.window_size, "page {page} outside the window");
+        self.window + off
+    }
+
+    /// Fills `frame` with page `page` (the `k`-th of a run whose first
+    /// `valid` bytes come from the backing store) and maps it into the
+    /// window.
+    fn fill_one(&mut self, page: u64, frame: FrameIdx, k: usize, valid: u64) -> Result<()> {
+        let want = valid.saturating_sub(k as u64 * PAGE_SIZE).min(PAGE_SIZE) as usize;
+        // SAFETY: the only reference to this frame's bytes (see `page`).
+        let buf = unsafe { self.pool.page(frame) };
+        let n = if want > 0 {
+            self.backing.read_at(page * PAGE_SIZE, &mut buf[..want])?
+        } else {
+            0
+        };
+        buf[n..].fill(0);
+        mem::map_local(
+            self.pool.addr(frame),
+            self.window_addr(page),
+            PAGE_SHIFT,
+            Rights::RWX,
+        )?;
+        // A new mapping inherits the referenced/dirty bits of the one it
+        // comes from (here the pool page, dirty from the fill), and
+        // clients' mappings inherit the window's: clear the window
+        // mapping's bits (an unmap of no rights only collects and
+        // clears them), so that a dirty bit seen later means a client
+        // wrote.
+        mem::unmap(self.pool.addr(frame), PAGE_SHIFT, Rights::empty(), false)?;
+        Ok(())
+    }
+}
+
+impl PageIo for PoolIo {
+    fn fill(&mut self, first: u64, frames: &[FrameIdx], valid: u64) -> Result<()> {
+        for (k, &frame) in frames.iter().enumerate() {
+            if let Err(e) = self.fill_one(first + k as u64, frame, k, valid) {
+                // The cache takes the frames back as empty: remove the
+                // window mappings made so far.
+                for &f in &frames[..=k] {
+                    let _ = mem::unmap(self.pool.addr(f), PAGE_SHIFT, Rights::RWX, false);
+                }
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    fn write_back(&mut self, page: u64, frame: FrameIdx, valid: usize) -> Result<()> {
+        // SAFETY: the only reference to this frame's bytes (see `page`).
+        let buf = unsafe { self.pool.page(frame) };
+        self.backing.write_at(page * PAGE_SIZE, &buf[..valid])
+    }
+
+    fn revoke(&mut self, page: u64, frame: FrameIdx) {
+        // The window mapping and every client mapping are children of the
+        // pool mapping: removing the subtree below it revokes the page
+        // everywhere and keeps the frame's memory.
+        if let Err(e) = mem::unmap(self.pool.addr(frame), PAGE_SHIFT, Rights::RWX, false) {
+            log::error!("l4fs: unmapping page {page} (frame {frame}) failed: {e}");
+        }
+    }
+
+    fn write_protect(&mut self, page: u64, frame: FrameIdx) -> Option<bool> {
+        // W is taken from the clients' mappings only (the children of the
+        // window mapping), so that the window can still send the page
+        // writable; their dirty bits end up in the window mapping, whose
+        // bits are cleared again (they would be inherited by the next
+        // client mapping).
+        let r = mem::unmap(self.window_addr(page), PAGE_SHIFT, Rights::W, false).and_then(|st| {
+            mem::unmap(self.pool.addr(frame), PAGE_SHIFT, Rights::empty(), false)?;
+            Ok(st.dirty)
+        });
+        match r {
+            Ok(dirty) => Some(dirty),
+            Err(e) => {
+                log::error!("l4fs: write-protecting page {page} failed: {e}");
+                None
+            }
+        }
+    }
+
+    fn read(&mut self, _: u64, frame: FrameIdx, offset: usize, out: &mut [u8]) {
+        // SAFETY: the only reference to this frame's bytes (see `page`).
+        let buf = unsafe { self.pool.page(frame) };
+        out.copy_from_slice(&buf[offset..offset + out.len()]);
+    }
+
+    fn write(&mut self, _: u64, frame: FrameIdx, offset: usize, data: &[u8]) {
+        // SAFETY: the only reference to this frame's bytes (see `page`).
+        let buf = unsafe { self.pool.page(frame) };
+        buf[offset..offset + data.len()].copy_from_slice(data);
+    }
+
+    fn set_backing_size(&mut self, size: u64) -> Result<()> {
+        self.backing.set_size(size)
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        self.backing.flush()
+    }
+}
+
+/// An ext2 image in memory of this task: an attached dataspace.
+pub struct ModuleDev {
+    addr: u64,
+    size: u64,
+    writable: bool,
+}
+
+impl ModuleDev {
+    /// The dataspace `ds`, attached (read-write if it is writable); with
+    /// `copy`, its content copied into fresh writable memory instead.
+    pub fn open(ds: CapIdx, copy: bool) -> Result<Self> {
+        let cap: l4re::Cap<Dataspace> = l4re::Cap::from_idx(ds);
+        let info = cap.info()?;
+        let size = info.size;
+        let ds_writable = info.flags & l4re::proto::dataspace::map_flags::W != 0;
+        let addr = mem::attach(ds, size, ds_writable)?;
+        if !copy || ds_writable {
+            return Ok(ModuleDev {
+                addr,
+                size,
+                writable: ds_writable,
+            });
+        }
+        let copy = Region::new(size, PAGE_SHIFT)?;
+        // SAFETY: both ranges are attached and `size` bytes long; the copy
+        // is fresh memory of ours, the module read-only.
+        unsafe {
+            core::ptr::copy_nonoverlapping(addr as *const u8, copy.addr() as *mut u8, size as usize)
+        };
+        let addr = copy.addr();
+        // The copy stays attached for the server's life.
+        core::mem::forget(copy);
+        Ok(ModuleDev {
+            addr,
+            size,
+            writable: true,
+        })
+    }
+
+    /// Whether writes reach the image.
+    pub fn writable(&self) -> bool {
+        self.writable
+    }
+
+    /// The image size in bytes.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    fn range(&self, offset: u64, len: usize) -> Result<*mut u8> {
+        match offset.checked_add(len as u64) {
+            Some(end) if end <= self.size => Ok((self.addr + offset) as *mut u8),
+            _ => Err(Error::Range),
+        }
+    }
+}
+
+impl BlockDev for ModuleDev {
+    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<()> {
+        let p = self.range(offset, buf.len())?;
+        // SAFETY: `range` checked that the bytes lie inside the attached
+        // image; `buf` is ours.
+        unsafe { core::ptr::copy_nonoverlapping(p, buf.as_mut_ptr(), buf.len()) };
+        Ok(())
+    }
+
+    fn write_at(&mut self, offset: u64, data: &[u8]) -> Result<()> {
+        if !self.writable {
+            return Err(Error::Access);
+        }
+        let p = self.range(offset, data.len())?;
+        // SAFETY: inside the image (checked), which is attached read-write.
+        unsafe { core::ptr::copy_nonoverlapping(data.as_ptr(), p, data.len()) };
+        Ok(())
+    }
+}
+
+/// Builds the filesystem state for `config` (Fiasco).
+pub fn build(config: &FsConfig) -> Result<fs::Fs> {
+    let Store::Ext2Module { cap, copy } = &config.store;
+    let ds = l4re::env::env()
+        .get_cap::<Dataspace>(cap)
+        .ok_or(Error::NoEnt)
+        .inspect_err(|_| log::error!("l4fs: no capability named \"{cap}\""))?;
+    let dev = ModuleDev::open(ds.idx(), *copy)?;
+    let writable = dev.writable();
+    let name = alloc::format!(
+        "boot module \"{cap}\" ({} KiB, {})",
+        dev.size() / 1024,
+        if writable { "read-write" } else { "read-only" }
+    );
+    let backend = Box::new(Ext2Backend::new(dev, writable, &name)?);
+    let pool = Rc::new(Pool::new(config.pool_pages.max(2))?);
+    Ok(fs::FsState::new(
+        crate::page_cache(config),
+        backend,
+        Box::new(PoolFrames::new(pool)),
+        config.grow,
+    ))
+}
+
+fn usage() -> Error {
+    log_line(
+        "usage: l4fs [--image CAP] [--copy] [--server CAP] [--pool-pages N] [--readahead N] \
+         [--readaround N] [--low-watermark N] [--policy clock|fifo] [--log-stats 0|1]",
+    );
+    Error::Inval
+}
+
+/// `l4fs [--image CAP] [--copy] [--server CAP] [options]`: serves the ext2
+/// image in the dataspace `CAP` (default `"image"`) on the gate `"server"`.
+fn l4fs_server_main(args: Args) -> Result<()> {
+    l4re::env::init_logger(log::LevelFilter::Info);
+    let mut image = String::from("image");
+    let mut server = String::from("server");
+    let mut copy = false;
+    let mut opts: alloc::vec::Vec<(&str, &str)> = alloc::vec::Vec::new();
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a {
+            "--copy" => copy = true,
+            "--image" => image = it.next().ok_or_else(usage)?.into(),
+            "--server" => server = it.next().ok_or_else(usage)?.into(),
+            k => opts.push((k, it.next().ok_or_else(usage)?)),
+        }
+    }
+    let mut cfg = FsConfig::ext2_module(&image, copy);
+    for (k, v) in opts {
+        cfg.set_option(k, v).map_err(|e| {
+            log::error!("l4fs: {e}");
+            usage()
+        })?;
+    }
+    let gate = env().get_cap::<IpcGate>(&server).ok_or_else(|| {
+        log::error!("l4fs: no capability named \"{server}\"");
+        Error::NoEnt
+    })?;
+    crate::serve(gate, cfg)
+}
+l4re_rt::entry!(l4fs_server = l4fs_server_main);
