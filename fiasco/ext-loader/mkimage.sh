@@ -1,0 +1,19 @@
+#!/bin/sh
+# Makes the ext2 image ext-loader's programs come from (a build product:
+# the BID Makefile writes it into the L4Re build directory's bin/, never
+# into the repository).
+#   mkimage.sh OUTPUT.img PROGRAM...
+# Each PROGRAM lands in the image's bin/ under its own name.
+set -eu
+out=$1
+shift
+PATH=$PATH:/sbin:/usr/sbin
+command -v mke2fs >/dev/null || { echo "mkimage.sh: mke2fs not found (Debian: e2fsprogs)" >&2; exit 1; }
+dir=$(mktemp -d)
+trap 'rm -rf "$dir"' EXIT
+mkdir -p "$dir/bin"
+for p in "$@" ; do cp "$p" "$dir/bin/" ; done
+printf 'not an ELF file\n' > "$dir/bin/notelf"
+rm -f "$out.tmp"
+mke2fs -q -F -t ext2 -b 4096 -d "$dir" "$out.tmp" 4M
+mv "$out.tmp" "$out"

@@ -1,0 +1,210 @@
+//! What became of each program, and the TAP checks of `ext-loader --tap`.
+//!
+//! A program argument may carry what the test expects of it:
+//! `PATH=exit0` (exits with status 0, faulted fewer file pages than it has
+//! loadable), `PATH=invalid@ADDR` (ended by an invalid access at `ADDR`
+//! with a report naming the nearest region), `PATH=exception@TRAP` (ended
+//! by an exception with this trap number), `PATH=refused` (not loaded).
+
+use alloc::format;
+use alloc::string::{String, ToString};
+use alloc::vec::Vec;
+
+use crate::stats::FaultStats;
+
+/// What a test expects of a program.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Expect {
+    /// Nothing (no checks).
+    Nothing,
+    /// Exit with status 0, having faulted fewer file pages than it has.
+    Exit0,
+    /// Ended with a report of an invalid access at this address.
+    Invalid(u64),
+    /// Ended with a report of an exception with this trap number.
+    Exception(u64),
+    /// Refused by the loader.
+    Refused,
+}
+
+/// Splits a program argument into its path and expectation.
+pub fn parse_arg(arg: &str) -> Result<(&str, Expect), String> {
+    let Some((path, want)) = arg.split_once('=') else {
+        return Ok((arg, Expect::Nothing));
+    };
+    let expect = match want {
+        "exit0" => Expect::Exit0,
+        "refused" => Expect::Refused,
+        w => {
+            if let Some(a) = w.strip_prefix("invalid@") {
+                let a = a.strip_prefix("0x").unwrap_or(a);
+                Expect::Invalid(
+                    u64::from_str_radix(a, 16).map_err(|e| format!("{arg}: bad address: {e}"))?,
+                )
+            } else if let Some(t) = w.strip_prefix("exception@") {
+                Expect::Exception(t.parse().map_err(|e| format!("{arg}: bad trap: {e}"))?)
+            } else {
+                return Err(format!("{arg}: unknown expectation {w:?}"));
+            }
+        }
+    };
+    Ok((path, expect))
+}
+
+/// How a program ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum End {
+    /// Loaded and not ended (yet).
+    Running,
+    /// Not loaded, with the reason.
+    Refused(String),
+    /// Exited through its exit call with this status.
+    Exited(u64),
+    /// Ended by the loader (invalid access, exception) with this report.
+    Ended(String),
+}
+
+/// One program's record.
+#[derive(Debug, Clone)]
+pub struct Record {
+    /// The path in l4fs.
+    pub path: String,
+    /// What the test expects.
+    pub expect: Expect,
+    /// How it ended.
+    pub end: End,
+    /// Its faults.
+    pub stats: FaultStats,
+}
+
+/// The TAP checks of the records (without the `TAP TEST START`/`1..N`
+/// frame): `(passed, description)`.
+pub fn checks(records: &[Record]) -> Vec<(bool, String)> {
+    let mut out = Vec::new();
+    for r in records {
+        let p = &r.path;
+        match &r.expect {
+            Expect::Nothing => {}
+            Expect::Exit0 => {
+                out.push((
+                    r.end == End::Exited(0),
+                    format!("{p} exits with status 0 ({:?})", r.end),
+                ));
+                let s = &r.stats;
+                out.push((
+                    s.file_pages > 0 && s.file_pages < s.loadable_pages,
+                    format!(
+                        "{p} is demand-paged: {} file pages faulted of {} loadable",
+                        s.file_pages, s.loadable_pages
+                    ),
+                ));
+                out.push((
+                    s.zero_pages > 0 && s.faults == s.file_pages + s.zero_pages,
+                    format!("{p} got zero-filled pages: {}", s.line()),
+                ));
+            }
+            Expect::Invalid(addr) => {
+                let (ended, text) = match &r.end {
+                    End::Ended(t) => (true, t.as_str()),
+                    _ => (false, ""),
+                };
+                out.push((ended, format!("{p} is ended by the loader ({:?})", r.end)));
+                let want = format!("at {addr:#x} ");
+                out.push((
+                    text.contains(&want) && text.contains("region"),
+                    format!("{p}'s report names the address {addr:#x} and the nearest region"),
+                ));
+            }
+            Expect::Exception(trap) => {
+                let want = format!("exception: trap {trap} ");
+                out.push((
+                    matches!(&r.end, End::Ended(t) if t.starts_with(&want)),
+                    format!("{p} is ended after exception {trap} ({:?})", r.end),
+                ));
+            }
+            Expect::Refused => {
+                out.push((
+                    matches!(r.end, End::Refused(_)),
+                    format!("{p} is refused ({:?})", r.end),
+                ));
+            }
+        }
+    }
+    out
+}
+
+/// The whole TAP block, one line each.
+pub fn tap_block(checks: &[(bool, String)]) -> Vec<String> {
+    let mut out = Vec::with_capacity(checks.len() + 3);
+    out.push("TAP TEST START".to_string());
+    for (i, (ok, what)) in checks.iter().enumerate() {
+        let word = if *ok { "ok" } else { "not ok" };
+        out.push(format!("{word} {} - {what}", i + 1));
+    }
+    out.push(format!("1..{}", checks.len()));
+    out.push("TAP TEST FINISH".to_string());
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stats::Resolved;
+
+    #[test]
+    fn parses_expectations() {
+        assert_eq!(parse_arg("bin/a").unwrap(), ("bin/a", Expect::Nothing));
+        assert_eq!(parse_arg("bin/a=exit0").unwrap(), ("bin/a", Expect::Exit0));
+        assert_eq!(
+            parse_arg("bin/a=refused").unwrap(),
+            ("bin/a", Expect::Refused)
+        );
+        assert_eq!(
+            parse_arg("bin/a=invalid@0x10000000").unwrap(),
+            ("bin/a", Expect::Invalid(0x1000_0000))
+        );
+        assert_eq!(
+            parse_arg("bin/a=exception@6").unwrap(),
+            ("bin/a", Expect::Exception(6))
+        );
+        assert!(parse_arg("bin/a=maybe").is_err());
+        assert!(parse_arg("bin/a=invalid@zz").is_err());
+    }
+
+    #[test]
+    fn judges_records() {
+        let mut s = FaultStats::new(10);
+        s.record(0x1000, Resolved::File);
+        s.record(0x2000, Resolved::Zero);
+        let recs = [
+            Record {
+                path: "a".into(),
+                expect: Expect::Exit0,
+                end: End::Exited(0),
+                stats: s.clone(),
+            },
+            Record {
+                path: "b".into(),
+                expect: Expect::Invalid(0x100),
+                end: End::Ended(
+                    "invalid read access at 0x100 (pc 0x1): no region there; nearest region x"
+                        .into(),
+                ),
+                stats: FaultStats::new(1),
+            },
+            Record {
+                path: "c".into(),
+                expect: Expect::Refused,
+                end: End::Exited(0),
+                stats: FaultStats::new(0),
+            },
+        ];
+        let c = checks(&recs);
+        let passed: Vec<bool> = c.iter().map(|x| x.0).collect();
+        assert_eq!(passed, [true, true, true, true, true, false]);
+        let block = tap_block(&c);
+        assert_eq!(block[0], "TAP TEST START");
+        assert!(block[6].starts_with("not ok 6 - c is refused"));
+        assert_eq!(block[7], "1..6");
+    }
+}
