@@ -15,11 +15,19 @@
 //!   and `wire` submodules document the details and the packet format). Sending a
 //!   capability sends its fds; the receiver installs the object into the
 //!   slot its receive buffer names.
+//! * **Calls** travel on *private channels*: a thread's first call to a
+//!   gate goes through the gate and brings a socket pair's far end, which
+//!   the server keeps next to the gate; the reply and the thread's later
+//!   calls to that gate use it (one `sendmsg` + one `recvmsg` per side and
+//!   no descriptor passing). The server holds the only copy of the far end,
+//!   so its death, or a request dropped unanswered, is end of file for the
+//!   caller, as with a reply capability (the `transport` submodule has the
+//!   details: sequence numbers, the per-thread cache, `fork`).
 //! * **Threads.** Every thread that uses IPC has an endpoint: an epoll set
-//!   over the server ends of the gates bound to it, plus its own gate so
-//!   that the thread capability can be called. The main thread's capability
-//!   is `THREAD`; other threads get a slot on first use (released when the
-//!   thread exits), or from [`spawn_thread`].
+//!   over the server ends of the gates bound to it and their channels,
+//!   plus its own gate so that the thread capability can be called. The
+//!   main thread's capability is `THREAD`; other threads get a slot on
+//!   first use (released when the thread exits), or from [`spawn_thread`].
 //! * **Tasks.** [`spawn`] starts a program as a child process and hands it
 //!   its named capabilities through a bootstrap socket.
 //! * **Memory items** carry memfd-backed memory ([`SharedMem`], or memory
@@ -39,7 +47,9 @@
 //! * **Server death** is seen by clients when the gate's server end is
 //!   closed in every process: calls then fail with
 //!   [`IpcError::NotExistent`], including
-//!   calls already queued or being served. A task that keeps the server end
+//!   calls already queued or being served. A call on a channel fails so
+//!   when the process that kept the channel dies, even if another task
+//!   still holds the server end (the next call goes through the gate). A task that keeps the server end
 //!   keeps the gate alive: calls then queue until someone binds it again.
 //!   Therefore [`spawn`] *hands over* the server end of a gate it gives with
 //!   the S right (the creator keeps calling rights only, unless it has the
@@ -50,8 +60,8 @@
 //! * **Unbound gates queue.** Fiasco fails a call to an unbound gate; the
 //!   host queues it until a thread binds the gate (or the gate is closed).
 //!   When a thread other than the main thread exits, the requests queued on
-//!   the gates bound to it are dropped (their callers see `NotExistent`)
-//!   and the gates are unbound.
+//!   the gates bound to it and on their channels are dropped (their callers
+//!   see `NotExistent`) and the gates are unbound.
 //! * **Memory items and receive windows.** Only memfd-backed memory can be
 //!   sent ([`SharedMem`], or pages received through memory items: the
 //!   registry of such ranges lets a task pass on what it received). The
@@ -416,8 +426,8 @@ struct ThreadCtx {
     cap: CapIdx,
     /// Its endpoint.
     ep: Arc<ThreadEndpoint>,
-    /// The reply channel of the request being served.
-    reply: Option<OwnedFd>,
+    /// The caller's channel of the request being served.
+    reply: Option<transport::ReplyTo>,
     /// Whether the slot was allocated on first use (released at exit).
     owns_slot: bool,
     /// Whether this thread state is torn down at thread exit.

@@ -6,9 +6,15 @@
 //!   bind it). Binding a gate to a thread registers its server end in the
 //!   thread's epoll set with the gate's label. A gate whose server end is
 //!   closed in every process fails sends with `EPIPE`/`ECONNREFUSED`, and
-//!   the messages still queued in it are freed, closing their reply
-//!   channels: that is how clients see a server's death as
+//!   the messages still queued in it are freed, closing the channels they
+//!   carry: that is how clients see a server's death as
 //!   [`IpcError::NotExistent`](crate::IpcError::NotExistent).
+//! * A gate bound here also owns the *private channels* its callers opened
+//!   (see the `transport` module): they sit in the same epoll set, with the
+//!   gate's label, move with the gate when it is bound to another thread,
+//!   and are shut down when it is unbound (the thread ended, the server end
+//!   was given up, the gate was dropped), which their callers see as
+//!   `NotExistent`.
 //! * A thread ([`ThreadEndpoint`]) is an epoll set plus the thread's own
 //!   gate (label 0), so that a thread capability can be called, like on L4.
 //! * A task is a pidfd ([`TaskHandle`]).
@@ -75,6 +81,36 @@ impl Object {
 struct Binding {
     endpoint: Weak<ThreadEndpoint>,
     key: u64,
+    /// The private channels of the gate's callers: epoll key and our end.
+    chans: Vec<(u64, Arc<OwnedFd>)>,
+}
+
+/// Shuts a channel down both ways: its caller reads end of file (a call
+/// waiting there fails with `NotExistent`) and can send no more.
+pub(super) fn shut_down(fd: &OwnedFd) {
+    let _ = rustix::net::shutdown(fd, rustix::net::Shutdown::Both);
+}
+
+/// Registers `fd` in `ep`'s epoll set under a new key.
+fn ep_add(ep: &ThreadEndpoint, fd: BorrowedFd<'_>, entry: EpEntry) -> Result<u64> {
+    let key = ep.next_key.fetch_add(1, Ordering::Relaxed);
+    lock(&ep.entries).insert(key, entry);
+    if let Err(e) = epoll::add(
+        &ep.epoll,
+        fd,
+        epoll::EventData::new_u64(key),
+        epoll::EventFlags::IN,
+    ) {
+        lock(&ep.entries).remove(&key);
+        return Err(errno_to_error(e));
+    }
+    Ok(key)
+}
+
+/// Removes key `key` (for `fd`) from `ep`'s epoll set.
+fn ep_remove(ep: &ThreadEndpoint, fd: BorrowedFd<'_>, key: u64) {
+    let _ = epoll::delete(&ep.epoll, fd);
+    lock(&ep.entries).remove(&key);
 }
 
 /// An IPC gate as this task holds it.
@@ -101,7 +137,7 @@ fn ino_of(fd: BorrowedFd<'_>) -> Result<u64> {
     Ok(st.st_ino)
 }
 
-fn is_seqpacket(fd: BorrowedFd<'_>) -> bool {
+pub(super) fn is_seqpacket(fd: BorrowedFd<'_>) -> bool {
     ino_of(fd).is_ok()
         && rustix::net::sockopt::socket_type(fd).is_ok_and(|t| t == SocketType::SEQPACKET)
 }
@@ -164,45 +200,107 @@ impl GateObj {
     }
 
     /// Binds the gate to `ep` with `label` (rebinding it if it was bound
-    /// elsewhere in this task).
+    /// elsewhere in this task; its channels move with it).
     pub(super) fn bind(self: &Arc<Self>, ep: &Arc<ThreadEndpoint>, label: u64) -> Result<()> {
         let server = self.server().ok_or(Error::Perm)?;
         let mut binding = lock(&self.binding);
+        let mut chans = Vec::new();
         if let Some(old) = binding.take() {
             if let Some(old_ep) = old.endpoint.upgrade() {
                 if Arc::ptr_eq(&old_ep, ep) {
-                    if let Some(e) = lock(&ep.entries).get_mut(&old.key) {
-                        e.label = label;
+                    let mut entries = lock(&ep.entries);
+                    for key in core::iter::once(old.key).chain(old.chans.iter().map(|c| c.0)) {
+                        if let Some(e) = entries.get_mut(&key) {
+                            e.label = label;
+                        }
                     }
+                    drop(entries);
                     *binding = Some(old);
                     return Ok(());
                 }
-                let _ = epoll::delete(&old_ep.epoll, server.as_fd());
-                lock(&old_ep.entries).remove(&old.key);
+                ep_remove(&old_ep, server.as_fd(), old.key);
+                for (key, fd) in &old.chans {
+                    ep_remove(&old_ep, fd.as_fd(), *key);
+                }
             }
+            chans = old.chans;
         }
-        let key = ep.next_key.fetch_add(1, Ordering::Relaxed);
-        lock(&ep.entries).insert(
-            key,
-            EpEntry {
-                gate: Arc::downgrade(self),
-                label,
-            },
-        );
-        if let Err(e) = epoll::add(
-            &ep.epoll,
-            server.as_fd(),
-            epoll::EventData::new_u64(key),
-            epoll::EventFlags::IN,
-        ) {
-            lock(&ep.entries).remove(&key);
-            return Err(errno_to_error(e));
+        let entry = |chan: Option<Arc<OwnedFd>>| EpEntry {
+            gate: Arc::downgrade(self),
+            label,
+            chan,
+        };
+        let key = match ep_add(ep, server.as_fd(), entry(None)) {
+            Ok(key) => key,
+            Err(e) => {
+                chans.iter().for_each(|(_, fd)| shut_down(fd));
+                return Err(e);
+            }
+        };
+        let mut moved = Vec::with_capacity(chans.len());
+        for (_, fd) in chans {
+            match ep_add(ep, fd.as_fd(), entry(Some(fd.clone()))) {
+                Ok(k) => moved.push((k, fd)),
+                Err(_) => shut_down(&fd),
+            }
         }
         *binding = Some(Binding {
             endpoint: Arc::downgrade(ep),
             key,
+            chans: moved,
         });
         Ok(())
+    }
+
+    /// Takes a caller's new private channel: if the gate is bound to `ep`,
+    /// the channel joins `ep`'s epoll set with the gate's label and the
+    /// gate keeps it (`true`); otherwise it is only good for the reply to
+    /// the request that brought it (`false`).
+    pub(super) fn add_chan(self: &Arc<Self>, ep: &Arc<ThreadEndpoint>, fd: &Arc<OwnedFd>) -> bool {
+        let mut binding = lock(&self.binding);
+        let Some(b) = binding.as_mut() else {
+            return false;
+        };
+        if !b.endpoint.upgrade().is_some_and(|e| Arc::ptr_eq(&e, ep)) {
+            return false;
+        }
+        let label = match lock(&ep.entries).get(&b.key) {
+            Some(e) => e.label,
+            None => return false,
+        };
+        let entry = EpEntry {
+            gate: Arc::downgrade(self),
+            label,
+            chan: Some(fd.clone()),
+        };
+        match ep_add(ep, fd.as_fd(), entry) {
+            Ok(key) => {
+                b.chans.push((key, fd.clone()));
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// Drops a channel of this gate (its caller closed it, or a request on
+    /// it is dropped unanswered) and shuts it down.
+    pub(super) fn remove_chan(&self, fd: &Arc<OwnedFd>) {
+        shut_down(fd);
+        let mut binding = lock(&self.binding);
+        let Some(b) = binding.as_mut() else { return };
+        let Some(i) = b.chans.iter().position(|(_, c)| Arc::ptr_eq(c, fd)) else {
+            return;
+        };
+        let (key, _) = b.chans.swap_remove(i);
+        if let Some(ep) = b.endpoint.upgrade() {
+            ep_remove(&ep, fd.as_fd(), key);
+        }
+    }
+
+    /// How many caller channels the gate keeps here.
+    #[cfg(test)]
+    pub(super) fn channels(&self) -> usize {
+        lock(&self.binding).as_ref().map_or(0, |b| b.chans.len())
     }
 
     /// The server end, if this task has it.
@@ -225,16 +323,25 @@ impl GateObj {
     }
 
     /// Removes the gate from the epoll set it is bound to (the gate stays
-    /// alive; it can be bound again).
+    /// alive; it can be bound again) and shuts its channels down.
     pub(super) fn unbind(&self) {
         let Some(old) = lock(&self.binding).take() else {
             return;
         };
-        if let Some(ep) = old.endpoint.upgrade() {
-            if let Some(server) = self.server() {
-                let _ = epoll::delete(&ep.epoll, server.as_fd());
+        let ep = old.endpoint.upgrade();
+        if let Some(ep) = &ep {
+            match self.server() {
+                Some(server) => ep_remove(ep, server.as_fd(), old.key),
+                None => {
+                    lock(&ep.entries).remove(&old.key);
+                }
             }
-            lock(&ep.entries).remove(&old.key);
+        }
+        for (key, fd) in &old.chans {
+            if let Some(ep) = &ep {
+                ep_remove(ep, fd.as_fd(), *key);
+            }
+            shut_down(fd);
         }
     }
 
@@ -262,16 +369,18 @@ impl Drop for GateObj {
     }
 }
 
-/// A gate bound to an endpoint.
+/// A gate, or a channel of a gate, in an endpoint's epoll set.
 pub(super) struct EpEntry {
     /// The gate (weak: releasing the capability closes it).
     pub gate: Weak<GateObj>,
     /// Its label.
     pub label: u64,
+    /// `None`: the gate's server end; else this private channel of it.
+    pub chan: Option<Arc<OwnedFd>>,
 }
 
 /// A thread as an IPC endpoint: the epoll set over the server ends of the
-/// gates bound to it.
+/// gates bound to it and their channels.
 pub(super) struct ThreadEndpoint {
     /// The epoll set; event data is a key into `entries`.
     pub epoll: OwnedFd,

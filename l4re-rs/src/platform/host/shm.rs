@@ -39,6 +39,9 @@ pub(super) struct MemFile {
     ro: OnceLock<Arc<OwnedFd>>,
     /// (device, inode, writable): the key in `FILES`.
     key: (u64, u64, bool),
+    /// Whether the file was found sealed against shrinking (seals are
+    /// never removed, so this holds for good).
+    sealed: bool,
 }
 
 type FileKey = (u64, u64, bool);
@@ -72,9 +75,32 @@ impl MemFile {
             writable,
             ro: OnceLock::new(),
             key,
+            sealed: false,
         });
         files.insert(key, Arc::downgrade(&f));
         Ok(f)
+    }
+
+    /// The `MemFile` for a received memfd that [`check_memfd`] accepted:
+    /// the one we already have (then `fd` is closed), or a new one.
+    pub(super) fn adopt(fd: OwnedFd, checked: Checked) -> Arc<MemFile> {
+        if let Some(f) = checked.known {
+            return f;
+        }
+        let mut files = lock(&FILES);
+        let files = files.get_or_insert_with(HashMap::new);
+        if let Some(f) = files.get(&checked.key).and_then(Weak::upgrade) {
+            return f;
+        }
+        let f = Arc::new(MemFile {
+            fd: Arc::new(fd),
+            writable: checked.key.2,
+            ro: OnceLock::new(),
+            key: checked.key,
+            sealed: true,
+        });
+        files.insert(checked.key, Arc::downgrade(&f));
+        f
     }
 
     /// The fd to send for an item with `rights`: the read-write fd if the
@@ -210,22 +236,45 @@ pub fn forget_mappings(addr: u64, len: u64) {
     unregister(addr, len);
 }
 
-/// Checks a received memfd before mapping `[offset, offset + size)` of it:
-/// a regular file, long enough, sealed against shrinking.
-pub(super) fn check_memfd(fd: BorrowedFd<'_>, offset: u64, size: u64) -> bool {
-    let Ok(st) = rustix::fs::fstat(fd) else {
-        return false;
-    };
+/// A received memfd that may be mapped.
+pub(super) struct Checked {
+    key: FileKey,
+    /// The `MemFile` we already hold for the same file and access mode,
+    /// if it was checked before.
+    known: Option<Arc<MemFile>>,
+}
+
+/// Checks a received memfd (held read-write if `writable`) before mapping
+/// `[offset, offset + size)` of it: a regular file, long enough, sealed
+/// against shrinking. The seal is looked up only for a file not seen
+/// before: a file once sealed stays sealed, so one `fstat` does for the
+/// pages of a file that keep arriving.
+pub(super) fn check_memfd(
+    fd: BorrowedFd<'_>,
+    offset: u64,
+    size: u64,
+    writable: bool,
+) -> Option<Checked> {
+    let st = rustix::fs::fstat(fd).ok()?;
     if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
-        return false;
+        return None;
     }
-    let Some(end) = offset.checked_add(size) else {
-        return false;
-    };
+    let end = offset.checked_add(size)?;
     if (st.st_size as u64) < end || offset % PAGE_SIZE != 0 {
-        return false;
+        return None;
     }
-    rustix::fs::fcntl_get_seals(fd).is_ok_and(|s| s.contains(SealFlags::SHRINK))
+    let key = (st.st_dev, st.st_ino, writable);
+    let known = lock(&FILES)
+        .as_ref()
+        .and_then(|f| f.get(&key))
+        .and_then(Weak::upgrade)
+        .filter(|f| f.sealed);
+    if known.is_none()
+        && !rustix::fs::fcntl_get_seals(fd).is_ok_and(|s| s.contains(SealFlags::SHRINK))
+    {
+        return None;
+    }
+    Some(Checked { key, known })
 }
 
 /// Memory that can be sent in memory items: a memfd mapped shared into this
@@ -558,8 +607,12 @@ mod tests {
             "16 KiB flexpage exceeds 12 KiB"
         );
         assert!(m.fpage(4096, 12, Rights::R).is_some());
-        assert!(check_memfd(m.fd(), 0, 3 * 4096));
-        assert!(!check_memfd(m.fd(), 0, 4 * 4096));
+        assert!(check_memfd(m.fd(), 0, 3 * 4096, true).is_some());
+        assert!(check_memfd(m.fd(), 0, 4 * 4096, true).is_none());
+        // Unsealed memory is refused.
+        let fd = rustix::fs::memfd_create("t", MemfdFlags::CLOEXEC).unwrap();
+        rustix::fs::ftruncate(&fd, 4096).unwrap();
+        assert!(check_memfd(fd.as_fd(), 0, 4096, true).is_none());
         let a = m.addr() as u64;
         drop(m);
         assert!(lookup(a, 4096).is_none());

@@ -423,7 +423,8 @@ fn malformed_packets_are_dropped() {
     let good = wire::PacketBuf::new(
         MsgTag::new(0, 2, 0, 0),
         CapRights::RW,
-        true,
+        wire::FLAG_CHANNEL,
+        9,
         2,
         &[1, 2],
         &[],
@@ -438,9 +439,19 @@ fn malformed_packets_are_dropped() {
         .unwrap();
     let parsed = wire::parse(reply.bytes(), reply.fds.len()).unwrap();
     assert_eq!(parsed.tag.label(), Error::MsgTooShort.code());
+    // The answer echoes the sequence number and does not keep the channel.
+    assert_eq!((parsed.seq, parsed.flags), (9, 0));
     // A packet claiming an fd it does not carry.
     let (_m2, t2) = objects::seqpacket_pair().unwrap();
-    let lie = wire::PacketBuf::new(MsgTag::new(0, 0, 0, 0), CapRights::RW, true, 2, &[], &[]);
+    let lie = wire::PacketBuf::new(
+        MsgTag::new(0, 0, 0, 0),
+        CapRights::RW,
+        wire::FLAG_CHANNEL,
+        1,
+        2,
+        &[],
+        &[],
+    );
     raw(lie.bytes(), &[t2.as_fd()]);
     // The server still serves.
     Utcb::with(|u| {
@@ -623,4 +634,160 @@ fn spawn_with_env(
     let mut full: Vec<&str> = vec!["L4RE_HOST_TEST_CHILD=1", exe.to_str().unwrap()];
     full.extend_from_slice(args);
     spawn(std::path::Path::new("/usr/bin/env"), &full, caps, "child").unwrap()
+}
+
+/// The number of channels the gate in slot `gate` keeps here.
+fn channels_of(gate: CapIdx) -> usize {
+    match lock(&process().table).get(gate) {
+        Some(Entry {
+            obj: Object::Gate(g),
+            ..
+        }) => g.channels(),
+        _ => panic!("not a gate"),
+    }
+}
+
+#[test]
+fn channels_are_kept_reused_and_dropped() {
+    let gate = new_gate();
+    let (thr, server) = start_math_server(gate, 0x40);
+    let call = move |x: u64| {
+        Utcb::with(|u| {
+            u.mr()[0] = x;
+            ipc_call(gate, u, MsgTag::new(0, 1, 0, 0), Timeout::Never).unwrap();
+            assert_eq!(u.mr()[0], 3 * x);
+        })
+    };
+    // One channel per calling thread, reused by its later calls.
+    let t = std::thread::spawn(move || (1..=50).for_each(call));
+    t.join().unwrap();
+    // The thread is gone: its channel closed; the server drops it when
+    // it sees the end of file (after the next request at the latest).
+    call(7);
+    call(8);
+    let t0 = Instant::now();
+    while channels_of(gate) != 1 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "{}",
+            channels_of(gate)
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    stop(gate);
+    server.join().unwrap();
+    // The server thread ended: the gate is unbound, its channels shut down.
+    assert_eq!(channels_of(gate), 0);
+    // A call now queues on the gate (nobody serves it) and times out.
+    let r = Utcb::with(|u| ipc_call(gate, u, MsgTag::new(0, 0, 0, 0), Timeout::millis(20)));
+    assert_eq!(r, Err(IpcError::RecvTimeout));
+    free(gate);
+    free(thr.idx());
+}
+
+#[test]
+fn dropped_request_fails_and_the_next_call_works() {
+    let gate = new_gate();
+    let (thr, server) = spawn_thread(move || {
+        Utcb::with(|u| {
+            // Answer the first request, drop the second (wait again without
+            // replying), answer the third, stop at the fourth.
+            let r = ipc_wait(u, Timeout::Never).unwrap();
+            assert_eq!(r.tag.label(), 1);
+            let r = ipc_reply_and_wait(u, MsgTag::new(11, 0, 0, 0), Timeout::Never).unwrap();
+            assert_eq!(r.tag.label(), 2);
+            let r = ipc_wait(u, Timeout::Never).unwrap();
+            assert_eq!(r.tag.label(), 3);
+            let r = ipc_reply_and_wait(u, MsgTag::new(33, 0, 0, 0), Timeout::Never).unwrap();
+            assert_eq!(r.tag.label(), STOP);
+            let _ = ipc_reply_and_wait(u, MsgTag::new(0, 0, 0, 0), Timeout::Zero);
+        })
+    })
+    .unwrap();
+    gate_bind_thread(gate, thr.idx(), 0).unwrap();
+    Utcb::with(|u| {
+        let label = |r: Result<MsgTag, IpcError>| r.map(|t| t.label());
+        let c = |u: &mut Utcb, l| ipc_call(gate, u, MsgTag::new(l, 0, 0, 0), Timeout::Never);
+        assert_eq!(label(c(u, 1)), Ok(11));
+        assert_eq!(label(c(u, 2)), Err(IpcError::NotExistent));
+        assert_eq!(label(c(u, 3)), Ok(33));
+    });
+    stop(gate);
+    server.join().unwrap();
+    free(gate);
+    free(thr.idx());
+}
+
+#[test]
+fn late_reply_to_a_timed_out_call_is_not_taken() {
+    let gate = new_gate();
+    let (thr, server) = spawn_thread(move || {
+        serve(|u, r| {
+            if r.tag.label() == 1 {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            u.mr()[0] = r.tag.label() as u64 * 10;
+            MsgTag::new(0, 1, 0, 0)
+        })
+    })
+    .unwrap();
+    gate_bind_thread(gate, thr.idx(), 0).unwrap();
+    Utcb::with(|u| {
+        let r = ipc_call(gate, u, MsgTag::new(1, 0, 0, 0), Timeout::millis(10));
+        assert_eq!(r, Err(IpcError::RecvTimeout));
+        for l in 2..6 {
+            ipc_call(gate, u, MsgTag::new(l, 0, 0, 0), Timeout::millis(5000)).unwrap();
+            assert_eq!(u.mr()[0], l as u64 * 10);
+        }
+    });
+    stop(gate);
+    server.join().unwrap();
+    free(gate);
+    free(thr.idx());
+}
+
+#[test]
+fn channels_move_with_the_gate() {
+    let gate = new_gate();
+    let (thr_a, server_a) = start_math_server(gate, 0x10);
+    let call = |u: &mut Utcb| {
+        u.mr()[0] = 5;
+        ipc_call(gate, u, MsgTag::new(0, 1, 0, 0), Timeout::millis(5000)).unwrap();
+        assert_eq!(u.mr()[0], 15);
+    };
+    Utcb::with(call);
+    assert_eq!(channels_of(gate), 1);
+    // Bind the gate to another thread: the channel goes with it, and the
+    // first thread no longer sees the gate's requests.
+    let (thr_b, server_b) = spawn_thread(move || {
+        serve(|u, r| {
+            assert_eq!(r.label & !3, 0x20);
+            u.mr()[0] *= 7;
+            MsgTag::new(0, 1, 0, 0)
+        })
+    })
+    .unwrap();
+    gate_bind_thread(gate, thr_b.idx(), 0x20).unwrap();
+    assert_eq!(channels_of(gate), 1);
+    Utcb::with(|u| {
+        u.mr()[0] = 5;
+        ipc_call(gate, u, MsgTag::new(0, 1, 0, 0), Timeout::millis(5000)).unwrap();
+        assert_eq!(u.mr()[0], 35);
+    });
+    stop(gate);
+    server_b.join().unwrap();
+    // Thread A still serves its own gate (the thread capability).
+    Utcb::with(|u| {
+        ipc_call(
+            thr_a.idx(),
+            u,
+            MsgTag::new(STOP, 0, 0, 0),
+            Timeout::millis(5000),
+        )
+        .unwrap();
+    });
+    server_a.join().unwrap();
+    for c in [gate, thr_a.idx(), thr_b.idx()] {
+        free(c);
+    }
 }

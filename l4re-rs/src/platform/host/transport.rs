@@ -1,20 +1,47 @@
 //! IPC over the sockets: call, send, wait, reply-and-wait.
 //!
-//! * **call**: a fresh `SOCK_SEQPACKET` pair per call is the reply channel
-//!   (the host's reply capability). The request goes to the gate's client
-//!   end with the reply channel's far end attached first; the caller closes
-//!   its copy of that end and waits on its own end. End of file there means
-//!   the far end was closed without a reply: the server died, dropped the
-//!   request, or the gate was closed with the request still queued
-//!   ([`IpcError::NotExistent`]).
-//! * **send**: the same packet without a reply channel.
+//! * **Private channels.** A calling thread talks to a gate through a
+//!   private `SOCK_SEQPACKET` pair of its own, the host's reply capability
+//!   made persistent: its first call to the gate makes the pair and sends
+//!   the request *on the gate* with the far end attached
+//!   (`FLAG_CHANNEL`); the caller closes its copy of that end. The server
+//!   thread that receives it puts the channel into its epoll set next to
+//!   the gate (same label) and answers on it with `FLAG_ACCEPTED`, which
+//!   tells the caller that later calls may go straight to the channel: a
+//!   call is then one `sendmsg` and one `recvmsg` for the caller and
+//!   `epoll_wait`, `recvmsg`, `sendmsg` for the server, with no descriptor
+//!   passing. A reply without `FLAG_ACCEPTED` (e.g. the answer to a
+//!   malformed request) makes the caller drop the channel.
+//! * **What the channel keeps from the one-shot reply socket.** The server
+//!   holds the only copy of the channel's far end, so end of file there
+//!   still means what it did: the server died, the request was dropped
+//!   unanswered (the server waits again without replying, the thread
+//!   serving the gate ended, the gate was unbound, released or closed with
+//!   the request queued): [`IpcError::NotExistent`]. The server *shuts the
+//!   channel down* to drop a request (it cannot drop one message of a
+//!   channel otherwise). A send that finds the channel shut down
+//!   (`EPIPE`) delivered nothing, so the caller opens a new channel through
+//!   the gate, where the call queues as before if the gate is unbound.
+//!   Each channel has one caller thread and at most one call in flight, so
+//!   a reply reaches exactly its caller; calls carry a sequence number that
+//!   the reply must echo, and a channel whose call failed in any way
+//!   (timeout, end of file, a malformed reply) is closed, never reused, so
+//!   a late reply to a timed-out call cannot be taken for a later one.
+//! * **The cache.** A thread keeps the channels of the gates it called
+//!   last (at most [`MAX_CHANNELS`], least recently used dropped; closing
+//!   one makes the server drop its end). They die with the thread. A
+//!   process made by `fork` does not use the channels of its parent (they
+//!   are the parent's conversations): it starts a new cache.
+//! * **send** goes through the thread's channel to the gate if it has one
+//!   (`FLAG_ONEWAY`: no reply; so sends and calls of one thread to a gate
+//!   arrive in order), else through the gate.
 //! * **wait**: `epoll_wait` on the thread's endpoint, then a non-blocking
-//!   `recvmsg` on the gate that is ready (another process holding the same
-//!   server end may have taken the message: `EAGAIN` just means wait
-//!   again). The reply channel of the request is kept per thread until the
-//!   thread replies or waits again (then it is closed, and the caller sees
-//!   `NotExistent`).
-//! * **reply and wait**: send the reply on the kept channel, close it, wait.
+//!   `recvmsg` on the gate or channel that is ready (another process
+//!   holding the same server end may have taken the message: `EAGAIN` just
+//!   means wait again); end of file on a channel drops it. The channel of
+//!   the request is kept per thread until the thread replies or waits
+//!   again (then it is shut down, and the caller sees `NotExistent`).
+//! * **reply and wait**: send the reply on the kept channel, wait.
 //!
 //! Receiving applies the items to the receiver's UTCB as Fiasco does
 //! (`Thread_ipc::transfer_msg_items`): void items come out as a zero control
@@ -34,25 +61,31 @@
 //! item that cannot be mapped into a *reply* makes the call fail with
 //! [`IpcError::MapFailed`].
 
+use core::cell::RefCell;
 use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use rustix::event::{PollFd, PollFlags, Timespec, epoll};
 use rustix::io::{Errno, IoSlice, IoSliceMut};
-use rustix::mm::{MapFlags, ProtFlags};
+use rustix::mm::{Advice, MapFlags, ProtFlags};
 use rustix::net::{
     RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, ReturnFlags, SendAncillaryBuffer,
     SendAncillaryMessage, SendFlags,
 };
 
-use super::objects::{Attach, Entry, Object, export, import, seqpacket_pair};
-use super::wire::{self, Desc, Kind, MAX_FDS, MAX_PACKET_BYTES, PacketBuf, Parsed};
+use super::objects::{Attach, Entry, GateObj, Object, export, import, seqpacket_pair, shut_down};
+use super::wire::{
+    self, Desc, FLAG_ACCEPTED, FLAG_CHANNEL, FLAG_ONEWAY, Kind, MAX_FDS, MAX_PACKET_BYTES,
+    PacketBuf, Parsed,
+};
 use super::{ThreadCtx, lock, process, shm, with_thread};
 use crate::cap::{CapIdx, CapRights};
 use crate::error::{Error, IpcError};
 use crate::fpage::{
-    Fpage, FpageType, ITEM_MAP, RCV_ITEM_LOCAL_ID, Rights, SndFpage, fit_into_window,
+    Fpage, FpageType, ITEM_MAP, PAGE_SIZE, RCV_ITEM_LOCAL_ID, Rights, SndFpage, fit_into_window,
 };
 use crate::ipc::{Received, Timeout};
 use crate::msg::{MAX_ITEMS, MsgTag};
@@ -188,7 +221,8 @@ impl Packet {
     }
 }
 
-/// Receives one datagram; `Ok(None)` at end of file (peer closed).
+/// Receives one datagram; `Ok(None)` at end of file (peer closed, also
+/// with messages of ours unread).
 pub(super) fn recv_packet(
     sock: BorrowedFd<'_>,
     nonblocking: bool,
@@ -222,6 +256,9 @@ pub(super) fn recv_packet(
                 return Ok(Some(p));
             }
             Err(Errno::INTR) => continue,
+            // The peer closed with our messages unread (a server that died
+            // with a request of ours queued on the channel): end of file.
+            Err(Errno::CONNRESET) => return Ok(None),
             Err(e) => return Err(e),
         }
     }
@@ -333,27 +370,40 @@ fn outgoing(utcb: &mut Utcb, tag: MsgTag, gate_rights: CapRights) -> Result<Outg
     Ok(out)
 }
 
-/// Sends `out` (as message `tag`) on `sock`, with `reply` as the reply
-/// channel.
+/// The header of a packet to send.
+#[derive(Clone, Copy)]
+struct Head {
+    tag: MsgTag,
+    /// The rights of the sender's capability.
+    rights: CapRights,
+    /// `FLAG_*` (`FLAG_CHANNEL` is added when a channel is attached).
+    flags: u16,
+    seq: u32,
+}
+
+/// Sends `out` on `sock` with header `head`, with `chan` (the far end of a
+/// new channel) as fd 0.
 fn send_out(
     sock: BorrowedFd<'_>,
-    tag: MsgTag,
-    rights: CapRights,
-    reply: Option<BorrowedFd<'_>>,
+    head: Head,
+    chan: Option<BorrowedFd<'_>>,
     out: &Outgoing,
     deadline: Deadline,
 ) -> Result<(), IpcError> {
     let mut fds: heapless::Vec<BorrowedFd<'_>, MAX_FDS> = heapless::Vec::new();
-    if let Some(r) = reply {
-        let _ = fds.push(r);
+    let mut flags = head.flags;
+    if let Some(c) = chan {
+        let _ = fds.push(c);
+        flags |= FLAG_CHANNEL;
     }
     for a in &out.fds {
         fds.push(a.fd()).map_err(|_| IpcError::MsgCut)?;
     }
     let pkt = PacketBuf::new(
-        tag,
-        rights,
-        reply.is_some(),
+        head.tag,
+        head.rights,
+        flags,
+        head.seq,
         fds.len(),
         &out.msg,
         &out.descs,
@@ -368,18 +418,18 @@ fn send_out(
     Ok(())
 }
 
-/// The socket to send to for capability `dest`, and the slot's rights.
-fn destination(dest: CapIdx) -> Result<(std::sync::Arc<OwnedFd>, CapRights), IpcError> {
+/// The gate to send to for capability `dest`, and the slot's rights.
+fn destination(dest: CapIdx) -> Result<(Arc<GateObj>, CapRights), IpcError> {
     let table = lock(&process().table);
     match table.get(dest) {
         Some(Entry {
             obj: Object::Gate(g),
             rights,
-        }) => Ok((g.client.clone(), *rights)),
+        }) => Ok((g.clone(), *rights)),
         Some(Entry {
             obj: Object::Thread(ep),
             rights,
-        }) => Ok((ep.gate().client.clone(), *rights)),
+        }) => Ok((ep.gate().clone(), *rights)),
         Some(e) => {
             log::debug!(
                 "l4re host: IPC to a {} capability is not supported on the host",
@@ -398,6 +448,213 @@ fn record<T>(utcb: &mut Utcb, r: Result<T, IpcError>) -> Result<T, IpcError> {
     r
 }
 
+// ---------------------------------------------------------------------------
+// The caller's side: private channels.
+
+/// Most channels a thread keeps (one per gate it called last).
+pub(super) const MAX_CHANNELS: usize = 16;
+
+/// A calling thread's private channel to a gate.
+struct Channel {
+    /// The gate (for its identity: the allocation cannot be reused while
+    /// this lives, and a channel of a dropped gate is never used again).
+    gate: Weak<GateObj>,
+    /// Our end.
+    fd: OwnedFd,
+    /// The sequence number of the last request sent.
+    seq: u32,
+    /// The [`process_mark`] of the process that made it.
+    mark: u64,
+}
+
+thread_local! {
+    /// The thread's channels, least recently used first.
+    static CHANNELS: RefCell<Vec<Channel>> = const { RefCell::new(Vec::new()) };
+}
+
+/// A page that a `fork` child gets zeroed (`MADV_WIPEONFORK`): its first
+/// word names the process that set it (see [`process_mark`]).
+static FORK_CANARY: OnceLock<usize> = OnceLock::new();
+
+/// A mark of this process that changes in a child made by `fork`:
+/// channels made before a `fork` belong to the parent (the child shares
+/// the sockets but not the conversations) and are not used after it.
+///
+/// Lock-free and without system calls after the first: a thread may call
+/// while another thread of the process is inside `fork` (a pager thread
+/// serving the `fork`'s own page faults), so neither `getpid` per call nor
+/// `pthread_atfork`, which the C library holds a lock around, will do.
+fn process_mark() -> u64 {
+    let page = *FORK_CANARY.get_or_init(|| {
+        // SAFETY: a fresh private anonymous page at an address of the
+        // kernel's choosing overlaps nothing; it is never unmapped.
+        let p = unsafe {
+            rustix::mm::mmap_anonymous(
+                core::ptr::null_mut(),
+                PAGE_SIZE as usize,
+                ProtFlags::READ | ProtFlags::WRITE,
+                MapFlags::PRIVATE,
+            )
+        };
+        match p {
+            Ok(p) => {
+                // SAFETY: `p` is the page just mapped, ours alone.
+                let wiped =
+                    unsafe { rustix::mm::madvise(p, PAGE_SIZE as usize, Advice::LinuxWipeOnFork) };
+                if wiped.is_ok() { p as usize } else { 0 }
+            }
+            Err(_) => 0,
+        }
+    });
+    if page == 0 {
+        // No canary: fall back to asking the kernel.
+        return rustix::process::getpid().as_raw_nonzero().get() as u64;
+    }
+    // SAFETY: the page is mapped read-write for the life of the process
+    // and only ever accessed through this atomic.
+    let mark = unsafe { &*(page as *const AtomicU64) };
+    match mark.load(Ordering::Relaxed) {
+        0 => {
+            let pid = rustix::process::getpid().as_raw_nonzero().get() as u64;
+            match mark.compare_exchange(0, pid, Ordering::Relaxed, Ordering::Relaxed) {
+                Ok(_) => pid,
+                Err(other) => other,
+            }
+        }
+        m => m,
+    }
+}
+
+/// Takes this thread's channel to `gate` out of the cache.
+fn take_channel(gate: &Arc<GateObj>) -> Option<Channel> {
+    let mark = process_mark();
+    CHANNELS
+        .try_with(|c| {
+            let mut c = c.try_borrow_mut().ok()?;
+            if c.iter().any(|ch| ch.mark != mark) {
+                // Our copies of the parent's channels: close them.
+                c.retain(|ch| ch.mark == mark);
+            }
+            let i = c
+                .iter()
+                .position(|ch| core::ptr::eq(ch.gate.as_ptr(), Arc::as_ptr(gate)))?;
+            Some(c.remove(i))
+        })
+        .ok()
+        .flatten()
+}
+
+/// Puts a channel (back) into the cache as the most recently used,
+/// dropping the channels of released gates and the least recently used
+/// one beyond [`MAX_CHANNELS`].
+fn put_channel(ch: Channel) {
+    let _ = CHANNELS.try_with(move |c| {
+        let Ok(mut c) = c.try_borrow_mut() else {
+            return;
+        };
+        c.retain(|x| x.gate.strong_count() > 0);
+        if c.len() >= MAX_CHANNELS {
+            c.remove(0);
+        }
+        c.push(ch);
+    });
+}
+
+/// Sends a request to `gate`: on this thread's channel to it if there is
+/// one, else on the gate, with a new channel if it is a call. Returns the
+/// channel to wait on (a call) or to keep (a send that went through it).
+fn send_request(
+    gate: &Arc<GateObj>,
+    head: Head,
+    out: &Outgoing,
+    deadline: Deadline,
+    call: bool,
+) -> Result<Option<Channel>, IpcError> {
+    if let Some(mut ch) = take_channel(gate) {
+        ch.seq = ch.seq.wrapping_add(1);
+        let flags = if call { 0 } else { FLAG_ONEWAY };
+        let h = Head {
+            flags,
+            seq: ch.seq,
+            ..head
+        };
+        match send_out(ch.fd.as_fd(), h, None, out, deadline) {
+            Ok(()) => return Ok(Some(ch)),
+            // The server shut the channel down: nothing was delivered, go
+            // through the gate.
+            Err(IpcError::NotExistent) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    if !call {
+        send_out(gate.client.as_fd(), head, None, out, deadline)?;
+        return Ok(None);
+    }
+    let (mine, theirs) = seqpacket_pair().map_err(|_| IpcError::Aborted)?;
+    let h = Head { seq: 1, ..head };
+    send_out(gate.client.as_fd(), h, Some(theirs.as_fd()), out, deadline)?;
+    drop(theirs);
+    Ok(Some(Channel {
+        gate: Arc::downgrade(gate),
+        fd: mine,
+        seq: 1,
+        mark: process_mark(),
+    }))
+}
+
+/// Waits for the reply to the call just sent on `ch` and delivers it;
+/// also says whether the channel may be used again.
+fn receive_reply(
+    utcb: &mut Utcb,
+    ch: &Channel,
+    deadline: Deadline,
+) -> (Result<MsgTag, IpcError>, bool) {
+    let nonblocking = !matches!(deadline, Deadline::Never);
+    loop {
+        if nonblocking {
+            match wait_fd(ch.fd.as_fd(), PollFlags::IN, deadline) {
+                Ok(true) => {}
+                Ok(false) => return (Err(IpcError::RecvTimeout), false),
+                Err(_) => return (Err(IpcError::Aborted), false),
+            }
+        }
+        match recv_packet(ch.fd.as_fd(), nonblocking) {
+            Ok(None) => return (Err(IpcError::NotExistent), false),
+            Ok(Some(p)) => {
+                let parsed = if p.truncated {
+                    Err(wire::WireError::Truncated)
+                } else {
+                    wire::parse(p.bytes(), p.fds.len())
+                };
+                return match parsed {
+                    Ok(parsed) if parsed.flags & !FLAG_ACCEPTED == 0 && parsed.seq == ch.seq => {
+                        let keep = parsed.flags & FLAG_ACCEPTED != 0;
+                        (deliver(utcb, &parsed, p.fds, true), keep)
+                    }
+                    Ok(parsed) => {
+                        log::warn!(
+                            "l4re host: dropped a reply with flags {:#x}, sequence number {} (expected {})",
+                            parsed.flags,
+                            parsed.seq,
+                            ch.seq
+                        );
+                        (Err(IpcError::MsgCut), false)
+                    }
+                    Err(e) => {
+                        log::warn!("l4re host: dropped a malformed reply ({e})");
+                        (Err(IpcError::MsgCut), false)
+                    }
+                };
+            }
+            Err(Errno::AGAIN) => continue,
+            Err(e) => {
+                log::warn!("l4re host: receiving a reply failed: {e}");
+                return (Err(IpcError::Aborted), false);
+            }
+        }
+    }
+}
+
 /// `l4_ipc_call`.
 pub(crate) fn ipc_call(
     dest: CapIdx,
@@ -410,57 +667,26 @@ pub(crate) fn ipc_call(
 }
 
 fn call(dest: CapIdx, utcb: &mut Utcb, tag: MsgTag, timeout: Timeout) -> Result<MsgTag, IpcError> {
-    let (sock, rights) = destination(dest)?;
+    let (gate, rights) = destination(dest)?;
     let out = outgoing(utcb, tag, rights)?;
-    let (mine, theirs) = seqpacket_pair().map_err(|_| IpcError::Aborted)?;
-    send_out(
-        sock.as_fd(),
+    let head = Head {
         tag,
         rights,
-        Some(theirs.as_fd()),
-        &out,
-        Deadline::new(timeout),
-    )?;
-    drop(theirs);
+        flags: 0,
+        seq: 0,
+    };
+    let Some(ch) = send_request(&gate, head, &out, Deadline::new(timeout), true)? else {
+        return Err(IpcError::Aborted);
+    };
+    // Hold nothing while waiting: the gate object holds the server end
+    // when this task has it, and closing the gate must drop the request.
     drop(out);
-    let deadline = Deadline::new(timeout);
-    let nonblocking = !matches!(deadline, Deadline::Never);
-    loop {
-        if nonblocking {
-            match wait_fd(mine.as_fd(), PollFlags::IN, deadline) {
-                Ok(true) => {}
-                Ok(false) => return Err(IpcError::RecvTimeout),
-                Err(_) => return Err(IpcError::Aborted),
-            }
-        }
-        match recv_packet(mine.as_fd(), nonblocking) {
-            Ok(None) => return Err(IpcError::NotExistent),
-            Ok(Some(p)) => {
-                let parsed = if p.truncated {
-                    Err(wire::WireError::Truncated)
-                } else {
-                    wire::parse(p.bytes(), p.fds.len())
-                };
-                return match parsed {
-                    Ok(parsed) if !parsed.reply_fd => deliver(utcb, &parsed, p.fds, true),
-                    Ok(_) | Err(_) => {
-                        log::warn!(
-                            "l4re host: dropped a malformed reply ({})",
-                            parsed
-                                .err()
-                                .map_or("reply channel in a reply".into(), |e| e.to_string())
-                        );
-                        Err(IpcError::MsgCut)
-                    }
-                };
-            }
-            Err(Errno::AGAIN) => continue,
-            Err(e) => {
-                log::warn!("l4re host: receiving a reply failed: {e}");
-                return Err(IpcError::Aborted);
-            }
-        }
+    drop(gate);
+    let (r, keep) = receive_reply(utcb, &ch, Deadline::new(timeout));
+    if keep {
+        put_channel(ch);
     }
+    r
 }
 
 /// `l4_ipc_send`.
@@ -471,18 +697,46 @@ pub(crate) fn ipc_send(
     timeout: Timeout,
 ) -> Result<(), IpcError> {
     let r = (|| {
-        let (sock, rights) = destination(dest)?;
+        let (gate, rights) = destination(dest)?;
         let out = outgoing(utcb, tag, rights)?;
-        send_out(
-            sock.as_fd(),
+        let head = Head {
             tag,
             rights,
-            None,
-            &out,
-            Deadline::new(timeout),
-        )
+            flags: 0,
+            seq: 0,
+        };
+        if let Some(ch) = send_request(&gate, head, &out, Deadline::new(timeout), false)? {
+            put_channel(ch);
+        }
+        Ok(())
     })();
     record(utcb, r)
+}
+
+// ---------------------------------------------------------------------------
+// The server's side.
+
+/// Where the reply to the request being served goes: the caller's
+/// channel. Dropped unanswered, it drops the request: the channel is shut
+/// down (and forgotten by its gate), so the caller sees `NotExistent`.
+pub(super) struct ReplyTo {
+    fd: Arc<OwnedFd>,
+    seq: u32,
+    /// The gate that keeps the channel, if it does (`FLAG_ACCEPTED`).
+    keeper: Option<Weak<GateObj>>,
+    answered: bool,
+}
+
+impl Drop for ReplyTo {
+    fn drop(&mut self) {
+        if self.answered {
+            return;
+        }
+        match self.keeper.as_ref().and_then(Weak::upgrade) {
+            Some(g) => g.remove_chan(&self.fd),
+            None => shut_down(&self.fd),
+        }
+    }
 }
 
 /// `l4_ipc_wait`.
@@ -499,7 +753,7 @@ pub(crate) fn ipc_reply_and_wait(
 ) -> Result<Received, IpcError> {
     let caller = with_thread(|t| t.reply.take())?;
     match caller {
-        Some(fd) => send_reply(utcb, fd, reply),
+        Some(to) => send_reply(utcb, to, reply),
         None => log::debug!("l4re host: reply without a caller (the request was a send)"),
     }
     let r = wait(utcb, timeout);
@@ -510,24 +764,28 @@ pub(crate) fn ipc_reply_and_wait(
 /// `L4_SYSF_REPLY`).
 pub(crate) fn ipc_reply(utcb: &mut Utcb, reply: MsgTag) -> Result<(), IpcError> {
     match with_thread(|t| t.reply.take())? {
-        Some(fd) => {
-            send_reply(utcb, fd, reply);
+        Some(to) => {
+            send_reply(utcb, to, reply);
             Ok(())
         }
         None => Err(IpcError::NoReplyCap),
     }
 }
 
-fn send_reply(utcb: &mut Utcb, fd: OwnedFd, tag: MsgTag) {
+fn send_reply(utcb: &mut Utcb, mut to: ReplyTo, tag: MsgTag) {
+    let head = Head {
+        tag,
+        rights: CapRights::empty(),
+        flags: if to.keeper.is_some() {
+            FLAG_ACCEPTED
+        } else {
+            0
+        },
+        seq: to.seq,
+    };
+    let zero = Deadline::new(Timeout::Zero);
     let result = match outgoing(utcb, tag, CapRights::RWSD) {
-        Ok(out) => send_out(
-            fd.as_fd(),
-            tag,
-            CapRights::empty(),
-            None,
-            &out,
-            Deadline::new(Timeout::Zero),
-        ),
+        Ok(out) => send_out(to.fd.as_fd(), head, None, &out, zero),
         Err(e) => {
             // The caller must not wait forever for a reply we cannot
             // build: tell it what went wrong, as an error code.
@@ -539,18 +797,13 @@ fn send_reply(utcb: &mut Utcb, fd: OwnedFd, tag: MsgTag) {
                 grants: Vec::new(),
             };
             let err = MsgTag::new(Error::Ipc(e).code(), 0, 0, 0);
-            send_out(
-                fd.as_fd(),
-                err,
-                CapRights::empty(),
-                None,
-                &out,
-                Deadline::new(Timeout::Zero),
-            )
+            send_out(to.fd.as_fd(), Head { tag: err, ..head }, None, &out, zero)
         }
     };
-    if let Err(e) = result {
-        log::debug!("l4re host: reply not delivered, the caller is gone ({e})");
+    match result {
+        Ok(()) => to.answered = true,
+        // Dropping `to` unanswered forgets the channel.
+        Err(e) => log::debug!("l4re host: reply not delivered, the caller is gone ({e})"),
     }
 }
 
@@ -575,27 +828,38 @@ fn wait(utcb: &mut Utcb, timeout: Timeout) -> Result<Received, IpcError> {
                 return Err(IpcError::Aborted);
             }
         };
-        let (gate, label) = {
+        let (gate, label, chan) = {
             let entries = lock(&ep.entries);
             match entries.get(&key) {
-                Some(e) => (e.gate.upgrade(), e.label),
+                Some(e) => (e.gate.upgrade(), e.label, e.chan.clone()),
                 None => continue,
             }
         };
         let Some(gate) = gate else { continue };
-        let Some(server) = gate.server() else {
-            continue;
+        let sock = match &chan {
+            Some(c) => c.clone(),
+            None => match gate.server() {
+                Some(s) => s,
+                None => continue,
+            },
         };
-        let p = match recv_packet(server.as_fd(), true) {
+        let p = match recv_packet(sock.as_fd(), true) {
             Ok(Some(p)) => p,
             Ok(None) => {
-                // Every client end is closed: nobody can call this gate.
-                gate.unbind();
+                match &chan {
+                    // The caller closed its channel.
+                    Some(c) => gate.remove_chan(c),
+                    // Every client end is closed: nobody can call this gate.
+                    None => gate.unbind(),
+                }
                 continue;
             }
             Err(Errno::AGAIN) => continue,
             Err(e) => {
                 log::warn!("l4re host: receiving on a gate failed: {e}");
+                if let Some(c) = &chan {
+                    gate.remove_chan(c);
+                }
                 continue;
             }
         };
@@ -604,18 +868,43 @@ fn wait(utcb: &mut Utcb, timeout: Timeout) -> Result<Received, IpcError> {
         } else {
             wire::parse(p.bytes(), p.fds.len())
         };
+        // Requests on a gate may bring a channel; requests on a channel
+        // may be sends.
+        let allowed = if chan.is_some() {
+            FLAG_ONEWAY
+        } else {
+            FLAG_CHANNEL
+        };
         let parsed = match parsed {
-            Ok(parsed) => parsed,
+            Ok(parsed) if parsed.flags & !allowed == 0 => parsed,
+            Ok(_) => {
+                refuse(&p, &gate, chan.as_ref(), wire::WireError::BadHeader);
+                continue;
+            }
             Err(e) => {
-                refuse(&p, e);
+                refuse(&p, &gate, chan.as_ref(), e);
                 continue;
             }
         };
         let mut fds = p.fds;
-        let reply = if parsed.reply_fd {
-            Some(fds.remove(0))
-        } else {
-            None
+        let reply = match chan {
+            Some(fd) => (parsed.flags & FLAG_ONEWAY == 0).then(|| ReplyTo {
+                fd,
+                seq: parsed.seq,
+                keeper: Some(Arc::downgrade(&gate)),
+                answered: false,
+            }),
+            None if parsed.flags & FLAG_CHANNEL != 0 => {
+                let fd = Arc::new(fds.remove(0));
+                let kept = super::objects::is_seqpacket(fd.as_fd()) && gate.add_chan(&ep, &fd);
+                Some(ReplyTo {
+                    fd,
+                    seq: parsed.seq,
+                    keeper: kept.then(|| Arc::downgrade(&gate)),
+                    answered: false,
+                })
+            }
+            None => None,
         };
         // A request with a memory item we cannot place still arrives (the
         // item reads as missing); only a reply fails as a whole.
@@ -629,30 +918,36 @@ fn wait(utcb: &mut Utcb, timeout: Timeout) -> Result<Received, IpcError> {
 }
 
 /// Drops a malformed request, answering its caller with an error if the
-/// packet says where.
-fn refuse(p: &Packet, e: wire::WireError) {
+/// packet says where (on the channel it came on, or the new channel it
+/// brought) and wants an answer. A channel that carried one is dropped.
+fn refuse(p: &Packet, gate: &GateObj, chan: Option<&Arc<OwnedFd>>, e: wire::WireError) {
     log::warn!("l4re host: dropped a malformed request: {e}");
-    if !wire::has_reply_fd(p.bytes()) || p.fds.is_empty() {
-        return;
-    }
-    let code = match e {
-        wire::WireError::TooLong => Error::MsgTooLong,
-        _ => Error::MsgTooShort,
+    let flags = wire::peek_flags(p.bytes());
+    let target = match chan {
+        Some(c) if flags & FLAG_ONEWAY == 0 => Some(c.as_fd()),
+        Some(_) => None,
+        None if flags & FLAG_CHANNEL != 0 => p.fds.first().map(|f| f.as_fd()),
+        None => None,
     };
-    let pkt = PacketBuf::new(
-        MsgTag::new(code.code(), 0, 0, 0),
-        CapRights::empty(),
-        false,
-        0,
-        &[],
-        &[],
-    );
-    let _ = send_packet(
-        p.fds[0].as_fd(),
-        pkt.bytes(),
-        &[],
-        Deadline::new(Timeout::Zero),
-    );
+    if let Some(target) = target {
+        let code = match e {
+            wire::WireError::TooLong => Error::MsgTooLong,
+            _ => Error::MsgTooShort,
+        };
+        let pkt = PacketBuf::new(
+            MsgTag::new(code.code(), 0, 0, 0),
+            CapRights::empty(),
+            0,
+            wire::peek_seq(p.bytes()),
+            0,
+            &[],
+            &[],
+        );
+        let _ = send_packet(target, pkt.bytes(), &[], Deadline::new(Timeout::Zero));
+    }
+    if let Some(c) = chan {
+        gate.remove_chan(c);
+    }
 }
 
 /// A receive buffer from the buffer registers.
@@ -806,16 +1101,16 @@ fn map_item(item: SndFpage, d: Desc, win: Fpage, fd: OwnedFd) -> bool {
         return false;
     };
     let rights = item.fpage.rights() & Rights::from_bits_truncate(d.rights);
-    if rights.is_empty()
-        || !shm::check_memfd(fd.as_fd(), offset, size)
-        || dst.checked_add(size).is_none()
-    {
+    if rights.is_empty() || dst.checked_add(size).is_none() {
         return false;
     }
     let writable = rustix::fs::fcntl_getfl(&fd).is_ok_and(|f| f.contains(rustix::fs::OFlags::RDWR));
     if rights.contains(Rights::W) && !writable {
         return false;
     }
+    let Some(checked) = shm::check_memfd(fd.as_fd(), offset, size, writable) else {
+        return false;
+    };
     let mut prot = ProtFlags::empty();
     if rights.contains(Rights::R) {
         prot |= ProtFlags::READ;
@@ -848,10 +1143,7 @@ fn map_item(item: SndFpage, d: Desc, win: Fpage, fd: OwnedFd) -> bool {
     match r {
         Ok(_) => {
             // Keep the file (one fd per file) so the pages can be passed on.
-            match shm::MemFile::intern(fd, writable) {
-                Ok(file) => shm::register(dst, size, file, offset),
-                Err(_) => shm::unregister(dst, size),
-            }
+            shm::register(dst, size, shm::MemFile::adopt(fd, checked), offset);
             true
         }
         Err(e) => {

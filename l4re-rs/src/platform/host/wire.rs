@@ -3,15 +3,23 @@
 //! One IPC message is one `SOCK_SEQPACKET` datagram (atomic: concurrent
 //! senders on the same gate never interleave) whose payload is a sequence of
 //! native-endian 64-bit words, with the file descriptors that stand for
-//! capabilities, memory and the reply channel attached as one `SCM_RIGHTS`
-//! control message:
+//! capabilities, memory and a new private channel attached as one
+//! `SCM_RIGHTS` control message:
 //!
 //! ```text
 //! word 0   MAGIC (u32) | VERSION (u16) << 32 | flags (u16) << 48
-//!            flags: bit 0 = FLAG_REPLY_FD, fd 0 is the caller's reply channel
+//!            flags: bit 0 = FLAG_CHANNEL: fd 0 is a new private channel
+//!                     from the caller (a request on a gate); the reply and
+//!                     the caller's later requests to the gate use it
+//!                   bit 1 = FLAG_ACCEPTED: (a reply) the server keeps the
+//!                     channel the request came on, or that it registered
+//!                   bit 2 = FLAG_ONEWAY: (a request on a channel) a send,
+//!                     which gets no reply
 //! word 1   the message tag (label, word count W, item count I; flags cleared)
 //! word 2   sender rights (u8, the W/S/R/D bits of the sending gate slot)
 //!            | number of attached fds (u8) << 8
+//!            | sequence number (u32) << 32: a call's number on its
+//!              channel, echoed by the reply
 //! W words  the untyped message words (mr[0..W])
 //! 2I words the items as the sender wrote them (control word, flexpage),
 //!            with object rights already reduced to what the sender may give
@@ -20,7 +28,7 @@
 //! ```
 //!
 //! The descriptors say which of the attached fds belong to which item, in
-//! order, after the reply fd: a gate is its client end (1 fd) plus its
+//! order, after the channel fd: a gate is its client end (1 fd) plus its
 //! server end (2 fds) when the S right is passed; a thread is the client end
 //! of its own gate; a task is a pidfd; memory is a memfd whose offset (of
 //! the flexpage's first byte) is the argument; the factory and the log need
@@ -30,7 +38,8 @@
 //! length, word and item counts against the message registers, descriptor
 //! kinds and per-kind fd counts, and that the fds attached match the header
 //! and the descriptors. Nothing in a packet is trusted: a packet that fails
-//! any check is dropped whole.
+//! any check is dropped whole. Whether a flag makes sense where the packet
+//! arrived (a gate, a channel, a reply) is checked by the transport.
 
 use core::fmt;
 
@@ -41,9 +50,16 @@ use crate::utcb::MR_WORDS;
 /// `"L4RH"` in the low 32 bits of word 0.
 pub(super) const MAGIC: u32 = 0x4852_344c;
 /// Format version.
-pub(super) const VERSION: u16 = 1;
-/// Header flag: the first attached fd is the reply channel.
-pub(super) const FLAG_REPLY_FD: u16 = 1;
+pub(super) const VERSION: u16 = 2;
+/// Header flag: the first attached fd is a new private channel from the
+/// caller.
+pub(super) const FLAG_CHANNEL: u16 = 1;
+/// Header flag of a reply: the server keeps the caller's channel.
+pub(super) const FLAG_ACCEPTED: u16 = 2;
+/// Header flag of a request on a channel: a send, no reply wanted.
+pub(super) const FLAG_ONEWAY: u16 = 4;
+/// Every header flag.
+const FLAGS: u16 = FLAG_CHANNEL | FLAG_ACCEPTED | FLAG_ONEWAY;
 /// Words in the header.
 pub(super) const HDR_WORDS: usize = 3;
 /// Words per item descriptor.
@@ -52,7 +68,7 @@ pub(super) const DESC_WORDS: usize = 2;
 pub(super) const MAX_PACKET_WORDS: usize = HDR_WORDS + MR_WORDS + DESC_WORDS * MAX_ITEMS;
 /// Largest packet, in bytes.
 pub(super) const MAX_PACKET_BYTES: usize = MAX_PACKET_WORDS * 8;
-/// Most fds one packet carries: the reply fd and two per item.
+/// Most fds one packet carries: the channel fd and two per item.
 pub(super) const MAX_FDS: usize = 1 + 2 * MAX_ITEMS;
 
 /// What an item carries on the host.
@@ -190,14 +206,16 @@ pub(super) struct PacketBuf {
 
 impl PacketBuf {
     /// Builds the packet for a message: `msg` holds the data words followed
-    /// by the item words, `descs` one descriptor per item.
+    /// by the item words, `descs` one descriptor per item; `flags` are the
+    /// header flags (`FLAG_*`), `seq` the sequence number.
     ///
     /// The caller guarantees `tag.words() + 2 * tag.items() == msg.len()`,
     /// `descs.len() == tag.items()` and `msg.len() <= MR_WORDS`.
     pub fn new(
         tag: MsgTag,
         rights: CapRights,
-        reply_fd: bool,
+        flags: u16,
+        seq: u32,
         nfds: usize,
         msg: &[u64],
         descs: &[Desc],
@@ -209,10 +227,10 @@ impl PacketBuf {
             buf: [0; MAX_PACKET_BYTES],
             len: 0,
         };
-        let flags = if reply_fd { FLAG_REPLY_FD } else { 0 };
+        debug_assert_eq!(flags & !FLAGS, 0);
         p.push(MAGIC as u64 | (VERSION as u64) << 32 | (flags as u64) << 48);
         p.push(MsgTag::new(tag.label(), tag.words(), tag.items(), 0).0);
-        p.push(rights.bits() as u64 | (nfds as u64) << 8);
+        p.push(rights.bits() as u64 | (nfds as u64) << 8 | (seq as u64) << 32);
         for w in msg {
             p.push(*w);
         }
@@ -242,8 +260,10 @@ pub(super) struct Parsed {
     pub tag: MsgTag,
     /// The rights of the sender's gate slot.
     pub rights: CapRights,
-    /// Whether fd 0 is a reply channel.
-    pub reply_fd: bool,
+    /// The header flags (`FLAG_*`).
+    pub flags: u16,
+    /// The sequence number.
+    pub seq: u32,
     /// Data words, then item words.
     pub msg: heapless::Vec<u64, MR_WORDS>,
     /// One descriptor per item.
@@ -256,12 +276,24 @@ fn word(bytes: &[u8], i: usize) -> u64 {
     u64::from_ne_bytes(b)
 }
 
-/// Reads just enough of a packet to tell whether its first fd is a reply
-/// channel (to answer a caller whose packet is otherwise malformed).
-pub(super) fn has_reply_fd(bytes: &[u8]) -> bool {
-    bytes.len() >= 8 && {
-        let w0 = word(bytes, 0);
-        w0 as u32 == MAGIC && (w0 >> 48) as u16 & FLAG_REPLY_FD != 0
+/// The header flags of a possibly malformed packet (0 if it has no
+/// header), to answer it: whether its first fd is a new channel, whether
+/// it wants a reply.
+pub(super) fn peek_flags(bytes: &[u8]) -> u16 {
+    if bytes.len() >= 8 && word(bytes, 0) as u32 == MAGIC {
+        (word(bytes, 0) >> 48) as u16
+    } else {
+        0
+    }
+}
+
+/// The sequence number of a possibly malformed packet (0 if it has none),
+/// to answer it.
+pub(super) fn peek_seq(bytes: &[u8]) -> u32 {
+    if bytes.len() >= HDR_WORDS * 8 {
+        (word(bytes, 2) >> 32) as u32
+    } else {
+        0
     }
 }
 
@@ -282,12 +314,12 @@ pub(super) fn parse(bytes: &[u8], nfds: usize) -> Result<Parsed, WireError> {
         return Err(WireError::BadVersion);
     }
     let flags = (w0 >> 48) as u16;
-    if flags & !FLAG_REPLY_FD != 0 {
+    if flags & !FLAGS != 0 {
         return Err(WireError::BadHeader);
     }
     let tag = MsgTag(word(bytes, 1));
     let w2 = word(bytes, 2);
-    if w2 >> 16 != 0 {
+    if (w2 >> 16) as u16 != 0 {
         return Err(WireError::BadHeader);
     }
     let rights = CapRights::from_bits_truncate(w2 as u8);
@@ -300,7 +332,7 @@ pub(super) fn parse(bytes: &[u8], nfds: usize) -> Result<Parsed, WireError> {
     if bytes.len() != total * 8 {
         return Err(WireError::BadLength);
     }
-    let reply_fd = flags & FLAG_REPLY_FD != 0;
+    let channel = flags & FLAG_CHANNEL != 0;
     let mut msg = heapless::Vec::new();
     for i in 0..words + 2 * items {
         // Cannot fail: bounded by MR_WORDS above.
@@ -315,13 +347,14 @@ pub(super) fn parse(bytes: &[u8], nfds: usize) -> Result<Parsed, WireError> {
         // Cannot fail: items <= MR_WORDS / 2 == MAX_ITEMS.
         let _ = descs.push(d);
     }
-    if hdr_fds != nfds || item_fds + reply_fd as usize != nfds {
+    if hdr_fds != nfds || item_fds + channel as usize != nfds {
         return Err(WireError::FdMismatch);
     }
     Ok(Parsed {
         tag: MsgTag::new(tag.label(), words, items, 0),
         rights,
-        reply_fd,
+        flags,
+        seq: (w2 >> 32) as u32,
         msg,
         descs,
     })
@@ -422,7 +455,15 @@ mod tests {
             rights: 7,
             arg: 0,
         }];
-        PacketBuf::new(tag, CapRights::RW, true, 3, &msg, &descs)
+        PacketBuf::new(
+            tag,
+            CapRights::RW,
+            FLAG_CHANNEL,
+            0xdead_beef,
+            3,
+            &msg,
+            &descs,
+        )
     }
 
     #[test]
@@ -431,7 +472,8 @@ mod tests {
         let parsed = parse(p.bytes(), 3).unwrap();
         assert_eq!(parsed.tag, MsgTag::new(-5, 2, 1, 0));
         assert_eq!(parsed.rights, CapRights::RW);
-        assert!(parsed.reply_fd);
+        assert_eq!(parsed.flags, FLAG_CHANNEL);
+        assert_eq!(parsed.seq, 0xdead_beef);
         assert_eq!(&parsed.msg[..], &[1, 2, 8, 0x5033]);
         assert_eq!(
             parsed.descs[0],
@@ -442,7 +484,8 @@ mod tests {
                 arg: 0
             }
         );
-        assert!(has_reply_fd(p.bytes()));
+        assert_eq!(peek_flags(p.bytes()), FLAG_CHANNEL);
+        assert_eq!(peek_seq(p.bytes()), 0xdead_beef);
     }
 
     #[test]
@@ -469,6 +512,13 @@ mod tests {
         let mut bad = good.clone();
         bad[8..16].copy_from_slice(&MsgTag::new(0, 63, 1, 0).0.to_ne_bytes());
         assert_eq!(parse(&bad, 3).unwrap_err(), WireError::TooLong);
+        // unknown flag, reserved bits between the fd count and the sequence
+        let mut bad = good.clone();
+        bad[7] |= 0x80;
+        assert_eq!(parse(&bad, 3).unwrap_err(), WireError::BadHeader);
+        let mut bad = good.clone();
+        bad[18] = 1;
+        assert_eq!(parse(&bad, 3).unwrap_err(), WireError::BadHeader);
         // descriptor with an impossible fd count
         let mut bad = good.clone();
         let at = (HDR_WORDS + 4) * 8;
@@ -500,7 +550,8 @@ mod tests {
                 }
             }
             let _ = parse(&b, (x >> 8) as usize % 5);
-            let _ = has_reply_fd(&b);
+            let _ = peek_flags(&b);
+            let _ = peek_seq(&b);
             let mut r = WordReader::new(&b);
             let _ = r.bytes(64);
             let _ = r.desc();
