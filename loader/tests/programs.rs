@@ -74,6 +74,73 @@ int main(void) {
 }
 "#;
 
+/// A parent that leaves at once (status 3) after forking a chain of
+/// `argv[1]` children, each leaving after forking the next; the last one
+/// waits until its parent is gone, then touches text, data, read-only data
+/// and bss pages nobody touched before and prints checksums of them — or,
+/// given more arguments, executes `argv[2]` with the rest.
+const ORPHAN: &str = r#"
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+#include <time.h>
+#define SZ (1 << 20)
+static unsigned char data[SZ] = { [0 ... SZ - 1] = 5 };
+static const unsigned char ro[SZ] = { [0 ... SZ - 1] = 7 };
+static unsigned char bss[SZ];
+extern char __executable_start[], etext[];
+static unsigned long sum(const unsigned char *p, unsigned long n) {
+    unsigned long s = 0;
+    for (unsigned long i = 0; i < n; i++) s = s * 31 + p[i];
+    return s;
+}
+static void wait_orphaned(pid_t parent) {
+    for (int i = 0; i < 10000 && getppid() == parent; i++) {
+        struct timespec t = {0, 1000000};
+        nanosleep(&t, 0);
+    }
+}
+int main(int argc, char **argv) {
+    int depth = argc > 1 ? atoi(argv[1]) : 1;
+    printf("parent %d\n", data[0] + ro[0]);
+    fflush(stdout);
+    for (int level = 1; level <= depth; level++) {
+        pid_t me = getpid();
+        pid_t c = fork();
+        if (c < 0) { perror("fork"); return 1; }
+        if (c > 0) return level == 1 ? 3 : 0;
+        wait_orphaned(me);
+        printf("level %d\n", level);
+        fflush(stdout);
+    }
+    if (argc > 2) {
+        execv(argv[2], argv + 2);
+        perror("execv");
+        return 1;
+    }
+    for (unsigned long i = 0; i < SZ; i += 4096) bss[i] = (unsigned char)(i >> 12);
+    printf("text %lx\n", sum((const unsigned char *)__executable_start, etext - __executable_start));
+    printf("data %lx\n", sum(data, SZ));
+    printf("ro %lx\n", sum(ro, SZ));
+    printf("bss %lx\n", sum(bss, SZ));
+    return 0;
+}
+"#;
+
+/// The main thread ends with the plain `exit` system call (not
+/// exit_group); it is the process's first thread, as natively.
+const PLAIN_EXIT: &str = r#"
+#include <stdio.h>
+#include <unistd.h>
+#include <sys/syscall.h>
+int main(void) {
+    printf("main thread: tid %s pid\n", getpid() == syscall(SYS_gettid) ? "==" : "!=");
+    fflush(stdout);
+    syscall(SYS_exit, 5);
+    return 1;
+}
+"#;
+
 const BIG: &str = r#"
 #include <stdio.h>
 static char bss[64 << 20];
@@ -165,6 +232,8 @@ fn built() -> Option<&'static Built> {
             ("hello", HELLO, ""),
             ("threads", THREADS, "-pthread"),
             ("fork", FORK, ""),
+            ("orphan", ORPHAN, ""),
+            ("plainexit", PLAIN_EXIT, ""),
             ("big", BIG, ""),
             ("sharedwrite", SHARED_WRITE, ""),
             ("signals", SIGNALS, ""),
@@ -195,7 +264,16 @@ fn built() -> Option<&'static Built> {
         // A copy for tests that only load it (l4fs opens host files
         // read-write when it may, and a file open for writing cannot be
         // executed natively: keep native and loaded runs of one file apart).
-        std::fs::copy(dir.join("hello"), dir.join("hello-beside")).ok()?;
+        for (from, to) in [
+            ("hello", "hello-beside"),
+            ("hello", "hello-exec"),
+            ("orphan-pie", "orphan-chain"),
+            ("orphan", "orphan-exec"),
+            ("orphan-pie", "orphan-exec-pie"),
+            ("orphan", "orphan-revoke"),
+        ] {
+            std::fs::copy(dir.join(from), dir.join(to)).ok()?;
+        }
         Some(Built { dir })
     })
     .as_ref()
@@ -258,9 +336,14 @@ fn stat(json: &str, key: &str) -> u64 {
         .unwrap()
 }
 
-fn same_as_native(name: &str, args: &[&str]) {
-    let Some(p) = prog(name) else { return };
+/// Runs `name` natively and under both pagers: stdout, stderr and status
+/// must be equal. Returns the statistics of each loaded run.
+fn same_as_native(name: &str, args: &[&str]) -> Vec<String> {
+    let Some(p) = prog(name) else {
+        return Vec::new();
+    };
     let n = native(&p, args);
+    let mut all = Vec::new();
     for mode in ["internal", "external"] {
         let stats = p.with_extension(format!("{mode}.{}.json", std::process::id()));
         let l = loaded(mode, Some(&stats), &p, args);
@@ -268,7 +351,9 @@ fn same_as_native(name: &str, args: &[&str]) {
         assert_eq!(
             String::from_utf8_lossy(&l.stdout),
             String::from_utf8_lossy(&n.stdout),
-            "{what}: stdout"
+            "{what}: stdout (status {:?}, stderr {})",
+            l.status,
+            String::from_utf8_lossy(&l.stderr)
         );
         assert_eq!(
             String::from_utf8_lossy(&l.stderr),
@@ -285,7 +370,9 @@ fn same_as_native(name: &str, args: &[&str]) {
         );
         assert!(stat(&json, "total") > 0, "{what}: faults were served");
         let _ = std::fs::remove_file(&stats);
+        all.push(json);
     }
+    all
 }
 
 #[test]
@@ -304,6 +391,93 @@ fn threaded_program_equal_native() {
 fn forking_program_equal_native() {
     same_as_native("fork", &[]);
     same_as_native("fork-pie", &[]);
+}
+
+#[test]
+fn orphaned_child_is_still_paged_equal_native() {
+    // The child touches pages nobody touched before, after its parent
+    // (the task) has ended: the loader serves it; its checksums are the
+    // native ones, the loader's status is the parent's (3).
+    for name in ["orphan", "orphan-pie"] {
+        for json in same_as_native(name, &[]) {
+            assert_eq!(stat(&json, "forks"), 1, "{name}: {json}");
+            assert!(stat(&json, "child_faults") > 100, "{name}: {json}");
+            assert!(
+                stat(&json, "child_file_pages_touched") > 100,
+                "{name}: {json}"
+            );
+        }
+    }
+}
+
+#[test]
+fn fork_chain_equal_native() {
+    // Parent → child → grandchild → …, each leaving at once after its
+    // fork; the last one pages in what it touches after all are gone.
+    for json in same_as_native("orphan-chain", &["4"]) {
+        assert_eq!(stat(&json, "forks"), 4, "{json}");
+        assert!(stat(&json, "child_faults") > 100, "{json}");
+    }
+}
+
+#[test]
+fn orphaned_child_that_execs_equal_native() {
+    // A paged child that calls execve is an ordinary process from then on.
+    let Some(hello) = prog("hello-exec") else {
+        return;
+    };
+    same_as_native(
+        "orphan-exec",
+        &["2", hello.to_str().unwrap(), "exec'd", "by a child"],
+    );
+    if Path::new("/bin/busybox").exists() {
+        same_as_native(
+            "orphan-exec-pie",
+            &[
+                "1",
+                "/bin/busybox",
+                "sh",
+                "-c",
+                "echo exec ok; echo $((6 * 7))",
+            ],
+        );
+    }
+}
+
+#[test]
+fn orphaned_child_refaults_revoked_pages() {
+    // With a filesystem pool of 64 frames the server punches pages (its
+    // own code's among them) while the orphaned child reads 2 MiB of file
+    // data: they come back MISSING and are mapped again; the output is the
+    // native one.
+    let Some(p) = prog("orphan-revoke") else {
+        return;
+    };
+    let n = native(&p, &[]);
+    for mode in ["internal", "external"] {
+        let stats = p.with_extension(format!("{mode}.json"));
+        let l = Command::new(LOADER)
+            .args(["run", "--pager", mode, "--fs-pool-pages", "64", "--stats"])
+            .arg(&stats)
+            .arg(&p)
+            .output()
+            .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&l.stdout),
+            String::from_utf8_lossy(&n.stdout),
+            "{mode}"
+        );
+        assert_eq!(l.status.code(), Some(3), "{mode}: {l:?}");
+        let json = std::fs::read_to_string(&stats).unwrap();
+        assert!(stat(&json, "child_faults") > 100, "{mode}: {json}");
+        if mode == "internal" {
+            // More missing faults than distinct pages: revoked pages came
+            // back. (The external pager answers from its own copies.)
+            let touched =
+                stat(&json, "file_pages_touched") + stat(&json, "child_file_pages_touched");
+            assert!(stat(&json, "missing") > touched, "{json}");
+        }
+    }
 }
 
 #[test]
@@ -466,6 +640,15 @@ fn plain_exit_of_the_last_thread_ends_the_task() {
     assert_eq!(o.status.code(), Some(0));
     assert!(t.elapsed().as_secs() < 30);
     assert!(String::from_utf8_lossy(&o.stdout).starts_with("hello from the loader's demo"));
+}
+
+#[test]
+fn plain_exit_status_is_the_programs() {
+    // The program's main thread is the task's first thread (gettid() ==
+    // getpid()); when it ends with the plain exit system call as the last
+    // thread of the program, its status is the task's.
+    same_as_native("plainexit", &[]);
+    same_as_native("plainexit-pie", &[]);
 }
 
 #[test]

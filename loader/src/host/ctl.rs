@@ -21,6 +21,9 @@ pub mod kind {
     pub const STARTED: u32 = 3;
     /// stub → loader: setup failed (text).
     pub const ERROR: u32 = 4;
+    /// stub → loader: the program forked; the child's userfaultfd (one
+    /// descriptor, no payload). The loader serves the child from now on.
+    pub const FORK: u32 = 5;
 }
 
 fn errno() -> std::io::Error {

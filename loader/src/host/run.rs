@@ -41,6 +41,7 @@ use l4re::msg::LongBytes;
 use l4re::proto::rm::flags as rmf;
 use l4re::proto::{Dataspace, Rm, RmClient};
 
+use super::children::Children;
 use super::ctl::{Dec, Listener, Start, kind};
 use crate::elf::{self, PAGE, Plan};
 
@@ -264,6 +265,13 @@ fn serve_arena(uffd: Uffd, count: Arc<AtomicU64>) {
     }
 }
 
+/// Serves the child whose uffd came with a FORK message.
+fn adopt(children: &Arc<Children>, mut fds: Vec<OwnedFd>) {
+    if let Some(fd) = fds.pop() {
+        children.add(Uffd::from_fd(fd, ph::wanted_features(true)));
+    }
+}
+
 /// What happened.
 #[derive(Debug, Clone)]
 pub struct Outcome {
@@ -358,6 +366,22 @@ pub fn run(opts: &RunOpts) -> Result<Outcome, RunError> {
             .map_err(|e| err(format!("thread: {e}")))?;
     }
     let loader_map = Arc::new(SpinLock::new(region_map(&plan, file.idx())));
+    // Forked descendants: served here for as long as they live (the
+    // internal pager hands them over; the external pager's fork events
+    // come here directly).
+    let children = Children::new(Pager::for_children(
+        loader_map.clone(),
+        counters,
+        opts.mode,
+        Box::new(|r, f| {
+            eprintln!("loader: {r}");
+            // SAFETY: signals the forked descendant (thread `f.tid`)
+            // whose access was invalid; kill() of a thread id reaches
+            // its process.
+            unsafe { libc::kill(f.tid as i32, libc::SIGSEGV) };
+        }),
+    ));
+    children.pager().set_read_ahead(opts.read_ahead);
     if opts.mode == Mode::External {
         let Some(ufd) = fds.pop() else {
             return Err(err("the task sent no userfaultfd"));
@@ -373,6 +397,7 @@ pub fn run(opts: &RunOpts) -> Result<Outcome, RunError> {
                 unsafe { libc::kill(pid, libc::SIGSEGV) };
             }),
         ));
+        pager.set_on_fork(Children::handler(&children));
         std::thread::Builder::new()
             .name("ext-pager".into())
             .spawn(move || pager.serve(uffd))
@@ -445,18 +470,38 @@ pub fn run(opts: &RunOpts) -> Result<Outcome, RunError> {
     };
     ch.send(kind::START, &start.encode(), &[])
         .map_err(|e| err(format!("the task is gone: {e}")))?;
-    match ch.recv() {
-        Ok((kind::STARTED, _, _)) => {}
-        Ok((kind::ERROR, m, _)) => return Err(err(String::from_utf8_lossy(&m).into_owned())),
-        Ok(_) => return Err(err("the task sent a bad answer")),
-        Err(e) => return Err(err(format!("the task died while starting: {e}"))),
+    // The program may fork before the stub reports STARTED.
+    loop {
+        match ch.recv() {
+            Ok((kind::STARTED, _, _)) => break,
+            Ok((kind::FORK, _, fds)) => adopt(&children, fds),
+            Ok((kind::ERROR, m, _)) => {
+                return Err(err(String::from_utf8_lossy(&m).into_owned()));
+            }
+            Ok(_) => return Err(err("the task sent a bad answer")),
+            Err(e) => return Err(err(format!("the task died while starting: {e}"))),
+        }
     }
+    // Children handed over while the task runs; the channel ends with the
+    // task (messages sent before are still read).
+    let control = {
+        let children = children.clone();
+        std::thread::Builder::new()
+            .name("control".into())
+            .spawn(move || {
+                while let Ok((k, _, fds)) = ch.recv() {
+                    if k == kind::FORK {
+                        adopt(&children, fds);
+                    }
+                }
+            })
+            .map_err(|e| err(format!("thread: {e}")))?
+    };
 
     let st = task
         .wait(None)
         .map_err(|e| err(format!("waiting for the task: {e}")))?
         .ok_or_else(|| err("the task did not end"))?;
-    let wall = t0.elapsed();
     use std::os::unix::process::ExitStatusExt;
     let (status, signal) = match (st.code(), st.signal()) {
         (Some(c), _) => (c, None),
@@ -471,6 +516,11 @@ pub fn run(opts: &RunOpts) -> Result<Outcome, RunError> {
         eprintln!("loader: {}: {r}", opts.program);
         report = Some(r);
     }
+    // Then the descendants it left behind that we still page: every uffd
+    // handed over before the task ended is in by the end of the channel.
+    let _ = control.join();
+    children.wait();
+    let wall = t0.elapsed();
     fs.sync();
     if let Some(dest) = &opts.stats {
         let json = stats_json(
@@ -574,7 +624,7 @@ fn stats_json(
             "\"by_region\":[{}]}},",
             "\"pages_mapped\":{},\"prefetched\":{},\"file_pages_touched\":{},\"file_pages_loadable\":{},",
             "\"loader_header_pages\":{},\"bytes_from_server\":{},\"server_maps\":{},\"zero_filled_pages\":{},",
-            "\"cow_copies\":{},\"forks\":{},\"pager_self_faults\":{},\"pie\":{},\"entry\":{}}}"
+            "\"cow_copies\":{},\"forks\":{},\"child_faults\":{},\"child_file_pages_touched\":{},\"pager_self_faults\":{},\"pie\":{},\"entry\":{}}}"
         ),
         opts.program.replace('\\', "\\\\").replace('"', "\\\""),
         match opts.mode {
@@ -602,6 +652,8 @@ fn stats_json(
         g(&c.zero_pages),
         g(&c.private_copies),
         g(&c.forks),
+        g(&c.child_faults),
+        g(&c.child_file_pages_touched),
         self_faults.load(Ordering::Relaxed),
         plan.pie,
         plan.entry,

@@ -16,17 +16,22 @@
 //! 3. on the loader's START: builds the initial stack (argc, argv, envp,
 //!    auxv with its own vDSO and hardware capabilities), maps it, prefetches,
 //!    resets the signal state, sets the process's memory layout (brk,
-//!    arguments: `PR_SET_MM_MAP`) and starts the program on a new thread
-//!    made with a raw `clone` at the entry point (no rseq registration, no
-//!    TLS: the program's C library sets up its own);
+//!    arguments: `PR_SET_MM_MAP`), starts a watcher thread and enters the
+//!    program at its entry point on the first thread (the thread-group
+//!    leader, as after `execve`; its rseq area unregistered, the program's
+//!    C library sets up its own TLS and rseq);
 //! 4. keeps its threads blocked for all signals, so signals go to the
-//!    program; the process ends when the program calls `exit_group`.
+//!    program; the process ends when the program calls `exit_group`, or
+//!    (the watcher) when the program's last thread called `exit`;
+//! 5. hands the uffd of every child the program forks to the loader
+//!    (internal mode; see [`fork_barrier`]), which serves it for as long
+//!    as the child lives.
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use l4pager::host::uffd::Uffd;
+use l4pager::host::uffd::{Event, Uffd, features};
 use l4pager::host::{self as ph, Counters, Mode, Pager};
 use l4pager::region::{Region, RegionMap};
 use l4pager::rm::{RmBackend, RmService};
@@ -81,7 +86,7 @@ pub fn main(arena: &'static Arena) -> ! {
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
     ph::block_signals();
     let ch = match Channel::connect(&args[1]) {
-        Ok(c) => c,
+        Ok(c) => Arc::new(c),
         Err(e) => {
             eprintln!("l4task: cannot reach the loader: {e}");
             std::process::exit(127)
@@ -153,6 +158,15 @@ pub fn main(arena: &'static Arena) -> ! {
             unsafe { libc::kill(pid, libc::SIGSEGV) };
         }),
     ));
+    // Forked children are served by the loader, which outlives this task:
+    // the internal pager hands their uffds over (in external mode the
+    // loader reads the fork events itself).
+    if mode == Mode::Internal && uffd.features() & features::EVENT_FORK != 0 {
+        match fork_barrier() {
+            Ok(barrier) => pager.set_on_fork(hand_over(ch.clone(), barrier)),
+            Err(e) => fail(&ch, &format!("fork barrier: {e}")),
+        }
+    }
     let Some(gate) = l4re::env::env().get_cap::<IpcGate>("server") else {
         fail(&ch, "no initial capability named \"server\"");
     };
@@ -206,39 +220,197 @@ pub fn main(arena: &'static Arena) -> ! {
             m.set_file_len(*s, *l);
         }
     }
-    let tid = match launch(&start, &pager, &uffd) {
+    let (entry, sp) = match launch(&start, &pager, &uffd) {
         Ok(t) => t,
         Err(e) => fail(&ch, &e),
     };
+    // This thread (the process's first, the thread-group leader) becomes
+    // the program's main thread, as after execve: gettid() == getpid(),
+    // the process is named after the program, and a program whose last
+    // thread ends with the plain `exit` system call leaves its status in
+    // the leader. Name it before the watcher looks at thread names.
+    let base = start
+        .execfn
+        .rsplit(|c| *c == b'/')
+        .next()
+        .unwrap_or(b"program");
+    set_thread_name(if STUB_THREADS.iter().any(|n| n.as_bytes() == base) {
+        b"program"
+    } else {
+        base
+    });
+    // Reported before the program runs (it may end at once).
     let mut e = Enc::default();
-    e.u64(tid as u64);
+    e.u64(std::process::id() as u64);
     let _ = ch.send(kind::STARTED, &e.0, &[]);
-    // Keep the control channel open until the end and wait: the program's
-    // exit_group ends the process. A program whose last thread ends with
-    // the plain `exit` system call would leave the stub's threads behind:
-    // when no program thread is left, end the task (status 0: the
-    // program's own status is not known then).
-    loop {
-        std::thread::sleep(std::time::Duration::from_millis(200));
-        if !program_threads_left() {
-            // SAFETY: ends the process; nothing of the program is left.
-            unsafe { libc::syscall(libc::SYS_exit_group, 0) };
+    // The watcher keeps the control channel open until the end: the
+    // program's exit_group ends the process. A program whose last thread
+    // ends with the plain `exit` system call would leave the stub's
+    // threads behind: when no program thread is left, it ends the task
+    // with the status the leader (the program's main thread) left. That
+    // is the native status when the main thread leaves last; natively the
+    // last thread's status is reported, which a non-leader thread takes
+    // with it here.
+    let watcher = std::thread::Builder::new()
+        .name("l4task".into())
+        .spawn(move || {
+            let _keep = ch;
+            loop {
+                std::thread::sleep(std::time::Duration::from_millis(200));
+                if !program_threads_left() {
+                    // SAFETY: ends the process; nothing of the program is
+                    // left.
+                    unsafe { libc::syscall(libc::SYS_exit_group, leader_exit_status()) };
+                }
+            }
+        });
+    if watcher.is_err() {
+        eprintln!("l4task: cannot start the watcher thread");
+        std::process::exit(127);
+    }
+    unregister_rseq();
+    // SAFETY: the program is mapped and its stack built by `launch`; from
+    // here on this thread runs only program code.
+    unsafe { enter(entry, sp) }
+}
+
+/// The exit status the thread-group leader left when it ended with the
+/// plain `exit` system call (`exit_code` of `/proc/self/stat`, field 52,
+/// in the form `waitpid` reports), 0 if it is not known.
+fn leader_exit_status() -> i64 {
+    let Ok(st) = std::fs::read_to_string("/proc/self/stat") else {
+        return 0;
+    };
+    let Some(at) = st.rfind(')') else { return 0 };
+    // Fields after the name start with field 3 (state).
+    st[at + 1..]
+        .split_whitespace()
+        .nth(52 - 3)
+        .and_then(|v| v.parse::<i64>().ok())
+        .map(|v| (v >> 8) & 0xff)
+        .unwrap_or(0)
+}
+
+unsafe extern "C" {
+    /// glibc (2.35+): offset of this thread's rseq area from the thread
+    /// pointer.
+    static __rseq_offset: isize;
+    /// glibc (2.35+): size of the rseq area, 0 if rseq is not registered.
+    static __rseq_size: u32;
+}
+
+/// Unregisters the rseq area our C library registered for this thread, so
+/// that the program's C library can register its own.
+fn unregister_rseq() {
+    const RSEQ_SIG: u32 = 0x5305_3053;
+    const RSEQ_FLAG_UNREGISTER: i32 = 1;
+    // SAFETY: reads two glibc variables and the thread pointer (fs:0 holds
+    // the TCB's own address on x86-64); the rseq system call only compares
+    // the area and signature with what the kernel registered.
+    unsafe {
+        let size = __rseq_size;
+        if size == 0 {
+            return;
+        }
+        let tp: u64;
+        core::arch::asm!("mov {}, fs:0", out(reg) tp, options(nostack, readonly));
+        let area = (tp as i64 + __rseq_offset as i64) as u64;
+        for len in [32, size, size.next_multiple_of(32)] {
+            if libc::syscall(libc::SYS_rseq, area, len, RSEQ_FLAG_UNREGISTER, RSEQ_SIG) == 0 {
+                return;
+            }
         }
     }
+    log::debug!("l4task: rseq not unregistered: the program runs without rseq");
+}
+
+/// The fork barrier: one page of the stub registered with a second uffd
+/// that has fork events.
+///
+/// A fork of the program sends one fork event per uffd of the task, one
+/// after the other, in the address order of each uffd's first registered
+/// range, and `fork` returns in the parent only after the last was read.
+/// The program's regions come first (the barrier page is placed by the
+/// kernel, near the top of the address space, above them); so while the
+/// internal pager hands the child's uffd to the loader, the parent is
+/// still held in `fork` by the barrier's event, which the pager reads only
+/// afterwards ([`hand_over`]). Without the barrier a parent that exits
+/// right after `fork` could end the task — and with it the only descriptor
+/// of the child's uffd, which unregisters the child's memory — before the
+/// handover.
+fn fork_barrier() -> std::result::Result<Uffd, String> {
+    let b = Uffd::open(features::EVENT_FORK)?;
+    // SAFETY: a fresh private anonymous page at an address of the kernel's
+    // choosing; nothing reads or writes it (it is only registered).
+    let p = unsafe {
+        libc::mmap(
+            core::ptr::null_mut(),
+            PAGE as usize,
+            libc::PROT_READ,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        return Err(std::io::Error::last_os_error().to_string());
+    }
+    b.register(p as u64, PAGE, l4pager::host::uffd::mode::MISSING)
+        .map_err(|e| format!("register: errno {e}"))?;
+    b.set_nonblocking()
+        .map_err(|e| format!("non-blocking: errno {e}"))?;
+    Ok(b)
+}
+
+/// The internal pager's fork handler: sends the child's uffd to the loader
+/// (which serves the child for as long as it lives), then reads the
+/// barrier's fork event, which lets the parent's `fork` return.
+fn hand_over(ch: Arc<Channel>, barrier: Uffd) -> l4pager::host::OnFork {
+    Box::new(move |child: Uffd| {
+        if let Err(e) = ch.send(kind::FORK, &[], &[child.fd().as_raw_fd()]) {
+            eprintln!("l4task: cannot hand a forked child to the loader: {e}");
+        }
+        drop(child);
+        for _ in 0..50 {
+            if !barrier.wait_readable(100) {
+                continue;
+            }
+            match barrier.try_read_event() {
+                // The child's copy of the barrier page needs no pager.
+                Ok(Some(Event::Fork(b))) => return drop(b),
+                Ok(_) => {}
+                Err(e) => {
+                    log::debug!("l4task: fork barrier: errno {e}");
+                    return;
+                }
+            }
+        }
+        log::warn!("l4task: no fork event on the barrier");
+    })
 }
 
 /// Thread names of the stub (the program's threads carry the program's).
 const STUB_THREADS: &[&str] = &["l4task", "rm", "pager", "pager-fork"];
 
-/// Whether a thread of the program still runs in this process.
+/// Whether a thread of the program still runs in this process (a leader
+/// that called `exit` stays listed as a zombie until the process ends).
 fn program_threads_left() -> bool {
     let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
         return true;
     };
     dir.flatten().any(|t| {
-        std::fs::read_to_string(t.path().join("comm"))
+        let program = std::fs::read_to_string(t.path().join("comm"))
             .map(|c| !STUB_THREADS.contains(&c.trim_end()))
-            .unwrap_or(false)
+            .unwrap_or(false);
+        program
+            && std::fs::read_to_string(t.path().join("stat"))
+                .map(|st| {
+                    let state = st
+                        .rfind(')')
+                        .and_then(|at| st[at + 1..].split_whitespace().next());
+                    !matches!(state, Some("Z") | Some("X"))
+                })
+                .unwrap_or(false)
     })
 }
 
@@ -341,8 +513,8 @@ fn reset_signals() {
             libc::sigemptyset(&mut sa.sa_mask);
             libc::sigaction(sig, &sa, core::ptr::null_mut());
         }
-        // The alternate stack is per thread and not inherited by the
-        // program's thread (clone with CLONE_VM clears it); disable ours.
+        // The alternate stack is per thread: disable this thread's, on
+        // which the program will run.
         let ss = libc::stack_t {
             ss_sp: core::ptr::null_mut(),
             ss_flags: libc::SS_DISABLE,
@@ -372,7 +544,7 @@ struct PrctlMmMap {
 }
 
 /// Builds the stack, prefetches and starts the program thread.
-fn launch(s: &Start, pager: &Arc<Pager>, uffd: &Uffd) -> std::result::Result<i64, String> {
+fn launch(s: &Start, pager: &Arc<Pager>, uffd: &Uffd) -> std::result::Result<(u64, u64), String> {
     let mut random = [0u8; 16];
     // SAFETY: getrandom writes at most 16 bytes into `random`.
     unsafe { libc::getrandom(random.as_mut_ptr().cast(), 16, 0) };
@@ -491,57 +663,26 @@ fn launch(s: &Start, pager: &Arc<Pager>, uffd: &Uffd) -> std::result::Result<i64
             std::io::Error::last_os_error()
         );
     }
-    // Start the program with an empty signal mask (what execve leaves),
-    // then block everything again in this thread.
-    // SAFETY: sigset manipulation on local, initialized sets.
-    let tid = unsafe {
-        let mut empty: libc::sigset_t = core::mem::zeroed();
-        libc::sigemptyset(&mut empty);
-        let mut old: libc::sigset_t = core::mem::zeroed();
-        // The program's thread inherits this thread's name: the program's
-        // file name, as execve sets it.
-        let base = s.execfn.rsplit(|c| *c == b'/').next().unwrap_or(b"program");
-        set_thread_name(if STUB_THREADS.iter().any(|n| n.as_bytes() == base) {
-            b"program"
-        } else {
-            base
-        });
-        libc::pthread_sigmask(libc::SIG_SETMASK, &empty, &mut old);
-        let t = start_thread(s.entry, st.sp);
-        libc::pthread_sigmask(libc::SIG_SETMASK, &old, core::ptr::null_mut());
-        set_thread_name(b"l4task");
-        t
-    };
-    if tid < 0 {
-        return Err(format!("clone failed: errno {}", -tid));
-    }
-    Ok(tid)
+    Ok((s.entry, st.sp))
 }
 
-/// Starts a thread of this process at `entry` with stack pointer `sp`
-/// (raw `clone`: the new thread runs only program code, with `rdx` 0).
+/// Enters the program at `entry` with stack pointer `sp`, with an empty
+/// signal mask (what execve leaves), `rdx` 0 (no exit handler) and the
+/// other callee-saved registers cleared.
 ///
 /// # Safety
 ///
 /// `entry` must be the entry point of a program mapped in this process and
-/// `sp` its initial stack as [`stack::build`] lays it out.
-unsafe fn start_thread(entry: u64, sp: u64) -> i64 {
-    let flags = (libc::CLONE_VM
-        | libc::CLONE_FS
-        | libc::CLONE_FILES
-        | libc::CLONE_SIGHAND
-        | libc::CLONE_THREAD
-        | libc::CLONE_SYSVSEM) as u64;
-    let ret: i64;
-    // SAFETY: the syscall creates a thread sharing our memory with its own
-    // stack `sp`. In the child (rax == 0) nothing of ours runs: it clears
-    // the registers the ABI defines at entry and jumps to the program's
-    // entry point. In the parent, only rax, rcx and r11 change.
+/// `sp` its initial stack as [`stack::build`] lays it out; nothing of the
+/// calling thread's stack or state is used again.
+unsafe fn enter(entry: u64, sp: u64) -> ! {
+    // SAFETY: see the function's contract; the mask is this thread's.
     unsafe {
+        let mut empty: libc::sigset_t = core::mem::zeroed();
+        libc::sigemptyset(&mut empty);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &empty, core::ptr::null_mut());
         core::arch::asm!(
-            "syscall",
-            "test rax, rax",
-            "jnz 2f",
+            "mov rsp, rdi",
             "xor edx, edx",
             "xor ebp, ebp",
             "xor ebx, ebx",
@@ -549,19 +690,10 @@ unsafe fn start_thread(entry: u64, sp: u64) -> i64 {
             "xor r13d, r13d",
             "xor r14d, r14d",
             "xor r15d, r15d",
-            "jmp r9",
-            "2:",
-            inlateout("rax") libc::SYS_clone => ret,
-            in("rdi") flags,
-            in("rsi") sp,
-            in("rdx") 0u64,
-            in("r10") 0u64,
-            in("r8") 0u64,
-            in("r9") entry,
-            lateout("rcx") _,
-            lateout("r11") _,
-            options(nostack)
-        );
+            "jmp rsi",
+            in("rdi") sp,
+            in("rsi") entry,
+            options(noreturn)
+        )
     }
-    ret
 }

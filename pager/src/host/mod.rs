@@ -101,6 +101,12 @@ pub struct Counters {
     pub pager_error_addr: AtomicU64,
     /// Pager-detected invalid access: 0 read, 1 write, 2 exec.
     pub pager_error_access: AtomicU64,
+    /// Of [`faults`](Self::faults), those of forked descendants (served by
+    /// a pager made with [`Pager::for_children`]).
+    pub child_faults: AtomicU64,
+    /// Distinct file pages touched by the pager of forked descendants (its
+    /// own count: pages the task touched too are counted again).
+    pub child_file_pages_touched: AtomicU64,
 }
 
 impl Counters {
@@ -272,6 +278,14 @@ type Page = [u8; PAGE_SIZE as usize];
 /// What a pager does when it finds an invalid access.
 pub type OnError = Box<dyn Fn(&FaultReport, &PageFault) + Send + Sync>;
 
+/// What a pager does with the uffd of a forked child (see
+/// [`Pager::set_on_fork`]).
+pub type OnFork = Box<dyn Fn(Uffd) + Send + Sync>;
+
+/// How long a pager of forked children waits for an event before it checks
+/// whether the child's address space still exists.
+pub const CHILD_POLL_MS: i32 = 10;
+
 /// A fault resolver for one task (and the children it forks).
 pub struct Pager {
     map: Arc<SpinLock<RegionMap>>,
@@ -283,6 +297,9 @@ pub struct Pager {
     mode: Mode,
     on_error: OnError,
     read_ahead: AtomicU64,
+    on_fork: OnceLock<OnFork>,
+    /// Serves forked descendants (counts [`Counters::child_faults`]).
+    children: bool,
 }
 
 impl Pager {
@@ -302,7 +319,33 @@ impl Pager {
             mode,
             on_error,
             read_ahead: AtomicU64::new(0),
+            on_fork: OnceLock::new(),
+            children: false,
         }
+    }
+
+    /// A pager for the forked descendants of a task: the same resolution
+    /// over `map` (the task's region layout, which a child inherits at
+    /// fork), its faults also counted in [`Counters::child_faults`]. Serve
+    /// each child with [`serve_child`](Self::serve_child).
+    pub fn for_children(
+        map: Arc<SpinLock<RegionMap>>,
+        counters: &'static Counters,
+        mode: Mode,
+        on_error: OnError,
+    ) -> Pager {
+        Pager {
+            children: true,
+            ..Pager::new(map, counters, mode, on_error)
+        }
+    }
+
+    /// What to do with the uffd of a child the task forks (a fork event):
+    /// by default a new thread of this process serves it, which ends with
+    /// this process; a handler can hand it to a longer-lived process.
+    /// Only the first call counts.
+    pub fn set_on_fork(&self, f: OnFork) {
+        let _ = self.on_fork.set(f);
     }
 
     /// The region map.
@@ -340,9 +383,12 @@ impl Pager {
     fn touch(&self, ds: CapIdx, offset: u64) {
         let mut t = self.touched.lock().unwrap_or_else(|p| p.into_inner());
         if t.insert((ds.0, offset)) {
-            self.counters
-                .file_pages_touched
-                .store(t.len() as u64, Ordering::Relaxed);
+            let c = if self.children {
+                &self.counters.child_file_pages_touched
+            } else {
+                &self.counters.file_pages_touched
+            };
+            c.store(t.len() as u64, Ordering::Relaxed);
         }
     }
 
@@ -353,6 +399,9 @@ impl Pager {
         let c = self.counters;
         Counters::add(&c.faults, 1);
         Counters::add(if f.minor { &c.minor } else { &c.missing }, 1);
+        if self.children {
+            Counters::add(&c.child_faults, 1);
+        }
         let access = if f.write { Access::Write } else { Access::Read };
         let decision = {
             let map = self.map.lock();
@@ -582,25 +631,85 @@ impl Pager {
                         uffd.wake(f.addr & !(PAGE_SIZE - 1), PAGE_SIZE);
                     }
                 }
-                Ok(Some(Event::Fork(child))) => {
-                    Counters::add(&self.counters.forks, 1);
-                    let me = self.clone();
-                    let spawned =
-                        std::thread::Builder::new()
-                            .name("pager-fork".into())
-                            .spawn(move || {
-                                block_signals();
-                                me.serve(Arc::new(child))
-                            });
-                    if let Err(e) = spawned {
-                        log::warn!("pager: cannot serve a forked child: {e}");
-                    }
-                }
+                Ok(Some(Event::Fork(child))) => self.forked(child),
                 Ok(Some(Event::Other(_))) => {}
                 Ok(None) => return,
                 Err(e) => {
                     log::debug!("pager: uffd read failed: errno {e}");
                     return;
+                }
+            }
+        }
+    }
+
+    fn forked(self: &Arc<Self>, child: Uffd) {
+        Counters::add(&self.counters.forks, 1);
+        if let Some(f) = self.on_fork.get() {
+            return f(child);
+        }
+        let me = self.clone();
+        let spawned = std::thread::Builder::new()
+            .name("pager-fork".into())
+            .spawn(move || {
+                block_signals();
+                me.serve(Arc::new(child))
+            });
+        if let Err(e) = spawned {
+            log::warn!("pager: cannot serve a forked child: {e}");
+        }
+    }
+
+    /// A page outside every region of the map (for [`Uffd::mm_alive`]):
+    /// the first page after the highest region, else the first gap.
+    pub fn unregistered_page(&self) -> u64 {
+        let map = self.map.lock();
+        let top = map.iter().map(|r| r.end()).max().unwrap_or(0x10000);
+        if top < 0x7fff_ffff_f000 - PAGE_SIZE {
+            return top.next_multiple_of(PAGE_SIZE);
+        }
+        let mut p = 0x10000;
+        for r in map.iter() {
+            if p + PAGE_SIZE <= r.start {
+                break;
+            }
+            p = p.max(r.end().next_multiple_of(PAGE_SIZE));
+        }
+        p
+    }
+
+    /// Serves the faults of a forked child on `uffd` for as long as the
+    /// child's address space exists (until the child and every thread of
+    /// it exited or called `execve`; [`Uffd::mm_alive`] is asked after
+    /// each [`CHILD_POLL_MS`] without events). The child's own forks go to
+    /// the fork handler (or new threads).
+    pub fn serve_child(self: &Arc<Self>, uffd: Arc<Uffd>) {
+        if let Err(e) = uffd.set_nonblocking() {
+            log::warn!("pager: child uffd: errno {e}; serving it blocking");
+            return self.serve(uffd);
+        }
+        let probe = self.unregistered_page();
+        loop {
+            if !uffd.wait_readable(CHILD_POLL_MS) {
+                if !uffd.mm_alive(probe) {
+                    return;
+                }
+                continue;
+            }
+            loop {
+                match uffd.try_read_event() {
+                    Ok(Some(Event::Fault(f))) => {
+                        if let Err(e) = self.handle(&uffd, f) {
+                            log::warn!("pager: fault at {:#x} not resolved: {e}", f.addr);
+                            uffd.wake(f.addr & !(PAGE_SIZE - 1), PAGE_SIZE);
+                        }
+                    }
+                    Ok(Some(Event::Fork(child))) => self.forked(child),
+                    Ok(Some(Event::Other(_))) => {}
+                    Ok(None) => break,
+                    Err(e) => {
+                        log::debug!("pager: child uffd read failed: errno {e}");
+                        return;
+                    }
                 }
             }
         }

@@ -442,3 +442,109 @@ fn many_threads_on_the_same_pages_duplicate_events_are_woken() {
     assert_eq!(Counters::get(&counters.zero_pages), 16);
     drop(base);
 }
+
+#[test]
+fn forked_child_is_served_until_it_is_gone() {
+    // A fork event gives the child's uffd; `serve_child` pages the child
+    // (a zero page here) and ends once the child has exited.
+    let Ok(u) = uffd::Uffd::open(wanted_features(true)) else {
+        eprintln!("userfaultfd with fork events unavailable: test skipped");
+        return;
+    };
+    let len = 4 * PAGE_SIZE;
+    // SAFETY: a fresh private anonymous mapping at an address of the
+    // kernel's choosing, used only through raw reads below.
+    let base = unsafe {
+        libc::mmap(
+            core::ptr::null_mut(),
+            len as usize,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    } as u64;
+    assert_ne!(base, libc::MAP_FAILED as u64);
+    u.register(base, len, uffd::mode::MISSING).unwrap();
+    let mut map = RegionMap::new(0x10000, 0x7fff_ffff_f000);
+    map.attach(
+        base,
+        len,
+        Rights::RW,
+        crate::region::Backing::Anon,
+        true,
+        "anon",
+        false,
+        false,
+        0,
+    )
+    .unwrap();
+    let counters: &'static Counters = Box::leak(Box::new(Counters::new()));
+    let pager = Arc::new(Pager::for_children(
+        Arc::new(SpinLock::new(map)),
+        counters,
+        Mode::Internal,
+        Box::new(|r, _| panic!("unexpected report {r}")),
+    ));
+    // The fork event must be read for fork() to return.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        loop {
+            if let Ok(Some(uffd::Event::Fork(child))) = u.read_event() {
+                tx.send(child).unwrap();
+                return u;
+            }
+        }
+    });
+    let (mut to_child, mut from_child) = ([0i32; 2], [0i32; 2]);
+    // SAFETY: plain pipe creation, then the fork system call (not glibc's
+    // fork, which holds the allocator's locks until the kernel's fork
+    // returns, i.e. until the reader thread, perhaps still starting and
+    // allocating, has read the fork event): the child only reads memory
+    // and makes raw system calls (no allocation, no locks) before _exit.
+    let pid = unsafe {
+        assert_eq!(libc::pipe(to_child.as_mut_ptr()), 0);
+        assert_eq!(libc::pipe(from_child.as_mut_ptr()), 0);
+        let pid = libc::syscall(libc::SYS_fork) as i32;
+        if pid == 0 {
+            let b = core::ptr::read_volatile((base + PAGE_SIZE + 5) as *const u8) + 1;
+            libc::write(from_child[1], (&b as *const u8).cast(), 1);
+            libc::close(to_child[1]);
+            let mut x = 0u8;
+            libc::read(to_child[0], (&mut x as *mut u8).cast(), 1);
+            libc::_exit(0);
+        }
+        pid
+    };
+    assert!(pid > 0);
+    let child = Arc::new(rx.recv().unwrap());
+    let _u = reader.join().unwrap();
+    let (p, c) = (pager.clone(), child.clone());
+    let server = std::thread::spawn(move || p.serve_child(c));
+    let mut b = 0u8;
+    // SAFETY: reads one byte from our pipe into `b`.
+    let n = unsafe { libc::read(from_child[0], (&mut b as *mut u8).cast(), 1) };
+    assert_eq!(n, 1);
+    assert_eq!(b, 1, "the child read a zero page");
+    assert!(child.mm_alive(pager.unregistered_page()));
+    assert_eq!(Counters::get(&counters.child_faults), 1);
+    // SAFETY: closing our pipe end lets the child exit; we reap it.
+    unsafe {
+        libc::close(to_child[1]);
+        let mut st = 0;
+        assert_eq!(libc::waitpid(pid, &mut st, 0), pid);
+    }
+    let t = std::time::Instant::now();
+    while !server.is_finished() {
+        assert!(t.elapsed().as_secs() < 5, "serve_child did not end");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    assert!(!child.mm_alive(pager.unregistered_page()));
+    // SAFETY: our mapping and pipe ends.
+    unsafe {
+        libc::munmap(base as *mut _, len as usize);
+        for fd in [to_child[0], from_child[0], from_child[1]] {
+            libc::close(fd);
+        }
+    }
+}

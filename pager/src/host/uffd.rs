@@ -240,6 +240,71 @@ impl Uffd {
         self.outcome(r, dst, len)
     }
 
+    /// Makes reads non-blocking (for [`wait_readable`](Self::wait_readable)
+    /// and [`try_read_event`](Self::try_read_event); `poll` on a blocking
+    /// uffd always reports `POLLERR`).
+    pub fn set_nonblocking(&self) -> Result<(), i32> {
+        // SAFETY: plain fcntl calls on our descriptor.
+        unsafe {
+            let fl = libc::fcntl(self.fd.as_raw_fd(), libc::F_GETFL);
+            if fl < 0 || libc::fcntl(self.fd.as_raw_fd(), libc::F_SETFL, fl | libc::O_NONBLOCK) < 0
+            {
+                return Err(errno());
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits at most `timeout_ms` for an event (the uffd must be
+    /// non-blocking); `true` when one is pending.
+    pub fn wait_readable(&self, timeout_ms: i32) -> bool {
+        let mut p = libc::pollfd {
+            fd: self.fd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd.
+        let r = unsafe { libc::poll(&mut p, 1, timeout_ms) };
+        r > 0 && p.revents & libc::POLLIN != 0
+    }
+
+    /// Reads the next event if one is pending (non-blocking uffd):
+    /// `Ok(None)` when there is none.
+    pub fn try_read_event(&self) -> Result<Option<Event>, i32> {
+        let mut msg = [0u64; 4];
+        loop {
+            // SAFETY: reads at most 32 bytes into `msg`, which has 32.
+            let n = unsafe { libc::read(self.fd.as_raw_fd(), msg.as_mut_ptr().cast(), 32) };
+            if n < 0 {
+                match errno() {
+                    libc::EINTR => continue,
+                    libc::EAGAIN => return Ok(None),
+                    e => return Err(e),
+                }
+            }
+            if n != 32 {
+                return Err(libc::EIO);
+            }
+            return Ok(Some(self.decode(&msg)));
+        }
+    }
+
+    /// Whether the address space this uffd serves still exists: `false`
+    /// once every process using it has exited or called `execve`.
+    ///
+    /// Probes with `UFFDIO_ZEROPAGE` of the page at `unregistered`, which
+    /// must lie outside every range registered with this uffd (and with
+    /// any other uffd of that address space): a live address space
+    /// answers `ENOENT` (nothing registered there, nothing changes), a
+    /// dead one `ESRCH`.
+    pub fn mm_alive(&self, unregistered: u64) -> bool {
+        let mut z = [unregistered & !0xfff, 4096u64, 0u64, 0u64];
+        !matches!(
+            ioctl(self.fd.as_raw_fd(), UFFDIO_ZEROPAGE, &mut z),
+            Err(libc::ESRCH)
+        )
+    }
+
     /// Reads the next event (blocking). `Ok(None)` when the uffd is closed
     /// on the other side (the process is gone).
     pub fn read_event(&self) -> Result<Option<Event>, i32> {
@@ -262,8 +327,12 @@ impl Uffd {
             }
             break;
         }
+        Ok(Some(self.decode(&msg)))
+    }
+
+    fn decode(&self, msg: &[u64; 4]) -> Event {
         let event = (msg[0] & 0xff) as u8;
-        Ok(Some(match event {
+        match event {
             0x12 => Event::Fault(PageFault {
                 addr: msg[2],
                 write: msg[1] & 1 != 0,
@@ -281,7 +350,7 @@ impl Uffd {
                 })
             }
             e => Event::Other(e),
-        }))
+        }
     }
 }
 
