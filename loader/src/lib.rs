@@ -3,11 +3,12 @@
 //!
 //! * [`elf`]: ELF parsing and validation (goblin) and the load plan;
 //! * [`stack`]: the initial stack (argc, argv, envp, auxv);
+//! * [`layout`]: the region map a load plan describes;
 //! * `host` (feature `host`): the Linux realization — the task stub
 //!   (`l4task`) with the internal pager, the external pager, the control
 //!   channel between them, and `loader run`.
 //!
-//! [`elf`] and [`stack`] are `no_std` + `alloc` and shared by both
+//! [`elf`], [`layout`] and [`stack`] are `no_std` + `alloc` and shared by both
 //! platforms.
 #![cfg_attr(not(feature = "std"), no_std)]
 
@@ -15,6 +16,7 @@ extern crate alloc;
 
 pub mod demo;
 pub mod elf;
+pub mod layout;
 pub mod stack;
 
 #[cfg(feature = "host")]

@@ -40,7 +40,7 @@ use alloc::vec::Vec;
 
 use l4_sys as sys;
 use l4pager::fault::{self, Access, Decision};
-use l4pager::region::{Backing, RegionMap};
+use l4pager::region::RegionMap;
 use l4re::cap::{self, CapIdx, IpcGate, OwnedCap, Untyped};
 use l4re::env::{env, log_line};
 use l4re::fiasco::mem;
@@ -231,40 +231,6 @@ fn open_image(ns: Cap<Namespace>, path: &str) -> Result<Image, String> {
     })
 }
 
-/// The region map of `plan` (file regions backed by the image's
-/// dataspace) plus the stack.
-fn region_map(plan: &elf::Plan, ds: CapIdx) -> Result<RegionMap, String> {
-    let mut m = RegionMap::new(0x10000, elf::USER_END);
-    for r in &plan.regions {
-        let backing = match r.file {
-            Some((offset, file_len)) => Backing::File {
-                ds,
-                offset,
-                file_len,
-            },
-            None => Backing::Anon,
-        };
-        let rights = Rights::from_bits_truncate(r.prot.rm_flags() as u8);
-        m.attach(
-            r.start, r.size, rights, backing, r.private, &r.name, false, false, 0,
-        )
-        .map_err(|e| format!("region {}: {e:?}", r.name))?;
-    }
-    m.attach(
-        STACK_TOP - STACK_SIZE,
-        STACK_SIZE,
-        Rights::RW,
-        Backing::Anon,
-        true,
-        "stack",
-        false,
-        false,
-        0,
-    )
-    .map_err(|e| format!("stack: {e:?}"))?;
-    Ok(m)
-}
-
 /// The task, thread and gate of a loaded program.
 type TaskCaps = (OwnedCap<Untyped>, OwnedCap<Untyped>, OwnedCap<IpcGate>);
 
@@ -338,7 +304,8 @@ fn start_task(label: u64, entry: u64) -> Result<TaskCaps, String> {
 fn load(ns: Cap<Namespace>, path: &str, label: u64) -> Result<Child, String> {
     let image = open_image(ns, path)?;
     let plan = elf::plan(image.bytes(), PIE_BASE).map_err(|e| format!("{path}: refused: {e}"))?;
-    let map = region_map(&plan, image.ds.idx()).map_err(|e| format!("{path}: {e}"))?;
+    let map = loader::layout::region_map(&plan, image.ds.idx(), STACK_TOP, STACK_SIZE)
+        .map_err(|e| format!("{path}: {e}"))?;
     let regions: Vec<String> = map.iter().map(|r| format!("{r}")).collect();
     line(&format!(
         "{path}: entry {:#x}, {} loadable file pages, regions: {}",

@@ -220,37 +220,6 @@ pub fn read_and_plan(view: &DsView) -> Result<(Plan, u64), RunError> {
     Ok((plan, read_pages))
 }
 
-/// The region map the plan describes (with `ds` as the file), plus the stack.
-pub fn region_map(plan: &Plan, ds: l4re::cap::CapIdx) -> RegionMap {
-    let mut m = RegionMap::new(0x10000, elf::USER_END);
-    for r in &plan.regions {
-        let backing = match r.file {
-            Some((offset, file_len)) => Backing::File {
-                ds,
-                offset,
-                file_len,
-            },
-            None => Backing::Anon,
-        };
-        let rights = Rights::from_bits_truncate(r.prot.rm_flags() as u8);
-        let _ = m.attach(
-            r.start, r.size, rights, backing, r.private, &r.name, false, false, 0,
-        );
-    }
-    let _ = m.attach(
-        STACK_TOP - STACK_SIZE,
-        STACK_SIZE,
-        Rights::RW,
-        Backing::Anon,
-        true,
-        "stack",
-        false,
-        false,
-        0,
-    );
-    m
-}
-
 /// Serves the faults of the stub's own arena with zero pages from our own
 /// memory (the external pager for the internal pager).
 fn serve_arena(uffd: Uffd, count: Arc<AtomicU64>) {
@@ -365,7 +334,9 @@ pub fn run(opts: &RunOpts) -> Result<Outcome, RunError> {
             .spawn(move || serve_arena(arena, c))
             .map_err(|e| err(format!("thread: {e}")))?;
     }
-    let loader_map = Arc::new(SpinLock::new(region_map(&plan, file.idx())));
+    let loader_map = crate::layout::region_map(&plan, file.idx(), STACK_TOP, STACK_SIZE)
+        .map_err(|e| err(format!("{}: {e}", opts.program)))?;
+    let loader_map = Arc::new(SpinLock::new(loader_map));
     // Forked descendants: served here for as long as they live (the
     // internal pager hands them over; the external pager's fork events
     // come here directly).
