@@ -25,7 +25,8 @@ pub fn errno_to_error(e: Errno) -> Error {
         Errno::NAMETOOLONG => Error::NameTooLong,
         // RESOLVE_BENEATH: the path (or a symlink in it) leaves the root.
         Errno::XDEV | Errno::LOOP => Error::Perm,
-        Errno::ACCESS | Errno::ROFS => Error::Access,
+        // TXTBSY: the file is being executed; it can be opened read-only.
+        Errno::ACCESS | Errno::ROFS | Errno::TXTBSY => Error::Access,
         Errno::PERM => Error::Perm,
         Errno::NOSPC | Errno::FBIG => Error::NoSpace,
         Errno::NOMEM => Error::NoMem,
