@@ -221,16 +221,40 @@ pub(crate) fn env_get_cap(name: &str) -> Option<CapIdx> {
 pub(crate) fn log_write(text: &str) {
     // SAFETY: the environment pointer is valid for the program's life.
     let log = unsafe { (*sys::l4re_env()).log };
-    for chunk in text.as_bytes().chunks(sys::L4_VCON_WRITE_SIZE as usize) {
-        // SAFETY: writes `chunk` through the log capability's vcon protocol;
-        // the kernel copies the bytes out of our UTCB.
+    // The newline goes out in the same write as the end of the text: the
+    // log server interleaves the writes of different programs, and a
+    // separate newline write lets another program's line land in the
+    // middle of ours (which breaks TAP parsing in L4Re's harness).
+    const MAX: usize = sys::L4_VCON_WRITE_SIZE as usize;
+    let mut buf = [0u8; MAX];
+    let mut rest = text.as_bytes();
+    loop {
+        let n = rest.len().min(MAX);
+        let (chunk, tail) = rest.split_at(n);
+        let len = if tail.is_empty() && n < MAX {
+            buf[..n].copy_from_slice(chunk);
+            buf[n] = b'\n';
+            n + 1
+        } else {
+            buf[..n].copy_from_slice(chunk);
+            n
+        };
+        // SAFETY: writes `buf[..len]` through the log capability's vcon
+        // protocol; the kernel copies the bytes out of our UTCB.
         unsafe {
-            sys::l4_vcon_write(log, chunk.as_ptr() as *const c_char, chunk.len() as _);
+            sys::l4_vcon_write(log, buf.as_ptr() as *const c_char, len as _);
         }
-    }
-    // SAFETY: as above.
-    unsafe {
-        sys::l4_vcon_write(log, c"\n".as_ptr(), 1);
+        rest = tail;
+        if rest.is_empty() {
+            if len == n {
+                // The text filled the last write exactly: newline on its own.
+                // SAFETY: as above.
+                unsafe {
+                    sys::l4_vcon_write(log, c"\n".as_ptr(), 1);
+                }
+            }
+            break;
+        }
     }
 }
 
