@@ -624,21 +624,29 @@ impl Pager {
     pub fn serve(self: &Arc<Self>, uffd: Arc<Uffd>) {
         loop {
             match uffd.read_event() {
-                Ok(Some(Event::Fault(f))) => {
-                    if let Err(e) = self.handle(&uffd, f) {
-                        log::warn!("pager: fault at {:#x} not resolved: {e}", f.addr);
-                        // Let the thread fault again rather than hang.
-                        uffd.wake(f.addr & !(PAGE_SIZE - 1), PAGE_SIZE);
-                    }
-                }
-                Ok(Some(Event::Fork(child))) => self.forked(child),
-                Ok(Some(Event::Other(_))) => {}
+                Ok(Some(ev)) => self.on_event(&uffd, ev),
                 Ok(None) => return,
                 Err(e) => {
                     log::debug!("pager: uffd read failed: errno {e}");
                     return;
                 }
             }
+        }
+    }
+
+    /// Handles one event of `uffd`: a fault is resolved (if that fails, the
+    /// thread is woken to fault again rather than hang), a fork hands the
+    /// child's userfaultfd on.
+    fn on_event(self: &Arc<Self>, uffd: &Uffd, ev: Event) {
+        match ev {
+            Event::Fault(f) => {
+                if let Err(e) = self.handle(uffd, f) {
+                    log::warn!("pager: fault at {:#x} not resolved: {e}", f.addr);
+                    uffd.wake(f.addr & !(PAGE_SIZE - 1), PAGE_SIZE);
+                }
+            }
+            Event::Fork(child) => self.forked(child),
+            Event::Other(_) => {}
         }
     }
 
@@ -697,14 +705,7 @@ impl Pager {
             }
             loop {
                 match uffd.try_read_event() {
-                    Ok(Some(Event::Fault(f))) => {
-                        if let Err(e) = self.handle(&uffd, f) {
-                            log::warn!("pager: fault at {:#x} not resolved: {e}", f.addr);
-                            uffd.wake(f.addr & !(PAGE_SIZE - 1), PAGE_SIZE);
-                        }
-                    }
-                    Ok(Some(Event::Fork(child))) => self.forked(child),
-                    Ok(Some(Event::Other(_))) => {}
+                    Ok(Some(ev)) => self.on_event(&uffd, ev),
                     Ok(None) => break,
                     Err(e) => {
                         log::debug!("pager: child uffd read failed: errno {e}");

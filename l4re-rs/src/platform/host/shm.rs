@@ -315,17 +315,7 @@ impl SharedMem {
         rustix::fs::fcntl_add_seals(&fd, SealFlags::SHRINK | SealFlags::GROW | SealFlags::SEAL)
             .map_err(errno_to_error)?;
         let total = len.checked_add(align - page).ok_or(Error::NoMem)?;
-        // SAFETY: a fresh anonymous PROT_NONE reservation at an address of
-        // the kernel's choosing cannot overlap any existing mapping.
-        let base = unsafe {
-            rustix::mm::mmap_anonymous(
-                core::ptr::null_mut(),
-                total,
-                ProtFlags::empty(),
-                MapFlags::PRIVATE | MapFlags::NORESERVE,
-            )
-        }
-        .map_err(errno_to_error)? as usize;
+        let base = reserve(total)?;
         let start = base.next_multiple_of(align);
         // SAFETY: `[start, start + len)` lies inside the reservation made
         // just above, which nothing else refers to, so replacing it with the
@@ -478,6 +468,23 @@ pub struct ReservedRange {
     order: u8,
 }
 
+/// Reserves `len` bytes of address space (`PROT_NONE`, no memory behind
+/// it) where the kernel chooses; returns its start.
+fn reserve(len: usize) -> Result<usize> {
+    // SAFETY: a fresh anonymous PROT_NONE reservation at an address of the
+    // kernel's choosing cannot overlap any existing mapping.
+    let base = unsafe {
+        rustix::mm::mmap_anonymous(
+            core::ptr::null_mut(),
+            len,
+            ProtFlags::empty(),
+            MapFlags::PRIVATE | MapFlags::NORESERVE,
+        )
+    }
+    .map_err(errno_to_error)?;
+    Ok(base as usize)
+}
+
 impl ReservedRange {
     /// Reserves at least `len` bytes (rounded up to a power of two of at
     /// least a page).
@@ -487,17 +494,7 @@ impl ReservedRange {
             .checked_next_power_of_two()
             .ok_or(Error::NoMem)?;
         let total = size.checked_mul(2).ok_or(Error::NoMem)?;
-        // SAFETY: a fresh anonymous PROT_NONE reservation at an address of
-        // the kernel's choosing cannot overlap any existing mapping.
-        let base = unsafe {
-            rustix::mm::mmap_anonymous(
-                core::ptr::null_mut(),
-                total,
-                ProtFlags::empty(),
-                MapFlags::PRIVATE | MapFlags::NORESERVE,
-            )
-        }
-        .map_err(errno_to_error)? as usize;
+        let base = reserve(total)?;
         let addr = base.next_multiple_of(size);
         // SAFETY: the parts of our fresh reservation outside
         // `[addr, addr + size)` are unused.
