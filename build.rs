@@ -186,6 +186,10 @@ mod fiasco {
         // without it they need no `__stack_chk_*` symbols (L4Re's own
         // "minimal" flags make the same choice).
         build.flag("-fno-stack-protector");
+        // Freestanding programs have no TLS (no libc sets up fs).
+        if env::var_os("CARGO_FEATURE_SINGLE_THREADED").is_some() {
+            build.define("L4RE_RS_SINGLE_THREADED", None);
+        }
         build
             .file(out.join("static_fns.c"))
             .file(shims)

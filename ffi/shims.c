@@ -48,8 +48,14 @@ _Static_assert(L4_ITEM_MAP == 8 && L4_ITEM_CONT == 1, "message item bits changed
  * The UTCB borrow flag of l4re-rs (`Utcb::with`), one per thread. The UTCB's
  * user thread-control words all belong to L4Re's pthread library, so the
  * flag lives in C thread-local storage, which L4Re's libc provides.
+ * Freestanding single-threaded programs (feature `single-threaded`, e.g. the
+ * internal pager) have no TLS: there it is a plain static.
  */
+#ifdef L4RE_RS_SINGLE_THREADED
+static unsigned char l4re_rs_utcb_borrowed;
+#else
 static __thread unsigned char l4re_rs_utcb_borrowed;
+#endif
 
 unsigned char *l4re_rs_utcb_borrow_flag(void);
 unsigned char *l4re_rs_utcb_borrow_flag(void)

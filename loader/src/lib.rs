@@ -16,6 +16,7 @@ extern crate alloc;
 
 pub mod demo;
 pub mod elf;
+pub mod l4re_start;
 pub mod layout;
 pub mod stack;
 

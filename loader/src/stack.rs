@@ -85,6 +85,44 @@ pub struct StackSpec<'a> {
     pub auxv: Vec<(u64, u64)>,
 }
 
+/// A block of bytes placed on the stack below the strings (for example
+/// L4Re's `l4re_env_t` image), see [`build_with`].
+pub struct Blob<'f> {
+    /// Its size in bytes.
+    pub size: usize,
+    /// Its alignment (a power of two).
+    pub align: u64,
+    /// Produces the content (`size` bytes) given the blob's address, so
+    /// that it may point into itself.
+    pub fill: &'f dyn Fn(u64) -> Vec<u8>,
+}
+
+/// Produces auxiliary entries given the blobs' addresses.
+pub type AuxFn<'f> = dyn Fn(&[u64]) -> Vec<(u64, u64)> + 'f;
+
+/// What [`build_with`] adds to a [`StackSpec`].
+pub struct Extras<'f> {
+    /// Add Linux's `AT_RANDOM`, `AT_EXECFN` and `AT_PLATFORM` (and their
+    /// data); without them `execfn`, `platform` and `random` are ignored.
+    pub linux_aux: bool,
+    /// Blocks placed below the strings, the first highest.
+    pub blobs: Vec<Blob<'f>>,
+    /// Auxiliary entries appended after [`StackSpec::auxv`] (before the
+    /// Linux ones and `AT_NULL`), given the blobs' addresses.
+    pub aux: &'f AuxFn<'f>,
+}
+
+impl Extras<'_> {
+    /// What [`build`] uses: the Linux entries, no blobs.
+    pub fn linux() -> Extras<'static> {
+        Extras {
+            linux_aux: true,
+            blobs: Vec::new(),
+            aux: &|_| Vec::new(),
+        }
+    }
+}
+
 /// A built stack: `bytes` belong at `[top - bytes.len(), top)`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Stack {
@@ -98,44 +136,81 @@ pub struct Stack {
     pub env: (u64, u64),
     /// Where the auxiliary vector starts, and its size in bytes.
     pub auxv: (u64, u64),
+    /// Where the blobs of [`Extras::blobs`] are, in their order.
+    pub blobs: Vec<u64>,
 }
 
-/// Lays out the stack for `spec` below `top` (16-aligned).
+/// Lays out the stack for `spec` below `top` (16-aligned), Linux style.
 pub fn build(top: u64, spec: &StackSpec<'_>) -> Stack {
+    build_with(top, spec, &Extras::linux())
+}
+
+/// Lays out the stack for `spec` plus `extras` below `top` (16-aligned).
+///
+/// From the top down: the end marker (8 zero bytes), the `execfn` string
+/// (Linux only), environment and argument strings, the platform string
+/// (Linux only), the blobs (each aligned), the random bytes (Linux only,
+/// 16-aligned), padding, then auxv, envp, argv and argc at the 16-aligned
+/// `sp`.
+pub fn build_with(top: u64, spec: &StackSpec<'_>, extras: &Extras<'_>) -> Stack {
     let top = top & !15;
     // Strings area, filled downwards.
     let mut strings: Vec<u8> = Vec::new();
     // Addresses are computed from `top - offset_from_top`.
     let mut at = 8u64; // the end marker
-    let mut push = |s: &[u8], strings: &mut Vec<u8>| -> u64 {
-        at += s.len() as u64 + 1;
+    // Pushes `s` and its NUL below the strings so far; returns its address.
+    fn push(top: u64, at: &mut u64, s: &[u8], strings: &mut Vec<u8>) -> u64 {
+        *at += s.len() as u64 + 1;
         let mut v = s.to_vec();
         v.push(0);
         // Prepend: strings are stored in memory order later.
-        let mut n = v;
-        n.extend_from_slice(strings);
-        *strings = n;
-        top - at
+        v.extend_from_slice(strings);
+        *strings = v;
+        top - *at
+    }
+    let execfn = if extras.linux_aux {
+        push(top, &mut at, spec.execfn, &mut strings)
+    } else {
+        0
     };
-    let execfn = push(spec.execfn, &mut strings);
+    let env_end = top - at;
     let env_ptrs: Vec<u64> = spec
         .envp
         .iter()
         .rev()
-        .map(|e| push(e, &mut strings))
+        .map(|e| push(top, &mut at, e, &mut strings))
         .collect();
     let env_ptrs: Vec<u64> = env_ptrs.into_iter().rev().collect();
+    let arg_end = top - at;
     let arg_ptrs: Vec<u64> = spec
         .argv
         .iter()
         .rev()
-        .map(|a| push(a, &mut strings))
+        .map(|a| push(top, &mut at, a, &mut strings))
         .collect();
     let arg_ptrs: Vec<u64> = arg_ptrs.into_iter().rev().collect();
-    let platform = push(spec.platform, &mut strings);
-    // Random bytes, 16-aligned below the strings.
+    let arg_start = top - at;
+    let platform = if extras.linux_aux {
+        push(top, &mut at, spec.platform, &mut strings)
+    } else {
+        0
+    };
     let strings_len = at;
-    let random = (top - strings_len - 16) & !15;
+    // Blobs below the strings.
+    let mut cur = top - strings_len;
+    let mut blob_at = Vec::with_capacity(extras.blobs.len());
+    for b in &extras.blobs {
+        debug_assert!(b.align.is_power_of_two());
+        cur = (cur - b.size as u64) & !(b.align.max(1) - 1);
+        blob_at.push(cur);
+    }
+    // Random bytes, 16-aligned below the strings and blobs.
+    let random = if extras.linux_aux {
+        cur = (cur - 16) & !15;
+        cur
+    } else {
+        0
+    };
     // The pointer area.
     let mut auxv: Vec<(u64, u64)> = spec
         .auxv
@@ -143,12 +218,19 @@ pub fn build(top: u64, spec: &StackSpec<'_>) -> Stack {
         .copied()
         .filter(|(t, _)| !matches!(*t, at::RANDOM | at::EXECFN | at::PLATFORM | at::NULL))
         .collect();
-    auxv.push((at::RANDOM, random));
-    auxv.push((at::EXECFN, execfn));
-    auxv.push((at::PLATFORM, platform));
+    auxv.extend(
+        (extras.aux)(&blob_at)
+            .into_iter()
+            .filter(|(t, _)| *t != at::NULL),
+    );
+    if extras.linux_aux {
+        auxv.push((at::RANDOM, random));
+        auxv.push((at::EXECFN, execfn));
+        auxv.push((at::PLATFORM, platform));
+    }
     auxv.push((at::NULL, 0));
     let words = 1 + arg_ptrs.len() + 1 + env_ptrs.len() + 1 + 2 * auxv.len();
-    let mut sp = random - 8 * words as u64;
+    let mut sp = cur - 8 * words as u64;
     sp &= !15;
     let mut w: Vec<u64> = Vec::with_capacity(words);
     w.push(arg_ptrs.len() as u64);
@@ -165,21 +247,25 @@ pub fn build(top: u64, spec: &StackSpec<'_>) -> Stack {
     for (i, x) in w.iter().enumerate() {
         bytes[i * 8..i * 8 + 8].copy_from_slice(&x.to_le_bytes());
     }
-    let r = (random - sp) as usize;
-    bytes[r..r + 16].copy_from_slice(&spec.random);
+    if extras.linux_aux {
+        let r = (random - sp) as usize;
+        bytes[r..r + 16].copy_from_slice(&spec.random);
+    }
+    for (b, &a) in extras.blobs.iter().zip(&blob_at) {
+        let content = (b.fill)(a);
+        assert_eq!(content.len(), b.size, "blob content of the announced size");
+        let o = (a - sp) as usize;
+        bytes[o..o + b.size].copy_from_slice(&content);
+    }
     let s = (top - strings_len - sp) as usize;
     bytes[s..s + strings.len()].copy_from_slice(&strings);
-    let args = (
-        arg_ptrs.first().copied().unwrap_or(platform),
-        env_ptrs.first().copied().unwrap_or(execfn),
-    );
-    let env = (env_ptrs.first().copied().unwrap_or(execfn), execfn);
     Stack {
         bytes,
         sp,
-        args,
-        env,
+        args: (arg_start, arg_end),
+        env: (arg_end, env_end),
         auxv: (auxv_at, 16 * auxv.len() as u64),
+        blobs: blob_at,
     }
 }
 

@@ -9,6 +9,8 @@
 //!   fill) or produces the report that ends the task.
 //! * [`rm`]: serves `L4Re::Rm` (protocol 0x4005) over a region map, so that
 //!   attach, detach, find and reserve work through IPC.
+//! * [`task`]: how the internal pager on Fiasco gets its task's regions
+//!   from the loader and reports the end of the program.
 //! * `host` (feature `host`): userfaultfd, used by the internal pager in a
 //!   new task and by the external pager in the creating task.
 //!
@@ -22,6 +24,7 @@ pub mod fault;
 pub mod region;
 pub mod rm;
 pub mod sync;
+pub mod task;
 
 #[cfg(feature = "host")]
 pub mod host;

@@ -20,6 +20,11 @@
 //! * `log_bytes` and `LogWriter`: raw output through the log
 //!   capability, usable before any allocator or logger exists.
 //!
+//! With the `freestanding` feature the runtime replaces L4Re's libc
+//! instead ([`freestanding`]): entry point, heap, capability slots and
+//! exit for programs that run before or without L4Re's in-task services
+//! (the internal pager).
+//!
 //! Without the `fiasco` feature (the host platform) the crate is empty: host
 //! programs have `std`.
 #![no_std]
@@ -28,3 +33,11 @@
 mod fiasco;
 #[cfg(feature = "fiasco")]
 pub use fiasco::*;
+#[cfg(all(feature = "fiasco", not(feature = "freestanding")))]
+mod libc;
+#[cfg(all(feature = "fiasco", not(feature = "freestanding")))]
+pub use libc::*;
+#[cfg(feature = "freestanding")]
+pub mod freestanding;
+#[cfg(feature = "freestanding")]
+pub use freestanding::exit_program;

@@ -1,0 +1,339 @@
+//! Freestanding programs (feature `freestanding`): L4Re programs without
+//! L4Re's libc, its start code or its in-task region manager, for code that
+//! must run before any of that exists in a task — the internal pager.
+//!
+//! What L4Re's libc would do, done here:
+//!
+//! * **Entry.** `_start` (the ELF entry point) receives the initial stack a
+//!   loader lays out as Linux and L4Re do: `argc`, `argv[]`, `envp[]`, the
+//!   auxiliary vector. The entry in `AT_L4_ENV` (`0xf1`, as L4Re's libc
+//!   start code reads it) points to the program's `l4re_env_t` (capability
+//!   slots of parent, log, factory, main thread, the named initial
+//!   capabilities, the first free slot). It becomes `l4re_global_env`, so
+//!   `l4re_env()` and everything built on it (`l4re::env`) work unchanged.
+//!   Without such an entry the program gets [`fallback_env`]'s slots.
+//! * **Heap.** A [`linked_list_allocator`] heap over a static arena of
+//!   [`HEAP_SIZE`] bytes in `.bss` (its pages arrive on first touch from the
+//!   program's pager, like any other).
+//! * **Capability slots.** `l4re_util_cap_alloc`/`l4re_util_cap_free`
+//!   (which `l4re::cap::alloc` calls) over a bitmap of [`CAP_SLOTS`] slots
+//!   from the environment's `first_free_cap` on.
+//! * **Threads.** One: `pthread_self`/`pthread_l4_cap` (which
+//!   `l4re::kobj::current_thread` calls) answer the environment's
+//!   `main_thread`. The UTCB borrow flag of `l4re` is a plain static
+//!   (`l4-sys` feature `single-threaded`): no TLS is set up.
+//! * **Exit.** [`exit_program`] sends `L4Re::Parent` `signal(0, status)` to
+//!   the environment's parent (what L4Re's `_exit` does) and then sleeps;
+//!   the parent deletes the task.
+//! * **Panics** print `panic: …` through the log capability and exit with
+//!   status 101.
+
+use core::ffi::{c_char, c_int, c_ulong};
+use core::fmt;
+use core::mem::MaybeUninit;
+use core::ptr::addr_of_mut;
+use core::sync::atomic::{AtomicU64, Ordering};
+
+use l4_sys as sys;
+use linked_list_allocator::LockedHeap;
+
+use crate::LogWriter;
+
+/// Bytes of the static heap.
+pub const HEAP_SIZE: usize = 4 << 20;
+/// Capability slots the slot allocator hands out.
+pub const CAP_SLOTS: usize = 1024;
+/// `AT_L4_ENV`: auxiliary vector entry holding the `l4re_env_t` address.
+pub const AT_L4_ENV: u64 = 0xf1;
+/// `L4RE_PROTO_PARENT`.
+const PROTO_PARENT: i64 = 0x4002;
+
+#[global_allocator]
+static HEAP: LockedHeap = LockedHeap::empty();
+
+/// The heap's memory.
+static mut ARENA: MaybeUninit<[u8; HEAP_SIZE]> = MaybeUninit::uninit();
+
+/// The environment used when the stack brings none.
+static mut FALLBACK_ENV: MaybeUninit<sys::l4re_env_t> = MaybeUninit::uninit();
+/// The empty list of named capabilities of [`FALLBACK_ENV`].
+static mut NO_CAPS: [MaybeUninit<sys::l4re_env_cap_entry_t>; 1] = [MaybeUninit::uninit()];
+
+/// The environment every `l4re_env()` call reads (L4Re's libc defines it
+/// in other programs).
+#[unsafe(no_mangle)]
+pub static mut l4re_global_env: *mut sys::l4re_env_t = core::ptr::null_mut();
+
+/// Used slots, one bit each, from `first_free_cap` on.
+static CAP_BITMAP: [AtomicU64; CAP_SLOTS / 64] = [const { AtomicU64::new(0) }; CAP_SLOTS / 64];
+
+fn slot(n: u64) -> sys::l4_cap_idx_t {
+    (n << sys::L4_CAP_SHIFT) as _
+}
+
+/// The slots a freestanding program assumes when its stack brings no
+/// environment: task 1, factory 2, its thread 3, log 5, scheduler 7,
+/// parent 10, no region map or memory allocator, no named capabilities,
+/// free slots from 0x40 on.
+pub fn fallback_env() -> sys::l4re_env_t {
+    // SAFETY: `l4re_env_t` is plain data (capability indices, words and a
+    // pointer) for which all-zero bytes are valid.
+    let mut e: sys::l4re_env_t = unsafe { core::mem::zeroed() };
+    e.parent = slot(10);
+    e.rm = sys::L4_INVALID_CAP as _;
+    e.mem_alloc = sys::L4_INVALID_CAP as _;
+    e.log = slot(5);
+    e.main_thread = slot(3);
+    e.factory = slot(2);
+    e.scheduler = slot(7);
+    e.itas = sys::L4_INVALID_CAP as _;
+    e.dbg_events = sys::L4_INVALID_CAP as _;
+    e.first_free_cap = 0x40;
+    e
+}
+
+/// Finds `AT_L4_ENV` in the initial stack at `sp`.
+///
+/// # Safety
+/// `sp` must point to an initial stack laid out as described in the module
+/// documentation (argc, argv NULL-terminated, envp NULL-terminated, auxv
+/// ending with `AT_NULL`), or to zeros.
+unsafe fn find_env(sp: *const u64) -> (c_int, *const *const c_char, Option<u64>) {
+    // SAFETY: the caller guarantees the layout; every read below stays in
+    // the vector it walks, each of which ends with a zero word.
+    unsafe {
+        let argc = *sp;
+        let argv = sp.add(1);
+        let mut p = argv.add(argc as usize + 1);
+        while *p != 0 {
+            p = p.add(1);
+        }
+        p = p.add(1);
+        let mut env = None;
+        while *p != 0 {
+            if *p == AT_L4_ENV {
+                env = Some(*p.add(1));
+            }
+            p = p.add(2);
+        }
+        (argc as c_int, argv as *const *const c_char, env)
+    }
+}
+
+unsafe extern "C" {
+    /// The program's `main`, exported by [`entry!`](crate::entry)
+    /// (`l4re_rt::entry!(main = function)`).
+    fn main(argc: c_int, argv: *const *const c_char) -> c_int;
+}
+
+/// Called by `_start` with the initial stack pointer.
+///
+/// # Safety
+/// Only `_start` calls it, once, with the stack the loader laid out.
+unsafe extern "C" fn freestanding_start(sp: *const u64) -> ! {
+    // SAFETY: the loader laid out the stack (module documentation); nothing
+    // else runs yet, so the statics are ours alone.
+    unsafe {
+        let (argc, argv, env) = find_env(sp);
+        match env {
+            Some(addr) => l4re_global_env = addr as *mut sys::l4re_env_t,
+            None => {
+                let caps = addr_of_mut!(NO_CAPS) as *mut sys::l4re_env_cap_entry_t;
+                caps.write(core::mem::zeroed());
+                (*caps).cap = sys::L4_INVALID_CAP as _;
+                (*caps).flags = !0;
+                let mut e = fallback_env();
+                e.caps = caps;
+                let fallback = addr_of_mut!(FALLBACK_ENV) as *mut sys::l4re_env_t;
+                fallback.write(e);
+                l4re_global_env = fallback;
+            }
+        }
+        HEAP.lock().init(addr_of_mut!(ARENA) as *mut u8, HEAP_SIZE);
+        let status = main(argc, argv);
+        exit_program(status)
+    }
+}
+
+core::arch::global_asm!(
+    ".globl _start",
+    ".type _start, @function",
+    "_start:",
+    "xor ebp, ebp",
+    "mov rdi, rsp",
+    "and rsp, -16",
+    "call {start}",
+    "ud2",
+    start = sym freestanding_start,
+);
+
+fn env() -> &'static sys::l4re_env_t {
+    // SAFETY: set once by `freestanding_start` before `main` runs and never
+    // changed; it points to memory that lives as long as the program.
+    unsafe { &*l4re_global_env }
+}
+
+/// Ends the program: `L4Re::Parent` `signal(0, status)` to the parent (the
+/// loader deletes the task), then sleeps for ever should the parent answer.
+pub fn exit_program(status: i32) -> ! {
+    let parent = env().parent;
+    // SAFETY: the message registers of this thread's UTCB are free here
+    // (no `Utcb::with` borrow can be active while the program ends: a
+    // panic inside one aborts through this path only after printing, which
+    // uses the registers too, as L4Re's own `_exit` does); the call only
+    // passes words to the parent.
+    unsafe {
+        let u = sys::l4_utcb();
+        let mr = sys::l4_utcb_mr_u(u);
+        (*mr).mr[0] = 0; // opcode `signal`
+        (*mr).mr[1] = 0; // signal 0: exit
+        (*mr).mr[2] = status as i64 as u64 as _;
+        let tag = sys::l4_msgtag(PROTO_PARENT as _, 3, 0, 0);
+        sys::l4_ipc_call(parent, u, tag, sys::l4_timeout_t { raw: 0 });
+        loop {
+            sys::l4_ipc_sleep(sys::l4_timeout_t { raw: 0 });
+        }
+    }
+}
+
+#[panic_handler]
+fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
+    {
+        let mut w = LogWriter::new();
+        let _ = fmt::Write::write_fmt(&mut w, format_args!("panic: {info}\n"));
+    }
+    exit_program(101)
+}
+
+/// `l4re_util_cap_alloc` of L4Re's C library: a free slot, or
+/// `L4_INVALID_CAP`.
+#[unsafe(no_mangle)]
+pub extern "C" fn l4re_util_cap_alloc() -> sys::l4_cap_idx_t {
+    // A slot number, not an index (L4Re's convention).
+    let first = env().first_free_cap;
+    for (w, word) in CAP_BITMAP.iter().enumerate() {
+        let mut cur = word.load(Ordering::Relaxed);
+        while cur != u64::MAX {
+            let bit = (!cur).trailing_zeros() as u64;
+            match word.compare_exchange(cur, cur | 1 << bit, Ordering::AcqRel, Ordering::Relaxed) {
+                Ok(_) => return slot(first as u64 + w as u64 * 64 + bit),
+                Err(now) => cur = now,
+            }
+        }
+    }
+    sys::L4_INVALID_CAP as _
+}
+
+/// `l4re_util_cap_free` of L4Re's C library: gives a slot back (slots not
+/// handed out here are ignored).
+#[unsafe(no_mangle)]
+pub extern "C" fn l4re_util_cap_free(cap: sys::l4_cap_idx_t) {
+    let first = env().first_free_cap as u64;
+    let n = (cap >> sys::L4_CAP_SHIFT) as u64;
+    if n < first || n - first >= CAP_SLOTS as u64 {
+        return;
+    }
+    let i = (n - first) as usize;
+    CAP_BITMAP[i / 64].fetch_and(!(1 << (i % 64)), Ordering::AcqRel);
+}
+
+/// `pthread_self`: the one thread.
+#[unsafe(no_mangle)]
+pub extern "C" fn pthread_self() -> c_ulong {
+    1
+}
+
+/// `pthread_l4_cap`: the capability of the one thread (the environment's
+/// `main_thread`).
+#[unsafe(no_mangle)]
+pub extern "C" fn pthread_l4_cap(_thread: c_ulong) -> sys::l4_cap_idx_t {
+    env().main_thread
+}
+
+// The C library functions the compiler emits calls to (`core` and `alloc`
+// are prebuilt against them). Written with string instructions, so that
+// the compiler cannot turn them back into calls of themselves.
+
+/// `memcpy`.
+///
+/// # Safety
+/// As C's: `n` bytes readable at `src`, writable at `dst`, no overlap.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn memcpy(dst: *mut u8, src: *const u8, n: usize) -> *mut u8 {
+    // SAFETY: the caller's guarantees; `rep movsb` copies `rcx` bytes
+    // upwards (the direction flag is clear, as the ABI requires).
+    unsafe {
+        core::arch::asm!("rep movsb", inout("rcx") n => _, inout("rdi") dst => _,
+                         inout("rsi") src => _, options(nostack, preserves_flags));
+    }
+    dst
+}
+
+/// `memmove`.
+///
+/// # Safety
+/// As C's: `n` bytes readable at `src`, writable at `dst`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn memmove(dst: *mut u8, src: *const u8, n: usize) -> *mut u8 {
+    if (dst as usize) <= (src as usize) || (dst as usize) >= (src as usize).wrapping_add(n) {
+        // SAFETY: copying upwards never reads a byte already overwritten
+        // when `dst` is below `src` or the ranges are apart.
+        return unsafe { memcpy(dst, src, n) };
+    }
+    // SAFETY: `dst` lies above `src` inside the source: copy downwards from
+    // the last byte (direction flag set for the copy and cleared again).
+    unsafe {
+        core::arch::asm!("std", "rep movsb", "cld", inout("rcx") n => _,
+                         inout("rdi") dst.add(n - 1) => _, inout("rsi") src.add(n - 1) => _,
+                         options(nostack));
+    }
+    dst
+}
+
+/// `memset`.
+///
+/// # Safety
+/// As C's: `n` bytes writable at `dst`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn memset(dst: *mut u8, c: c_int, n: usize) -> *mut u8 {
+    // SAFETY: the caller's guarantee; `rep stosb` stores `al` `rcx` times
+    // upwards.
+    unsafe {
+        core::arch::asm!("rep stosb", inout("rcx") n => _, inout("rdi") dst => _,
+                         in("al") c as u8, options(nostack, preserves_flags));
+    }
+    dst
+}
+
+/// `memcmp`.
+///
+/// # Safety
+/// As C's: `n` bytes readable at `a` and `b`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn memcmp(a: *const u8, b: *const u8, n: usize) -> c_int {
+    for i in 0..n {
+        // SAFETY: `i < n`, inside both ranges.
+        let (x, y) = unsafe { (a.add(i).read_volatile(), b.add(i).read_volatile()) };
+        if x != y {
+            return x as c_int - y as c_int;
+        }
+    }
+    0
+}
+
+/// `bcmp` (equality only).
+///
+/// # Safety
+/// As C's: `n` bytes readable at `a` and `b`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn bcmp(a: *const u8, b: *const u8, n: usize) -> c_int {
+    // SAFETY: forwarded with the caller's guarantee.
+    unsafe { memcmp(a, b, n) }
+}
+
+/// Referenced by the prebuilt `alloc` for unwinding; the program is built
+/// with `panic = "abort"`, so nothing unwinds.
+#[unsafe(no_mangle)]
+pub extern "C" fn _Unwind_Resume() -> ! {
+    exit_program(102)
+}
