@@ -28,20 +28,29 @@ all::
 RUST_WORKSPACE   = $(PKGDIR_ABS)
 RUST_TARGET      = $(RUST_TARGET_$(ARCH))
 RUST_TARGET_DIR  = $(PKGDIR_OBJ)/cargo
-RUST_LIB         = $(RUST_TARGET_DIR)/$(RUST_TARGET)/release/lib$(subst -,_,$(RUST_PACKAGE)).a
+# The staticlib of package $(1).
+rust_staticlib   = $(RUST_TARGET_DIR)/$(RUST_TARGET)/release/lib$(subst -,_,$(1)).a
+RUST_LIB         = $(call rust_staticlib,$(RUST_PACKAGE))
 
 LIBS    += $(RUST_LIB)
 LIBDEPS += $(RUST_LIB)
 
-$(RUST_LIB): rust-staticlib-always
-	@echo -e "  [$(PKGNAME_DIRNAME)] ==> cargo: $(RUST_PACKAGE) ($(RUST_FEATURES)) for $(RUST_TARGET)"
-	$(VERBOSE)$(if $(RUST_TARGET),,echo "No Rust target known for ARCH=$(ARCH)" >&2; exit 1;) \
-	cd $(RUST_WORKSPACE) && \
-	env L4RE_OBJ=$(OBJ_BASE) L4DIR=$(L4DIR_ABS) L4RE_ARCH=$(ARCH) \
-	    CARGO_TARGET_DIR=$(RUST_TARGET_DIR) CARGO_PROFILE_RELEASE_PANIC=abort \
-	    $(CARGO) rustc --quiet -p $(RUST_PACKAGE) --lib --release \
-	      --target $(RUST_TARGET) --no-default-features --features "$(RUST_FEATURES)" \
+# The rule for the staticlib of package $(1) with features $(2); for a
+# staticlib the program is not linked with (e.g. a freestanding program
+# built next to it): $(eval $(call RUST_STATICLIB_RULE,pkg,features)).
+define RUST_STATICLIB_RULE
+$(call rust_staticlib,$(1)): rust-staticlib-always
+	@echo -e "  [$$(PKGNAME_DIRNAME)] ==> cargo: $(1) ($(2)) for $$(RUST_TARGET)"
+	$$(VERBOSE)$$(if $$(RUST_TARGET),,echo "No Rust target known for ARCH=$$(ARCH)" >&2; exit 1;) \
+	cd $$(RUST_WORKSPACE) && \
+	env L4RE_OBJ=$$(OBJ_BASE) L4DIR=$$(L4DIR_ABS) L4RE_ARCH=$$(ARCH) \
+	    CARGO_TARGET_DIR=$$(RUST_TARGET_DIR) CARGO_PROFILE_RELEASE_PANIC=abort \
+	    $$(CARGO) rustc --quiet -p $(1) --lib --release \
+	      --target $$(RUST_TARGET) --no-default-features --features "$(2)" \
 	      --crate-type staticlib
+endef
+
+$(eval $(call RUST_STATICLIB_RULE,$(RUST_PACKAGE),$(RUST_FEATURES)))
 
 .PHONY: rust-staticlib-always
 rust-staticlib-always:

@@ -61,8 +61,12 @@ impl Env {
         Cap::from_idx(well_known::RM)
     }
 
-    /// The parent.
+    /// The parent (`L4Re::Parent`). On Fiasco this is
+    /// `l4re_env()->parent`.
     pub fn parent(&self) -> Cap<Untyped> {
+        #[cfg(feature = "fiasco")]
+        return Cap::from_idx(platform::env_parent());
+        #[cfg(not(feature = "fiasco"))]
         Cap::from_idx(well_known::PARENT)
     }
 }

@@ -99,6 +99,21 @@ impl Registry {
         Ok(label)
     }
 
+    /// Serves `obj` through a gate that is already bound to the server's
+    /// thread with `label` (e.g. created bound by whoever started us).
+    pub fn adopt_gate(&self, label: u64, obj: Arc<dyn ServerObject>) -> Result<()> {
+        if label & 3 != 0 {
+            return Err(Error::Inval);
+        }
+        let mut inner = self.inner.borrow_mut();
+        if inner.objects.contains_key(&label) {
+            return Err(Error::Exist);
+        }
+        inner.objects.insert(label, obj);
+        inner.next_label = inner.next_label.max(label + 4);
+        Ok(())
+    }
+
     /// Stops serving the object with `label`; calls through its gate then
     /// fail with [`Error::NoEnt`].
     pub fn unregister(&self, label: u64) -> Option<Arc<dyn ServerObject>> {
@@ -172,6 +187,12 @@ impl Server {
     /// Serves `obj` through an existing gate (see [`Registry::register_gate`]).
     pub fn register_gate(&mut self, gate: Cap<IpcGate>, obj: Arc<dyn ServerObject>) -> Result<u64> {
         self.registry.register_gate(gate, obj)
+    }
+
+    /// Serves `obj` through a gate already bound to this thread with
+    /// `label` (see [`Registry::adopt_gate`]).
+    pub fn adopt_gate(&mut self, label: u64, obj: Arc<dyn ServerObject>) -> Result<()> {
+        self.registry.adopt_gate(label, obj)
     }
 
     /// Stops serving the object with `label` (see [`Registry::unregister`]).

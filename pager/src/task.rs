@@ -24,6 +24,10 @@ use l4re::protocol;
 /// Protocol label of [`TaskSetup`].
 pub const LABEL: i64 = 0x4F11;
 
+/// Label of the gate `"server"`: the loader creates it bound to the
+/// internal pager's thread with this label.
+pub const SERVER_LABEL: u64 = 0x10;
+
 /// Exit status the internal pager reports for a program it ended because
 /// of an invalid access or an exception (the report is in its log).
 pub const STATUS_KILLED: i64 = -14;
@@ -81,8 +85,10 @@ protocol! {
         /// The pager is bound to the gate and serves: start the program.
         2 => fn ready() -> ();
         /// The program ended with `status` ([`STATUS_KILLED`] if the pager
-        /// ended it). The loader deletes the task; the call never returns.
-        3 => fn ended(status: i64, stats: PagerStats) -> ();
+        /// ended it), `why` in words ("exited with status 0", "invalid
+        /// access: …", "exception: trap …"). The loader deletes the task;
+        /// the call never returns.
+        3 => fn ended(status: i64, stats: PagerStats, why: &str) -> ();
     }
 }
 

@@ -5,8 +5,10 @@
  * page-fault IPC.  It prints through the log capability at slot 5 with
  * l4_vcon_write (the kernel points the thread's gs base at its UTCB
  * pointer when the thread is bound, so l4_utcb() works from the first
- * instruction) and ends with an IPC to its pager (label PAGETEST_EXIT,
- * the status in mr0), which the loader never answers.
+ * instruction) and ends as every L4Re program does: L4Re::Parent
+ * signal(0, status) to its parent, slot 10 (the loader as external pager,
+ * or the internal pager of its task), which never answers: the task is
+ * deleted.
  *
  * Built three times: pagetest (touches code, data, bss and stack across
  * many pages and exits 0); with -DBAD_ACCESS, badaccess (reads an address
@@ -18,11 +20,13 @@
 #include <l4/sys/utcb.h>
 #include <l4/sys/vcon.h>
 
-/* Capability slots the loader maps into the task. */
-#define LOG_CAP   (5UL << L4_CAP_SHIFT)
-#define PAGER_CAP (10UL << L4_CAP_SHIFT)
-/* Message label of the exit call (ext-loader's EXIT_LABEL). */
-#define PAGETEST_EXIT 0x4558
+/* Capability slots the loader maps into the task: the log, and the
+ * program's pager, which is also its parent. */
+#define LOG_CAP    (5UL << L4_CAP_SHIFT)
+#define PARENT_CAP (10UL << L4_CAP_SHIFT)
+/* L4RE_PROTO_PARENT (l4re/protocols.h); its only operation, signal, has
+ * opcode 0; signal 0 means "exited", with the status as value. */
+#define PROTO_PARENT 0x4002
 
 #define PAGE 4096
 #define DATA_PAGES 8
@@ -124,8 +128,10 @@ SPREAD static unsigned long deep_stack(unsigned depth)
 static void __attribute__((noreturn)) exit_(unsigned long status)
 {
   l4_utcb_t *u = l4_utcb();
-  l4_utcb_mr_u(u)->mr[0] = status;
-  l4_ipc_call(PAGER_CAP, u, l4_msgtag(PAGETEST_EXIT, 1, 0, 0), L4_IPC_NEVER);
+  l4_utcb_mr_u(u)->mr[0] = 0;      /* opcode: signal */
+  l4_utcb_mr_u(u)->mr[1] = 0;      /* signal 0: exit */
+  l4_utcb_mr_u(u)->mr[2] = status;
+  l4_ipc_call(PARENT_CAP, u, l4_msgtag(PROTO_PARENT, 3, 0, 0), L4_IPC_NEVER);
   for (;;)
     __asm__ volatile ("ud2");
 }

@@ -137,9 +137,10 @@ impl InPager {
         };
         match decision {
             Decision::Error(report) => {
+                // The faulting thread stays blocked until the loader
+                // deletes the task.
                 self.update(|s| s.invalid += 1);
-                line(&format!("{report}; the program ends"));
-                Err(Error::Fault)
+                self.end(task::STATUS_KILLED, &format!("invalid access: {report}"))
             }
             Decision::MapShared {
                 ds,
@@ -211,8 +212,9 @@ impl InPager {
     /// The program ended: statistics, then the loader deletes the task.
     fn end(&self, status: i64, why: &str) -> ! {
         let stats = self.stats.get();
-        line(&format!("program {why}; {}", stats.line()));
-        if let Err(e) = self.loader.ended(status, stats) {
+        line(&format!("program {why}"));
+        line(&format!("fault statistics: {}", stats.line()));
+        if let Err(e) = self.loader.ended(status, stats, why) {
             line(&format!("reporting the end to the loader: {e}"));
         }
         loop {
@@ -267,7 +269,7 @@ impl ServerObject for InPager {
                     // `l4_exc_regs_t`.
                     let regs = unsafe { &*(u.mr().as_ptr() as *const sys::l4_exc_regs_t) };
                     format!(
-                        "ended by exception: trap {} (error {:#x}) at pc {:#x}, sp {:#x}",
+                        "exception: trap {} (error {:#x}) at pc {:#x}, sp {:#x}",
                         regs.trapno, regs.err, regs.ip, regs.sp
                     )
                 });
@@ -337,10 +339,10 @@ fn set_up(loader: Cap<TaskSetup>) -> Result<InPager> {
 fn inpager(_: Args) -> i32 {
     let e = env();
     let loader: Cap<TaskSetup> = e.parent().cast();
-    let Some(gate) = e.get_cap::<IpcGate>("server") else {
+    if e.get_cap::<IpcGate>("server").is_none() {
         line("no capability \"server\"");
         return 1;
-    };
+    }
     let pager = match set_up(loader) {
         Ok(p) => p,
         Err(err) => {
@@ -349,8 +351,12 @@ fn inpager(_: Args) -> i32 {
         }
     };
     let mut server = Server::new();
-    if let Err(err) = server.register_gate(gate, Arc::new(pager)) {
-        line(&format!("binding the gate \"server\": {err}"));
+    // The registry takes `Arc`s; this program has one thread, and the
+    // object never leaves it.
+    #[allow(clippy::arc_with_non_send_sync)]
+    let pager = Arc::new(pager);
+    if let Err(err) = server.adopt_gate(task::SERVER_LABEL, pager) {
+        line(&format!("serving the gate \"server\": {err}"));
         return 1;
     }
     if let Err(err) = loader.ready() {

@@ -10,6 +10,8 @@ use alloc::format;
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 
+use l4pager::task::PagerStats;
+
 use crate::stats::FaultStats;
 
 /// What a test expects of a program.
@@ -73,8 +75,12 @@ pub struct Record {
     pub expect: Expect,
     /// How it ended.
     pub end: End,
-    /// Its faults.
+    /// The faults the loader served: the program's (external pager), or
+    /// the internal pager's own.
     pub stats: FaultStats,
+    /// Under an internal pager: what it reported for the program, and the
+    /// program's loadable file pages.
+    pub pager: Option<(PagerStats, u64)>,
 }
 
 /// The TAP checks of the records (without the `TAP TEST START`/`1..N`
@@ -90,6 +96,28 @@ pub fn checks(records: &[Record]) -> Vec<(bool, String)> {
                     r.end == End::Exited(0),
                     format!("{p} exits with status 0 ({:?})", r.end),
                 ));
+                if let Some((ps, loadable)) = &r.pager {
+                    let file = ps.shared_pages + ps.copied;
+                    out.push((
+                        file > 0 && file < *loadable,
+                        format!(
+                            "{p} is demand-paged by the internal pager: {file} file pages mapped of {loadable} loadable"
+                        ),
+                    ));
+                    out.push((
+                        ps.zero > 0 && ps.faults == ps.shared + ps.copied + ps.zero,
+                        format!("{p}'s faults all resolved in its task: {}", ps.line()),
+                    ));
+                    out.push((
+                        r.stats.faults > 0
+                            && r.stats.faults == r.stats.file_pages + r.stats.zero_pages,
+                        format!(
+                            "the internal pager's own faults were served by the loader: {}",
+                            r.stats.line()
+                        ),
+                    ));
+                    continue;
+                }
                 let s = &r.stats;
                 out.push((
                     s.file_pages > 0 && s.file_pages < s.loadable_pages,
@@ -108,7 +136,12 @@ pub fn checks(records: &[Record]) -> Vec<(bool, String)> {
                     End::Ended(t) => (true, t.as_str()),
                     _ => (false, ""),
                 };
-                out.push((ended, format!("{p} is ended by the loader ({:?})", r.end)));
+                let by = if r.pager.is_some() {
+                    "internal pager"
+                } else {
+                    "loader"
+                };
+                out.push((ended, format!("{p} is ended by the {by} ({:?})", r.end)));
                 let want = format!("at {addr:#x} ");
                 out.push((
                     text.contains(&want) && text.contains("region"),
@@ -182,6 +215,7 @@ mod tests {
                 expect: Expect::Exit0,
                 end: End::Exited(0),
                 stats: s.clone(),
+                pager: None,
             },
             Record {
                 path: "b".into(),
@@ -191,12 +225,14 @@ mod tests {
                         .into(),
                 ),
                 stats: FaultStats::new(1),
+                pager: None,
             },
             Record {
                 path: "c".into(),
                 expect: Expect::Refused,
                 end: End::Exited(0),
                 stats: FaultStats::new(0),
+                pager: None,
             },
         ];
         let c = checks(&recs);

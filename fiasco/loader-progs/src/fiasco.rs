@@ -28,34 +28,60 @@
 //! zeros) and replies with a map item of that page at the fault address.
 //! An invalid access ends the task with a report (address, access, pc,
 //! nearest region); an exception (label -5, e.g. `ud2`) ends it too. A
-//! program exits with an IPC of label [`EXIT_LABEL`](crate::EXIT_LABEL)
-//! (status in mr0), which is never answered: the loader deletes its thread
-//! and task and prints the fault statistics. When no program is left the
-//! loader prints a summary and exits.
+//! program exits with `L4Re::Parent` `signal(0, status)` to slot
+//! [`CHILD_PAGER_SLOT`](crate::CHILD_PAGER_SLOT), which is never answered:
+//! the loader deletes its thread and task and prints the fault statistics.
+//! When no program is left the loader prints a summary and exits.
+//!
+//! `--inpager=PATH` makes the programs after it run under the internal
+//! pager (the freestanding program PATH, crate `l4re-inpager`). For each,
+//! the loader validates the program, then creates the task with two gates:
+//! `"server"` (unbound, slot [`CHILD_PAGER_SLOT`](crate::CHILD_PAGER_SLOT),
+//! named in the internal pager's initial capabilities) and one bound to
+//! this thread (slot [`INPAGER_PAGER_SLOT`](crate::INPAGER_PAGER_SLOT), the
+//! internal pager's pager, exception handler and parent). It loads the
+//! internal pager like any program (regions here, an L4Re initial stack
+//! with its `l4re_env_t`, served from the pool on fault) and starts its
+//! thread. The internal pager pulls the program's regions (with the file's
+//! dataspace capability) and an anonymous-memory dataspace through
+//! [`l4pager::task::TaskSetup`], binds `"server"` and says `ready`; only
+//! then does the loader start the program's thread, with `"server"` as its
+//! pager and exception handler. The internal pager reports the end with
+//! the program's fault statistics; the loader deletes the task.
 
 use alloc::collections::BTreeMap;
 use alloc::format;
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 
+use core::cell::{Cell, RefCell};
 use l4_sys as sys;
 use l4pager::fault::{self, Access, Decision};
-use l4pager::region::RegionMap;
-use l4re::cap::{self, CapIdx, IpcGate, OwnedCap, Untyped};
+
+use l4pager::region::{Backing, RegionMap};
+use l4pager::task::{self, PagerStats, RegionInfo, TaskSetup, TaskSetupServer, layout};
+use l4re::cap::{self, CapIdx, CapRights, IpcGate, OwnedCap, Untyped};
 use l4re::env::{env, log_line};
 use l4re::fiasco::mem;
 use l4re::fpage::{Fpage, MapType, RcvBuf, Rights, SndFpage};
 use l4re::ipc::{self, Received, Timeout};
-use l4re::msg::{LongBytes, MsgTag};
-use l4re::proto::{Dataspace, DataspaceClient, Namespace, NamespaceClient};
+use l4re::msg::{LongBytes, MsgTag, RcvCapSlots};
+use l4re::proto::parent::SIGNAL_EXIT;
+use l4re::proto::rm::flags as rm_flags;
+use l4re::proto::{Dataspace, DataspaceClient, Namespace, NamespaceClient, Parent};
+use l4re::rpc::{Protocol, Request};
 use l4re::utcb::Utcb;
 use l4re::{Cap, Error, IpcError};
 use l4re_rt::Args;
 use loader::elf;
+use loader::l4re_start::{self, CapEntry, L4reEnv, StartSpec, UtcbArea};
 
 use crate::check::{End, Record, checks, parse_arg, tap_block};
 use crate::stats::{FaultStats, Resolved};
-use crate::{CHILD_LOG_SLOT, CHILD_PAGER_SLOT, CHILD_TASK_SLOT, EXIT_LABEL};
+use crate::{
+    CHILD_LOG_SLOT, CHILD_PAGER_SLOT, CHILD_TASK_SLOT, INPAGER_PAGER_SLOT, INPAGER_THREAD_SLOT,
+    PROGRAM_THREAD_SLOT,
+};
 
 /// Page size.
 const PAGE: u64 = 4096;
@@ -69,6 +95,11 @@ pub const STACK_SIZE: u64 = 256 << 10;
 const PIE_BASE: u64 = 0x0040_0000;
 /// Pages of this task's memory pool from which faults are answered.
 const POOL_PAGES: u64 = 1024;
+/// Anonymous memory given to an internal pager (its program's zero-fill
+/// and private pages).
+const ANON_SIZE: u64 = 8 << 20;
+/// Where the program's UTCB lies (after the internal pager's).
+const PROGRAM_UTCB: u64 = UTCB_AREA + l4re_start::UTCB_OFFSET;
 /// A program that faults this often on one page without progress is
 /// ended (a mapping the kernel keeps refusing).
 const MAX_REPEATS: u32 = 8;
@@ -192,6 +223,30 @@ struct Child {
     frames: Vec<u64>,
     stats: FaultStats,
     last_fault: (u64, u32),
+    /// Pages with initial content (an L4Re stack), by address.
+    prefilled: BTreeMap<u64, Vec<u8>>,
+    /// The program, when an internal pager pages it.
+    internal: Option<Internal>,
+}
+
+/// A program paged by an internal pager (which is what [`Child`]'s own
+/// image, region map and thread then are).
+struct Internal {
+    /// The program's file.
+    program: Image,
+    entry: u64,
+    /// File pages the program could fault.
+    loadable_pages: u64,
+    /// Its regions, whether each is backed by the file, and their names.
+    regions: Vec<(RegionInfo, bool, String)>,
+    /// Anonymous memory for the internal pager.
+    anon: OwnedCap<Untyped>,
+    /// The gate "server".
+    server: OwnedCap<IpcGate>,
+    /// The program's thread, once started.
+    thread: Option<OwnedCap<Untyped>>,
+    /// What the internal pager reported at the end.
+    pager_stats: Option<PagerStats>,
 }
 
 /// Queries `path` in the namespace until the server has bound its gate
@@ -234,21 +289,43 @@ fn open_image(ns: Cap<Namespace>, path: &str) -> Result<Image, String> {
 /// The task, thread and gate of a loaded program.
 type TaskCaps = (OwnedCap<Untyped>, OwnedCap<Untyped>, OwnedCap<IpcGate>);
 
-/// Creates the task, the gate (label `label`, bound to this thread) and
-/// the thread of a program with entry `entry`, and starts it.
-fn start_task(label: u64, entry: u64) -> Result<TaskCaps, String> {
+fn alloc_slot() -> Result<OwnedCap<Untyped>, String> {
+    cap::alloc::<Untyped>().map_err(|e| format!("cap alloc: {e:?}"))
+}
+
+/// Maps our capability `src` into `task` at `dst` (with all rights).
+fn map_cap(task: CapIdx, src: CapIdx, dst: u64, what: &str) -> Result<(), String> {
+    let this_task = idx(env().task().idx());
+    Utcb::with(|_| {
+        // SAFETY: a map of one of our capabilities into a task we created;
+        // the UTCB borrow makes us the UTCB's only user.
+        unsafe {
+            let tag = sys::l4_task_map(
+                idx(task),
+                this_task,
+                sys::l4_obj_fpage(idx(src), 0, sys::L4_CAP_FPAGE_RWS as _),
+                sys::l4_map_obj_control(slot(dst) as _, sys::L4_MAP_ITEM_MAP as _),
+            );
+            check(what, tag)
+        }
+    })
+}
+
+/// Creates a task (UTCB area at [`UTCB_AREA`]) with the log capability
+/// (slot 5) and its own capability (slot 1), and a gate bound to this
+/// thread with `label`, mapped into the task at `gate_slot`.
+fn create_task(
+    label: u64,
+    gate_slot: u64,
+) -> Result<(OwnedCap<Untyped>, OwnedCap<IpcGate>), String> {
     let e = env();
     let me = l4re::kobj::current_thread();
-    let alloc = || cap::alloc::<Untyped>().map_err(|e| format!("cap alloc: {e:?}"));
-    let task = alloc()?;
-    let thread = alloc()?;
-    let gate = alloc()?.cast::<IpcGate>();
-    let this_task = idx(e.task().idx());
+    let task = alloc_slot()?;
+    let gate = alloc_slot()?.cast::<IpcGate>();
     Utcb::with(|_| -> Result<(), String> {
-        // SAFETY: kernel invocations on capabilities of ours (factory,
-        // scheduler, log, this task) and on the free slots just allocated;
-        // the UTCB borrow makes us the UTCB's only user, and `check` reads
-        // each call's result from it.
+        // SAFETY: kernel invocations on our factory and on free slots just
+        // allocated; the UTCB borrow makes us the UTCB's only user, and
+        // `check` reads each call's result from it.
         unsafe {
             let mut area = sys::l4_fpage(UTCB_AREA, sys::L4_PAGESHIFT as _, sys::L4_FPAGE_RW as _);
             let tag =
@@ -260,43 +337,98 @@ fn start_task(label: u64, entry: u64) -> Result<TaskCaps, String> {
                 idx(me.idx()),
                 label,
             );
-            check("create gate", tag)?;
-            let rights = sys::L4_CAP_FPAGE_RWS as u8;
-            for (src, dst, what) in [
-                (idx(gate.idx()), CHILD_PAGER_SLOT, "map gate"),
-                (idx(e.log().idx()), CHILD_LOG_SLOT, "map log"),
-                (idx(task.idx()), CHILD_TASK_SLOT, "map task"),
-            ] {
-                let tag = sys::l4_task_map(
-                    idx(task.idx()),
-                    this_task,
-                    sys::l4_obj_fpage(src, 0, rights),
-                    sys::l4_map_obj_control(slot(dst) as _, sys::L4_MAP_ITEM_MAP as _),
-                );
-                check(what, tag)?;
-            }
-            let tag = sys::l4_factory_create_thread(idx(e.factory().idx()), idx(thread.idx()));
-            check("create thread", tag)?;
+            check("create gate", tag)
+        }
+    })?;
+    map_cap(task.idx(), gate.idx(), gate_slot, "map gate")?;
+    map_cap(task.idx(), e.log().idx(), CHILD_LOG_SLOT, "map log")?;
+    map_cap(task.idx(), task.idx(), CHILD_TASK_SLOT, "map task")?;
+    Ok((task, gate))
+}
+
+/// Creates a gate bound to `thread` with `label` (the kernel binds it at
+/// creation: a later `bind` by the internal pager itself would wait for an
+/// RCU grace period, which the new task's thread did not see end).
+fn create_gate_for(thread: CapIdx, label: u64) -> Result<OwnedCap<IpcGate>, String> {
+    let gate = alloc_slot()?.cast::<IpcGate>();
+    let factory = idx(env().factory().idx());
+    Utcb::with(|_| {
+        // SAFETY: creates a gate in a free slot of ours; the UTCB borrow
+        // makes us the UTCB's only user.
+        unsafe {
+            let tag = sys::l4_factory_create_gate(factory, idx(gate.idx()), idx(thread), label);
+            check("create gate \"server\"", tag)
+        }
+    })?;
+    Ok(gate)
+}
+
+/// Creates a thread (not yet bound to a task or started).
+fn create_thread() -> Result<OwnedCap<Untyped>, String> {
+    let factory = idx(env().factory().idx());
+    let thread = alloc_slot()?;
+    Utcb::with(|_| {
+        // SAFETY: creates a thread in a free slot of ours; the UTCB borrow
+        // makes us the UTCB's only user.
+        unsafe {
+            let tag = sys::l4_factory_create_thread(factory, idx(thread.idx()));
+            check("create thread", tag)
+        }
+    })?;
+    Ok(thread)
+}
+
+/// Makes `thread` a thread of `task` whose pager and exception handler
+/// are the task's slot `pager_slot` (the kernel looks them up in the
+/// faulting thread's task), with its UTCB at `utcb`, and starts it at
+/// `entry` with stack pointer `sp`.
+fn run_thread(
+    thread: CapIdx,
+    task: CapIdx,
+    pager_slot: u64,
+    utcb: u64,
+    entry: u64,
+    sp: u64,
+) -> Result<(), String> {
+    let scheduler = idx(env().scheduler().idx());
+    Utcb::with(|_| -> Result<(), String> {
+        // SAFETY: kernel invocations on our scheduler, the task we created
+        // and a thread we created; the UTCB borrow makes us the UTCB's
+        // only user.
+        unsafe {
             sys::l4_thread_control_start();
-            sys::l4_thread_control_pager(slot(CHILD_PAGER_SLOT));
-            sys::l4_thread_control_exc_handler(slot(CHILD_PAGER_SLOT));
-            sys::l4_thread_control_bind(UTCB_AREA as *mut sys::l4_utcb_t, idx(task.idx()));
-            check(
-                "thread control",
-                sys::l4_thread_control_commit(idx(thread.idx())),
-            )?;
-            check(
-                "ex_regs",
-                sys::l4_thread_ex_regs(idx(thread.idx()), entry, STACK_TOP, 0),
-            )?;
+            sys::l4_thread_control_pager(slot(pager_slot));
+            sys::l4_thread_control_exc_handler(slot(pager_slot));
+            sys::l4_thread_control_bind(utcb as *mut sys::l4_utcb_t, idx(task));
+            check("thread control", sys::l4_thread_control_commit(idx(thread)))?;
+            check("ex_regs", sys::l4_thread_ex_regs(idx(thread), entry, sp, 0))?;
             let sp = sys::l4_sched_param(2, 0);
             check(
                 "run thread",
-                sys::l4_scheduler_run_thread(idx(e.scheduler().idx()), idx(thread.idx()), &sp),
-            )?;
+                sys::l4_scheduler_run_thread(scheduler, idx(thread), &sp),
+            )
         }
-        Ok(())
-    })?;
+    })
+}
+
+/// [`create_thread`] and [`run_thread`].
+fn start_thread(
+    task: CapIdx,
+    pager_slot: u64,
+    utcb: u64,
+    entry: u64,
+    sp: u64,
+) -> Result<OwnedCap<Untyped>, String> {
+    let thread = create_thread()?;
+    run_thread(thread.idx(), task, pager_slot, utcb, entry, sp)?;
+    Ok(thread)
+}
+
+/// Creates the task, the gate (label `label`, bound to this thread) and
+/// the thread of a program with entry `entry`, and starts it.
+fn start_task(label: u64, entry: u64) -> Result<TaskCaps, String> {
+    let (task, gate) = create_task(label, CHILD_PAGER_SLOT)?;
+    let thread = start_thread(task.idx(), CHILD_PAGER_SLOT, UTCB_AREA, entry, STACK_TOP)?;
     Ok((task, thread, gate))
 }
 
@@ -325,15 +457,295 @@ fn load(ns: Cap<Namespace>, path: &str, label: u64) -> Result<Child, String> {
         frames: Vec::new(),
         stats: FaultStats::new(plan.loadable_pages),
         last_fault: (u64::MAX, 0),
+        prefilled: BTreeMap::new(),
+        internal: None,
     })
+}
+
+/// The program's regions as the internal pager attaches them, plus what
+/// it must keep free: its own range and the UTCB area.
+fn program_regions(map: &RegionMap) -> Vec<(RegionInfo, bool, String)> {
+    let mut out = Vec::new();
+    for r in map.iter() {
+        let (has_ds, offset, file_len) = match r.backing {
+            Backing::File {
+                offset, file_len, ..
+            } => (true, offset, file_len),
+            _ => (false, 0, 0),
+        };
+        let mut flags = r.rights.bits() as u32;
+        if r.private {
+            flags |= rm_flags::PRIVATE;
+        }
+        let info = RegionInfo {
+            start: r.start,
+            size: r.size,
+            flags,
+            offset,
+            file_len,
+        };
+        out.push((info, has_ds, r.name.clone()));
+    }
+    for (start, end, name) in [
+        (layout::BASE, layout::END, "internal pager"),
+        (UTCB_AREA, UTCB_AREA + PAGE, "utcb area"),
+    ] {
+        let info = RegionInfo {
+            start,
+            size: end - start,
+            flags: rm_flags::RESERVED,
+            ..RegionInfo::default()
+        };
+        out.push((info, false, name.to_string()));
+    }
+    out
+}
+
+/// The pages of the internal pager's initial stack: argv `inpager`, its
+/// `l4re_env_t` (parent and pager: the loader; the gate "server"; log; its
+/// thread) found through `AT_L4_ENV`. Returns them by address and the
+/// stack pointer.
+fn inpager_stack() -> Result<(BTreeMap<u64, Vec<u8>>, u64), String> {
+    let server = CapEntry::new(b"server", CHILD_PAGER_SLOT).ok_or("cap name")?;
+    let env = L4reEnv {
+        parent: Some(INPAGER_PAGER_SLOT),
+        rm: None,
+        mem_alloc: None,
+        log: Some(CHILD_LOG_SLOT),
+        main_thread: Some(INPAGER_THREAD_SLOT),
+        factory: None,
+        scheduler: None,
+        itas: None,
+        dbg_events: None,
+        first_free_cap: 0x40,
+        first_free_reply_cap: 0,
+        utcb_area: UtcbArea {
+            start: UTCB_AREA,
+            log2_size: 12,
+        },
+        first_free_utcb: PROGRAM_UTCB + l4re_start::UTCB_OFFSET,
+        caps: alloc::vec![server],
+    };
+    let spec = StartSpec {
+        argv: alloc::vec![b"inpager".as_slice()],
+        envp: Vec::new(),
+        env: &env,
+        aux: None,
+        kip: l4re_start::DEFAULT_KIP_ADDR,
+        phdrs: None,
+    };
+    let built = l4re_start::build(layout::STACK_TOP, &spec)
+        .map_err(|e| format!("internal pager stack: {e:?}"))?;
+    let bytes = &built.stack.bytes;
+    let bottom = layout::STACK_TOP - bytes.len() as u64;
+    let mut pages = BTreeMap::new();
+    let mut page = bottom & !(PAGE - 1);
+    while page < layout::STACK_TOP {
+        let mut content = alloc::vec![0u8; PAGE as usize];
+        for (i, b) in content.iter_mut().enumerate() {
+            let a = page + i as u64;
+            if a >= bottom && a < layout::STACK_TOP {
+                *b = bytes[(a - bottom) as usize];
+            }
+        }
+        pages.insert(page, content);
+        page += PAGE;
+    }
+    Ok((pages, built.stack.sp))
+}
+
+/// Loads `path` to run under the internal pager loaded from `inpager`:
+/// validates both, creates the task with its two gates, and starts the
+/// internal pager (the program starts when it is `ready`).
+fn load_internal(
+    ns: Cap<Namespace>,
+    path: &str,
+    inpager: &str,
+    label: u64,
+) -> Result<Child, String> {
+    let program = open_image(ns, path)?;
+    let plan = elf::plan(program.bytes(), PIE_BASE).map_err(|e| format!("{path}: refused: {e}"))?;
+    let prog_map = loader::layout::region_map(&plan, program.ds.idx(), STACK_TOP, STACK_SIZE)
+        .map_err(|e| format!("{path}: {e}"))?;
+    if let Some(r) = prog_map
+        .iter()
+        .find(|r| r.start < layout::END && r.end() > layout::BASE)
+    {
+        return Err(format!(
+            "{path}: refused: region {r} overlaps the internal pager's range [{:#x}, {:#x})",
+            layout::BASE,
+            layout::END
+        ));
+    }
+    let regions = program_regions(&prog_map);
+    let image = open_image(ns, inpager)?;
+    let iplan = elf::plan(image.bytes(), PIE_BASE)
+        .map_err(|e| format!("{inpager}: internal pager refused: {e}"))?;
+    let map = loader::layout::region_map(
+        &iplan,
+        image.ds.idx(),
+        layout::STACK_TOP,
+        layout::STACK_SIZE,
+    )
+    .map_err(|e| format!("{inpager}: {e}"))?;
+    if let Some(r) = map
+        .iter()
+        .find(|r| r.start < layout::BASE || r.end() > layout::END)
+    {
+        return Err(format!(
+            "{inpager}: internal pager refused: region {r} lies outside [{:#x}, {:#x})",
+            layout::BASE,
+            layout::END
+        ));
+    }
+    let (prefilled, sp) = inpager_stack()?;
+    let anon = alloc_slot()?;
+    let r = Utcb::with(|_| {
+        // SAFETY: allocates a dataspace into a free slot of ours.
+        unsafe { sys::l4re_ma_alloc(ANON_SIZE as _, idx(anon.idx()), 0) }
+    });
+    if r < 0 {
+        return Err(format!(
+            "{path}: anonymous memory of {ANON_SIZE} bytes: error {r}"
+        ));
+    }
+    line(&format!(
+        "{path}: entry {:#x}, {} loadable file pages, {} regions for the internal pager {inpager}",
+        plan.entry,
+        plan.loadable_pages,
+        regions.len()
+    ));
+    let (task, gate) =
+        create_task(label, INPAGER_PAGER_SLOT).map_err(|e| format!("{path}: {e}"))?;
+    let thread = create_thread().map_err(|e| format!("{path}: {e}"))?;
+    let server =
+        create_gate_for(thread.idx(), task::SERVER_LABEL).map_err(|e| format!("{path}: {e}"))?;
+    map_cap(
+        task.idx(),
+        server.idx(),
+        CHILD_PAGER_SLOT,
+        "map gate \"server\"",
+    )
+    .map_err(|e| format!("{path}: {e}"))?;
+    map_cap(task.idx(), thread.idx(), INPAGER_THREAD_SLOT, "map thread")
+        .map_err(|e| format!("{path}: {e}"))?;
+    run_thread(
+        thread.idx(),
+        task.idx(),
+        INPAGER_PAGER_SLOT,
+        UTCB_AREA,
+        iplan.entry,
+        sp,
+    )
+    .map_err(|e| format!("{path}: internal pager: {e}"))?;
+    line(&format!("{path}: internal pager started in a new task"));
+    Ok(Child {
+        name: path.to_string(),
+        task,
+        thread,
+        gate,
+        image,
+        map,
+        frames: Vec::new(),
+        stats: FaultStats::new(iplan.loadable_pages),
+        last_fault: (u64::MAX, 0),
+        prefilled,
+        internal: Some(Internal {
+            program,
+            entry: plan.entry,
+            loadable_pages: plan.loadable_pages,
+            regions,
+            anon,
+            server,
+            thread: None,
+            pager_stats: None,
+        }),
+    })
+}
+
+/// The loader's side of [`TaskSetup`] for one child.
+struct Setup<'a> {
+    child: &'a Child,
+    /// The program's thread, started on `ready`.
+    started: RefCell<Option<OwnedCap<Untyped>>>,
+    /// What `ended` reported.
+    ended: RefCell<Option<(i64, PagerStats, String)>>,
+    /// Whether the request was `ended` (no reply then).
+    no_reply: Cell<bool>,
+}
+
+impl Setup<'_> {
+    fn internal(&self) -> l4re::Result<&Internal> {
+        self.child.internal.as_ref().ok_or(Error::BadProto)
+    }
+}
+
+impl TaskSetupServer for Setup<'_> {
+    fn region(
+        &self,
+        _: &mut Request<'_>,
+        index: u64,
+    ) -> l4re::Result<(RegionInfo, Option<SndFpage>, String)> {
+        let inner = self.internal()?;
+        let (info, has_ds, name) = inner.regions.get(index as usize).ok_or(Error::NoEnt)?;
+        let item =
+            has_ds.then(|| SndFpage::cap(inner.program.ds.idx(), CapRights::RWS, MapType::Map));
+        Ok((*info, item, name.clone()))
+    }
+
+    fn memory(&self, _: &mut Request<'_>) -> l4re::Result<(u64, SndFpage)> {
+        let inner = self.internal()?;
+        Ok((
+            ANON_SIZE,
+            SndFpage::cap(inner.anon.idx(), CapRights::RWS, MapType::Map),
+        ))
+    }
+
+    fn ready(&self, _: &mut Request<'_>) -> l4re::Result<()> {
+        let inner = self.internal()?;
+        if inner.thread.is_some() || self.started.borrow().is_some() {
+            return Err(Error::Exist);
+        }
+        let task = self.child.task.idx();
+        let thread = start_thread(task, CHILD_PAGER_SLOT, PROGRAM_UTCB, inner.entry, STACK_TOP)
+            .map_err(|_| Error::NoMem)?;
+        map_cap(
+            task,
+            thread.idx(),
+            PROGRAM_THREAD_SLOT,
+            "map program thread",
+        )
+        .map_err(|_| Error::NoMem)?;
+        *self.started.borrow_mut() = Some(thread);
+        Ok(())
+    }
+
+    fn ended(
+        &self,
+        _: &mut Request<'_>,
+        status: i64,
+        stats: PagerStats,
+        why: String,
+    ) -> l4re::Result<()> {
+        self.internal()?;
+        *self.ended.borrow_mut() = Some((status, stats, why));
+        self.no_reply.set(true);
+        Ok(())
+    }
 }
 
 /// Deletes the program's thread and task (and with them every mapping of
 /// our pages into it) and the gate; returns its pages to the pool.
 fn end_task(mut child: Child, pool: &mut Pool) {
     let this_task = idx(env().task().idx());
+    let mut objects = alloc::vec![child.thread.idx(), child.task.idx(), child.gate.idx()];
+    if let Some(inner) = &child.internal {
+        objects.push(inner.server.idx());
+        objects.push(inner.anon.idx());
+        objects.extend(inner.thread.as_ref().map(|t| t.idx()));
+    }
     Utcb::with(|_| {
-        for c in [child.thread.idx(), child.task.idx(), child.gate.idx()] {
+        for c in objects {
             // SAFETY: deletes an object we created (we hold the delete
             // right); the UTCB borrow makes us its only user.
             unsafe { sys::l4_task_delete_obj(this_task, idx(c)) };
@@ -344,6 +756,10 @@ fn end_task(mut child: Child, pool: &mut Pool) {
         // SAFETY: the image was attached at `addr` by `open_image`; the
         // task that used it is gone and nothing refers to it any more.
         unsafe { sys::l4re_rm_detach(child.image.addr as *mut core::ffi::c_void) };
+        if let Some(inner) = &child.internal {
+            // SAFETY: as above, for the program's file.
+            unsafe { sys::l4re_rm_detach(inner.program.addr as *mut core::ffi::c_void) };
+        }
     });
     // Dropping the capabilities frees their slots.
 }
@@ -394,13 +810,16 @@ fn resolve(child: &mut Child, pool: &mut Pool, pfa: u64, pc: u64) -> Outcome {
     let img = child.image.bytes();
     let from = (offset as usize).min(img.len());
     let n = (valid as usize).min(img.len() - from);
+    let src = match (&how, child.prefilled.get(&page)) {
+        (Resolved::Zero, Some(content)) => &content[..],
+        _ => &img[from..from + n],
+    };
     // SAFETY: `own` is a whole page of the pool, present and writable in
-    // this task and mapped nowhere else yet; `img[from..from + n]` lies in
-    // the attached image and `n <= PAGE`.
+    // this task and mapped nowhere else yet; `src` is at most a page.
     unsafe {
         let dst = own as *mut u8;
-        core::ptr::copy_nonoverlapping(img[from..].as_ptr(), dst, n);
-        core::ptr::write_bytes(dst.add(n), 0, PAGE as usize - n);
+        core::ptr::copy_nonoverlapping(src.as_ptr(), dst, src.len());
+        core::ptr::write_bytes(dst.add(src.len()), 0, PAGE as usize - src.len());
     }
     child.frames.push(own);
     child.stats.record(page, how);
@@ -419,6 +838,14 @@ fn exception_text() -> String {
     })
 }
 
+/// A reply waiting to be sent with the next wait.
+enum Pending {
+    /// A page for a fault.
+    Item(SndFpage),
+    /// A reply already written into the message registers.
+    Tag(MsgTag),
+}
+
 fn ext_loader(args: Args) -> i32 {
     let Some(gate) = env().get_cap::<IpcGate>("fs") else {
         line("no capability \"fs\" (the l4fs gate)");
@@ -433,12 +860,17 @@ fn ext_loader(args: Args) -> i32 {
         }
     };
     let mut tap = false;
+    let mut inpager: Option<&str> = None;
     let mut records: Vec<Record> = Vec::new();
     let mut children: BTreeMap<u64, (Child, usize)> = BTreeMap::new();
     for i in 1..args.len() {
         let Some(arg) = args.get(i) else { continue };
         if arg == "--tap" {
             tap = true;
+            continue;
+        }
+        if let Some(p) = arg.strip_prefix("--inpager=") {
+            inpager = Some(p);
             continue;
         }
         let (path, expect) = match parse_arg(arg) {
@@ -449,7 +881,11 @@ fn ext_loader(args: Args) -> i32 {
             }
         };
         let label = (i as u64) << 4;
-        let end = match load(ns, path, label) {
+        let loaded = match inpager {
+            Some(pager) => load_internal(ns, path, pager, label),
+            None => load(ns, path, label),
+        };
+        let end = match loaded {
             Ok(c) => {
                 children.insert(label, (c, records.len()));
                 End::Running
@@ -464,20 +900,24 @@ fn ext_loader(args: Args) -> i32 {
             expect,
             end,
             stats: FaultStats::new(0),
+            pager: None,
         });
     }
     // The pager loop: this thread is bound to every program's gate.
-    let mut reply: Option<SndFpage> = None;
+    let mut reply: Option<Pending> = None;
     while !children.is_empty() {
-        let received = Utcb::with(|u| -> l4re::Result<(Received, [u64; 2])> {
-            let r = if let Some(item) = reply.take() {
-                u.mr()[0] = item.base;
-                u.mr()[1] = item.fpage.0;
-                ipc::reply_and_wait(u, MsgTag::new(0, 0, 1, 0), Timeout::Never)?
-            } else {
-                ipc::wait(u, Timeout::Never)?
+        let received = Utcb::with(|u| -> l4re::Result<(Received, [u64; 3])> {
+            let r = match reply.take() {
+                Some(Pending::Item(item)) => {
+                    u.mr()[0] = item.base;
+                    u.mr()[1] = item.fpage.0;
+                    ipc::reply_and_wait(u, MsgTag::new(0, 0, 1, 0), Timeout::Never)?
+                }
+                // The reply is in the message registers already.
+                Some(Pending::Tag(tag)) => ipc::reply_and_wait(u, tag, Timeout::Never)?,
+                None => ipc::wait(u, Timeout::Never)?,
             };
-            Ok((r, [u.mr()[0], u.mr()[1]]))
+            Ok((r, [u.mr()[0], u.mr()[1], u.mr()[2]]))
         });
         let (r, words) = match received {
             Ok(x) => x,
@@ -495,13 +935,59 @@ fn ext_loader(args: Args) -> i32 {
             LABEL_PAGE_FAULT => match resolve(child, &mut pool, words[0], words[1]) {
                 Outcome::Map { own, page, rights } => {
                     let item = SndFpage::mem(Fpage::mem(own, 12, rights), page, MapType::Map);
-                    reply = Some(item);
+                    reply = Some(Pending::Item(item));
                     continue;
                 }
                 Outcome::Kill(report) => End::Ended(format!("invalid access: {report}")),
             },
             LABEL_EXCEPTION => End::Ended(exception_text()),
-            EXIT_LABEL => End::Exited(words[0]),
+            // L4Re::Parent signal(sig, val): opcode, sig, val.
+            l if l == <Parent as Protocol>::LABEL => {
+                if words[1] != SIGNAL_EXIT {
+                    reply = Some(Pending::Tag(MsgTag::new(0, 0, 0, 0)));
+                    continue;
+                }
+                End::Exited(words[2])
+            }
+            l if l == <TaskSetup as Protocol>::LABEL => {
+                let setup = Setup {
+                    child: &*child,
+                    started: RefCell::new(None),
+                    ended: RefCell::new(None),
+                    no_reply: Cell::new(false),
+                };
+                let mut rcv = RcvCapSlots::new(&[]);
+                let mut req = Request::new(r.tag, r.label, &mut rcv);
+                let tag = TaskSetup::dispatch(&setup, &mut req)
+                    .unwrap_or_else(|e| MsgTag::new(e.code(), 0, 0, 0));
+                let (started, ended, no_reply) = (
+                    setup.started.into_inner(),
+                    setup.ended.into_inner(),
+                    setup.no_reply.get(),
+                );
+                // No UTCB use from here to the reply (it is in the MRs).
+                if let (Some(t), Some(inner)) = (started, child.internal.as_mut()) {
+                    inner.thread = Some(t);
+                }
+                match ended {
+                    None => {
+                        if !no_reply {
+                            reply = Some(Pending::Tag(tag));
+                        }
+                        continue;
+                    }
+                    Some((status, stats, why)) => {
+                        if let Some(inner) = child.internal.as_mut() {
+                            inner.pager_stats = Some(stats);
+                        }
+                        if why.starts_with("exited") {
+                            End::Exited(status as u64)
+                        } else {
+                            End::Ended(why)
+                        }
+                    }
+                }
+            }
             other => End::Ended(format!("unexpected message label {other}")),
         };
         let (c, at) = children.remove(&label).expect("child present");
@@ -510,9 +996,24 @@ fn ext_loader(args: Args) -> i32 {
             End::Ended(why) | End::Refused(why) => line(&format!("{}: {why}; task ended", c.name)),
             End::Running => {}
         }
-        line(&format!("{}: {}", c.name, c.stats.line()));
+        let pager = c.internal.as_ref().and_then(|i| i.pager_stats);
+        match pager {
+            Some(ps) => {
+                line(&format!("{}: internal pager: {}", c.name, ps.line()));
+                line(&format!(
+                    "{}: the internal pager's own faults (served here): {}",
+                    c.name,
+                    c.stats.line()
+                ));
+            }
+            None => line(&format!("{}: {}", c.name, c.stats.line())),
+        }
         records[at].end = end;
         records[at].stats = c.stats.clone();
+        records[at].pager = c
+            .internal
+            .as_ref()
+            .and_then(|i| Some((i.pager_stats?, i.loadable_pages)));
         end_task(c, &mut pool);
     }
     let count = |f: fn(&End) -> bool| records.iter().filter(|r| f(&r.end)).count();

@@ -216,7 +216,7 @@ pub extern "C" fn l4re_util_cap_alloc() -> sys::l4_cap_idx_t {
         while cur != u64::MAX {
             let bit = (!cur).trailing_zeros() as u64;
             match word.compare_exchange(cur, cur | 1 << bit, Ordering::AcqRel, Ordering::Relaxed) {
-                Ok(_) => return slot(first as u64 + w as u64 * 64 + bit),
+                Ok(_) => return slot(first + w as u64 * 64 + bit),
                 Err(now) => cur = now,
             }
         }
@@ -228,8 +228,8 @@ pub extern "C" fn l4re_util_cap_alloc() -> sys::l4_cap_idx_t {
 /// handed out here are ignored).
 #[unsafe(no_mangle)]
 pub extern "C" fn l4re_util_cap_free(cap: sys::l4_cap_idx_t) {
-    let first = env().first_free_cap as u64;
-    let n = (cap >> sys::L4_CAP_SHIFT) as u64;
+    let first = env().first_free_cap;
+    let n = cap >> sys::L4_CAP_SHIFT;
     if n < first || n - first >= CAP_SLOTS as u64 {
         return;
     }

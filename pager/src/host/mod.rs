@@ -450,7 +450,11 @@ impl Pager {
                     // be written (it writes it back when it syncs).
                     self.load_flags(&view, offset, map_flags::RW)?;
                 } else if !f.minor {
-                    self.load(&view, offset)?;
+                    let b = view.load_flags(offset, map_flags::R)?;
+                    if std::env::var_os("PGDBG").is_some() {
+                        eprintln!("DBG miss {:#x} bytes {:#x}", offset, b);
+                    }
+                    Counters::add(&self.counters.server_maps, 1);
                 }
                 self.touch(ds, offset);
                 Counters::add(&c.shared_maps, 1);

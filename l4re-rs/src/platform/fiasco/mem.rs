@@ -55,8 +55,11 @@ pub struct Region {
 }
 
 impl Region {
-    /// Allocates `size` bytes (rounded up to pages), attaches them at an
-    /// address aligned to `2^align_order` bytes, and touches every page.
+    /// Allocates `size` bytes (rounded up to pages), attaches them
+    /// read-write-execute at an address aligned to `2^align_order` bytes,
+    /// and touches every page. (X because a server maps this memory on,
+    /// e.g. file pages holding program code, and a mapping passed on has
+    /// at most the rights of its source.)
     pub fn new(size: u64, align_order: u8) -> Result<Self> {
         let size = size.max(1).next_multiple_of(PAGE_SIZE);
         let ds = crate::cap::alloc::<Dataspace>()?;
@@ -71,7 +74,7 @@ impl Region {
                 sys::l4re_rm_attach(
                     &mut addr,
                     size as _,
-                    (sys::L4RE_RM_F_SEARCH_ADDR | sys::L4RE_RM_F_RW) as _,
+                    (sys::L4RE_RM_F_SEARCH_ADDR | sys::L4RE_RM_F_RWX) as _,
                     ds.idx().0 as _,
                     0,
                     align_order.max(PAGE_SHIFT),

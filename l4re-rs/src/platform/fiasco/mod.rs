@@ -290,3 +290,9 @@ pub(crate) fn env_rm() -> CapIdx {
     // SAFETY: the environment is set up before the program runs.
     CapIdx(unsafe { (*sys::l4re_env()).rm } as u64)
 }
+
+/// `l4re_env()->parent`.
+pub(crate) fn env_parent() -> CapIdx {
+    // SAFETY: the environment is set up before the program runs.
+    CapIdx(unsafe { (*sys::l4re_env()).parent } as u64)
+}
