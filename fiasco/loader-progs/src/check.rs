@@ -243,4 +243,52 @@ mod tests {
         assert!(block[6].starts_with("not ok 6 - c is refused"));
         assert_eq!(block[7], "1..6");
     }
+
+    #[test]
+    fn judges_records_of_internal_pagers() {
+        let mut own = FaultStats::new(30);
+        own.record(0x6000_1000, Resolved::File);
+        own.record(0x6fdf_f000, Resolved::Zero);
+        let good = PagerStats {
+            faults: 4,
+            shared: 1,
+            shared_pages: 8,
+            copied: 1,
+            zero: 2,
+            ..PagerStats::default()
+        };
+        let rec = |pager: PagerStats, end: End| Record {
+            path: "p".into(),
+            expect: Expect::Exit0,
+            end,
+            stats: own.clone(),
+            pager: Some((pager, 47)),
+        };
+        let all_ok = |r: &Record| checks(core::slice::from_ref(r)).iter().all(|c| c.0);
+        assert!(all_ok(&rec(good, End::Exited(0))));
+        // A fault resolved twice, or not at all, is caught.
+        assert!(!all_ok(&rec(
+            PagerStats { faults: 5, ..good },
+            End::Exited(0)
+        )));
+        // Every file page mapped is not demand paging.
+        assert!(!all_ok(&rec(
+            PagerStats {
+                shared_pages: 46,
+                ..good
+            },
+            End::Exited(0)
+        )));
+        assert!(!all_ok(&rec(good, End::Exited(1))));
+        let killed = Record {
+            expect: Expect::Invalid(0x1000_0000),
+            ..rec(
+                good,
+                End::Ended(
+                    "invalid access: invalid read access at 0x10000000 (pc 0x401000): no region there; nearest region text".into(),
+                ),
+            )
+        };
+        assert!(all_ok(&killed));
+    }
 }
