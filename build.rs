@@ -60,9 +60,11 @@ mod fiasco {
         let ffi = manifest.join("ffi");
         let wrapper = ffi.join("wrapper.h");
         let shims = ffi.join("shims.c");
+        let start_checks = ffi.join("l4re_start_checks.h");
         for path in [
             &wrapper,
             &shims,
+            &start_checks,
             &tree.obj.join(L4DEFS),
             &tree.obj.join(".config"),
         ] {

@@ -62,3 +62,6 @@ unsigned char *l4re_rs_utcb_borrow_flag(void)
 {
   return &l4re_rs_utcb_borrowed;
 }
+
+/* Layout of the L4Re initial stack that loader::l4re_start writes. */
+#include "l4re_start_checks.h"
