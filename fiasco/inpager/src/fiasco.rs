@@ -262,19 +262,7 @@ impl ServerObject for InPager {
     fn dispatch(&self, req: &mut Request<'_>) -> Result<MsgTag> {
         match req.tag().label() {
             pager::LABEL => PageFault::dispatch(self, req),
-            LABEL_EXCEPTION => {
-                let text = Utcb::with(|u| {
-                    // SAFETY: an exception IPC carries the thread's
-                    // registers in the message registers, laid out as
-                    // `l4_exc_regs_t`.
-                    let regs = unsafe { &*(u.mr().as_ptr() as *const sys::l4_exc_regs_t) };
-                    format!(
-                        "exception: trap {} (error {:#x}) at pc {:#x}, sp {:#x}",
-                        regs.trapno, regs.err, regs.ip, regs.sp
-                    )
-                });
-                self.end(task::STATUS_KILLED, &text)
-            }
+            LABEL_EXCEPTION => self.end(task::STATUS_KILLED, &l4re::fiasco::exception_report()),
             l if l == <Rm as Protocol>::LABEL => {
                 self.update(|s| s.rm_requests += 1);
                 Rm::dispatch(&self.rm, req)

@@ -286,6 +286,28 @@ fn open_image(ns: Cap<Namespace>, path: &str) -> Result<Image, String> {
     })
 }
 
+/// A file opened in l4fs, validated as a program, and its regions.
+struct Planned {
+    image: Image,
+    plan: elf::Plan,
+    map: RegionMap,
+}
+
+/// Opens `path`, validates it ([`elf::plan`]) and lays out its regions
+/// with a stack ending at `stack_top`.
+fn open_planned(
+    ns: Cap<Namespace>,
+    path: &str,
+    stack_top: u64,
+    stack_size: u64,
+) -> Result<Planned, String> {
+    let image = open_image(ns, path)?;
+    let plan = elf::plan(image.bytes(), PIE_BASE).map_err(|e| format!("{path}: refused: {e}"))?;
+    let map = loader::layout::region_map(&plan, image.ds.idx(), stack_top, stack_size)
+        .map_err(|e| format!("{path}: {e}"))?;
+    Ok(Planned { image, plan, map })
+}
+
 /// The task, thread and gate of a loaded program.
 type TaskCaps = (OwnedCap<Untyped>, OwnedCap<Untyped>, OwnedCap<IpcGate>);
 
@@ -434,10 +456,7 @@ fn start_task(label: u64, entry: u64) -> Result<TaskCaps, String> {
 
 /// Loads `path` and starts it with gate label `label`.
 fn load(ns: Cap<Namespace>, path: &str, label: u64) -> Result<Child, String> {
-    let image = open_image(ns, path)?;
-    let plan = elf::plan(image.bytes(), PIE_BASE).map_err(|e| format!("{path}: refused: {e}"))?;
-    let map = loader::layout::region_map(&plan, image.ds.idx(), STACK_TOP, STACK_SIZE)
-        .map_err(|e| format!("{path}: {e}"))?;
+    let Planned { image, plan, map } = open_planned(ns, path, STACK_TOP, STACK_SIZE)?;
     let regions: Vec<String> = map.iter().map(|r| format!("{r}")).collect();
     line(&format!(
         "{path}: entry {:#x}, {} loadable file pages, regions: {}",
@@ -563,10 +582,11 @@ fn load_internal(
     inpager: &str,
     label: u64,
 ) -> Result<Child, String> {
-    let program = open_image(ns, path)?;
-    let plan = elf::plan(program.bytes(), PIE_BASE).map_err(|e| format!("{path}: refused: {e}"))?;
-    let prog_map = loader::layout::region_map(&plan, program.ds.idx(), STACK_TOP, STACK_SIZE)
-        .map_err(|e| format!("{path}: {e}"))?;
+    let Planned {
+        image: program,
+        plan,
+        map: prog_map,
+    } = open_planned(ns, path, STACK_TOP, STACK_SIZE)?;
     if let Some(r) = prog_map
         .iter()
         .find(|r| r.start < layout::END && r.end() > layout::BASE)
@@ -578,16 +598,12 @@ fn load_internal(
         ));
     }
     let regions = program_regions(&prog_map);
-    let image = open_image(ns, inpager)?;
-    let iplan = elf::plan(image.bytes(), PIE_BASE)
-        .map_err(|e| format!("{inpager}: internal pager refused: {e}"))?;
-    let map = loader::layout::region_map(
-        &iplan,
-        image.ds.idx(),
-        layout::STACK_TOP,
-        layout::STACK_SIZE,
-    )
-    .map_err(|e| format!("{inpager}: {e}"))?;
+    let Planned {
+        image,
+        plan: iplan,
+        map,
+    } = open_planned(ns, inpager, layout::STACK_TOP, layout::STACK_SIZE)
+        .map_err(|e| format!("internal pager {e}"))?;
     if let Some(r) = map
         .iter()
         .find(|r| r.start < layout::BASE || r.end() > layout::END)
@@ -826,18 +842,6 @@ fn resolve(child: &mut Child, pool: &mut Pool, pfa: u64, pc: u64) -> Outcome {
     Outcome::Map { own, page, rights }
 }
 
-fn exception_text() -> String {
-    Utcb::with(|u| {
-        // SAFETY: an exception IPC carries the thread's registers in the
-        // message registers, laid out as `l4_exc_regs_t`.
-        let regs = unsafe { &*(u.mr().as_ptr() as *const sys::l4_exc_regs_t) };
-        format!(
-            "exception: trap {} (error {:#x}) at pc {:#x}, sp {:#x}",
-            regs.trapno, regs.err, regs.ip, regs.sp
-        )
-    })
-}
-
 /// A reply waiting to be sent with the next wait.
 enum Pending {
     /// A page for a fault.
@@ -940,7 +944,7 @@ fn ext_loader(args: Args) -> i32 {
                 }
                 Outcome::Kill(report) => End::Ended(format!("invalid access: {report}")),
             },
-            LABEL_EXCEPTION => End::Ended(exception_text()),
+            LABEL_EXCEPTION => End::Ended(l4re::fiasco::exception_report()),
             // L4Re::Parent signal(sig, val): opcode, sig, val.
             l if l == <Parent as Protocol>::LABEL => {
                 if words[1] != SIGNAL_EXIT {

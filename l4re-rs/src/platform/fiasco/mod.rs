@@ -296,3 +296,21 @@ pub(crate) fn env_parent() -> CapIdx {
     // SAFETY: the environment is set up before the program runs.
     CapIdx(unsafe { (*sys::l4re_env()).parent } as u64)
 }
+
+/// The report of an exception IPC just received by this thread (label
+/// `L4_PROTO_EXCEPTION`): trap number, error code, pc and sp, as
+/// `exception: trap N (error 0x..) at pc 0x.., sp 0x..`.
+pub fn exception_report() -> alloc::string::String {
+    Utcb::with(|u| {
+        // SAFETY: an exception IPC carries the thread's registers in the
+        // message registers, laid out as `l4_exc_regs_t`, which fits in them.
+        let regs = unsafe { &*(u.mr().as_ptr() as *const sys::l4_exc_regs_t) };
+        alloc::format!(
+            "exception: trap {} (error {:#x}) at pc {:#x}, sp {:#x}",
+            regs.trapno,
+            regs.err,
+            regs.ip,
+            regs.sp
+        )
+    })
+}
