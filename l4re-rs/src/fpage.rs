@@ -234,6 +234,20 @@ impl SndFpage {
         self.base & 0x3e == 0x38
     }
 
+    /// On the receiving side, for a memory item: the order (log2 of the
+    /// size) of the flexpage the sender sent, or `None` if nothing was
+    /// mapped. The kernel writes it into the control word's bits 6..11 of
+    /// the *return item*; the second word is not written on receipt (it
+    /// holds whatever the message register held before). What lands in
+    /// the receive window is the smaller of this and the window.
+    pub const fn received_order(self) -> Option<u8> {
+        if self.base & 0x6 == 0x2 {
+            None
+        } else {
+            Some(((self.base >> 6) & 0x3f) as u8)
+        }
+    }
+
     /// On the receiving side: whether a local id was received instead
     /// (`id_received`); the flexpage word then holds the label.
     pub const fn id_received(self) -> bool {

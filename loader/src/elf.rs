@@ -394,10 +394,17 @@ pub fn plan(bytes: &[u8], pie_base: u64) -> Result<Plan, ElfError> {
                 name,
             });
         }
-        if mem_end > file_pages_end {
+        // Zero-filled memory: after the file's pages, or the whole segment
+        // (from its first page) when nothing of it is in the file.
+        let anon_start = if p.p_filesz > 0 {
+            file_pages_end
+        } else {
+            start
+        };
+        if mem_end > anon_start {
             regions.push(RegionPlan {
-                start: file_pages_end,
-                size: mem_end - file_pages_end,
+                start: anon_start,
+                size: mem_end - anon_start,
                 prot,
                 file: None,
                 private: true,
@@ -514,6 +521,28 @@ mod tests {
         assert_eq!((b.start, b.size, b.file), (0x40_4000, 0x4000, None));
         assert_eq!(p.loadable_pages, 3);
         assert_eq!(p.brk, 0x40_8000);
+    }
+
+    #[test]
+    fn segment_of_bss_only_covers_its_first_page() {
+        // What gcc makes of a program without initialized data: the RW
+        // segment starts inside a page and has nothing in the file.
+        let f = tiny(
+            2,
+            &[
+                (RX, 0, 0x40_0000, 0x1800, 0x1800),
+                (RW, 0x280, 0x40_3280, 0, 0x2_0000),
+            ],
+            0x40_0100,
+        );
+        let p = plan(&f, 0).unwrap();
+        assert_eq!(p.regions.len(), 2);
+        let b = &p.regions[1];
+        assert_eq!(
+            (b.start, b.size, b.file, b.private),
+            (0x40_3000, 0x2_1000, None, true)
+        );
+        assert_eq!(p.loadable_pages, 2);
     }
 
     #[test]

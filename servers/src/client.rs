@@ -108,11 +108,12 @@ impl Window {
     }
 
     /// Maps the page at `offset` of `ds` with `flags` (Dataspace map
-    /// flags); returns the log2 size of the flexpage the server sent.
+    /// flags); returns the log2 size of the flexpage the server sent
+    /// ([`Error::NoMem`] if nothing was mapped).
     pub fn map(&self, ds: Cap<Dataspace>, offset: u64, flags: u64) -> Result<u8> {
         let spot = self.range.addr() as u64 + (offset & !0xfff);
         let item = ds.map(offset & !0xfff, spot, flags, self.range.window())?;
-        Ok(item.fpage.order())
+        item.received_order().ok_or(Error::NoMem)
     }
 
     /// Reads a byte through the mapping (the page must be mapped and

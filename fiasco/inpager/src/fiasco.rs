@@ -158,7 +158,9 @@ impl InPager {
                     rights.bits() as u64,
                     RcvBuf::window(base, order),
                 )?;
-                let got = item.fpage.order().clamp(12, order);
+                // Pages mapped: the smaller of what the server sent and
+                // the window.
+                let got = item.received_order().unwrap_or(12).clamp(12, order);
                 self.update(|s| {
                     s.shared += 1;
                     s.shared_pages += 1 << (got - 12);
