@@ -3,7 +3,8 @@
 # the BID Makefile writes it into the L4Re build directory's bin/, never
 # into the repository).
 #   mkimage.sh OUTPUT.img PROGRAM...
-# Each PROGRAM lands in the image's bin/ under its own name.
+# Each PROGRAM lands in the image's bin/ under its own name; data/shared
+# is the file the sharing test maps.
 set -eu
 out=$1
 shift
@@ -14,6 +15,9 @@ trap 'rm -rf "$dir"' EXIT
 mkdir -p "$dir/bin"
 for p in "$@" ; do cp "$p" "$dir/bin/" ; done
 printf 'not an ELF file\n' > "$dir/bin/notelf"
+# Two pages of zeros that sharewrite and shareread map shared.
+mkdir -p "$dir/data"
+head -c 8192 /dev/zero > "$dir/data/shared"
 rm -f "$out.tmp"
 mke2fs -q -F -t ext2 -b 4096 -d "$dir" "$out.tmp" 4M
 mv "$out.tmp" "$out"

@@ -13,9 +13,18 @@
  * bits, so one of the two runs maps one page per fault and the other may map
  * more; each run reports the pages per fault it saw.
  * For each run: the median touch (over all pages), the number of touches
- * that faulted (> 1000 cycles), the median cost of a faulting touch, and
- * the total divided by the number of pages; then the median touch of a
- * page that is already mapped.
+ * that faulted (> FAULT_THRESHOLD cycles), the median cost of a faulting
+ * touch, and the total divided by the number of pages; then the median
+ * touch of a page that is already mapped.
+ *
+ * With a capability "bench" (a dataspace of one page, struct bench_page in
+ * bench.h; entry pager-bench, conf/pager-bench.cfg) the figures are also
+ * written there for faultbench, which measures our internal pager in the
+ * same boot and prints the ratio. `pf-bench --mark` only writes the time
+ * of its end into that page and exits: ned then starts pf-bench, whose
+ * first instruction (bench_entry, before L4Re's start code) reads the
+ * time again, which gives ned's time from one program's exit to the next
+ * one's first instruction.
  */
 #include <l4/re/env.h>
 #include <l4/re/c/dataspace.h>
@@ -24,36 +33,36 @@
 #include <l4/re/c/util/cap_alloc.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+
+#include "bench.h"
 
 #define PAGE 4096UL
-#define FAULT_THRESHOLD 1000
 
-static inline unsigned long long tsc(void)
-{
-  unsigned lo, hi;
-  __asm__ __volatile__("lfence; rdtsc; lfence" : "=a"(lo), "=d"(hi) :: "memory");
-  return ((unsigned long long)hi << 32) | lo;
-}
+/* The TSC at the program's first instruction (see bench_entry). */
+unsigned long long entry_tsc;
 
-static int cmp(void const *a, void const *b)
-{
-  unsigned long long x = *(unsigned long long const *)a;
-  unsigned long long y = *(unsigned long long const *)b;
-  return x < y ? -1 : x > y;
-}
+/* The ELF entry (LDFLAGS -e bench_entry): reads the TSC, then goes on to
+ * L4Re's start code with every register as the loader set it. */
+__asm__(".text\n"
+        ".global bench_entry\n"
+        "bench_entry:\n"
+        "  mov %rax, %r10\n"
+        "  mov %rdx, %r11\n"
+        "  lfence\n"
+        "  rdtsc\n"
+        "  shl $32, %rdx\n"
+        "  or %rdx, %rax\n"
+        "  mov %rax, entry_tsc(%rip)\n"
+        "  mov %r10, %rax\n"
+        "  mov %r11, %rdx\n"
+        "  jmp _start\n");
 
-static unsigned long long median(unsigned long long *v, unsigned long n)
+static struct bench_run run(char const *name, l4re_ds_t ds, unsigned long size,
+                            unsigned long shift, unsigned long long *t,
+                            unsigned long long *f)
 {
-  if (!n)
-    return 0;
-  qsort(v, n, sizeof(*v), cmp);
-  return v[n / 2];
-}
-
-static void run(char const *name, l4re_ds_t ds, unsigned long size,
-                unsigned long shift, unsigned long long *t,
-                unsigned long long *f)
-{
+  struct bench_run none = { 0 };
   unsigned long pages = size / PAGE;
   void *reserved = 0;
   /* Find 2 MiB-aligned room, then attach at +shift inside it. */
@@ -61,7 +70,7 @@ static void run(char const *name, l4re_ds_t ds, unsigned long size,
                            L4RE_RM_F_SEARCH_ADDR, 21) < 0)
     {
       printf("pf-bench: %s: cannot reserve address space\n", name);
-      return;
+      return none;
     }
   l4re_rm_free_area((l4_addr_t)reserved);
   void *addr = (char *)reserved + shift;
@@ -69,47 +78,46 @@ static void run(char const *name, l4re_ds_t ds, unsigned long size,
   if (r < 0)
     {
       printf("pf-bench: %s: attach failed: %ld\n", name, r);
-      return;
+      return none;
     }
-  volatile char const *p = addr;
-  unsigned long long total = 0, sum = 0;
-  for (unsigned long i = 0; i < pages; ++i)
-    {
-      unsigned long long a = tsc();
-      (void)p[i * PAGE];
-      unsigned long long b = tsc();
-      t[i] = b - a;
-      total += t[i];
-    }
-  unsigned long faults = 0;
-  for (unsigned long i = 0; i < pages; ++i)
-    if (t[i] > FAULT_THRESHOLD)
-      {
-        f[faults++] = t[i];
-        sum += t[i];
-      }
-  unsigned long long fault_median = median(f, faults);
-  unsigned long long touch_median = median(t, pages);
-  for (unsigned long i = 0; i < pages; ++i)
-    {
-      unsigned long long a = tsc();
-      (void)p[i * PAGE];
-      t[i] = tsc() - a;
-    }
-  unsigned long long mapped_median = median(t, pages);
-  printf("pf-bench: %-8s %lu pages at %p: touch median %llu, faults %lu "
-         "(%lu.%02lu pages/fault), fault median %llu, fault mean %llu, "
-         "total/page %llu, mapped touch median %llu cycles\n",
-         name, pages, addr, touch_median, faults,
-         faults ? pages / faults : 0,
-         faults ? (pages * 100 / faults) % 100 : 0,
-         fault_median, faults ? sum / faults : 0, total / pages,
-         mapped_median);
+  struct bench_run b = bench_touch(addr, pages, t, f);
+  printf("pf-bench: %-8s %lu pages at %p: faults %llu (%llu.%02llu pages/fault), "
+         "fault median %llu, total/page %llu, mapped touch median %llu cycles\n",
+         name, pages, addr, b.faults,
+         b.faults ? b.pages / b.faults : 0,
+         b.faults ? (b.pages * 100 / b.faults) % 100 : 0,
+         b.fault_median, b.per_page, b.mapped_median);
   l4re_rm_detach(addr);
+  return b;
 }
 
-int main(void)
+/* Attaches the benchmark page, if this program has one. */
+static struct bench_page *bench_page(void)
 {
+  l4re_ds_t ds = l4re_env_get_cap("bench");
+  if (l4_is_invalid_cap(ds))
+    return 0;
+  void *addr = 0;
+  if (l4re_rm_attach(&addr, PAGE, L4RE_RM_F_SEARCH_ADDR | L4RE_RM_F_RW, ds, 0,
+                     L4_PAGESHIFT) < 0)
+    {
+      puts("pf-bench: cannot attach the capability \"bench\"");
+      return 0;
+    }
+  return addr;
+}
+
+int main(int argc, char **argv)
+{
+  unsigned long long started = entry_tsc;
+  struct bench_page *page = bench_page();
+  if (argc > 1 && !strcmp(argv[1], "--mark"))
+    {
+      if (!page)
+        return 1;
+      page->exit_tsc = bench_tsc();
+      return 0;
+    }
   l4re_namespace_t rom = l4re_env_get_cap("rom");
   l4re_ds_t ds = l4re_util_cap_alloc();
   if (l4_is_invalid_cap(rom) || l4re_ns_query_srv(rom, "pf-bench.data", ds) < 0)
@@ -123,11 +131,26 @@ int main(void)
   unsigned long long *f = malloc(pages * sizeof(*f));
   if (!t || !f)
     return 1;
+  memset(t, 0, pages * sizeof(*t));
+  memset(f, 0, pages * sizeof(*f));
   printf("pf-bench: rom/pf-bench.data, %lu KiB, through L4Re's region map "
          "(cycles = guest TSC; instructions under -icount shift=0)\n",
          size >> 10);
-  run("va+0", ds, size, 0, t, f);
-  run("va+4K", ds, size, PAGE, t, f);
+  struct bench_run aligned = run("va+0", ds, size, 0, t, f);
+  struct bench_run shifted = run("va+4K", ds, size, PAGE, t, f);
+  if (page)
+    {
+      if (page->exit_tsc && started > page->exit_tsc)
+        {
+          page->ned_start = started - page->exit_tsc;
+          printf("pf-bench: ned: %llu cycles from a program's exit to the next "
+                 "one's first instruction\n", page->ned_start);
+        }
+      page->data_size = size;
+      page->l4re[BENCH_RUN_ALIGNED] = aligned;
+      page->l4re[BENCH_RUN_SHIFTED] = shifted;
+      page->magic = BENCH_MAGIC;
+    }
   puts("pf-bench: done");
   return 0;
 }

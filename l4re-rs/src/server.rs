@@ -275,13 +275,28 @@ impl Server {
         timeout: Timeout,
         mut keep_going: impl FnMut(&mut Self) -> bool,
     ) -> Result<()> {
+        self.serve_loop(timeout, Some(&mut keep_going))
+    }
+
+    /// Serves requests forever (until a wait fails).
+    pub fn run(&mut self) -> Result<()> {
+        self.serve_loop(Timeout::Never, None)
+    }
+
+    fn serve_loop(
+        &mut self,
+        timeout: Timeout,
+        mut keep_going: Option<&mut dyn FnMut(&mut Self) -> bool>,
+    ) -> Result<()> {
         self.announce_buffers()?;
         let mut next = Utcb::with(|u| ipc::wait(u, timeout));
         loop {
             let rx = match next {
                 Ok(rx) => rx,
                 Err(Error::Ipc(crate::IpcError::RecvTimeout)) => {
-                    if !keep_going(self) {
+                    if let Some(go) = keep_going.as_mut()
+                        && !go(self)
+                    {
                         return Ok(());
                     }
                     next = Utcb::with(|u| ipc::wait(u, timeout));
@@ -290,30 +305,27 @@ impl Server {
                 Err(e) => return Err(e),
             };
             let reply = self.handle(rx);
-            // The reply waits in the message registers, and `keep_going`
-            // may make calls of its own that use them (on Fiasco binding a
-            // gate, unmapping, log output are kernel invocations through the
-            // UTCB): keep a copy across it.
-            let n = (reply.words() + 2 * reply.items()).min(crate::utcb::MR_WORDS);
-            let mut saved = [0u64; crate::utcb::MR_WORDS];
-            Utcb::with(|u| saved[..n].copy_from_slice(&u.mr()[..n]));
-            let go = keep_going(self);
-            Utcb::with(|u| u.mr()[..n].copy_from_slice(&saved[..n]));
-            if !go {
-                // Deliver the last reply before leaving.
-                if let Err(e) = Utcb::with(|u| ipc::reply(u, reply)) {
-                    log::debug!("last reply not delivered: {e}");
+            if let Some(go) = keep_going.as_mut() {
+                // The reply waits in the message registers, and the hook
+                // may make calls of its own that use them (on Fiasco
+                // binding a gate, unmapping, log output are kernel
+                // invocations through the UTCB): keep a copy across it.
+                let n = (reply.words() + 2 * reply.items()).min(crate::utcb::MR_WORDS);
+                let mut saved = [0u64; crate::utcb::MR_WORDS];
+                Utcb::with(|u| saved[..n].copy_from_slice(&u.mr()[..n]));
+                let more = go(self);
+                Utcb::with(|u| u.mr()[..n].copy_from_slice(&saved[..n]));
+                if !more {
+                    // Deliver the last reply before leaving.
+                    if let Err(e) = Utcb::with(|u| ipc::reply(u, reply)) {
+                        log::debug!("last reply not delivered: {e}");
+                    }
+                    return Ok(());
                 }
-                return Ok(());
             }
             self.announce_buffers()?;
             next = Utcb::with(|u| ipc::reply_and_wait(u, reply, timeout));
         }
-    }
-
-    /// Serves requests forever (until a wait fails).
-    pub fn run(&mut self) -> Result<()> {
-        self.serve(Timeout::Never, |_| true)
     }
 }
 

@@ -108,6 +108,8 @@ pub struct FsConfig {
 }
 
 impl FsConfig {
+    // Unused when the crate is built for its protocols alone (no platform).
+    #[cfg_attr(not(any(feature = "host", feature = "fiasco")), allow(dead_code))]
     fn with_store(store: Store) -> Self {
         FsConfig {
             store,
@@ -268,6 +270,7 @@ pub fn page_cache(config: &FsConfig) -> cache::PageCache {
 /// on `gate`, forever. The cleaning daemon runs in the server thread:
 /// after every request that left the free frames below the low watermark,
 /// and every `clean_interval_ms` when idle.
+#[cfg(any(feature = "host", feature = "fiasco"))]
 pub fn serve(gate: Cap<IpcGate>, config: FsConfig) -> Result<()> {
     #[cfg(feature = "host")]
     let fs = build(&config)?;

@@ -16,25 +16,12 @@
  * badinsn (executes ud2: the exception IPC goes to the loader, which ends
  * it with a report).
  */
-#include <l4/sys/ipc.h>
-#include <l4/sys/utcb.h>
-#include <l4/sys/vcon.h>
-
-/* Capability slots the loader maps into the task: the log, and the
- * program's pager, which is also its parent. */
-#define LOG_CAP    (5UL << L4_CAP_SHIFT)
-#define PARENT_CAP (10UL << L4_CAP_SHIFT)
-/* L4RE_PROTO_PARENT (l4re/protocols.h); its only operation, signal, has
- * opcode 0; signal 0 means "exited", with the status as value. */
-#define PROTO_PARENT 0x4002
+#include "freestanding.h"
 
 #define PAGE 4096
 #define DATA_PAGES 8
 #define BSS_PAGES 64
 #define UNUSED_PAGES 32
-
-void _start(void);
-void cmain(unsigned long *sp);
 
 /* Initialized data: one marker word at the start of each page. */
 #define MARK(i) [(i) * (PAGE / 8)] = 0x1000 + (i)
@@ -45,52 +32,6 @@ static volatile unsigned long table[DATA_PAGES * PAGE / 8] = {
 static volatile unsigned char big[BSS_PAGES * PAGE];
 /* Read-only data that is never touched: loadable, never faulted. */
 const unsigned char unused_blob[UNUSED_PAGES * PAGE] = { 1 };
-
-static void out(char const *s, unsigned n)
-{
-  l4_vcon_write(LOG_CAP, s, n);
-}
-
-static unsigned len(char const *s)
-{
-  unsigned n = 0;
-  while (s[n])
-    n++;
-  return n;
-}
-
-static void puts_(char const *s)
-{
-  out(s, len(s));
-}
-
-static void __attribute__((unused)) put_num(char const *pre, unsigned long v, int hex, char const *post)
-{
-  char buf[64];
-  unsigned n = 0;
-  char tmp[24];
-  unsigned t = 0;
-  unsigned base = hex ? 16 : 10;
-  while (*pre && n < 30)
-    buf[n++] = *pre++;
-  if (hex)
-    {
-      buf[n++] = '0';
-      buf[n++] = 'x';
-    }
-  do
-    {
-      unsigned d = v % base;
-      tmp[t++] = d < 10 ? '0' + d : 'a' + d - 10;
-      v /= base;
-    }
-  while (v);
-  while (t)
-    buf[n++] = tmp[--t];
-  while (*post && n < sizeof(buf))
-    buf[n++] = *post++;
-  out(buf, n);
-}
 
 #if !defined(BAD_ACCESS) && !defined(BAD_INSN)
 /* Functions on pages of their own. */
@@ -125,20 +66,10 @@ SPREAD static unsigned long deep_stack(unsigned depth)
 
 #endif
 
-static void __attribute__((noreturn)) exit_(unsigned long status)
-{
-  l4_utcb_t *u = l4_utcb();
-  l4_utcb_mr_u(u)->mr[0] = 0;      /* opcode: signal */
-  l4_utcb_mr_u(u)->mr[1] = 0;      /* signal 0: exit */
-  l4_utcb_mr_u(u)->mr[2] = status;
-  l4_ipc_call(PARENT_CAP, u, l4_msgtag(PROTO_PARENT, 3, 0, 0), L4_IPC_NEVER);
-  for (;;)
-    __asm__ volatile ("ud2");
-}
-
-void cmain(unsigned long *sp)
+void cmain(unsigned long *sp, unsigned long long start_tsc)
 {
   (void)sp;
+  (void)start_tsc;
 #ifdef BAD_ACCESS
   puts_("badaccess: hello, reading an address no region covers\n");
   volatile unsigned long *p = (volatile unsigned long *)0x10000000UL;
@@ -162,12 +93,3 @@ void cmain(unsigned long *sp)
   exit_(ok ? 0 : 2);
 #endif
 }
-
-/* Entry: the loader starts the thread here with a 16-byte-aligned stack. */
-__asm__(".text\n"
-        ".global _start\n"
-        "_start:\n"
-        "  mov %rsp, %rdi\n"
-        "  and $-16, %rsp\n"
-        "  call cmain\n"
-        "  ud2\n");

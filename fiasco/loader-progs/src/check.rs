@@ -2,7 +2,8 @@
 //!
 //! A program argument may carry what the test expects of it:
 //! `PATH=exit0` (exits with status 0, faulted fewer file pages than it has
-//! loadable), `PATH=invalid@ADDR` (ended by an invalid access at `ADDR`
+//! loadable), `PATH=ok` (exits with status 0; for programs with attached
+//! dataspaces, whose pages count as file pages too), `PATH=invalid@ADDR` (ended by an invalid access at `ADDR`
 //! with a report naming the nearest region), `PATH=exception@TRAP` (ended
 //! by an exception with this trap number), `PATH=refused` (not loaded).
 
@@ -21,6 +22,8 @@ pub enum Expect {
     Nothing,
     /// Exit with status 0, having faulted fewer file pages than it has.
     Exit0,
+    /// Exit with status 0 (no paging checks).
+    Ok,
     /// Ended with a report of an invalid access at this address.
     Invalid(u64),
     /// Ended with a report of an exception with this trap number.
@@ -36,6 +39,7 @@ pub fn parse_arg(arg: &str) -> Result<(&str, Expect), String> {
     };
     let expect = match want {
         "exit0" => Expect::Exit0,
+        "ok" => Expect::Ok,
         "refused" => Expect::Refused,
         w => {
             if let Some(a) = w.strip_prefix("invalid@") {
@@ -91,6 +95,10 @@ pub fn checks(records: &[Record]) -> Vec<(bool, String)> {
         let p = &r.path;
         match &r.expect {
             Expect::Nothing => {}
+            Expect::Ok => out.push((
+                r.end == End::Exited(0),
+                format!("{p} exits with status 0 ({:?})", r.end),
+            )),
             Expect::Exit0 => {
                 out.push((
                     r.end == End::Exited(0),
@@ -188,6 +196,7 @@ mod tests {
     fn parses_expectations() {
         assert_eq!(parse_arg("bin/a").unwrap(), ("bin/a", Expect::Nothing));
         assert_eq!(parse_arg("bin/a=exit0").unwrap(), ("bin/a", Expect::Exit0));
+        assert_eq!(parse_arg("bin/a=ok").unwrap(), ("bin/a", Expect::Ok));
         assert_eq!(
             parse_arg("bin/a=refused").unwrap(),
             ("bin/a", Expect::Refused)

@@ -58,6 +58,7 @@ use core::cell::{Cell, RefCell};
 use l4_sys as sys;
 use l4pager::fault::{self, Access, Decision};
 
+use l4fs::proto::{FsOps, FsOpsClient, mode as fs_mode};
 use l4pager::region::{Backing, RegionMap};
 use l4pager::task::{self, PagerStats, RegionInfo, TaskSetup, TaskSetupServer, layout};
 use l4re::cap::{self, CapIdx, CapRights, IpcGate, OwnedCap, Untyped};
@@ -66,6 +67,7 @@ use l4re::fiasco::mem;
 use l4re::fpage::{Fpage, MapType, RcvBuf, Rights, SndFpage};
 use l4re::ipc::{self, Received, Timeout};
 use l4re::msg::{LongBytes, MsgTag, RcvCapSlots};
+use l4re::proto::dataspace::map_flags;
 use l4re::proto::parent::SIGNAL_EXIT;
 use l4re::proto::rm::flags as rm_flags;
 use l4re::proto::{Dataspace, DataspaceClient, Namespace, NamespaceClient, Parent};
@@ -76,7 +78,8 @@ use l4re_rt::Args;
 use loader::elf;
 use loader::l4re_start::{self, CapEntry, L4reEnv, StartSpec, UtcbArea};
 
-use crate::check::{End, Record, checks, parse_arg, tap_block};
+use crate::check::{End, Record, checks, tap_block};
+use crate::options::{self, Attach, Job, Source};
 use crate::stats::{FaultStats, Resolved};
 use crate::{
     CHILD_LOG_SLOT, CHILD_PAGER_SLOT, CHILD_TASK_SLOT, INPAGER_PAGER_SLOT, INPAGER_THREAD_SLOT,
@@ -237,8 +240,13 @@ struct Internal {
     entry: u64,
     /// File pages the program could fault.
     loadable_pages: u64,
-    /// Its regions, whether each is backed by the file, and their names.
-    regions: Vec<(RegionInfo, bool, String)>,
+    /// Its regions, the dataspace behind each (its file, or one of
+    /// `attached`), and their names.
+    regions: Vec<(RegionInfo, Option<CapIdx>, String)>,
+    /// Dataspaces attached with `--attach` that the loader looked up,
+    /// held until the task ends (those of its own environment are not
+    /// here). Dropping them releases the capabilities.
+    _attached: Vec<OwnedCap<Untyped>>,
     /// Anonymous memory for the internal pager.
     anon: OwnedCap<Untyped>,
     /// The gate "server".
@@ -457,12 +465,11 @@ fn start_task(label: u64, entry: u64) -> Result<TaskCaps, String> {
 /// Loads `path` and starts it with gate label `label`.
 fn load(ns: Cap<Namespace>, path: &str, label: u64) -> Result<Child, String> {
     let Planned { image, plan, map } = open_planned(ns, path, STACK_TOP, STACK_SIZE)?;
-    let regions: Vec<String> = map.iter().map(|r| format!("{r}")).collect();
     line(&format!(
         "{path}: entry {:#x}, {} loadable file pages, regions: {}",
         plan.entry,
         plan.loadable_pages,
-        regions.join("; ")
+        regions_line(&map)
     ));
     let (task, thread, gate) = start_task(label, plan.entry).map_err(|e| format!("{path}: {e}"))?;
     line(&format!("{path}: started in a new task"));
@@ -483,14 +490,16 @@ fn load(ns: Cap<Namespace>, path: &str, label: u64) -> Result<Child, String> {
 
 /// The program's regions as the internal pager attaches them, plus what
 /// it must keep free: its own range and the UTCB area.
-fn program_regions(map: &RegionMap) -> Vec<(RegionInfo, bool, String)> {
+fn program_regions(map: &RegionMap) -> Vec<(RegionInfo, Option<CapIdx>, String)> {
     let mut out = Vec::new();
     for r in map.iter() {
-        let (has_ds, offset, file_len) = match r.backing {
+        let (ds, offset, file_len) = match r.backing {
             Backing::File {
-                offset, file_len, ..
-            } => (true, offset, file_len),
-            _ => (false, 0, 0),
+                ds,
+                offset,
+                file_len,
+            } => (Some(ds), offset, file_len),
+            _ => (None, 0, 0),
         };
         let mut flags = r.rights.bits() as u32;
         if r.private {
@@ -503,7 +512,7 @@ fn program_regions(map: &RegionMap) -> Vec<(RegionInfo, bool, String)> {
             offset,
             file_len,
         };
-        out.push((info, has_ds, r.name.clone()));
+        out.push((info, ds, r.name.clone()));
     }
     for (start, end, name) in [
         (layout::BASE, layout::END, "internal pager"),
@@ -515,9 +524,90 @@ fn program_regions(map: &RegionMap) -> Vec<(RegionInfo, bool, String)> {
             flags: rm_flags::RESERVED,
             ..RegionInfo::default()
         };
-        out.push((info, false, name.to_string()));
+        out.push((info, None, name.to_string()));
     }
     out
+}
+
+/// Looks up the dataspace of an `--attach` and adds it to the program's
+/// region map (which refuses an overlap with the program). Returns the
+/// capability if it was looked up here (and is to be freed with the task).
+fn attach_source(
+    ns: Cap<Namespace>,
+    map: &mut RegionMap,
+    a: &Attach<'_>,
+) -> Result<Option<OwnedCap<Untyped>>, String> {
+    let what = format!("--attach={}@{:#x}", a.source, a.addr);
+    let (owned, ds) = match a.source {
+        Source::Rom(name) => {
+            let rom = env()
+                .get_cap::<Namespace>("rom")
+                .ok_or_else(|| format!("{what}: no capability \"rom\""))?;
+            let ds = query(rom, name).map_err(|e| format!("{what}: not found ({e:?})"))?;
+            let idx = ds.idx();
+            (Some(ds), idx)
+        }
+        // The namespace hands out files read-only; l4fs's own `open`
+        // read-write.
+        Source::Fs(path) if a.writable => {
+            let ds = alloc_slot()?;
+            ns.cast::<FsOps>()
+                .open(
+                    LongBytes::new(path.as_bytes()),
+                    fs_mode::RW,
+                    RcvBuf::cap(ds.idx()),
+                )
+                .map_err(|e| format!("{what}: open read-write in l4fs: {e:?}"))?;
+            let idx = ds.idx();
+            (Some(ds), idx)
+        }
+        Source::Fs(path) => {
+            let ds = query(ns, path).map_err(|e| format!("{what}: not found in l4fs ({e:?})"))?;
+            let idx = ds.idx();
+            (Some(ds), idx)
+        }
+        Source::Cap(name) => {
+            let cap = env()
+                .get_cap::<Untyped>(name)
+                .ok_or_else(|| format!("{what}: no capability {name:?}"))?;
+            (None, cap.idx())
+        }
+    };
+    let stats = Cap::<Dataspace>::from_idx(ds)
+        .info()
+        .map_err(|e| format!("{what}: not a dataspace ({e:?})"))?;
+    if stats.size == 0 {
+        return Err(format!("{what}: empty dataspace"));
+    }
+    if a.writable && stats.flags & map_flags::W == 0 {
+        return Err(format!("{what}: the dataspace is read-only"));
+    }
+    let rights = if a.writable {
+        Rights::R | Rights::W
+    } else {
+        Rights::R
+    };
+    let size = stats.size.div_ceil(PAGE) * PAGE;
+    let backing = Backing::File {
+        ds,
+        offset: 0,
+        file_len: stats.size,
+    };
+    map.attach(
+        a.addr, size, rights, backing, false, &what, false, false, PAGE,
+    )
+    .map_err(|e| {
+        format!(
+            "{what}: {size:#x} bytes there: {e:?} (the program's regions: {})",
+            regions_line(map)
+        )
+    })?;
+    Ok(owned)
+}
+
+fn regions_line(map: &RegionMap) -> String {
+    let regions: Vec<String> = map.iter().map(|r| format!("{r}")).collect();
+    regions.join("; ")
 }
 
 /// The pages of the internal pager's initial stack: argv `inpager`, its
@@ -573,31 +663,42 @@ fn inpager_stack() -> Result<(BTreeMap<u64, Vec<u8>>, u64), String> {
     Ok((pages, built.stack.sp))
 }
 
-/// Loads `path` to run under the internal pager loaded from `inpager`:
-/// validates both, creates the task with its two gates, and starts the
-/// internal pager (the program starts when it is `ready`).
+/// Loads the job's program to run under the internal pager loaded from
+/// `inpager`: validates both, adds the job's `--attach` regions, creates
+/// the task with its two gates, and starts the internal pager (the
+/// program starts when it is `ready`).
 fn load_internal(
     ns: Cap<Namespace>,
-    path: &str,
+    job: &Job<'_>,
     inpager: &str,
     label: u64,
 ) -> Result<Child, String> {
+    let path = job.path;
     let Planned {
         image: program,
         plan,
-        map: prog_map,
+        map: mut prog_map,
     } = open_planned(ns, path, STACK_TOP, STACK_SIZE)?;
-    if let Some(r) = prog_map
-        .iter()
-        .find(|r| r.start < layout::END && r.end() > layout::BASE)
-    {
-        return Err(format!(
-            "{path}: refused: region {r} overlaps the internal pager's range [{:#x}, {:#x})",
-            layout::BASE,
-            layout::END
-        ));
+    let mut attached = Vec::new();
+    for a in &job.attach {
+        attached.extend(attach_source(ns, &mut prog_map, a).map_err(|e| format!("{path}: {e}"))?);
     }
     let regions = program_regions(&prog_map);
+    for (taken, _, what) in regions
+        .iter()
+        .filter(|r| r.0.flags & rm_flags::RESERVED != 0)
+    {
+        let end = taken.start + taken.size;
+        if let Some(r) = prog_map
+            .iter()
+            .find(|r| r.start < end && r.end() > taken.start)
+        {
+            return Err(format!(
+                "{path}: refused: region {r} overlaps the {what} [{:#x}, {end:#x})",
+                taken.start
+            ));
+        }
+    }
     let Planned {
         image,
         plan: iplan,
@@ -671,6 +772,7 @@ fn load_internal(
             entry: plan.entry,
             loadable_pages: plan.loadable_pages,
             regions,
+            _attached: attached,
             anon,
             server,
             thread: None,
@@ -703,9 +805,8 @@ impl TaskSetupServer for Setup<'_> {
         index: u64,
     ) -> l4re::Result<(RegionInfo, Option<SndFpage>, String)> {
         let inner = self.internal()?;
-        let (info, has_ds, name) = inner.regions.get(index as usize).ok_or(Error::NoEnt)?;
-        let item =
-            has_ds.then(|| SndFpage::cap(inner.program.ds.idx(), CapRights::RWS, MapType::Map));
+        let (info, ds, name) = inner.regions.get(index as usize).ok_or(Error::NoEnt)?;
+        let item = ds.map(|ds| SndFpage::cap(ds, CapRights::RWS, MapType::Map));
         Ok((*info, item, name.clone()))
     }
 
@@ -850,12 +951,53 @@ enum Pending {
     Tag(MsgTag),
 }
 
+/// Starts job `index` with gate label `label` and records it; returns
+/// whether it runs.
+fn start_job(
+    ns: Cap<Namespace>,
+    job: &Job<'_>,
+    label: u64,
+    records: &mut Vec<Record>,
+    children: &mut BTreeMap<u64, (Child, usize)>,
+) -> bool {
+    let loaded = match job.inpager {
+        Some(pager) => load_internal(ns, job, pager, label),
+        None => load(ns, job.path, label),
+    };
+    let end = match loaded {
+        Ok(c) => {
+            children.insert(label, (c, records.len()));
+            End::Running
+        }
+        Err(e) => {
+            line(&e);
+            End::Refused(e)
+        }
+    };
+    let running = end == End::Running;
+    records.push(Record {
+        path: job.path.to_string(),
+        expect: job.expect.clone(),
+        end,
+        stats: FaultStats::new(0),
+        pager: None,
+    });
+    running
+}
+
 fn ext_loader(args: Args) -> i32 {
     let Some(gate) = env().get_cap::<IpcGate>("fs") else {
         line("no capability \"fs\" (the l4fs gate)");
         return 1;
     };
     let ns: Cap<Namespace> = gate.cast();
+    let options = match options::parse((1..args.len()).filter_map(|i| args.get(i))) {
+        Ok(o) => o,
+        Err(e) => {
+            line(&e);
+            return 1;
+        }
+    };
     let mut pool = match Pool::new(POOL_PAGES) {
         Ok(p) => p,
         Err(e) => {
@@ -863,49 +1005,19 @@ fn ext_loader(args: Args) -> i32 {
             return 1;
         }
     };
-    let mut tap = false;
-    let mut inpager: Option<&str> = None;
     let mut records: Vec<Record> = Vec::new();
     let mut children: BTreeMap<u64, (Child, usize)> = BTreeMap::new();
-    for i in 1..args.len() {
-        let Some(arg) = args.get(i) else { continue };
-        if arg == "--tap" {
-            tap = true;
-            continue;
+    // Each job's gate label: its number, above the two bits of rights.
+    let mut jobs = options
+        .jobs
+        .iter()
+        .enumerate()
+        .map(|(i, job)| (job, (i as u64 + 1) << 4));
+    // All at once, or the first that starts.
+    for (job, label) in jobs.by_ref() {
+        if start_job(ns, job, label, &mut records, &mut children) && options.sequential {
+            break;
         }
-        if let Some(p) = arg.strip_prefix("--inpager=") {
-            inpager = Some(p);
-            continue;
-        }
-        let (path, expect) = match parse_arg(arg) {
-            Ok(x) => x,
-            Err(e) => {
-                line(&e);
-                return 1;
-            }
-        };
-        let label = (i as u64) << 4;
-        let loaded = match inpager {
-            Some(pager) => load_internal(ns, path, pager, label),
-            None => load(ns, path, label),
-        };
-        let end = match loaded {
-            Ok(c) => {
-                children.insert(label, (c, records.len()));
-                End::Running
-            }
-            Err(e) => {
-                line(&e);
-                End::Refused(e)
-            }
-        };
-        records.push(Record {
-            path: path.to_string(),
-            expect,
-            end,
-            stats: FaultStats::new(0),
-            pager: None,
-        });
     }
     // The pager loop: this thread is bound to every program's gate.
     let mut reply: Option<Pending> = None;
@@ -1019,6 +1131,13 @@ fn ext_loader(args: Args) -> i32 {
             .as_ref()
             .and_then(|i| Some((i.pager_stats?, i.loadable_pages)));
         end_task(c, &mut pool);
+        if options.sequential {
+            for (job, label) in jobs.by_ref() {
+                if start_job(ns, job, label, &mut records, &mut children) {
+                    break;
+                }
+            }
+        }
     }
     let count = |f: fn(&End) -> bool| records.iter().filter(|r| f(&r.end)).count();
     line(&format!(
@@ -1027,7 +1146,7 @@ fn ext_loader(args: Args) -> i32 {
         count(|e| matches!(e, End::Exited(s) if *s != 0) || matches!(e, End::Ended(_))),
         count(|e| matches!(e, End::Refused(_)))
     ));
-    if tap {
+    if options.tap {
         let mut c = checks(&records);
         c.push((
             pool.free.len() as u64 == POOL_PAGES,

@@ -18,6 +18,10 @@
 //! hands it the program's regions and anonymous memory
 //! ([`l4pager::task::TaskSetup`]); the internal pager pages the program.
 //!
+//! `--attach` gives a program dataspaces besides its own file (a boot
+//! module, an l4fs file, a capability of the loader), `--sequential`
+//! runs one program at a time ([`options`]).
+//!
 //! The statistics and the argument parsing are ordinary shared code,
 //! built and tested on the host too.
 #![cfg_attr(not(feature = "host"), no_std)]
@@ -25,6 +29,7 @@
 extern crate alloc;
 
 pub mod check;
+pub mod options;
 pub mod stats;
 
 #[cfg(feature = "fiasco")]

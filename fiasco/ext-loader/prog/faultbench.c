@@ -1,0 +1,114 @@
+/*
+ * faultbench: our internal pager's cost per page fault, next to L4Re's in
+ * the same boot (entry pager-bench, conf/pager-bench.cfg). A freestanding
+ * program that ext-loader starts under the internal pager with three
+ * extra regions (ext-loader --attach): the benchmark page (a dataspace
+ * that ned created, read-write, shared) at BENCH_PAGE_ADDR, and the rom
+ * module pf-bench.data (moe's dataspace, read-only, shared) at a 2 MiB
+ * boundary and 4 KiB past one, where pf-bench measured L4Re's pager on the
+ * same dataspace before (bench.h).
+ *
+ * Each page of the data is touched once and each touch timed with the
+ * guest's timestamp counter, exactly as pf-bench does (bench_touch); the
+ * program prints its figures, L4Re's from the benchmark page, and their
+ * ratios. It also prints how long it took from the end of the previous
+ * program (exitmark, which ext-loader ran just before under the internal
+ * pager too, with --sequential) to faultbench's first instruction, next
+ * to the same interval under ned.
+ *
+ * Built twice: faultbench, and with -DEXIT_MARK, exitmark, which only
+ * writes the time of its end into the benchmark page and exits.
+ */
+#include "freestanding.h"
+#include "bench.h"
+
+#define PAGE 4096UL
+/* Up to 32 MiB of data. */
+#define MAX_PAGES 8192
+
+static struct bench_page *const page = (struct bench_page *)BENCH_PAGE_ADDR;
+
+#ifndef EXIT_MARK
+static unsigned long long times[MAX_PAGES];
+static unsigned long long faults[MAX_PAGES];
+
+/* Prints "pre N.NN post", N.NN = a / b. */
+static void put_ratio(char const *pre, unsigned long long a, unsigned long long b,
+                      char const *post)
+{
+  unsigned long long hundredths = b ? (a * 100 + b / 2) / b : 0;
+  char frac[4] = { '.', '0' + (char)(hundredths / 10 % 10), '0' + (char)(hundredths % 10), 0 };
+  put_num(pre, hundredths / 100, 0, "");
+  puts_(frac);
+  puts_(post);
+}
+
+static void put_run(char const *name, struct bench_run const *r)
+{
+  puts_(name);
+  put_num(" ", r->pages, 0, " pages: faults ");
+  put_num("", r->faults, 0, "");
+  put_ratio(" (", r->pages, r->faults, " pages/fault), fault median ");
+  put_num("", r->fault_median, 0, ", total/page ");
+  put_num("", r->per_page, 0, ", mapped touch median ");
+  put_num("", r->mapped_median, 0, " cycles\n");
+}
+
+static void compare(char const *what, unsigned long long ours, unsigned long long l4re)
+{
+  puts_("faultbench: ");
+  puts_(what);
+  put_num(": internal pager ", ours, 0, ", L4Re ");
+  put_num("", l4re, 0, " cycles");
+  put_ratio(", ratio ", ours, l4re, "\n");
+}
+#endif
+
+void cmain(unsigned long *sp, unsigned long long start_tsc)
+{
+  (void)sp;
+#ifdef EXIT_MARK
+  (void)start_tsc;
+  if (page->magic != BENCH_MAGIC)
+    {
+      puts_("exitmark: no figures of pf-bench in the benchmark page\n");
+      exit_(1);
+    }
+  page->exit_tsc = bench_tsc();
+  exit_(0);
+#else
+  if (page->magic != BENCH_MAGIC || !page->exit_tsc || start_tsc < page->exit_tsc)
+    {
+      puts_("faultbench: the benchmark page lacks pf-bench's figures or exitmark's time\n");
+      exit_(1);
+    }
+  unsigned long long started = start_tsc - page->exit_tsc;
+  unsigned long pages = page->data_size / PAGE;
+  if (pages > MAX_PAGES)
+    pages = MAX_PAGES;
+  /* Bring the result arrays in first: their faults stay out of the runs. */
+  for (unsigned long i = 0; i < MAX_PAGES; i += PAGE / sizeof(times[0]))
+    times[i] = faults[i] = 0;
+  puts_("faultbench: rom/pf-bench.data through the internal pager, ");
+  put_num("", pages * 4, 0, " KiB");
+  puts_(" (cycles = guest TSC; instructions under -icount shift=0)\n");
+  struct bench_run aligned =
+    bench_touch((volatile char const *)BENCH_DATA_ALIGNED, pages, times, faults);
+  put_run("faultbench: va+0 ", &aligned);
+  struct bench_run shifted =
+    bench_touch((volatile char const *)BENCH_DATA_SHIFTED, pages, times, faults);
+  put_run("faultbench: va+4K", &shifted);
+  struct bench_run const *l4re = page->l4re;
+  put_run("faultbench: L4Re va+0 ", &l4re[BENCH_RUN_ALIGNED]);
+  put_run("faultbench: L4Re va+4K", &l4re[BENCH_RUN_SHIFTED]);
+  compare("fault median, va+4K", shifted.fault_median, l4re[BENCH_RUN_SHIFTED].fault_median);
+  compare("fault median, va+0", aligned.fault_median, l4re[BENCH_RUN_ALIGNED].fault_median);
+  compare("total per page, va+4K", shifted.per_page, l4re[BENCH_RUN_SHIFTED].per_page);
+  compare("total per page, va+0", aligned.per_page, l4re[BENCH_RUN_ALIGNED].per_page);
+  puts_("faultbench: from a program's exit to the next one's first instruction: ");
+  put_num("ext-loader ", started, 0, ", ned ");
+  put_num("", page->ned_start, 0, " cycles");
+  put_ratio(", ratio ", started, page->ned_start, "\n");
+  exit_(aligned.faults && shifted.faults ? 0 : 1);
+#endif
+}

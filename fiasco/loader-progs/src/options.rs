@@ -1,0 +1,229 @@
+//! `ext-loader`'s command line: options, programs, and what each program
+//! gets attached besides its own file.
+//!
+//! ```text
+//! ext-loader [--tap] [--sequential] ([--inpager=PATH] [--attach=SOURCE@ADDR[:rw]]... PROGRAM)...
+//! ```
+//!
+//! * `--tap` prints the checks of the run as TAP ([`crate::check`]);
+//! * `--sequential` starts each program only when the one before it has
+//!   ended (otherwise all start at once);
+//! * `--inpager=PATH` runs the programs after it under the internal pager
+//!   loaded from PATH;
+//! * `--attach=SOURCE@ADDR[:rw]` attaches a dataspace into the address
+//!   space of the *next* program, at `ADDR` (hexadecimal, page-aligned),
+//!   read-only or, with `:rw`, read-write, shared with every other holder
+//!   of the dataspace (no private copy). SOURCE is `rom:NAME` (a boot
+//!   module from the namespace `"rom"`), `fs:PATH` (a file of l4fs) or
+//!   `cap:NAME` (a dataspace capability the loader was given under NAME).
+//!   Needs the internal pager: the external pager hands out copies.
+//! * PROGRAM is a path in l4fs, with an optional expectation
+//!   ([`crate::check::parse_arg`]).
+
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
+
+use crate::check::{Expect, parse_arg};
+
+/// Where an attached dataspace comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source<'a> {
+    /// A boot module, looked up in the namespace `"rom"`.
+    Rom(&'a str),
+    /// A file of l4fs.
+    Fs(&'a str),
+    /// A capability of the loader's initial environment.
+    Cap(&'a str),
+}
+
+impl core::fmt::Display for Source<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Source::Rom(n) => write!(f, "rom:{n}"),
+            Source::Fs(p) => write!(f, "fs:{p}"),
+            Source::Cap(n) => write!(f, "cap:{n}"),
+        }
+    }
+}
+
+/// A dataspace to attach into a program's address space.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Attach<'a> {
+    /// The dataspace.
+    pub source: Source<'a>,
+    /// Where the region starts (page-aligned).
+    pub addr: u64,
+    /// Read-write (else read-only).
+    pub writable: bool,
+}
+
+/// One program to run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Job<'a> {
+    /// Its path in l4fs.
+    pub path: &'a str,
+    /// What a test expects of it.
+    pub expect: Expect,
+    /// The internal pager's path, or `None` for the external pager.
+    pub inpager: Option<&'a str>,
+    /// Dataspaces attached besides its own file.
+    pub attach: Vec<Attach<'a>>,
+}
+
+/// The whole command line.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Options<'a> {
+    /// Print TAP checks at the end.
+    pub tap: bool,
+    /// One program at a time.
+    pub sequential: bool,
+    /// The programs, in order.
+    pub jobs: Vec<Job<'a>>,
+}
+
+/// Parses `--attach`'s value: `SOURCE@ADDR[:rw]`.
+pub fn parse_attach(value: &str) -> Result<Attach<'_>, String> {
+    let bad = |why: &str| format!("--attach={value}: {why}");
+    let (source, place) = value
+        .rsplit_once('@')
+        .ok_or_else(|| bad("expected SOURCE@ADDR[:rw]"))?;
+    let (addr, writable) = match place.strip_suffix(":rw") {
+        Some(a) => (a, true),
+        None => (place, false),
+    };
+    let digits = addr.strip_prefix("0x").unwrap_or(addr);
+    let addr = u64::from_str_radix(digits, 16).map_err(|e| bad(&format!("address: {e}")))?;
+    if addr == 0 || addr % 4096 != 0 {
+        return Err(bad("the address must be page-aligned and not 0"));
+    }
+    let (kind, name) = source
+        .split_once(':')
+        .ok_or_else(|| bad("SOURCE is rom:NAME, fs:PATH or cap:NAME"))?;
+    if name.is_empty() {
+        return Err(bad("empty name"));
+    }
+    let source = match kind {
+        "rom" => Source::Rom(name),
+        "fs" => Source::Fs(name),
+        "cap" => Source::Cap(name),
+        _ => return Err(bad("SOURCE is rom:NAME, fs:PATH or cap:NAME")),
+    };
+    Ok(Attach {
+        source,
+        addr,
+        writable,
+    })
+}
+
+/// Parses the arguments after the program name.
+pub fn parse<'a>(args: impl IntoIterator<Item = &'a str>) -> Result<Options<'a>, String> {
+    let mut options = Options::default();
+    let mut inpager = None;
+    let mut attach = Vec::new();
+    for arg in args {
+        if arg == "--tap" {
+            options.tap = true;
+        } else if arg == "--sequential" {
+            options.sequential = true;
+        } else if let Some(p) = arg.strip_prefix("--inpager=") {
+            inpager = Some(p);
+        } else if let Some(a) = arg.strip_prefix("--attach=") {
+            attach.push(parse_attach(a)?);
+        } else if arg.starts_with("--") {
+            return Err(format!("{arg}: unknown option"));
+        } else {
+            let (path, expect) = parse_arg(arg)?;
+            if !attach.is_empty() && inpager.is_none() {
+                return Err(format!(
+                    "{path}: --attach needs --inpager (the external pager hands out copies, which cannot be shared)"
+                ));
+            }
+            options.jobs.push(Job {
+                path,
+                expect,
+                inpager,
+                attach: core::mem::take(&mut attach),
+            });
+        }
+    }
+    if !attach.is_empty() {
+        return Err("--attach after the last program".into());
+    }
+    Ok(options)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_attach() {
+        assert_eq!(
+            parse_attach("rom:pf-bench.data@0x10000000").unwrap(),
+            Attach {
+                source: Source::Rom("pf-bench.data"),
+                addr: 0x1000_0000,
+                writable: false
+            }
+        );
+        assert_eq!(
+            parse_attach("fs:/data/shared@20001000:rw").unwrap(),
+            Attach {
+                source: Source::Fs("/data/shared"),
+                addr: 0x2000_1000,
+                writable: true
+            }
+        );
+        assert_eq!(
+            parse_attach("cap:bench@0x30000000:rw").unwrap().source,
+            Source::Cap("bench")
+        );
+        for bad in [
+            "rom:x",
+            "rom:x@0x1001",
+            "rom:x@0",
+            "rom:x@zz",
+            "disk:x@0x1000",
+            "rom:@0x1000",
+            "x@0x1000",
+        ] {
+            let e = parse_attach(bad).unwrap_err();
+            assert!(e.starts_with(&format!("--attach={bad}: ")), "{e}");
+        }
+    }
+
+    #[test]
+    fn attaches_go_to_the_next_program() {
+        let o = parse([
+            "--tap",
+            "--sequential",
+            "bin/a=exit0",
+            "--inpager=bin/inpager",
+            "--attach=cap:bench@0x30000000:rw",
+            "bin/b",
+            "bin/c=refused",
+        ])
+        .unwrap();
+        assert!(o.tap && o.sequential);
+        assert_eq!(o.jobs.len(), 3);
+        assert_eq!(
+            (o.jobs[0].inpager, o.jobs[0].expect.clone()),
+            (None, Expect::Exit0)
+        );
+        assert_eq!(o.jobs[1].inpager, Some("bin/inpager"));
+        assert_eq!(o.jobs[1].attach.len(), 1);
+        assert!(o.jobs[2].attach.is_empty());
+        assert_eq!(o.jobs[2].inpager, Some("bin/inpager"));
+    }
+
+    #[test]
+    fn refuses_what_cannot_work() {
+        let e = parse(["--attach=rom:x@0x1000", "bin/a"]).unwrap_err();
+        assert!(e.contains("--attach needs --inpager"), "{e}");
+        let e = parse(["--inpager=p", "bin/a", "--attach=rom:x@0x1000"]).unwrap_err();
+        assert!(e.contains("after the last program"), "{e}");
+        assert!(parse(["--verbose"]).unwrap_err().contains("unknown option"));
+        assert!(parse(["bin/a=maybe"]).is_err());
+    }
+}
