@@ -10,8 +10,8 @@
 //! 2. start-to-exit time of a small static program under the loader vs
 //!    native `execve`;
 //! 3. a whole-file sequential read (32 MiB of read-only data, page by page)
-//!    through the program's mapping, under the internal pager without and
-//!    with read-ahead and under the external pager, vs the kernel's mmap.
+//!    through the program's mapping, under each pager, and under the
+//!    internal pager without fault-around, vs the kernel's mmap.
 //!
 //! The programs are C, built with `cc -static` (gcc and libc6-dev).
 
@@ -115,19 +115,19 @@ fn ns2_of(cmd: &mut Command) -> Result<(f64, f64), String> {
     }
 }
 
-fn loader_cmd(loader: &Path, mode: &str, read_ahead: u64, prog: &Path, args: &[&str]) -> Command {
+/// `loader run` of `prog` with the pager `mode` and a fault-around
+/// window of `fault_around` pages (0: none).
+fn loader_cmd(loader: &Path, mode: &str, fault_around: u64, prog: &Path, args: &[&str]) -> Command {
     let mut c = Command::new(loader);
-    c.args([
-        "run",
-        "--pager",
-        mode,
-        "--read-ahead",
-        &read_ahead.to_string(),
-    ])
-    .arg(prog)
-    .args(args);
+    c.args(["run", "--pager", mode, "--fault-around"])
+        .arg(fault_around.to_string())
+        .arg(prog)
+        .args(args);
     c
 }
+
+/// The pagers' default fault-around window.
+const FA: u64 = l4pager::host::FAULT_AROUND_PAGES;
 
 /// Median of `n` runs of the program printing nanoseconds.
 fn runs(n: usize, mut f: impl FnMut() -> Result<f64, String>) -> Result<f64, String> {
@@ -182,8 +182,10 @@ fn run() -> Result<(), String> {
         c.arg("faults");
         c
     })?;
-    let (internal, internal_cold) = pair(&|| loader_cmd(&loader, "internal", 0, &pf, &["faults"]))?;
-    let (external, external_cold) = pair(&|| loader_cmd(&loader, "external", 0, &pf, &["faults"]))?;
+    let (internal, internal_cold) =
+        pair(&|| loader_cmd(&loader, "internal", FA, &pf, &["faults"]))?;
+    let (external, external_cold) =
+        pair(&|| loader_cmd(&loader, "external", FA, &pf, &["faults"]))?;
     println!(
         "page-fault service time, median of 512 faults 16 pages apart, as the program sees it"
     );
@@ -230,10 +232,10 @@ fn run() -> Result<(), String> {
     };
     let native = runs(reps, || time(&mut Command::new(&hello)))?;
     let li = runs(reps, || {
-        time(&mut loader_cmd(&loader, "internal", 0, &hello, &[]))
+        time(&mut loader_cmd(&loader, "internal", FA, &hello, &[]))
     })?;
     let le = runs(reps, || {
-        time(&mut loader_cmd(&loader, "external", 0, &hello, &[]))
+        time(&mut loader_cmd(&loader, "external", FA, &hello, &[]))
     })?;
     println!("start to exit of a static hello (includes starting the filesystem server task):");
     println!("  native execve             {:>10}   1.00×", fmt_ns(native));
@@ -250,31 +252,31 @@ fn run() -> Result<(), String> {
 
     // 3. Sequential read.
     let kseq = runs(reps, || ns_of(Command::new(&pf).arg("seq")))?;
+    let i16 = runs(reps, || {
+        ns_of(&mut loader_cmd(&loader, "internal", FA, &pf, &["seq"]))
+    })?;
     let i0 = runs(reps, || {
         ns_of(&mut loader_cmd(&loader, "internal", 0, &pf, &["seq"]))
     })?;
-    let i15 = runs(reps, || {
-        ns_of(&mut loader_cmd(&loader, "internal", 15, &pf, &["seq"]))
-    })?;
-    let e0 = runs(reps, || {
-        ns_of(&mut loader_cmd(&loader, "external", 0, &pf, &["seq"]))
+    let e16 = runs(reps, || {
+        ns_of(&mut loader_cmd(&loader, "external", FA, &pf, &["seq"]))
     })?;
     println!("sequential read of 32 MiB through a mapping (8192 pages):");
     println!("  kernel mmap               {:>10}   1.00×", fmt_ns(kseq));
     println!(
-        "  internal, no read-ahead   {:>10}  {:>5.2}×",
+        "  internal pager            {:>10}  {:>5.2}×  (fault-around {FA} pages)",
+        fmt_ns(i16),
+        i16 / kseq
+    );
+    println!(
+        "  internal, no fault-around {:>10}  {:>5.2}×",
         fmt_ns(i0),
         i0 / kseq
     );
     println!(
-        "  internal, read-ahead 15   {:>10}  {:>5.2}×",
-        fmt_ns(i15),
-        i15 / kseq
-    );
-    println!(
-        "  external, no read-ahead   {:>10}  {:>5.2}×",
-        fmt_ns(e0),
-        e0 / kseq
+        "  external pager            {:>10}  {:>5.2}×  (fault-around {FA} pages)",
+        fmt_ns(e16),
+        e16 / kseq
     );
     Ok(())
 }

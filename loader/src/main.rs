@@ -2,7 +2,7 @@
 //! server.
 //!
 //! ```text
-//! loader run [--pager internal|external] [--root DIR] [--prefetch N] [--read-ahead N]
+//! loader run [--pager internal|external] [--root DIR] [--prefetch N] [--fault-around N]
 //!            [--fs-pool-pages N] [--stats FILE|-] PROGRAM [ARGS...]
 //! loader check PROGRAM...        validate ELF files (no task is started)
 //! loader demo [--pager ...]      run the bundled demo program
@@ -17,8 +17,8 @@ use loader::host::run::{RunOpts, fs_server, run};
 
 fn usage() -> ! {
     eprintln!(
-        "usage: loader run [--pager internal|external] [--root DIR] [--prefetch N] [--read-ahead N] [--fs-pool-pages N] [--stats FILE|-] PROGRAM [ARGS...]\n       \
-         loader check FILE...\n       loader demo [--pager internal|external] [--stats FILE|-]"
+        "usage: loader run [--pager internal|external] [--root DIR] [--prefetch N] [--fault-around N] [--fs-pool-pages N] [--stats FILE|-] PROGRAM [ARGS...]\n       \
+         loader check FILE...\n       loader demo [--pager internal|external] [--fault-around N] [--stats FILE|-]"
     );
     std::process::exit(2)
 }
@@ -28,7 +28,7 @@ fn parse_run(args: &[String]) -> RunOpts {
         mode: Mode::Internal,
         root: PathBuf::from("/"),
         prefetch: 0,
-        read_ahead: 0,
+        fault_around: l4pager::host::FAULT_AROUND_PAGES,
         fs_pool_pages: None,
         stats: None,
         program: String::new(),
@@ -55,8 +55,8 @@ fn parse_run(args: &[String]) -> RunOpts {
                 o.prefetch = val(i).parse().unwrap_or_else(|_| usage());
                 i += 2;
             }
-            "--read-ahead" => {
-                o.read_ahead = val(i).parse().unwrap_or_else(|_| usage());
+            "--fault-around" => {
+                o.fault_around = val(i).parse().unwrap_or_else(|_| usage());
                 i += 2;
             }
             "--fs-pool-pages" => {

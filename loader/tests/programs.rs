@@ -590,17 +590,32 @@ fn bad_elf_files_refused_clearly() {
 #[test]
 fn demo_runs_in_both_modes() {
     for mode in ["internal", "external"] {
-        let o = Command::new(LOADER)
-            .args(["demo", "--pager", mode])
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "{o:?}");
-        let out = String::from_utf8_lossy(&o.stdout);
-        assert!(out.starts_with(std::str::from_utf8(loader::demo::MESSAGE).unwrap()));
-        let json = out.lines().nth(1).unwrap();
-        assert_eq!(stat(json, "file_pages_touched"), 6);
-        assert_eq!(stat(json, "file_pages_loadable"), 66);
-        assert_eq!(stat(json, "zero_filled_pages"), 16);
+        let demo = |fault_around: &str| {
+            let o = Command::new(LOADER)
+                .args(["demo", "--pager", mode, "--fault-around", fault_around])
+                .output()
+                .unwrap();
+            assert!(o.status.success(), "{o:?}");
+            let out = String::from_utf8_lossy(&o.stdout);
+            assert!(out.starts_with(std::str::from_utf8(loader::demo::MESSAGE).unwrap()));
+            let json = out.lines().nth(1).unwrap().to_string();
+            assert_eq!(stat(&json, "file_pages_loadable"), 66);
+            assert_eq!(stat(&json, "zero_filled_pages"), 16);
+            json
+        };
+        // Without fault-around each page the demo uses is a fault of its
+        // own: 6 file pages (5 of text, 1 of data), nothing mapped ahead.
+        let json = demo("0");
+        assert_eq!(stat(&json, "file_pages_touched"), 6, "{mode}: {json}");
+        assert_eq!(stat(&json, "prefetched"), 0, "{mode}: {json}");
+        let faults = stat(&json, "total");
+        // With it (the default, 16 pages), text pages are mapped around
+        // the faults: never more faults, and the pages it maps around
+        // are counted as such.
+        let json = demo("16");
+        assert!(stat(&json, "file_pages_touched") <= 6, "{mode}: {json}");
+        assert!(stat(&json, "total") <= faults, "{mode}: {json}");
+        assert!(stat(&json, "prefetched") > 0, "{mode}: {json}");
     }
 }
 

@@ -823,7 +823,7 @@ impl PageCache {
             return Err(Error::Range);
         }
         self.fault_in(id, page, true)?;
-        let file = self.file(id)?;
+        let file = self.files.get_mut(&id).ok_or(Error::NoEnt)?;
         let mut order = PAGE_SHIFT;
         while order < self.cfg.max_map_order {
             let next = order + 1;
@@ -833,7 +833,16 @@ impl PageCache {
             if first + n > limit || ((page << PAGE_SHIFT) ^ spot) & mask != 0 {
                 break;
             }
-            if (first..first + n).any(|p| !file.pages.contains_key(&p)) {
+            // The half holding `page` is the block of `order`, present;
+            // the other half must be too: as many pages in the map as the
+            // range has (one ordered walk, not a lookup per page).
+            let half = n / 2;
+            let other = if page & !(half - 1) == first {
+                first + half
+            } else {
+                first
+            };
+            if file.pages.range(other..other + half).count() as u64 != half {
                 break;
             }
             order = next;
@@ -841,11 +850,8 @@ impl PageCache {
         let n = 1u64 << (order - PAGE_SHIFT);
         let first = page & !(n - 1);
         // The client has the whole block: a stream continues after it.
-        if let Some(file) = self.files.get_mut(&id) {
-            file.ra.last = Some(first + n - 1);
-        }
-        for p in first..first + n {
-            let i = self.files[&id].pages[&p];
+        file.ra.last = Some(first + n - 1);
+        for (_, &i) in file.pages.range(first..first + n) {
             let f = &mut self.frames[i];
             if f.state == State::Free {
                 f.state = State::Active;
@@ -1247,6 +1253,23 @@ mod tests {
         assert_eq!(c.map(f, 5, 0x1000_5000, false).unwrap(), (0, 17));
         // A spot with another alignment limits the order.
         assert_eq!(c.map(f, 5, 0x1000_1000, false).unwrap(), (4, 14));
+        // No read-ahead: pages 0-15 and 32-47 cached, the rest not.
+        let mut c = PageCache::new(CacheConfig {
+            readahead_max: 0,
+            readaround: 0,
+            ..CacheConfig::new(256)
+        });
+        let (f, _) = file(&mut c, 64 * 4096);
+        for p in (0..16).chain(32..48) {
+            c.read(f, p * 4096, &mut b).unwrap();
+        }
+        assert_eq!(c.map(f, 40, 0x1002_8000, false).unwrap(), (32, 16));
+        assert_eq!(c.map(f, 5, 0x1000_5000, false).unwrap(), (0, 16));
+        // Page 20 alone (its buddy 21 is not cached).
+        assert_eq!(c.map(f, 20, 0x1001_4000, false).unwrap(), (20, 12));
+        // Its buddy too: the 2-page block, not more (22-23 missing).
+        c.read(f, 21 * 4096, &mut b).unwrap();
+        assert_eq!(c.map(f, 21, 0x1001_5000, false).unwrap(), (20, 13));
         // Past the end.
         assert_eq!(c.map(f, 64, 0, false), Err(Error::Range));
     }

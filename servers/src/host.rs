@@ -239,8 +239,7 @@ impl MemfdIo {
         assert!(offset as usize + len <= self.mem.len());
         // SAFETY: the range lies inside the mapping (checked above), which
         // lives as long as `self.mem`. The pages handed to the backing store
-        // here are either being filled (not cached, so not sent to any
-        // client) or written back (read by the kernel only); clients that
+        // here are written back (read by the kernel only); clients that
         // write a page concurrently only change bytes, never the mapping.
         unsafe { core::slice::from_raw_parts_mut(self.mem.as_ptr().add(offset as usize), len) }
     }
@@ -251,13 +250,25 @@ impl PageIo for MemfdIo {
         let len = frames.len() * PAGE_SIZE as usize;
         let off = first * PAGE_SIZE;
         let v = (valid as usize).min(len);
-        let mut backing = core::mem::replace(&mut self.backing, Box::new(NoBacking));
-        let r = backing.read_at(off, self.range_mut(off, v));
-        self.backing = backing;
-        let n = r?;
-        if n < len {
-            // Whatever the page held before (normally a hole): zeros.
-            self.range_mut(off + n as u64, len - n).fill(0);
+        // Read into a buffer and write the pages into the memfd with
+        // `pwrite`: a page enters the memfd's page cache locked and is
+        // unlocked whole, so a client pager that maps cached pages on its
+        // own (userfaultfd MINOR faults, fault-around) never sees a page
+        // half filled, as it could if the backing store read straight
+        // into our mapping of the memfd (the page would be in the cache,
+        // zero-filled, from the first byte copied into it).
+        let mut buf = vec![0u8; len];
+        let n = self.backing.read_at(off, &mut buf[..v])?;
+        // Past the data (normally a hole before): zeros.
+        buf[n..].fill(0);
+        let mut done = 0;
+        while done < len {
+            match rustix::io::pwrite(self.mem.fd(), &buf[done..], off + done as u64) {
+                Ok(0) => return Err(Error::Io),
+                Ok(k) => done += k,
+                Err(Errno::INTR) => {}
+                Err(e) => return Err(errno_to_error(e)),
+            }
         }
         Ok(())
     }

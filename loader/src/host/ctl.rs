@@ -345,8 +345,9 @@ pub struct Start {
     pub data: (u64, u64),
     /// Pages to map ahead around the entry point and the stack top.
     pub prefetch: u64,
-    /// Cached pages mapped after each shared file page (internal pager).
-    pub read_ahead: u64,
+    /// The internal pager's fault-around window in pages
+    /// ([`Pager::set_fault_around`](l4pager::host::Pager::set_fault_around)).
+    pub fault_around: u64,
     /// Regions whose file data ends inside them: (start, file bytes).
     pub file_limits: Vec<(u64, u64)>,
     /// `AT_EXECFN`.
@@ -373,7 +374,7 @@ impl Start {
             .u64(self.data.0)
             .u64(self.data.1)
             .u64(self.prefetch)
-            .u64(self.read_ahead)
+            .u64(self.fault_around)
             .u64(self.file_limits.len() as u64);
         for (s, l) in &self.file_limits {
             e.u64(*s).u64(*l);
@@ -400,7 +401,7 @@ impl Start {
             code: (d.u64()?, d.u64()?),
             data: (d.u64()?, d.u64()?),
             prefetch: d.u64()?,
-            read_ahead: d.u64()?,
+            fault_around: d.u64()?,
             ..Default::default()
         };
         let n = d.u64()?.min(1 << 16);
@@ -434,7 +435,7 @@ mod tests {
             code: (1, 2),
             data: (3, 4),
             prefetch: 8,
-            read_ahead: 4,
+            fault_around: 4,
             file_limits: vec![(0x1000, 0x123)],
             execfn: b"/bin/x".to_vec(),
             argv: vec![b"x".to_vec(), b"y z".to_vec()],

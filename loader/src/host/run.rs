@@ -61,9 +61,9 @@ pub struct RunOpts {
     pub root: PathBuf,
     /// Pages to map ahead around the entry point and the stack top.
     pub prefetch: u64,
-    /// Cached file pages the internal pager maps after each shared file
-    /// page it maps (0: none).
-    pub read_ahead: u64,
+    /// The pagers' fault-around window in pages (0: none; see
+    /// [`Pager::set_fault_around`]).
+    pub fault_around: u64,
     /// Frames of the filesystem server's page pool (`None`: its default).
     pub fs_pool_pages: Option<usize>,
     /// Where to write the statistics (`-`: standard output).
@@ -166,11 +166,25 @@ fn read_range(view: &DsView, buf: &mut [u8], off: u64, len: u64) -> Result<(), R
     let end = (off.saturating_add(len)).min(buf.len() as u64);
     let mut p = off & !(PAGE - 1);
     while p < end {
-        view.load(p)
-            .map_err(|e| err(format!("reading the program: {e}")))?;
         let n = (buf.len() as u64 - p).min(PAGE) as usize;
         let mut page = [0u8; PAGE as usize];
-        view.read_page(p, n as u64, &mut page);
+        // The server may revoke the page between its answer and our copy
+        // (it is short of frames): ask again.
+        let mut tries = 0;
+        loop {
+            view.load(p)
+                .map_err(|e| err(format!("reading the program: {e}")))?;
+            if view.read_page(p, n as u64, &mut page) {
+                break;
+            }
+            tries += 1;
+            if tries == 3 {
+                return Err(err(format!(
+                    "reading the program: the filesystem server revoked page {p:#x} \
+                     {tries} times before it could be copied (its page pool is too small?)"
+                )));
+            }
+        }
         buf[p as usize..p as usize + n].copy_from_slice(&page[..n]);
         p += PAGE;
     }
@@ -352,7 +366,7 @@ pub fn run(opts: &RunOpts) -> Result<Outcome, RunError> {
             unsafe { libc::kill(f.tid as i32, libc::SIGSEGV) };
         }),
     ));
-    children.pager().set_read_ahead(opts.read_ahead);
+    children.pager().set_fault_around(opts.fault_around);
     if opts.mode == Mode::External {
         let Some(ufd) = fds.pop() else {
             return Err(err("the task sent no userfaultfd"));
@@ -368,6 +382,7 @@ pub fn run(opts: &RunOpts) -> Result<Outcome, RunError> {
                 unsafe { libc::kill(pid, libc::SIGSEGV) };
             }),
         ));
+        pager.set_fault_around(opts.fault_around);
         pager.set_on_fork(Children::handler(&children));
         std::thread::Builder::new()
             .name("ext-pager".into())
@@ -433,7 +448,7 @@ pub fn run(opts: &RunOpts) -> Result<Outcome, RunError> {
         code: (code.0.min(code.1), code.1),
         data: (data.0.min(data.1), data.1),
         prefetch: opts.prefetch,
-        read_ahead: opts.read_ahead,
+        fault_around: opts.fault_around,
         file_limits,
         execfn: opts.program.clone().into_bytes(),
         argv,

@@ -213,7 +213,7 @@ pub fn main(arena: &'static Arena) -> ! {
         Ok((k, _, _)) => fail(&ch, &format!("unexpected control message {k}")),
         Err(_) => std::process::exit(127),
     };
-    pager.set_read_ahead(start.read_ahead);
+    pager.set_fault_around(start.fault_around);
     {
         let mut m = map.lock();
         for (s, l) in &start.file_limits {

@@ -11,17 +11,22 @@
 //!   page itself: zero copy, one physical page for every task. A MISSING
 //!   fault (a hole: never loaded, or revoked by the server) first asks the
 //!   server with a Dataspace `map` into the pager's view of the file, which
-//!   makes the server load the page, then continues;
+//!   makes the server load the page (and sends the whole aligned block
+//!   around it that it has cached), then continues. Read-only pages come
+//!   with fault-around (see [`Pager::set_fault_around`]): the cached pages
+//!   of the aligned window around the fault are mapped with it, never a
+//!   hole; writable pages go one by one, each announced to the server;
 //! * **private file pages**: copied at first touch (read or write) from the
 //!   pager's view of the file with `UFFDIO_COPY`, the part beyond the
 //!   region's file data zeroed (this is "copy at first touch", not a
 //!   deferred copy-on-write: a private page is never shared);
 //! * **anonymous pages**: `UFFDIO_ZEROPAGE`;
 //! * the external pager brings each file page into its own memory once
-//!   (a private copy, made from its view after a Dataspace `map`) and
-//!   answers every fault on it with `UFFDIO_COPY` from there: it "returns
-//!   flexpages from its own memory". Its copies are snapshots: later
-//!   changes of the file do not reach pages it has copied.
+//!   (a private copy of each page of the block the server maps in answer
+//!   to a Dataspace `map`) and answers every fault on it with `UFFDIO_COPY`
+//!   from there, with fault-around: it "returns flexpages from its own
+//!   memory". Its copies are snapshots: later changes of the file do not
+//!   reach pages it has copied.
 //!
 //! Duplicate events (several threads on one page) end in `EEXIST`, which
 //! wakes the threads; a revocation racing an answer ends in `EFAULT`,
@@ -152,16 +157,41 @@ impl Default for Counters {
 /// The pager's own view of a dataspace (a file): the file's memfd mapped
 /// read-only into a reserved range of the pager, page `i` at `base + i`.
 ///
-/// The pager reads a page through the view only after the server mapped
-/// it in answer to a Dataspace `map` (reading a page the server has not
-/// loaded would make the kernel insert a zero page into the shared page
-/// cache).
+/// The pager learns which pages the server has from its answers to
+/// Dataspace `map` and reads their content with `pread` (never through the
+/// mapping: touching a page the server has not loaded, or has revoked
+/// meanwhile, would make the kernel insert a zero page into the shared
+/// page cache, which every task would then see as the file's content).
 pub struct DsView {
     ds: Cap<Dataspace>,
     size: u64,
     range: ReservedRange,
+    /// Two pages where pages asked for writing arrive (see
+    /// [`load_block`](Self::load_block)).
+    scratch: ReservedRange,
     /// The memfd (and whether we have it read-write), after the first map.
     memfd: OnceLock<(std::os::fd::OwnedFd, bool)>,
+    /// The end (file offset) of the last block the server mapped to us
+    /// (0: none yet): where the server expects the stream to come back.
+    block_end: AtomicU64,
+}
+
+/// A block of a file the server mapped in answer to a Dataspace `map`:
+/// file offsets `[first, first + len)`, all of it in the server's page
+/// cache at the time of the reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Block {
+    /// File offset of the first byte (page-aligned).
+    pub first: u64,
+    /// Length in bytes (a power-of-two number of pages).
+    pub len: u64,
+}
+
+impl Block {
+    /// File offset of the end of the block.
+    pub fn end(&self) -> u64 {
+        self.first + self.len
+    }
 }
 
 impl DsView {
@@ -170,11 +200,14 @@ impl DsView {
         let st = ds.info()?;
         let size = st.size.max(PAGE_SIZE);
         let range = ReservedRange::new(size.next_multiple_of(PAGE_SIZE) as usize)?;
+        let scratch = ReservedRange::new(2 * PAGE_SIZE as usize)?;
         Ok(DsView {
             ds,
             size: st.size,
             range,
+            scratch,
             memfd: OnceLock::new(),
+            block_end: AtomicU64::new(0),
         })
     }
 
@@ -198,12 +231,43 @@ impl DsView {
     /// for a page that will be written through a shared mapping: the
     /// server then treats it as dirty until it writes it back).
     pub fn load_flags(&self, offset: u64, flags: u64) -> Result<u64> {
+        Ok(self.load_block(offset, flags)?.len)
+    }
+
+    /// As [`load_flags`](Self::load_flags), returning the block the server
+    /// mapped.
+    ///
+    /// Read-only: the receive window is the naturally aligned block of up
+    /// to 2 MiB of our view around the page, so the server's answer — the
+    /// largest aligned block around the page that it has fully cached —
+    /// arrives whole, with one round trip.
+    ///
+    /// Writable (`flags` has `W`): exactly the page. The server counts all
+    /// of the block it sends as mapped writable, i.e. dirty until it
+    /// writes it back, and cannot know how much of it our window took;
+    /// so the hot spot is put where only a single page agrees with it in
+    /// alignment (the other page of a two-page scratch window: the server
+    /// then sends one page, as L4Re's `dataspace_svr` would).
+    pub fn load_block(&self, offset: u64, flags: u64) -> Result<Block> {
         let offset = offset & !(PAGE_SIZE - 1);
         if offset >= self.size.next_multiple_of(PAGE_SIZE) {
             return Err(Error::Range);
         }
-        let spot = self.range.addr() as u64 + offset;
-        let item = self.ds.map(offset, spot, flags, RcvBuf::window(spot, 12))?;
+        let writable = flags & map_flags::W != 0;
+        let (spot, window, order) = if writable {
+            let s = self.scratch.addr() as u64;
+            (s + (!offset & PAGE_SIZE), s, self.scratch.order())
+        } else {
+            // The range is naturally aligned to its power-of-two size, so
+            // an aligned block of at most its size around `spot` lies
+            // inside it.
+            let spot = self.range.addr() as u64 + offset;
+            let order = self.range.order().clamp(12, MAX_BLOCK_ORDER);
+            (spot, spot & !((1u64 << order) - 1), order)
+        };
+        let item = self
+            .ds
+            .map(offset, spot, flags, RcvBuf::window(window, order))?;
         if self.memfd.get().is_none() {
             let (fd, at, writable) = memfd_behind(spot, PAGE_SIZE).ok_or(Error::Fault)?;
             if at != offset {
@@ -231,23 +295,131 @@ impl DsView {
             }
             let _ = self.memfd.set((fd, writable));
         }
-        Ok(item.fpage.size().min(self.size))
+        // What landed in the window: the flexpage, cut to the window around
+        // the hot spot (file offsets and view addresses agree in alignment).
+        let len = if writable {
+            PAGE_SIZE
+        } else {
+            item.fpage.size().clamp(PAGE_SIZE, 1 << order)
+        };
+        let first = offset & !(len - 1);
+        let block = Block { first, len };
+        if !writable {
+            self.block_end.store(block.end(), Ordering::Relaxed);
+        }
+        Ok(block)
+    }
+
+    /// Whether the page at `offset` is where the server expects a stream
+    /// to come back: at most `window` bytes after the end of the last block
+    /// it mapped to us. (The server grows its read-ahead when a stream
+    /// asks for pages it read ahead; pages it has cached are mapped without
+    /// asking, so the pager asks there, once per block, as a task on Fiasco
+    /// would fault there after receiving the block.)
+    pub fn stream_reaches(&self, offset: u64, window: u64) -> bool {
+        let end = self.block_end.load(Ordering::Relaxed);
+        end != 0 && offset >= end && offset - end < window.max(PAGE_SIZE)
     }
 
     /// Copies the first `valid` bytes of the page at `offset` into `out`
-    /// and zeroes the rest (the page must have been [`load`](Self::load)ed).
-    pub fn read_page(&self, offset: u64, valid: u64, out: &mut [u8]) {
-        let valid = (valid as usize)
-            .min(out.len())
-            .min(self.size.saturating_sub(offset) as usize);
-        let src = (self.range.addr() as u64 + offset) as *const u8;
-        // SAFETY: `[src, src + valid)` lies in our view (offset < size,
-        // valid <= size - offset) where the file is mapped and the page is
-        // loaded; other tasks may write shared file pages concurrently,
-        // which gives a torn but harmless copy (volatile-free `copy` of
-        // plain bytes into our buffer).
-        unsafe { core::ptr::copy_nonoverlapping(src, out.as_mut_ptr(), valid) };
+    /// (a page) and zeroes the rest; `false` if the server revoked the
+    /// page before the copy was done (the copy is then not the file's
+    /// content: load it again). The page must have been
+    /// [`load`](Self::load)ed.
+    pub fn read_page(&self, offset: u64, valid: u64, out: &mut [u8]) -> bool {
+        let len = out.len().min(PAGE_SIZE as usize);
+        let ok = self.read_pages(offset, &mut [&mut out[..len]]) > 0;
+        let valid = (valid as usize).min(len);
         out[valid..].fill(0);
+        ok
+    }
+
+    /// Copies the consecutive pages from `offset` on into `pages` (a page
+    /// each; bytes past the end of the file as zeros), which the server
+    /// must have mapped to us, with one `preadv` (which, unlike a read
+    /// through the view, never inserts a page into the server's cache).
+    /// Returns how many of them, from the first on, were copied whole and
+    /// still in the server's cache after the copy (`mincore`): a page it
+    /// revoked meanwhile may have been read as zeros, so it and the pages
+    /// after it are not to be used. (A page revoked and loaded again
+    /// between the copy and the check is taken: then the server evicted
+    /// and reloaded a page it had just mapped, within microseconds.)
+    pub fn read_pages(&self, offset: u64, pages: &mut [&mut [u8]]) -> u64 {
+        let Some((fd, _)) = self.memfd.get() else {
+            return 0;
+        };
+        let fd = std::os::fd::AsRawFd::as_raw_fd(fd);
+        let n = pages.len().min(1024); // IOV_MAX
+        let pages = &mut pages[..n];
+        let mut iov: Vec<libc::iovec> = Vec::with_capacity(pages.len());
+        let mut want = 0;
+        for (i, p) in pages.iter_mut().enumerate() {
+            let file = self.size.saturating_sub(offset + i as u64 * PAGE_SIZE);
+            let n = (file as usize).min(p.len());
+            p[n..].fill(0);
+            want += n;
+            iov.push(libc::iovec {
+                iov_base: p.as_mut_ptr().cast(),
+                iov_len: n,
+            });
+        }
+        let (mut done, mut first) = (0, 0);
+        while done < want {
+            // SAFETY: every iovec from `first` on describes a part of a
+            // page of `pages`, which we borrow mutably; preadv writes at
+            // most that much into them.
+            let r = unsafe {
+                libc::preadv(
+                    fd,
+                    iov[first..].as_ptr(),
+                    (iov.len() - first) as i32,
+                    (offset + done as u64) as i64,
+                )
+            };
+            if r <= 0 {
+                if r < 0
+                    && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted
+                {
+                    continue;
+                }
+                break;
+            }
+            let mut r = r as usize;
+            done += r;
+            while r > 0 && first < iov.len() {
+                let take = r.min(iov[first].iov_len);
+                // SAFETY: `take` is at most the iovec's length: the new
+                // base stays within (or just past the end of) its page.
+                iov[first].iov_base = unsafe { iov[first].iov_base.cast::<u8>().add(take).cast() };
+                iov[first].iov_len -= take;
+                r -= take;
+                if iov[first].iov_len == 0 {
+                    first += 1;
+                }
+            }
+            while first < iov.len() && iov[first].iov_len == 0 {
+                first += 1;
+            }
+        }
+        // Pages copied whole: those before the first one left unfinished.
+        let whole = iov.iter().take_while(|v| v.iov_len == 0).count();
+        // Which are still there: the pages of a file mapping that are in
+        // its page cache, whether this process touched them or not.
+        let mut vec = vec![0u8; whole];
+        let at = self.range.addr() as u64 + offset;
+        // SAFETY: `[at, at + whole pages)` lies in our view, which maps the
+        // file (its memfd is known); `vec` has a byte per page.
+        let r = unsafe {
+            libc::mincore(
+                at as usize as *mut _,
+                whole * PAGE_SIZE as usize,
+                vec.as_mut_ptr(),
+            )
+        };
+        if r != 0 {
+            return 0;
+        }
+        vec.iter().take_while(|&&b| b & 1 != 0).count() as u64
     }
 
     /// Whether we hold the memfd read-write.
@@ -261,6 +433,16 @@ impl DsView {
     }
 }
 
+/// The error of a resolving ioctl that failed on `page` for a reason other
+/// than a duplicate event or a revocation race (logged with its errno).
+fn ioctl_error(what: &str, page: u64, errno: i32) -> Error {
+    log::warn!(
+        "pager: {what} of page {page:#x} failed: {}",
+        std::io::Error::from_raw_os_error(errno)
+    );
+    Error::Io
+}
+
 /// Who resolves faults.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -271,6 +453,16 @@ pub enum Mode {
     /// its own memory.
     External,
 }
+
+/// Largest block asked of the server at once (2 MiB, its largest map
+/// reply).
+const MAX_BLOCK_ORDER: u8 = 21;
+
+/// Pages mapped around a shared file page at a fault when the server has
+/// them cached (the kernel's default `fault_around_bytes`, 64 KiB): the
+/// naturally aligned window of this many pages around the fault, clipped
+/// to the region.
+pub const FAULT_AROUND_PAGES: u64 = 16;
 
 /// One page of content.
 type Page = [u8; PAGE_SIZE as usize];
@@ -296,7 +488,12 @@ pub struct Pager {
     own: Mutex<HashMap<(u64, u64), Box<Page>>>,
     mode: Mode,
     on_error: OnError,
-    read_ahead: AtomicU64,
+    /// Pages mapped around a shared file page (see
+    /// [`set_fault_around`](Self::set_fault_around)).
+    fault_around: AtomicU64,
+    /// The end of the last run of pages mapped forward from a fault (a
+    /// fault there continues a sequential stream).
+    last_end: AtomicU64,
     on_fork: OnceLock<OnFork>,
     /// Serves forked descendants (counts [`Counters::child_faults`]).
     children: bool,
@@ -318,7 +515,8 @@ impl Pager {
             own: Mutex::new(HashMap::new()),
             mode,
             on_error,
-            read_ahead: AtomicU64::new(0),
+            fault_around: AtomicU64::new(FAULT_AROUND_PAGES),
+            last_end: AtomicU64::new(0),
             on_fork: OnceLock::new(),
             children: false,
         }
@@ -369,15 +567,15 @@ impl Pager {
         Ok(view)
     }
 
-    fn load(&self, view: &DsView, offset: u64) -> Result<()> {
+    fn load(&self, view: &DsView, offset: u64) -> Result<Block> {
         self.load_flags(view, offset, map_flags::R)
     }
 
-    fn load_flags(&self, view: &DsView, offset: u64, flags: u64) -> Result<()> {
-        let bytes = view.load_flags(offset, flags)?;
+    fn load_flags(&self, view: &DsView, offset: u64, flags: u64) -> Result<Block> {
+        let b = view.load_block(offset, flags)?;
         Counters::add(&self.counters.server_maps, 1);
-        Counters::add(&self.counters.bytes_from_server, bytes);
-        Ok(())
+        Counters::add(&self.counters.bytes_from_server, b.len);
+        Ok(b)
     }
 
     fn touch(&self, ds: CapIdx, offset: u64) {
@@ -445,35 +643,75 @@ impl Pager {
                 ..
             } if self.mode == Mode::Internal => {
                 let view = self.view(ds)?;
-                if rights.contains(Rights::W) {
-                    // A writable shared page: the server must know it may
-                    // be written (it writes it back when it syncs).
+                let window = self.fault_around.load(Ordering::Relaxed) * PAGE_SIZE;
+                let writable = rights.contains(Rights::W);
+                // A round trip to the server for a page that will be
+                // written (it must count it as dirty), for one it does not
+                // have cached (MISSING), and where a stream reaches the end
+                // of what it mapped to us (so that it reads further ahead);
+                // an isolated fault on a cached page is answered without.
+                let asked = if writable {
                     self.load_flags(&view, offset, map_flags::RW)?;
-                } else if !f.minor {
-                    let b = view.load_flags(offset, map_flags::R)?;
-                    if std::env::var_os("PGDBG").is_some() {
-                        eprintln!("DBG miss {:#x} bytes {:#x}", offset, b);
-                    }
-                    Counters::add(&self.counters.server_maps, 1);
-                }
+                    true
+                } else if !f.minor || view.stream_reaches(offset, window) {
+                    self.load(&view, offset)?;
+                    true
+                } else {
+                    false
+                };
                 self.touch(ds, offset);
                 Counters::add(&c.shared_maps, 1);
                 Counters::add(&c.pages_mapped, 1);
-                let r = uffd.continue_(page, PAGE_SIZE).map_err(|_| Error::Io)?;
-                if r == Resolved::Done {
-                    self.read_ahead(uffd, ds, offset, page);
-                }
+                // Fault-around after a round trip, or when the fault
+                // continues a sequential stream. Never for writable pages:
+                // CONTINUE maps a page of a writable shared mapping
+                // writable, and the server must hear of each such page.
+                let around = if writable || prefetch {
+                    None
+                } else if asked || page == self.last_end.load(Ordering::Relaxed) {
+                    self.around(page)
+                } else {
+                    None
+                };
+                let r = match around {
+                    Some(w) => {
+                        let (r, run_end) = self.continue_around(uffd, w, page)?;
+                        if r == Resolved::Done {
+                            self.last_end.store(run_end, Ordering::Relaxed);
+                        }
+                        r
+                    }
+                    None => {
+                        let r = uffd
+                            .continue_(page, PAGE_SIZE)
+                            .map_err(|e| ioctl_error("UFFDIO_CONTINUE", page, e))?;
+                        if r == Resolved::Done {
+                            self.last_end.store(page + PAGE_SIZE, Ordering::Relaxed);
+                        }
+                        r
+                    }
+                };
                 (&c.shared_maps, r)
             }
             Decision::MapShared {
                 ds, offset, page, ..
             } => {
                 // External: a copy from our own memory ("returns a flexpage
-                // from its own memory"), counted as a shared-file fault.
-                (
+                // from its own memory"), counted as a shared-file fault,
+                // with fault-around on the same terms as the internal
+                // pager's (from the copies it holds).
+                let seq = page == self.last_end.load(Ordering::Relaxed);
+                let around = if prefetch { None } else { self.around(page) };
+                let r = self.copy_in(
+                    uffd,
+                    ds,
+                    offset,
+                    PAGE_SIZE,
+                    page,
                     &c.shared_maps,
-                    self.copy_in(uffd, ds, offset, PAGE_SIZE, page, &c.shared_maps)?,
-                )
+                    Some((around, seq)),
+                )?;
+                (&c.shared_maps, r)
             }
             Decision::CopyPrivate {
                 ds,
@@ -483,14 +721,15 @@ impl Pager {
                 ..
             } => (
                 &c.private_copies,
-                self.copy_in(uffd, ds, offset, valid, page, &c.private_copies)?,
+                self.copy_in(uffd, ds, offset, valid, page, &c.private_copies, None)?,
             ),
             Decision::Zero { page, .. } => {
                 Counters::add(&c.zero_pages, 1);
                 Counters::add(&c.pages_mapped, 1);
                 (
                     &c.zero_pages,
-                    uffd.zeropage(page, PAGE_SIZE).map_err(|_| Error::Io)?,
+                    uffd.zeropage(page, PAGE_SIZE)
+                        .map_err(|e| ioctl_error("UFFDIO_ZEROPAGE", page, e))?,
                 )
             }
             Decision::Error(report) => {
@@ -524,40 +763,202 @@ impl Pager {
         Ok(())
     }
 
-    /// Sets how many pages after a shared file page are mapped along with
-    /// it when the server has them cached (0: none).
-    pub fn set_read_ahead(&self, pages: u64) {
-        self.read_ahead.store(pages, Ordering::Relaxed);
-    }
-
-    /// Maps up to `read_ahead` cached pages after `page` of the same shared
-    /// region (`UFFDIO_CONTINUE`), stopping at the first page that is not
-    /// cached, already mapped, or outside the region.
-    fn read_ahead(&self, uffd: &Uffd, ds: CapIdx, offset: u64, page: u64) {
-        let n = self.read_ahead.load(Ordering::Relaxed);
-        if n == 0 {
-            return;
-        }
-        let end = match self.map.lock().lookup(page) {
-            Some(r) => r.end(),
-            None => return,
+    /// Sets how many pages around a shared file page are mapped with it
+    /// at a fault when the server has them cached: the naturally aligned
+    /// window of `pages` pages around the fault, clipped to the region, as
+    /// the kernel's fault-around does for file mappings (0 or 1: none;
+    /// default [`FAULT_AROUND_PAGES`]; rounded down to a power of two).
+    /// Writable shared pages are never mapped around (each must be
+    /// announced to the server as written).
+    pub fn set_fault_around(&self, pages: u64) {
+        let p = if pages <= 1 {
+            0
+        } else {
+            1 << (63 - pages.leading_zeros())
         };
-        for i in 1..=n {
-            let p = page + i * PAGE_SIZE;
-            if p >= end {
-                break;
-            }
-            match uffd.continue_(p, PAGE_SIZE) {
-                Ok(Resolved::Done) => {
-                    Counters::add(&self.counters.pages_mapped, 1);
-                    Counters::add(&self.counters.prefetched, 1);
-                    self.touch(ds, offset + i * PAGE_SIZE);
-                }
-                _ => break,
-            }
-        }
+        self.fault_around.store(p, Ordering::Relaxed);
     }
 
+    /// The fault-around window of `page`: the naturally aligned window of
+    /// [`set_fault_around`](Self::set_fault_around) pages around it,
+    /// clipped to its region, as a `(start, end)` address range.
+    fn around(&self, page: u64) -> Option<(u64, u64)> {
+        let n = self.fault_around.load(Ordering::Relaxed);
+        if n < 2 {
+            return None;
+        }
+        let (rs, re) = {
+            let map = self.map.lock();
+            let r = map.lookup(page)?;
+            (r.start, r.end())
+        };
+        let w = n * PAGE_SIZE;
+        let start = (page & !(w - 1)).max(rs);
+        let end = (page & !(w - 1)).saturating_add(w).min(re);
+        Some((start, end))
+    }
+
+    /// Maps the faulting page `page` and the pages of `[start, end)` around
+    /// it that the server has cached and the task has not mapped, in runs
+    /// (`UFFDIO_CONTINUE` never allocates a page: holes stay holes and
+    /// fault as MISSING), without waking anyone; then wakes the threads
+    /// waiting on `page`, so they resume with the window mapped rather
+    /// than fault again on pages being mapped. Returns the outcome for
+    /// `page` and the end of the run mapped from `page` on.
+    fn continue_around(
+        &self,
+        uffd: &Uffd,
+        (start, end): (u64, u64),
+        page: u64,
+    ) -> Result<(Resolved, u64)> {
+        let mut outcome = Ok(Resolved::Retry);
+        let mut around = 0;
+        let mut run_end = page;
+        let mut p = start;
+        while p < end {
+            let (done, r) = uffd.continue_nowake(p, end - p);
+            if done > 0 {
+                let stop = p + done;
+                around += done / PAGE_SIZE;
+                if (p..stop).contains(&page) {
+                    outcome = Ok(Resolved::Done);
+                    run_end = stop;
+                    around -= 1;
+                }
+                // Ask for the page that stopped the run alone: its error
+                // says why (mapped already, or a hole).
+                p = stop;
+                continue;
+            }
+            if p == page {
+                outcome = r.map_or_else(Uffd::classify, |()| Ok(Resolved::Retry));
+            }
+            p += PAGE_SIZE;
+        }
+        // Counted before the wake (the program may end right after it).
+        if around > 0 {
+            Counters::add(&self.counters.pages_mapped, around);
+            Counters::add(&self.counters.prefetched, around);
+        }
+        uffd.wake(page, PAGE_SIZE);
+        let outcome = outcome.map_err(|e| ioctl_error("UFFDIO_CONTINUE", page, e))?;
+        Ok((outcome, run_end))
+    }
+
+    /// Fault-around for the external pager: copies the pages of `[start,
+    /// end)` but `page` (file page `offset`) that it holds copies of, in
+    /// runs of consecutive pages (one `UFFDIO_COPY` each), without waking
+    /// anyone. Returns the end of the run copied after `page`.
+    fn copy_around(
+        &self,
+        uffd: &Uffd,
+        ds: CapIdx,
+        offset: u64,
+        page: u64,
+        (start, end): (u64, u64),
+    ) -> u64 {
+        let mut buf: Vec<u8> = Vec::new();
+        let mut n = 0;
+        let mut run_end = page + PAGE_SIZE;
+        let mut p = start;
+        while p < end {
+            if p == page {
+                p += PAGE_SIZE;
+                continue;
+            }
+            // The run of pages from p we hold copies of (up to `page`).
+            buf.clear();
+            {
+                let own = self.own.lock().unwrap_or_else(|e| e.into_inner());
+                let mut q = p;
+                while q < end && q != page {
+                    match own.get(&(ds.0, offset + q - page)) {
+                        Some(pg) => buf.extend_from_slice(&pg[..]),
+                        None => break,
+                    }
+                    q += PAGE_SIZE;
+                }
+            }
+            if buf.is_empty() {
+                p += PAGE_SIZE;
+                continue;
+            }
+            let (done, _) = uffd.copy_nowake(p, buf.as_ptr(), buf.len() as u64);
+            n += done / PAGE_SIZE;
+            if p == run_end {
+                run_end = p + done;
+            }
+            // A run that stopped early goes on from the page that stopped
+            // it (mapped already), which then makes no run and is skipped.
+            p += if done > 0 { done } else { PAGE_SIZE };
+        }
+        if n > 0 {
+            Counters::add(&self.counters.pages_mapped, n);
+            Counters::add(&self.counters.prefetched, n);
+        }
+        run_end
+    }
+
+    /// The content of file page `offset` of `ds`, and whether the server
+    /// was asked for it; `None` if the server revoked it before it could
+    /// be copied. The external pager answers from its own copies; it makes
+    /// them of all of a block the server maps to it (all of it cached, as
+    /// the page is), so that the neighbours need no round trip of their
+    /// own.
+    fn file_page(&self, ds: CapIdx, offset: u64) -> Result<(Option<Box<Page>>, bool)> {
+        if self.mode == Mode::External {
+            let own = self.own.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(p) = own.get(&(ds.0, offset)) {
+                return Ok((Some(p.clone()), false));
+            }
+        }
+        let view = self.view(ds)?;
+        let block = self.load(&view, offset)?;
+        if self.mode == Mode::Internal {
+            let mut buf = Box::new([0u8; PAGE_SIZE as usize]);
+            let ok = view.read_page(offset, PAGE_SIZE, &mut buf[..]);
+            return Ok((ok.then_some(buf), true));
+        }
+        // The pages of the block we have no copy of, read run by run.
+        let end = block.end().min(view.size().next_multiple_of(PAGE_SIZE));
+        let missing: Vec<u64> = {
+            let own = self.own.lock().unwrap_or_else(|p| p.into_inner());
+            (block.first..end)
+                .step_by(PAGE_SIZE as usize)
+                .filter(|o| !own.contains_key(&(ds.0, *o)))
+                .collect()
+        };
+        let mut got: Vec<(u64, Box<Page>)> = Vec::with_capacity(missing.len());
+        let mut i = 0;
+        while i < missing.len() {
+            let mut j = i + 1;
+            while j < missing.len() && missing[j] == missing[j - 1] + PAGE_SIZE {
+                j += 1;
+            }
+            let mut pages: Vec<Box<Page>> = (i..j)
+                .map(|_| Box::new([0u8; PAGE_SIZE as usize]))
+                .collect();
+            let good = {
+                let mut refs: Vec<&mut [u8]> = pages.iter_mut().map(|p| &mut p[..]).collect();
+                view.read_pages(missing[i], &mut refs) as usize
+            };
+            got.extend(missing[i..i + good].iter().copied().zip(pages));
+            i = j;
+        }
+        let mut own = self.own.lock().unwrap_or_else(|p| p.into_inner());
+        for (o, pg) in got {
+            own.entry((ds.0, o)).or_insert(pg);
+        }
+        Ok((own.get(&(ds.0, offset)).cloned(), true))
+    }
+
+    /// Resolves a fault on `page` with a copy of file page `offset` (its
+    /// first `valid` bytes, zeros after them), counted in `kind`. A shared
+    /// file page (external pager) comes with its fault-around window and
+    /// whether the fault continues a stream: the pages of the window it
+    /// holds copies of are copied too when the fault continues a stream or
+    /// needed a round trip to the server.
+    #[allow(clippy::too_many_arguments)]
     fn copy_in(
         &self,
         uffd: &Uffd,
@@ -566,34 +967,29 @@ impl Pager {
         valid: u64,
         page: u64,
         kind: &AtomicU64,
+        shared: Option<(Option<(u64, u64)>, bool)>,
     ) -> Result<Resolved> {
-        let mut buf = [0u8; PAGE_SIZE as usize];
-        let cached = if self.mode == Mode::External {
-            let own = self.own.lock().unwrap_or_else(|p| p.into_inner());
-            own.get(&(ds.0, offset))
-                .map(|p| buf.copy_from_slice(&p[..]))
-        } else {
-            None
-        };
-        if cached.is_none() {
-            let view = self.view(ds)?;
-            self.load(&view, offset)?;
-            view.read_page(offset, PAGE_SIZE, &mut buf);
-            if self.mode == Mode::External {
-                // The external pager brings the content into its own
-                // memory and answers from there from now on.
-                self.own
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .insert((ds.0, offset), Box::new(buf));
-            }
-        }
-        buf[(valid.min(PAGE_SIZE)) as usize..].fill(0);
+        let (content, asked) = self.file_page(ds, offset)?;
         self.touch(ds, offset);
         Counters::add(kind, 1);
         Counters::add(&self.counters.pages_mapped, 1);
-        uffd.copy(page, buf.as_ptr(), PAGE_SIZE)
-            .map_err(|_| Error::Io)
+        let Some(mut buf) = content else {
+            // Revoked while we copied it: the thread faults again.
+            uffd.wake(page, PAGE_SIZE);
+            return Ok(Resolved::Retry);
+        };
+        buf[(valid.min(PAGE_SIZE)) as usize..].fill(0);
+        let run_end = match shared {
+            Some((Some(w), seq)) if seq || asked => self.copy_around(uffd, ds, offset, page, w),
+            _ => page + PAGE_SIZE,
+        };
+        let r = uffd
+            .copy(page, buf.as_ptr(), PAGE_SIZE)
+            .map_err(|e| ioctl_error("UFFDIO_COPY", page, e))?;
+        if r == Resolved::Done && shared.is_some() {
+            self.last_end.store(run_end, Ordering::Relaxed);
+        }
+        Ok(r)
     }
 
     /// Maps the page at `addr` ahead of any fault (prefetch); invalid or

@@ -18,6 +18,10 @@ struct TestFile {
     mem: SharedMem,
     size: u64,
     loads: AtomicU64,
+    /// Pages loaded and mapped per miss (an aligned cluster; 1: the page).
+    cluster: u64,
+    /// A page a cluster load leaves out (loaded only when asked for).
+    skip: Option<u64>,
 }
 
 fn pattern(off: u64) -> u8 {
@@ -46,10 +50,27 @@ impl DataspaceServer for TestFile {
             self.fill(page);
             self.loads.fetch_add(1, Ordering::Relaxed);
         }
-        let fp = self
-            .mem
-            .fpage(page as usize, 12, Rights::R)
-            .ok_or(Error::Range)?;
+        let c = self.cluster * PAGE_SIZE;
+        if self.cluster > 1 {
+            let first = page & !(c - 1);
+            for p in (first..first + c).step_by(PAGE_SIZE as usize) {
+                if p != page && Some(p) != self.skip && p < self.size {
+                    self.fill(p);
+                }
+            }
+        }
+        // The whole cluster when every page of it is there.
+        let whole = self.cluster > 1 && self.skip.is_none_or(|s| s & !(c - 1) != page & !(c - 1));
+        let fp = if whole {
+            self.mem.fpage(
+                (page & !(c - 1)) as usize,
+                c.trailing_zeros() as u8,
+                Rights::R,
+            )
+        } else {
+            self.mem.fpage(page as usize, 12, Rights::R)
+        }
+        .ok_or(Error::Range)?;
         Ok(SndFpage::mem(fp, spot, MapType::Map))
     }
     fn clear(&self, _: &mut Request<'_>, _: u64, _: u64) -> Result<()> {
@@ -84,12 +105,25 @@ impl ServerObject for TestFile {
 /// Starts a server thread for a file of `pages` pages; returns the
 /// dataspace capability and the file's memfd (for punching holes).
 fn serve_file(pages: u64) -> (Cap<Dataspace>, std::os::fd::OwnedFd) {
+    serve_file_clustered(pages, 1, None)
+}
+
+/// As [`serve_file`], loading aligned clusters of `cluster` pages per miss
+/// (leaving out the page at offset `skip`) and answering with the whole
+/// cluster when it is complete.
+fn serve_file_clustered(
+    pages: u64,
+    cluster: u64,
+    skip: Option<u64>,
+) -> (Cap<Dataspace>, std::os::fd::OwnedFd) {
     let mem = SharedMem::new((pages * PAGE_SIZE) as usize).unwrap();
     let fd = rustix::io::fcntl_dupfd_cloexec(mem.fd(), 0).unwrap();
     let file = Arc::new(TestFile {
         mem,
         size: pages * PAGE_SIZE - 100,
         loads: AtomicU64::new(0),
+        cluster,
+        skip,
     });
     let gate = env().factory().create_gate(None, 0).unwrap();
     let g = gate.cap();
@@ -547,4 +581,409 @@ fn forked_child_is_served_until_it_is_gone() {
             libc::close(fd);
         }
     }
+}
+
+/// A pager in `mode` serving one read-only shared file region of 64 pages
+/// (at a 64-page-aligned address) of a 64-page file served by a
+/// [`TestFile`] server that loads aligned clusters of 16 pages and leaves
+/// page 53 out of its clusters.
+struct Fixture {
+    pager: Arc<Pager>,
+    counters: &'static Counters,
+    /// The region's start.
+    b: u64,
+    /// The file's memfd (to punch pages and find holes).
+    memfd: std::os::fd::OwnedFd,
+    _range: ReservedRange,
+}
+
+/// The page the [`Fixture`]'s server leaves out of its clusters.
+const HOLE: u64 = 53;
+
+fn fixture(mode: Mode) -> Option<Fixture> {
+    let Ok(u) = uffd::Uffd::open(wanted_features(false)) else {
+        eprintln!("userfaultfd unavailable: test skipped");
+        return None;
+    };
+    let (ds, memfd) = serve_file_clustered(64, 16, Some(HOLE * PAGE_SIZE));
+    let counters: &'static Counters = Box::leak(Box::new(Counters::new()));
+    let map = Arc::new(SpinLock::new(RegionMap::new(0, 1 << 47)));
+    let pager = Arc::new(Pager::new(
+        map.clone(),
+        counters,
+        mode,
+        Box::new(|r, _| panic!("unexpected invalid access: {r}")),
+    ));
+    // The view's first map now, so that it does not happen between
+    // freeing the region's range and mapping the region.
+    pager.view(ds.idx()).unwrap().load(0).unwrap();
+    let u = Arc::new(u);
+    // Tests run in parallel threads, which may map something into the
+    // range freed for the region before it is mapped: then try again.
+    let (b, range) = (0..10)
+        .find_map(|_| {
+            let range = ReservedRange::new(128 * PAGE_SIZE as usize).unwrap();
+            let b = (range.addr() as u64).next_multiple_of(64 * PAGE_SIZE);
+            let file = Backing::File {
+                ds: ds.idx(),
+                offset: 0,
+                file_len: 64 * PAGE_SIZE,
+            };
+            let r = {
+                let mut m = map.lock();
+                m.attach(
+                    b,
+                    64 * PAGE_SIZE,
+                    Rights::R,
+                    file,
+                    false,
+                    "rodata",
+                    false,
+                    false,
+                    0,
+                )
+                .unwrap();
+                m.lookup(b).cloned().unwrap()
+            };
+            // SAFETY: the range is ours and unused.
+            unsafe { libc::munmap(b as usize as *mut _, 64 * PAGE_SIZE as usize) };
+            if realize_region(&pager, &u, &r).is_ok() {
+                return Some((b, range));
+            }
+            map.lock().detach(b, 64 * PAGE_SIZE).unwrap();
+            None
+        })
+        .expect("a free range for the region");
+    let p2 = pager.clone();
+    std::thread::spawn(move || p2.serve(u));
+    Some(Fixture {
+        pager,
+        counters,
+        b,
+        memfd,
+        _range: range,
+    })
+}
+
+impl Fixture {
+    fn c(&self, x: impl Fn(&Counters) -> &AtomicU64) -> u64 {
+        Counters::get(x(self.counters))
+    }
+
+    /// Reads page `p` of the region (a few bytes) and checks the content.
+    fn check_page(&self, p: u64) {
+        for i in [0, 1, 2049, PAGE_SIZE - 1] {
+            let off = p * PAGE_SIZE + i;
+            if off < 64 * PAGE_SIZE - 100 {
+                assert_eq!(read_byte(self.b + off), pattern(off), "byte {off:#x}");
+            }
+        }
+    }
+
+    /// Whether file page `p` is a hole in the server's memfd.
+    fn is_hole(&self, p: u64) -> bool {
+        rustix::fs::seek(&self.memfd, rustix::fs::SeekFrom::Data(p * PAGE_SIZE))
+            .map(|d| d != p * PAGE_SIZE)
+            .unwrap_or(true)
+    }
+
+    /// Revokes file page `p`, as the server does.
+    fn punch(&self, p: u64) {
+        rustix::fs::fallocate(
+            &self.memfd,
+            rustix::fs::FallocateFlags::PUNCH_HOLE | rustix::fs::FallocateFlags::KEEP_SIZE,
+            p * PAGE_SIZE,
+            PAGE_SIZE,
+        )
+        .unwrap();
+    }
+}
+
+#[test]
+fn fault_around_maps_cached_neighbours_never_holes() {
+    let Some(t) = fixture(Mode::Internal) else {
+        return;
+    };
+    // (Attaching loaded the first cluster.) One missing fault maps the
+    // 16-page window around it, which the server loaded with it; the
+    // faulting thread resumes only once all of it is mapped.
+    t.check_page(19);
+    assert_eq!((t.c(|c| &c.faults), t.c(|c| &c.missing)), (1, 1));
+    assert_eq!(t.c(|c| &c.prefetched), 15);
+    for p in 16..32 {
+        t.check_page(p);
+    }
+    assert_eq!(t.c(|c| &c.faults), 1, "pages 16-31 were mapped around");
+
+    // A cluster with a hole: the neighbours on both sides of it are
+    // mapped, the hole stays a hole (no page of zeros in the file): it
+    // faults as missing and the server loads it.
+    t.check_page(50);
+    assert_eq!(t.c(|c| &c.faults), 2);
+    for p in (48..64).filter(|&p| p != HOLE) {
+        t.check_page(p);
+    }
+    assert_eq!(t.c(|c| &c.faults), 2, "pages 48-63 but 53 mapped around");
+    assert!(t.is_hole(HOLE), "fault-around filled the hole");
+    let missing = t.c(|c| &c.missing);
+    t.check_page(HOLE);
+    assert_eq!(t.c(|c| &c.faults), 3);
+    assert_eq!(t.c(|c| &c.missing), missing + 1);
+
+    // The server revokes a page mapped around: it is gone from the task
+    // too, and comes back (missing fault, reloaded) with its content.
+    t.punch(20);
+    let (faults, missing) = (t.c(|c| &c.faults), t.c(|c| &c.missing));
+    t.check_page(20);
+    assert_eq!(t.c(|c| &c.faults), faults + 1);
+    assert_eq!(t.c(|c| &c.missing), missing + 1);
+
+    // Cached pages, mappings dropped: an isolated minor fault maps its page
+    // alone, without asking the server; a fault continuing a sequential
+    // stream maps the rest of its window.
+    // SAFETY: the region is ours; dropping its mappings only makes the
+    // next accesses fault again.
+    unsafe {
+        libc::madvise(
+            t.b as usize as *mut _,
+            64 * PAGE_SIZE as usize,
+            libc::MADV_DONTNEED,
+        )
+    };
+    let (f0, maps) = (t.c(|c| &c.faults), t.c(|c| &c.server_maps));
+    t.check_page(8);
+    assert_eq!(t.c(|c| &c.faults), f0 + 1);
+    t.check_page(10);
+    assert_eq!(
+        t.c(|c| &c.faults),
+        f0 + 2,
+        "an isolated minor fault maps one page"
+    );
+    t.check_page(11);
+    assert_eq!(t.c(|c| &c.faults), f0 + 3);
+    for p in 11..16 {
+        t.check_page(p);
+    }
+    assert_eq!(t.c(|c| &c.faults), f0 + 3, "a stream maps its window ahead");
+    assert_eq!(t.c(|c| &c.server_maps), maps, "cached: no round trip");
+    assert_eq!(t.c(|c| &c.errors), 0);
+}
+
+#[test]
+fn external_pager_keeps_whole_blocks_and_copies_around() {
+    let Some(t) = fixture(Mode::External) else {
+        return;
+    };
+    // A missing fault: the server maps the cluster of 16 pages, the pager
+    // keeps a copy of all of it and copies the window into the task.
+    t.check_page(19);
+    assert_eq!(t.c(|c| &c.faults), 1);
+    let maps = t.c(|c| &c.server_maps);
+    assert_eq!(t.c(|c| &c.prefetched), 15);
+    for p in 16..32 {
+        t.check_page(p);
+    }
+    assert_eq!(t.c(|c| &c.faults), 1, "pages 16-31 were copied around");
+    // Its copies are its own: a revocation does not take them away, and
+    // a fault on them needs no round trip.
+    t.punch(21);
+    // SAFETY: the region is ours; dropping its pages only makes the next
+    // accesses fault again.
+    unsafe {
+        libc::madvise(
+            (t.b + 16 * PAGE_SIZE) as usize as *mut _,
+            16 * PAGE_SIZE as usize,
+            libc::MADV_DONTNEED,
+        )
+    };
+    for p in 16..32 {
+        t.check_page(p);
+    }
+    assert_eq!(t.c(|c| &c.server_maps), maps);
+    // A cluster with a hole: the server maps the page alone; the pager
+    // copies only what the server mapped, never its other cached pages:
+    // each of them is a round trip of its own.
+    t.check_page(50);
+    let maps = t.c(|c| &c.server_maps);
+    let faults = t.c(|c| &c.faults);
+    t.check_page(49);
+    assert_eq!(t.c(|c| &c.faults), faults + 1);
+    assert_eq!(t.c(|c| &c.server_maps), maps + 1);
+    t.check_page(HOLE);
+    assert!(!t.is_hole(HOLE), "loaded when asked for");
+    assert_eq!(t.c(|c| &c.errors), 0);
+}
+
+#[test]
+fn view_reads_never_fill_holes_and_see_revocations() {
+    let Some(t) = fixture(Mode::Internal) else {
+        return;
+    };
+    let view = t
+        .pager
+        .views
+        .lock()
+        .unwrap()
+        .values()
+        .next()
+        .cloned()
+        .unwrap();
+    assert_eq!(
+        view.load_block(0, map_flags::R).unwrap(),
+        Block {
+            first: 0,
+            len: 16 * PAGE_SIZE
+        }
+    );
+    // The server revokes page 5 of the block it mapped, before we read it.
+    t.punch(5);
+    let mut pages = vec![[0u8; PAGE_SIZE as usize]; 16];
+    let n = {
+        let mut refs: Vec<&mut [u8]> = pages.iter_mut().map(|p| &mut p[..]).collect();
+        view.read_pages(0, &mut refs)
+    };
+    assert_eq!(n, 5, "the pages before the revoked one");
+    for (i, p) in pages.iter().take(5).enumerate() {
+        let off = i as u64 * PAGE_SIZE;
+        assert_eq!(p[7], pattern(off + 7));
+    }
+    let mut page = [0u8; PAGE_SIZE as usize];
+    assert!(!view.read_page(5 * PAGE_SIZE, PAGE_SIZE, &mut page));
+    assert!(view.read_page(6 * PAGE_SIZE, 10, &mut page));
+    assert_eq!(page[9], pattern(6 * PAGE_SIZE + 9));
+    assert_eq!(page[10], 0, "bytes past `valid` are zeros");
+    // Reading it did not put a page of zeros into the server's cache.
+    assert!(t.is_hole(5));
+}
+
+#[test]
+fn writable_shared_pages_go_one_by_one_and_only_they_are_dirty() {
+    use crate::rm::{RmBackend, RmService};
+    use l4re::msg::LongBytes;
+    use l4re::proto::rm::flags;
+    use l4re::proto::{Rm, RmClient};
+
+    let Ok(u) = uffd::Uffd::open(wanted_features(false)) else {
+        eprintln!("userfaultfd unavailable: test skipped");
+        return;
+    };
+    let u = Arc::new(u);
+    // l4fs on a temporary directory with a 32-page file.
+    let dir = std::env::temp_dir().join(format!("l4pager-dirty-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("f"), vec![b'.'; 32 * PAGE_SIZE as usize]).unwrap();
+    let fsg = env().factory().create_gate(None, 0).unwrap();
+    let g = fsg.cap();
+    let root = dir.clone();
+    l4re::host::spawn_thread(move || {
+        let _ = l4fs::serve(g, l4fs::FsConfig::host_dir(root));
+    })
+    .unwrap();
+    let fs: Cap<l4fs::FsOps> = fsg.cap().cast();
+    let slot = l4re::cap::alloc::<l4re::cap::Untyped>().unwrap();
+    l4fs::FsOpsClient::open(
+        &fs,
+        LongBytes::new(b"f"),
+        l4fs::proto::mode::RW,
+        RcvBuf::cap(slot.idx()),
+    )
+    .unwrap();
+    let file: Cap<Dataspace> = slot.cap().cast();
+    let counters: &'static Counters = Box::leak(Box::new(Counters::new()));
+    let map = Arc::new(SpinLock::new(RegionMap::new(
+        0x1200_0000_0000,
+        0x1300_0000_0000,
+    )));
+    let pager = Arc::new(Pager::new(
+        map.clone(),
+        counters,
+        Mode::Internal,
+        Box::new(|r, _| panic!("unexpected invalid access: {r}")),
+    ));
+    // All of the file in the server's cache (two clusters read around
+    // read-only maps, through a view of our own: the pager's must see the
+    // file writable first): a writable map could be answered with all of
+    // it.
+    let other = DsView::new(file).unwrap();
+    other.load(0).unwrap();
+    other.load(31 * PAGE_SIZE).unwrap();
+    assert_eq!(
+        other.load_block(0, map_flags::R).unwrap().len,
+        32 * PAGE_SIZE
+    );
+
+    struct Backend {
+        pager: Arc<Pager>,
+        uffd: Arc<uffd::Uffd>,
+    }
+    impl RmBackend for Backend {
+        fn attached(&self, r: &crate::region::Region) -> Result<()> {
+            realize_region(&self.pager, &self.uffd, r)
+        }
+        fn detached(&self, _: &crate::region::Region, s: u64, z: u64) {
+            let _ = self.uffd.unregister(s, z);
+            unrealize(s, z);
+        }
+    }
+    let svc = Arc::new(RmService::new(
+        map,
+        Backend {
+            pager: pager.clone(),
+            uffd: u.clone(),
+        },
+    ));
+    let rmg = env().factory().create_gate(None, 0).unwrap();
+    let g = rmg.cap();
+    l4re::host::spawn_thread(move || {
+        let mut s = Server::new();
+        s.register_gate(g, svc).unwrap();
+        let _ = s.run();
+    })
+    .unwrap();
+    let (p2, u2) = (pager.clone(), u.clone());
+    std::thread::spawn(move || p2.serve(u2));
+    let rm: Cap<Rm> = rmg.cap().cast();
+    let at = rm
+        .attach(
+            0x1200_0000_0000,
+            32 * PAGE_SIZE,
+            flags::RW | flags::SEARCH_ADDR,
+            Some(file.send(l4re::CapRights::RW)),
+            0,
+            16,
+            0,
+            "shared",
+            0,
+        )
+        .unwrap();
+    let faults = Counters::get(&counters.faults);
+    // Read page 3, write page 7, read page 4 and write it: each page is a
+    // fault of its own (nothing is mapped around a writable page), and a
+    // write needs no second fault (the page is mapped writable).
+    assert_eq!(read_byte(at + 3 * PAGE_SIZE), b'.');
+    // SAFETY: the region is mapped writable and shared by the pager.
+    unsafe { core::ptr::write_volatile((at + 7 * PAGE_SIZE) as *mut u8, b'7') };
+    assert_eq!(read_byte(at + 4 * PAGE_SIZE + 1), b'.');
+    // SAFETY: as above.
+    unsafe { core::ptr::write_volatile((at + 4 * PAGE_SIZE) as *mut u8, b'4') };
+    assert_eq!(read_byte(at + 5 * PAGE_SIZE), b'.');
+    assert_eq!(Counters::get(&counters.faults), faults + 4);
+    assert_eq!(Counters::get(&counters.server_maps), 1 + 4);
+    assert_eq!(Counters::get(&counters.prefetched), 0);
+    // The server counts exactly the pages mapped writable as dirty — the
+    // four of the task and page 0, which attaching the region asked for
+    // writable to get the file's memfd — and writes back those, not the
+    // 32-page block it has cached.
+    let before = l4fs::FileOpsClient::stats(&file.cast::<l4fs::FileOps>())
+        .unwrap()
+        .writebacks;
+    l4fs::FsOpsClient::sync_all(&fs).unwrap();
+    let after = l4fs::FileOpsClient::stats(&file.cast::<l4fs::FileOps>())
+        .unwrap()
+        .writebacks;
+    assert_eq!(after - before, 5, "pages written back");
+    let data = std::fs::read(dir.join("f")).unwrap();
+    assert_eq!(data[7 * PAGE_SIZE as usize], b'7');
+    assert_eq!(data[4 * PAGE_SIZE as usize], b'4');
+    let _ = std::fs::remove_dir_all(&dir);
 }

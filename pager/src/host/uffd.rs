@@ -25,6 +25,10 @@ const UFFDIO_WAKE: u64 = ior(0x02, 16);
 const UFFDIO_COPY: u64 = iowr(0x03, 40);
 const UFFDIO_ZEROPAGE: u64 = iowr(0x04, 32);
 const UFFDIO_CONTINUE: u64 = iowr(0x07, 32);
+/// `UFFDIO_COPY_MODE_DONTWAKE`.
+const UFFDIO_COPY_MODE_DONTWAKE: u64 = 1;
+/// `UFFDIO_CONTINUE_MODE_DONTWAKE`.
+const UFFDIO_CONTINUE_MODE_DONTWAKE: u64 = 1;
 /// `_IOWR(0xAA, 0x00, int)` of `/dev/userfaultfd`: `USERFAULTFD_IOC_NEW`.
 const USERFAULTFD_IOC_NEW: u64 = (3 << 30) | (0xaa << 8);
 
@@ -103,6 +107,19 @@ fn ioctl<T>(fd: RawFd, req: u64, arg: &mut T) -> Result<(), i32> {
     // sizes of the structures passed with them).
     let r = unsafe { libc::ioctl(fd, req as _, arg as *mut T) };
     if r < 0 { Err(errno()) } else { Ok(()) }
+}
+
+/// What a ranged `UFFDIO_COPY`/`UFFDIO_CONTINUE` did: the bytes resolved
+/// from the start of the range (the kernel stops at the first page it
+/// cannot resolve) and, when that is not all of them, why: the error of
+/// the first page when not even it was resolved, else `EAGAIN` (the kernel
+/// does not say what stopped a partial run; ask for that page alone).
+fn ranged(r: Result<(), i32>, reported: i64, len: u64) -> (u64, Result<(), i32>) {
+    match r {
+        Ok(()) => (len, Ok(())),
+        Err(e) if reported > 0 => ((reported as u64).min(len), Err(e)),
+        Err(e) => (0, Err(e)),
+    }
 }
 
 impl Uffd {
@@ -201,18 +218,12 @@ impl Uffd {
     }
 
     fn outcome(&self, r: Result<(), i32>, start: u64, len: u64) -> Result<Resolved, i32> {
-        match r {
-            Ok(()) => Ok(Resolved::Done),
-            Err(libc::EEXIST) => {
-                self.wake(start, len);
-                Ok(Resolved::Exists)
-            }
-            Err(libc::EFAULT) | Err(libc::ENOENT) | Err(libc::EAGAIN) | Err(libc::ESRCH) => {
-                self.wake(start, len);
-                Ok(Resolved::Retry)
-            }
-            Err(e) => Err(e),
-        }
+        let Err(e) = r else {
+            return Ok(Resolved::Done);
+        };
+        let o = Self::classify(e)?;
+        self.wake(start, len);
+        Ok(o)
     }
 
     /// Copies `len` bytes from our `src` to `dst` in the registered range
@@ -238,6 +249,48 @@ impl Uffd {
         let mut c = [dst, len, 0u64, 0u64];
         let r = ioctl(self.fd.as_raw_fd(), UFFDIO_CONTINUE, &mut c);
         self.outcome(r, dst, len)
+    }
+
+    /// The outcome for one faulting page of an error `errno` of a
+    /// resolving ioctl that did not resolve it, without waking anyone
+    /// (the caller wakes): `EEXIST` → [`Resolved::Exists`]; `EFAULT`
+    /// (not in the page cache: a hole, or revoked), `ENOENT`/`ESRCH` (the
+    /// range or the address space went away) and `EAGAIN` (the address
+    /// space is changing) → [`Resolved::Retry`]; anything else is an error.
+    pub fn classify(errno: i32) -> Result<Resolved, i32> {
+        match errno {
+            libc::EEXIST => Ok(Resolved::Exists),
+            libc::EFAULT | libc::ENOENT | libc::EAGAIN | libc::ESRCH => Ok(Resolved::Retry),
+            e => Err(e),
+        }
+    }
+
+    /// Maps as much as it can of `[dst, dst + len)` of a shared mapping
+    /// from the page cache (`UFFDIO_CONTINUE`) **without waking** anyone,
+    /// stopping at the first page that is not in the page cache (never
+    /// allocating one: holes stay holes) or already mapped. Returns the
+    /// bytes mapped from `dst` on and, if not all, why: the errno of the
+    /// page at `dst` when nothing was mapped, else `EAGAIN` (the kernel
+    /// does not say what stopped a partial run: ask for that page alone).
+    /// The caller wakes the threads it resolved faults for
+    /// ([`wake`](Self::wake)); a thread that faulted on another of these
+    /// pages meanwhile has its event queued, and resolving it finds the
+    /// page mapped (`EEXIST`) and wakes it.
+    pub fn continue_nowake(&self, dst: u64, len: u64) -> (u64, Result<(), i32>) {
+        let mut c = [dst, len, UFFDIO_CONTINUE_MODE_DONTWAKE, 0u64];
+        let r = ioctl(self.fd.as_raw_fd(), UFFDIO_CONTINUE, &mut c);
+        ranged(r, c[3] as i64, len)
+    }
+
+    /// Copies as much as it can of `len` bytes from our `src` to `dst`
+    /// (`UFFDIO_COPY`) **without waking** anyone, stopping at the first
+    /// page already mapped; returns as [`continue_nowake`](Self::continue_nowake).
+    ///
+    /// `src` must point to `len` readable bytes of this process.
+    pub fn copy_nowake(&self, dst: u64, src: *const u8, len: u64) -> (u64, Result<(), i32>) {
+        let mut c = [dst, src as u64, len, UFFDIO_COPY_MODE_DONTWAKE, 0u64];
+        let r = ioctl(self.fd.as_raw_fd(), UFFDIO_COPY, &mut c);
+        ranged(r, c[4] as i64, len)
     }
 
     /// Makes reads non-blocking (for [`wait_readable`](Self::wait_readable)
