@@ -146,6 +146,8 @@ int main(int argc, char **argv)
           printf("pf-bench: ned: %llu cycles from a program's exit to the next "
                  "one's first instruction\n", page->ned_start);
         }
+      /* Used: the next interval needs a mark of its own (exitmark's). */
+      page->exit_tsc = 0;
       page->data_size = size;
       page->l4re[BENCH_RUN_ALIGNED] = aligned;
       page->l4re[BENCH_RUN_SHIFTED] = shifted;
