@@ -30,21 +30,16 @@ pub fn region_map(
             None => Backing::Anon,
         };
         let rights = Rights::from_bits_truncate(r.prot.rm_flags() as u8);
-        m.attach(
-            r.start, r.size, rights, backing, r.private, &r.name, false, false, 0,
-        )
-        .map_err(|e| format!("region {}: {e:?}", r.name))?;
+        m.attach_at(r.start, r.size, rights, backing, r.private, &r.name)
+            .map_err(|e| format!("region {}: {e:?}", r.name))?;
     }
-    m.attach(
+    m.attach_at(
         stack_top - stack_size,
         stack_size,
         Rights::RW,
         Backing::Anon,
         true,
         "stack",
-        false,
-        false,
-        0,
     )
     .map_err(|e| format!("stack: {e:?}"))?;
     Ok(m)

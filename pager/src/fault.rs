@@ -245,52 +245,26 @@ mod tests {
             offset: o,
             file_len: l,
         };
-        m.attach(
-            0x40_0000,
-            2 * P,
-            Rights::RX,
-            f(0, 2 * P),
-            false,
-            "text",
-            false,
-            false,
-            0,
-        )
-        .unwrap();
-        m.attach(
+        m.attach_at(0x40_0000, 2 * P, Rights::RX, f(0, 2 * P), false, "text")
+            .unwrap();
+        m.attach_at(
             0x40_3000,
             2 * P,
             Rights::RW,
             f(0x2000, P + 0x123),
             true,
             "data",
-            false,
-            false,
-            0,
         )
         .unwrap();
-        m.attach(
-            0x40_5000,
-            P,
-            Rights::RW,
-            Backing::Anon,
-            true,
-            "bss",
-            false,
-            false,
-            0,
-        )
-        .unwrap();
-        m.attach(
+        m.attach_at(0x40_5000, P, Rights::RW, Backing::Anon, true, "bss")
+            .unwrap();
+        m.attach_at(
             0x50_0000,
             P,
             Rights::empty(),
             Backing::Reserved,
             false,
             "guard",
-            false,
-            false,
-            0,
         )
         .unwrap();
         m

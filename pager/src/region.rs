@@ -360,6 +360,21 @@ impl RegionMap {
         Ok(start)
     }
 
+    /// Attaches a region of `size` bytes at exactly `start`, outside every
+    /// reserved area: [`attach`](Self::attach) without search or area, as
+    /// a loader lays out a program. Returns `start`.
+    pub fn attach_at(
+        &mut self,
+        start: u64,
+        size: u64,
+        rights: Rights,
+        backing: Backing,
+        private: bool,
+        name: &str,
+    ) -> Result<u64, MapError> {
+        self.attach(start, size, rights, backing, private, name, false, false, 0)
+    }
+
     /// Detaches the first region overlapping `[addr, addr + size)`: the
     /// whole region if it lies inside the range, else the overlapping part
     /// (the rest stays attached, split in two if the range is in its
@@ -499,42 +514,12 @@ mod tests {
 
     fn map() -> RegionMap {
         let mut m = RegionMap::new(0x1000, 0x7fff_0000_0000);
-        m.attach(
-            0x40_0000,
-            4 * P,
-            Rights::RX,
-            file(0),
-            false,
-            "text",
-            false,
-            false,
-            0,
-        )
-        .unwrap();
-        m.attach(
-            0x40_6000,
-            2 * P,
-            Rights::RW,
-            file(0x5000),
-            true,
-            "data",
-            false,
-            false,
-            0,
-        )
-        .unwrap();
-        m.attach(
-            0x40_8000,
-            8 * P,
-            Rights::RW,
-            Backing::Anon,
-            true,
-            "bss",
-            false,
-            false,
-            0,
-        )
-        .unwrap();
+        m.attach_at(0x40_0000, 4 * P, Rights::RX, file(0), false, "text")
+            .unwrap();
+        m.attach_at(0x40_6000, 2 * P, Rights::RW, file(0x5000), true, "data")
+            .unwrap();
+        m.attach_at(0x40_8000, 8 * P, Rights::RW, Backing::Anon, true, "bss")
+            .unwrap();
         m
     }
 
@@ -567,9 +552,7 @@ mod tests {
     #[test]
     fn overlapping_and_bad_attaches_refused() {
         let mut m = map();
-        let r = |m: &mut RegionMap, s, z| {
-            m.attach(s, z, Rights::R, Backing::Anon, true, "x", false, false, 0)
-        };
+        let r = |m: &mut RegionMap, s, z| m.attach_at(s, z, Rights::R, Backing::Anon, true, "x");
         assert_eq!(r(&mut m, 0x40_3000, 2 * P), Err(MapError::Overlap));
         assert_eq!(r(&mut m, 0x3f_f000, 2 * P), Err(MapError::Overlap));
         assert_eq!(r(&mut m, 0x40_0000, 100 * P), Err(MapError::Overlap));
@@ -653,7 +636,7 @@ mod tests {
         );
         // Outside-area attach into the area is refused, in-area works.
         assert_eq!(
-            m.attach(a, P, Rights::R, Backing::Anon, true, "x", false, false, 0),
+            m.attach_at(a, P, Rights::R, Backing::Anon, true, "x"),
             Err(MapError::Overlap)
         );
         assert_eq!(
@@ -699,7 +682,7 @@ mod tests {
             if rnd() % 3 == 0 {
                 let _ = m.detach(s, z);
             } else {
-                let _ = m.attach(s, z, Rights::R, Backing::Anon, true, "", false, false, 0);
+                let _ = m.attach_at(s, z, Rights::R, Backing::Anon, true, "");
             }
             let a = (rnd() % (4200 * P)) & !7;
             let lin = m.iter().find(|r| r.contains(a)).map(|r| r.start);

@@ -473,19 +473,11 @@ fn load(ns: Cap<Namespace>, path: &str, label: u64) -> Result<Child, String> {
     ));
     let (task, thread, gate) = start_task(label, plan.entry).map_err(|e| format!("{path}: {e}"))?;
     line(&format!("{path}: started in a new task"));
-    Ok(Child {
-        name: path.to_string(),
-        task,
-        thread,
-        gate,
-        image,
-        map,
-        frames: Vec::new(),
-        stats: FaultStats::new(plan.loadable_pages),
-        last_fault: (u64::MAX, 0),
-        prefilled: BTreeMap::new(),
-        internal: None,
-    })
+    Ok(Child::new(
+        path,
+        (task, thread, gate),
+        Planned { image, plan, map },
+    ))
 }
 
 /// The program's regions as the internal pager attaches them, plus what
@@ -593,15 +585,13 @@ fn attach_source(
         offset: 0,
         file_len: stats.size,
     };
-    map.attach(
-        a.addr, size, rights, backing, false, &what, false, false, PAGE,
-    )
-    .map_err(|e| {
-        format!(
-            "{what}: {size:#x} bytes there: {e:?} (the program's regions: {})",
-            regions_line(map)
-        )
-    })?;
+    map.attach_at(a.addr, size, rights, backing, false, &what)
+        .map_err(|e| {
+            format!(
+                "{what}: {size:#x} bytes there: {e:?} (the program's regions: {})",
+                regions_line(map)
+            )
+        })?;
     Ok(owned)
 }
 
@@ -756,29 +746,49 @@ fn load_internal(
     )
     .map_err(|e| format!("{path}: internal pager: {e}"))?;
     line(&format!("{path}: internal pager started in a new task"));
-    Ok(Child {
-        name: path.to_string(),
-        task,
-        thread,
-        gate,
-        image,
-        map,
-        frames: Vec::new(),
-        stats: FaultStats::new(iplan.loadable_pages),
-        last_fault: (u64::MAX, 0),
-        prefilled,
-        internal: Some(Internal {
-            program,
-            entry: plan.entry,
-            loadable_pages: plan.loadable_pages,
-            regions,
-            _attached: attached,
-            anon,
-            server,
-            thread: None,
-            pager_stats: None,
-        }),
-    })
+    let mut child = Child::new(
+        path,
+        (task, thread, gate),
+        Planned {
+            image,
+            plan: iplan,
+            map,
+        },
+    );
+    child.prefilled = prefilled;
+    child.internal = Some(Internal {
+        program,
+        entry: plan.entry,
+        loadable_pages: plan.loadable_pages,
+        regions,
+        _attached: attached,
+        anon,
+        server,
+        thread: None,
+        pager_stats: None,
+    });
+    Ok(child)
+}
+
+impl Child {
+    /// A program started as `name` in its task, paged by this loader from
+    /// the planned file (nothing prefilled, no internal pager).
+    fn new(name: &str, (task, thread, gate): TaskCaps, planned: Planned) -> Self {
+        let Planned { image, plan, map } = planned;
+        Child {
+            name: name.to_string(),
+            task,
+            thread,
+            gate,
+            image,
+            map,
+            frames: Vec::new(),
+            stats: FaultStats::new(plan.loadable_pages),
+            last_fault: (u64::MAX, 0),
+            prefilled: BTreeMap::new(),
+            internal: None,
+        }
+    }
 }
 
 /// The loader's side of [`TaskSetup`] for one child.

@@ -172,40 +172,31 @@ fn real_faults_shared_private_anonymous_and_revocation() {
     };
     {
         let mut m = map.lock();
-        m.attach(
+        m.attach_at(
             b,
             4 * PAGE_SIZE,
             Rights::RX,
             file(0, 4 * PAGE_SIZE),
             false,
             "text",
-            false,
-            false,
-            0,
         )
         .unwrap();
-        m.attach(
+        m.attach_at(
             b + 8 * PAGE_SIZE,
             2 * PAGE_SIZE,
             Rights::RW,
             file(4 * PAGE_SIZE, PAGE_SIZE + 10),
             true,
             "data",
-            false,
-            false,
-            0,
         )
         .unwrap();
-        m.attach(
+        m.attach_at(
             b + 12 * PAGE_SIZE,
             4 * PAGE_SIZE,
             Rights::RW,
             Backing::Anon,
             true,
             "bss",
-            false,
-            false,
-            0,
         )
         .unwrap();
     }
@@ -419,28 +410,15 @@ fn many_threads_on_the_same_pages_duplicate_events_are_woken() {
             offset: 0,
             file_len: 16 * PAGE_SIZE,
         };
-        m.attach(
-            b,
-            16 * PAGE_SIZE,
-            Rights::R,
-            file,
-            false,
-            "text",
-            false,
-            false,
-            0,
-        )
-        .unwrap();
-        m.attach(
+        m.attach_at(b, 16 * PAGE_SIZE, Rights::R, file, false, "text")
+            .unwrap();
+        m.attach_at(
             b + 32 * PAGE_SIZE,
             16 * PAGE_SIZE,
             Rights::RW,
             Backing::Anon,
             true,
             "bss",
-            false,
-            false,
-            0,
         )
         .unwrap();
     }
@@ -501,16 +479,13 @@ fn forked_child_is_served_until_it_is_gone() {
     assert_ne!(base, libc::MAP_FAILED as u64);
     u.register(base, len, uffd::mode::MISSING).unwrap();
     let mut map = RegionMap::new(0x10000, 0x7fff_ffff_f000);
-    map.attach(
+    map.attach_at(
         base,
         len,
         Rights::RW,
         crate::region::Backing::Anon,
         true,
         "anon",
-        false,
-        false,
-        0,
     )
     .unwrap();
     let counters: &'static Counters = Box::leak(Box::new(Counters::new()));
@@ -631,18 +606,8 @@ fn fixture(mode: Mode) -> Option<Fixture> {
             };
             let r = {
                 let mut m = map.lock();
-                m.attach(
-                    b,
-                    64 * PAGE_SIZE,
-                    Rights::R,
-                    file,
-                    false,
-                    "rodata",
-                    false,
-                    false,
-                    0,
-                )
-                .unwrap();
+                m.attach_at(b, 64 * PAGE_SIZE, Rights::R, file, false, "rodata")
+                    .unwrap();
                 m.lookup(b).cloned().unwrap()
             };
             // SAFETY: the range is ours and unused.
