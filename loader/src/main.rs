@@ -6,19 +6,33 @@
 //!            [--fs-pool-pages N] [--stats FILE|-] PROGRAM [ARGS...]
 //! loader check PROGRAM...        validate ELF files (no task is started)
 //! loader demo [--pager ...]      run the bundled demo program
+//! loader bench                   the paging benchmark (loader/README.md, "Benchmark")
 //! loader map-bench FILE          time Dataspace map round trips to the filesystem server
 //! loader fs-server ROOT [POOL]   (internal) the filesystem server role
+//! loader task-stub CONTROL MODE  (internal) the first program of a new task
 //! ```
+//!
+//! One executable plays every role, so that `cargo run -p loader` builds
+//! all that a run needs: the file server and the task stub are this
+//! executable started again with their role's name.
 
 use std::path::PathBuf;
 
 use l4pager::host::Mode;
+use loader::host::arena::Arena;
 use loader::host::run::{RunOpts, fs_server, run};
+
+/// The task stub shares its process with the loaded program, whose C
+/// library owns the heap break: every role of this executable allocates
+/// from an mmap arena that never moves it.
+#[global_allocator]
+static ARENA: Arena = Arena::new();
 
 fn usage() -> ! {
     eprintln!(
         "usage: loader run [--pager internal|external] [--root DIR] [--prefetch N] [--fault-around N] [--fs-pool-pages N] [--stats FILE|-] PROGRAM [ARGS...]\n       \
-         loader check FILE...\n       loader demo [--pager internal|external] [--fault-around N] [--stats FILE|-]"
+         loader check FILE...\n       loader demo [--pager internal|external] [--fault-around N] [--stats FILE|-]\n       \
+         loader bench"
     );
     std::process::exit(2)
 }
@@ -89,6 +103,11 @@ fn parse_run(args: &[String]) -> RunOpts {
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
+        Some("task-stub") => loader::host::stub::main(&ARENA, &args[1..]),
+        Some("bench") if args.len() == 1 => {
+            loader::bench::main();
+            std::process::exit(0)
+        }
         Some("run") => {
             let o = parse_run(&args[1..]);
             match run(&o) {

@@ -290,9 +290,8 @@ pub fn run(opts: &RunOpts) -> Result<Outcome, RunError> {
         .create_gate(None, 0)
         .map_err(|e| err(format!("cannot create the task's gate: {e}")))?;
     let listener = Listener::new().map_err(|e| err(format!("control socket: {e}")))?;
-    let stub = std::env::current_exe()
-        .map_err(|e| err(format!("cannot find myself: {e}")))?
-        .with_file_name("l4task");
+    // The task stub is this executable in its `task-stub` role.
+    let stub = std::env::current_exe().map_err(|e| err(format!("cannot find myself: {e}")))?;
     let mode = match opts.mode {
         Mode::Internal => "internal",
         Mode::External => "external",
@@ -303,7 +302,7 @@ pub fn run(opts: &RunOpts) -> Result<Outcome, RunError> {
         .unwrap_or_else(|| "task".into());
     let task = l4re::host::spawn(
         &stub,
-        &[listener.name(), mode],
+        &["task-stub", listener.name(), mode],
         &[("server", gate.idx(), CapRights::RWS)],
         &tag,
     )

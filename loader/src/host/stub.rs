@@ -70,14 +70,19 @@ fn fail(ch: &Channel, msg: &str) -> ! {
     std::process::exit(127)
 }
 
-/// Runs the stub: `l4task CONTROL-SOCKET internal|external`.
-pub fn main(arena: &'static Arena) -> ! {
-    let args: Vec<String> = std::env::args().collect();
-    if args.len() < 3 {
-        eprintln!("l4task: started by the loader only (usage: l4task CONTROL internal|external)");
+/// Runs the stub (`loader task-stub CONTROL-SOCKET internal|external`):
+/// `args` are the words after the role, `[CONTROL-SOCKET, MODE]`.
+///
+/// The process must use `arena` as its global allocator: the program's C
+/// library owns the heap break.
+pub fn main(arena: &'static Arena, args: &[String]) -> ! {
+    if args.len() < 2 {
+        eprintln!(
+            "l4task: started by the loader only (usage: loader task-stub CONTROL internal|external)"
+        );
         std::process::exit(2);
     }
-    let mode = if args[2] == "external" {
+    let mode = if args[1] == "external" {
         Mode::External
     } else {
         Mode::Internal
@@ -85,7 +90,7 @@ pub fn main(arena: &'static Arena) -> ! {
     // SAFETY: plain prctl; the stub dies with its loader.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
     ph::block_signals();
-    let ch = match Channel::connect(&args[1]) {
+    let ch = match Channel::connect(&args[0]) {
         Ok(c) => Arc::new(c),
         Err(e) => {
             eprintln!("l4task: cannot reach the loader: {e}");

@@ -1,4 +1,0 @@
-//! Paging benchmark (see loader/README.md).
-fn main() {
-    loader::bench::main()
-}
