@@ -102,6 +102,16 @@ pub enum Decision {
         /// Index of the region.
         region: usize,
     },
+    /// The region belongs to another pager: send it the fault (with a
+    /// receive window at `page`).
+    Forward {
+        /// The pager.
+        pager: CapIdx,
+        /// Page-aligned address in the task.
+        page: u64,
+        /// Index of the region.
+        region: usize,
+    },
     /// The access is invalid: end the task with this report.
     Error(FaultReport),
 }
@@ -115,6 +125,8 @@ pub enum FaultCause {
     Forbidden,
     /// The address is in a reserved region.
     Reserved,
+    /// The address is in memory only the kernel maps (KIP, UTCBs).
+    Kernel,
 }
 
 /// The report of an invalid access: it names the address, the access, the
@@ -140,6 +152,7 @@ impl fmt::Display for FaultReport {
             FaultCause::NoRegion => "no region there",
             FaultCause::Forbidden => "the region forbids it",
             FaultCause::Reserved => "reserved region",
+            FaultCause::Kernel => "kernel memory (not paged)",
         };
         write!(
             f,
@@ -184,6 +197,12 @@ pub fn resolve(map: &RegionMap, addr: u64, access: Access, pc: u64) -> Decision 
     let delta = page - r.start;
     match r.backing {
         Backing::Reserved => Decision::Error(report(map, addr, access, pc, FaultCause::Reserved)),
+        Backing::Kernel => Decision::Error(report(map, addr, access, pc, FaultCause::Kernel)),
+        Backing::Pager { pager } => Decision::Forward {
+            pager,
+            page,
+            region,
+        },
         Backing::Anon => Decision::Zero {
             page,
             rights: r.rights,

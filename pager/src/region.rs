@@ -39,6 +39,16 @@ pub enum Backing {
     Anon,
     /// Reserved: no memory; every access is an error.
     Reserved,
+    /// Memory the kernel provides (the KIP, the UTCB area: L4Re's
+    /// `F::Kernel`): the kernel maps it, so a fault there is an error.
+    Kernel,
+    /// Faults are forwarded to another pager (L4Re's `F::Pager`): an
+    /// in-task region manager leaves its own memory to the task's outer
+    /// region manager this way.
+    Pager {
+        /// The pager's capability (receives page-fault IPC).
+        pager: CapIdx,
+    },
 }
 
 /// One region.
@@ -91,6 +101,8 @@ impl fmt::Display for Region {
             Backing::File { .. } => "shared file",
             Backing::Anon => "anonymous",
             Backing::Reserved => "reserved",
+            Backing::Kernel => "kernel",
+            Backing::Pager { .. } => "outer pager",
         };
         write!(
             f,
@@ -495,6 +507,35 @@ impl RegionMap {
     /// The areas as `(start, end)`.
     pub fn areas(&self) -> Vec<(u64, u64)> {
         self.areas.iter().map(|(s, e)| (*s, *e)).collect()
+    }
+
+    /// The regions starting at or above `start`, in address order.
+    pub fn regions_from(&self, start: u64) -> impl Iterator<Item = &Region> {
+        self.regions.range(start..).map(|(_, r)| r)
+    }
+
+    /// The areas starting at or above `start` as `(start, end)`, in
+    /// address order.
+    pub fn areas_from(&self, start: u64) -> impl Iterator<Item = (u64, u64)> + '_ {
+        self.areas.range(start..).map(|(s, e)| (*s, *e))
+    }
+
+    /// Index of the region starting at `start` in address order (the
+    /// statistics' region number).
+    pub fn index_of(&self, start: u64) -> usize {
+        self.regions.range(..start).count()
+    }
+
+    /// Whether every byte of `[start, end)` lies in some region.
+    pub fn covers(&self, start: u64, end: u64) -> bool {
+        let mut at = start;
+        while at < end {
+            match self.lookup(at) {
+                Some(r) => at = r.end(),
+                None => return false,
+            }
+        }
+        true
     }
 }
 

@@ -9,11 +9,14 @@
 
 use alloc::string::String;
 use alloc::sync::Arc;
+use alloc::vec::Vec;
 
 use l4re::cap::CapIdx;
 use l4re::fpage::{PAGE_SIZE, Rights};
 use l4re::msg::{MsgTag, ReceivedCap};
-use l4re::proto::rm::{detach_result, flags};
+use l4re::proto::rm::{
+    ATTACH_MASK, NO_EAGER_MAP, PageIn, RangeEntry, RangeList, detach_result, flags,
+};
 use l4re::proto::{Rm, RmServer};
 use l4re::rpc::{Request, WithCode};
 use l4re::server::ServerObject;
@@ -22,6 +25,17 @@ use l4re::{Error, Result};
 use crate::region::{Backing, Region, RegionMap};
 use crate::sync::SpinLock;
 
+/// Every flag bit an `attach` may carry: rights (0x0f), caching (0xf0),
+/// `KERNEL`, `PAGER`, `RESERVED`, `PRIVATE`, `ANONYMOUS` and the attach
+/// flags. Anything else is refused with `-L4_EINVAL`.
+pub const KNOWN_ATTACH_FLAGS: u32 = 0xff
+    | flags::KERNEL
+    | flags::PAGER
+    | flags::RESERVED
+    | flags::PRIVATE
+    | flags::ANONYMOUS
+    | ATTACH_MASK;
+
 /// What the platform does when the region map changes.
 pub trait RmBackend: Send + Sync {
     /// A region was attached; make it usable (or fail, and the attach is
@@ -29,6 +43,20 @@ pub trait RmBackend: Send + Sync {
     fn attached(&self, region: &Region) -> Result<()>;
     /// `[start, start + size)` of `region` was detached.
     fn detached(&self, region: &Region, start: u64, size: u64);
+    /// Whether [`detached`](Self::detached) unmaps the pages itself (an
+    /// in-task region manager): detach then tells the client so
+    /// (`Unmapped_range`).
+    fn unmaps_on_detach(&self) -> bool {
+        false
+    }
+    /// Maps `[min, max]` (inclusive, page-aligned, covered by regions that
+    /// allow `rights`) ahead of faults: `page_in`, and attach with
+    /// `EAGER_MAP`. An in-task region manager answers with a helper the
+    /// calling thread runs itself. The default refuses (`-L4_ENOSYS`).
+    fn page_in(&self, min: u64, max: u64, rights: Rights) -> Result<PageIn> {
+        let _ = (min, max, rights);
+        Err(Error::NoSys)
+    }
 }
 
 /// A backend that does nothing (Fiasco: the first fault does the work).
@@ -41,16 +69,53 @@ impl RmBackend for NoBackend {
     fn detached(&self, _: &Region, _: u64, _: u64) {}
 }
 
+/// A rescue jump (`add_rescue_jump`): a fault of an instruction in
+/// `[begin, end)` resumes at `rescue`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RescueJump {
+    /// First pc covered.
+    pub begin: u64,
+    /// One past the last pc covered.
+    pub end: u64,
+    /// Where execution resumes.
+    pub rescue: u64,
+}
+
+/// Most rescue jumps one region map keeps (L4Re registers one per
+/// library that copies across protection boundaries).
+pub const MAX_RESCUE_JUMPS: usize = 64;
+
+/// The region flags L4Re reports for `r` (`L4Re::Rm::Region::flags`).
+pub fn region_flags(r: &Region) -> u32 {
+    let mut fl = r.rights.bits() as u32;
+    match r.backing {
+        Backing::File { .. } => {}
+        Backing::Anon => fl |= flags::ANONYMOUS,
+        Backing::Reserved => fl |= flags::RESERVED,
+        Backing::Kernel => fl |= flags::KERNEL,
+        Backing::Pager { .. } => fl |= flags::PAGER,
+    }
+    if r.private {
+        fl |= flags::PRIVATE;
+    }
+    fl
+}
+
 /// The region map of a task, served through `L4Re::Rm`.
 pub struct RmService<B: RmBackend> {
     map: Arc<SpinLock<RegionMap>>,
     backend: B,
+    rescue: SpinLock<Vec<RescueJump>>,
 }
 
 impl<B: RmBackend> RmService<B> {
     /// Serves `map`, realizing changes with `backend`.
     pub fn new(map: Arc<SpinLock<RegionMap>>, backend: B) -> Self {
-        RmService { map, backend }
+        RmService {
+            map,
+            backend,
+            rescue: SpinLock::new(Vec::new()),
+        }
     }
 
     /// The region map.
@@ -63,8 +128,19 @@ impl<B: RmBackend> RmService<B> {
         &self.backend
     }
 
+    /// The rescue jump covering `pc`, if one was registered.
+    pub fn rescue_for(&self, pc: u64) -> Option<RescueJump> {
+        self.rescue
+            .lock()
+            .iter()
+            .find(|j| pc >= j.begin && pc < j.end)
+            .copied()
+    }
+
     /// Attaches a region directly (what an `attach` request does, without
-    /// IPC): used by a pager to set up its own task.
+    /// IPC): used by a pager to set up its own task. `fl` are L4Re's
+    /// attach and region flags; with `PAGER`, `ds` is the pager faults in
+    /// the region go to.
     #[allow(clippy::too_many_arguments)]
     pub fn attach_region(
         &self,
@@ -76,24 +152,33 @@ impl<B: RmBackend> RmService<B> {
         align: u8,
         name: &str,
     ) -> Result<u64> {
+        if fl & !KNOWN_ATTACH_FLAGS != 0 || align >= 64 || offs % PAGE_SIZE != 0 {
+            return Err(Error::Inval);
+        }
         let rights = Rights::from_bits_truncate((fl & 7) as u8);
         let size = size
             .checked_next_multiple_of(PAGE_SIZE)
             .ok_or(Error::Inval)?;
         let backing = if fl & flags::RESERVED != 0 {
             Backing::Reserved
+        } else if fl & flags::KERNEL != 0 {
+            Backing::Kernel
+        } else if fl & flags::PAGER != 0 {
+            Backing::Pager {
+                pager: ds.ok_or(Error::Inval)?,
+            }
         } else {
             match ds {
-                Some(ds) => Backing::File {
+                Some(ds) if fl & flags::ANONYMOUS == 0 => Backing::File {
                     ds,
                     offset: offs,
                     file_len: size,
                 },
-                None => Backing::Anon,
+                _ => Backing::Anon,
             }
         };
         // Anonymous memory is private by nature.
-        let private = fl & flags::PRIVATE != 0 || ds.is_none();
+        let private = fl & flags::PRIVATE != 0 || backing == Backing::Anon;
         let align = 1u64.checked_shl(align as u32).unwrap_or(PAGE_SIZE);
         let start = self.map.lock().attach(
             start,
@@ -113,6 +198,34 @@ impl<B: RmBackend> RmService<B> {
         }
         Ok(start)
     }
+
+    /// Checks a `page_in` range: inside regions (`-L4_ENOENT`), with
+    /// memory behind them (`-L4_ENODEV`) and the rights asked for
+    /// (`-L4_EACCESS`).
+    fn check_page_in(&self, min: u64, max: u64, rights: Rights) -> Result<()> {
+        if min % PAGE_SIZE != 0 || max < min {
+            return Err(Error::Inval);
+        }
+        let map = self.map.lock();
+        let mut at = min;
+        while at <= max {
+            let r = map.lookup(at).ok_or(Error::NoEnt)?;
+            if matches!(
+                r.backing,
+                Backing::Reserved | Backing::Kernel | Backing::Pager { .. }
+            ) {
+                return Err(Error::NoDev);
+            }
+            if !r.rights.contains(rights) {
+                return Err(Error::Access);
+            }
+            match r.end().checked_sub(1) {
+                Some(last) if last < max => at = r.end(),
+                _ => break,
+            }
+        }
+        Ok(())
+    }
 }
 
 impl<B: RmBackend> RmServer for RmService<B> {
@@ -129,13 +242,19 @@ impl<B: RmBackend> RmServer for RmService<B> {
         name: String,
         backing_offset: u64,
     ) -> Result<u64> {
-        if mem.is_none() && fl & (flags::RESERVED | flags::ANONYMOUS) == 0 && fl & 7 != 0 {
-            // L4Re needs a dataspace unless the region is reserved; we
-            // accept anonymous memory as zero-fill.
-            log::debug!("rm: attach without dataspace: anonymous memory");
+        let _ = backing_offset;
+        let start = self.attach_region(start, size, fl, mem.map(|c| c.idx), offs, align, &name)?;
+        if fl & (flags::EAGER_MAP | NO_EAGER_MAP) == flags::EAGER_MAP && fl & 7 != 0 {
+            // Best effort, as L4Re's client does after the attach.
+            let rights = Rights::from_bits_truncate((fl & 7) as u8);
+            let end = start + size.next_multiple_of(PAGE_SIZE) - 1;
+            if self.check_page_in(start, end, rights).is_ok()
+                && let Err(e) = self.backend.page_in(start, end, rights)
+            {
+                log::debug!("rm: eager map of {start:#x}: {e}");
+            }
         }
-        let offs = offs.checked_add(backing_offset).ok_or(Error::Inval)?;
-        self.attach_region(start, size, fl, mem.map(|c| c.idx), offs, align, &name)
+        Ok(start)
     }
 
     fn detach(
@@ -157,6 +276,9 @@ impl<B: RmBackend> RmServer for RmService<B> {
         if d.again {
             code |= detach_result::DETACH_AGAIN;
         }
+        if self.backend.unmaps_on_detach() {
+            code |= detach_result::UNMAPPED_RANGE;
+        }
         let mem = match d.region.backing {
             Backing::File { ds, .. } => ds.0,
             _ => CapIdx::INVALID.0,
@@ -171,22 +293,12 @@ impl<B: RmBackend> RmServer for RmService<B> {
             // L4Re's find reports the region that contains `addr`.
             log::trace!("rm: find range exceeds the region");
         }
-        let mut fl = r.rights.bits() as u32;
         let (offset, mem) = match r.backing {
             Backing::File { ds, offset, .. } => (offset, ds.0),
-            Backing::Anon => {
-                fl |= flags::ANONYMOUS;
-                (0, CapIdx::INVALID.0)
-            }
-            Backing::Reserved => {
-                fl |= flags::RESERVED;
-                (0, CapIdx::INVALID.0)
-            }
+            Backing::Pager { pager } => (0, pager.0),
+            _ => (0, CapIdx::INVALID.0),
         };
-        if r.private {
-            fl |= flags::PRIVATE;
-        }
-        Ok((r.start, r.size, fl, offset, mem))
+        Ok((r.start, r.size, region_flags(r), offset, mem))
     }
 
     fn reserve_area(
@@ -197,6 +309,9 @@ impl<B: RmBackend> RmServer for RmService<B> {
         fl: u32,
         align: u8,
     ) -> Result<u64> {
+        if align >= 64 {
+            return Err(Error::Inval);
+        }
         let size = size
             .checked_next_multiple_of(PAGE_SIZE)
             .ok_or(Error::Inval)?;
@@ -210,9 +325,98 @@ impl<B: RmBackend> RmServer for RmService<B> {
     fn free_area(&self, _: &mut Request<'_>, addr: u64) -> Result<()> {
         Ok(self.map.lock().free_area(addr)?)
     }
+
+    fn get_regions(&self, _: &mut Request<'_>, start: u64) -> Result<RangeList> {
+        let map = self.map.lock();
+        Ok(RangeList(
+            map.regions_from(start)
+                .take(RangeList::MAX)
+                .map(|r| RangeEntry {
+                    start: r.start,
+                    end: r.end() - 1,
+                    flags: region_flags(r) as u16,
+                })
+                .collect(),
+        ))
+    }
+
+    fn get_areas(&self, _: &mut Request<'_>, start: u64) -> Result<RangeList> {
+        let map = self.map.lock();
+        Ok(RangeList(
+            map.areas_from(start)
+                .take(RangeList::MAX)
+                .map(|(s, e)| RangeEntry {
+                    start: s,
+                    end: e - 1,
+                    flags: flags::RESERVED as u16,
+                })
+                .collect(),
+        ))
+    }
+
+    fn get_info(&self, _: &mut Request<'_>, addr: u64) -> Result<(String, u64)> {
+        let map = self.map.lock();
+        let r = map.lookup(addr).ok_or(Error::NoEnt)?;
+        let offset = match r.backing {
+            Backing::File { offset, .. } => offset,
+            _ => 0,
+        };
+        Ok((r.name.clone(), offset))
+    }
+
+    fn add_rescue_jump(
+        &self,
+        _: &mut Request<'_>,
+        pc_begin: u64,
+        pc_end: u64,
+        rescue_pc: u64,
+    ) -> Result<()> {
+        if pc_begin >= pc_end {
+            return Err(Error::Inval);
+        }
+        let mut jumps = self.rescue.lock();
+        if jumps.iter().any(|j| pc_begin < j.end && j.begin < pc_end) {
+            return Err(Error::Exist);
+        }
+        if jumps.len() >= MAX_RESCUE_JUMPS {
+            return Err(Error::NoMem);
+        }
+        jumps.push(RescueJump {
+            begin: pc_begin,
+            end: pc_end,
+            rescue: rescue_pc,
+        });
+        Ok(())
+    }
+
+    fn remove_rescue_jump(&self, _: &mut Request<'_>, pc: u64) -> Result<()> {
+        let mut jumps = self.rescue.lock();
+        let i = jumps
+            .iter()
+            .position(|j| pc >= j.begin && pc < j.end)
+            .ok_or(Error::NoEnt)?;
+        jumps.swap_remove(i);
+        Ok(())
+    }
+
+    fn page_in(
+        &self,
+        _: &mut Request<'_>,
+        min_addr: u64,
+        max_addr: u64,
+        rights: u16,
+    ) -> Result<PageIn> {
+        if rights & !7 != 0 {
+            return Err(Error::Inval);
+        }
+        let rights = Rights::from_bits_truncate(rights as u8);
+        // `max_addr` is the last byte: page-aligned down by the client.
+        self.check_page_in(min_addr, max_addr, rights)?;
+        self.backend.page_in(min_addr, max_addr, rights)
+    }
 }
 
-const PROTOCOLS: &[(i64, &str)] = &[(0x4005, "L4Re::Rm")];
+const PROTOCOLS: &[(i64, &str)] = &[(<Rm as l4re::rpc::Protocol>::LABEL, "L4Re::Rm")];
 
 impl<B: RmBackend + 'static> ServerObject for RmService<B> {
     fn protocols(&self) -> &[(i64, &'static str)] {
@@ -315,6 +519,135 @@ mod tests {
             ["+0x100000", "+0x103000", "-0x101000+0x1000"]
         );
         assert!(map.lock().lookup(0x10_2000).is_some());
+        Ok(())
+    }
+
+    /// An in-task backend: page_in answers with a helper address and
+    /// detach says it unmapped.
+    struct InTask;
+    impl RmBackend for InTask {
+        fn attached(&self, _: &Region) -> Result<()> {
+            Ok(())
+        }
+        fn detached(&self, _: &Region, _: u64, _: u64) {}
+        fn unmaps_on_detach(&self) -> bool {
+            true
+        }
+        fn page_in(&self, _: u64, _: u64, _: Rights) -> Result<PageIn> {
+            Ok(PageIn {
+                fp: l4re::fpage::SndFpage::NONE,
+                helper: 0x1234_5678,
+            })
+        }
+    }
+
+    #[test]
+    fn rm_opcodes_5_to_10_and_bad_requests() -> Result<()> {
+        let map = Arc::new(SpinLock::new(RegionMap::new(0x1000, 1 << 47)));
+        let svc = Arc::new(RmService::new(map.clone(), InTask));
+        let gate = env().factory().create_gate(None, 0)?;
+        let g = gate.cap();
+        let (_t, h) = l4re::host::spawn_thread(move || {
+            let mut s = Server::new();
+            s.register_gate(g, svc).unwrap();
+            let mut n = 0;
+            s.serve(l4re::Timeout::Never, |_| {
+                n += 1;
+                n < 44 // the requests below
+            })
+            .unwrap();
+        })?;
+        let rm: l4re::Cap<Rm> = gate.cap().cast();
+        // 25 regions: more than one reply holds (21).
+        for i in 0..25u64 {
+            rm.attach(
+                0x100_0000 + i * 0x2000,
+                0x1000,
+                flags::RW,
+                None,
+                0,
+                12,
+                0,
+                "r",
+                0,
+            )?;
+        }
+        let first = rm.get_regions(0)?;
+        assert_eq!(first.0.len(), RangeList::MAX);
+        assert_eq!(
+            first.0[0],
+            RangeEntry {
+                start: 0x100_0000,
+                end: 0x100_0fff,
+                flags: (flags::RW | flags::ANONYMOUS | flags::PRIVATE) as u16
+            }
+        );
+        let rest = rm.get_regions(first.0.last().unwrap().end + 1)?;
+        assert_eq!(rest.0.len(), 25 - RangeList::MAX);
+        rm.reserve_area(0x200_0000, 0x10_0000, 0, 12)?;
+        let areas = rm.get_areas(0)?;
+        assert_eq!(areas.0.len(), 1);
+        assert_eq!((areas.0[0].start, areas.0[0].end), (0x200_0000, 0x20f_ffff));
+        let (name, off) = rm.get_info(0x100_2000)?;
+        assert_eq!((name.as_str(), off), ("r", 0));
+        assert_eq!(rm.get_info(0x50_0000), Err(Error::NoEnt));
+        // Rescue jumps: overlap refused, removal by any covered pc.
+        rm.add_rescue_jump(0x40_0000, 0x40_0100, 0x40_0200)?;
+        assert_eq!(
+            rm.add_rescue_jump(0x40_00f0, 0x40_0300, 0),
+            Err(Error::Exist)
+        );
+        assert_eq!(rm.add_rescue_jump(0x10, 0x10, 0), Err(Error::Inval));
+        rm.remove_rescue_jump(0x40_0080)?;
+        assert_eq!(rm.remove_rescue_jump(0x40_0080), Err(Error::NoEnt));
+        // page_in: the in-task helper; holes, rights and flags refused.
+        let buf = l4re::fpage::RcvBuf::window(0, 47);
+        let p = rm.page_in(0x100_0000, 0x100_0fff, flags::RW as u16, buf)?;
+        assert_eq!(p.helper, 0x1234_5678);
+        assert_eq!(
+            rm.page_in(0x100_0000, 0x100_1fff, 4, buf),
+            Err(Error::NoEnt)
+        );
+        assert_eq!(
+            rm.page_in(0x100_0000, 0x100_0fff, 8, buf),
+            Err(Error::Inval)
+        );
+        // Unknown attach flags, absurd sizes, detach of nothing.
+        assert_eq!(
+            rm.attach(
+                0x300_0000,
+                0x1000,
+                flags::RW | 0x0020_0000,
+                None,
+                0,
+                12,
+                0,
+                "x",
+                0
+            ),
+            Err(Error::Inval)
+        );
+        assert_eq!(
+            rm.attach(0x300_0000, u64::MAX, flags::RW, None, 0, 12, 0, "x", 0),
+            Err(Error::Inval)
+        );
+        assert_eq!(
+            rm.reserve_area(0x300_0000, 0x1000, 0, 200),
+            Err(Error::Inval)
+        );
+        assert_eq!(
+            rm.detach(0x700_0000, 0x1000, 0).map(|_| ()),
+            Err(Error::NoEnt)
+        );
+        // An in-task region manager has unmapped what it detached.
+        let WithCode(code, _) = rm.detach(0x100_0000, 0x1000, 0)?;
+        assert_eq!(
+            code,
+            detach_result::DETACHED_DS | detach_result::UNMAPPED_RANGE
+        );
+        drop(rm);
+        h.join().unwrap();
+        assert_eq!(map.lock().len(), 24);
         Ok(())
     }
 }

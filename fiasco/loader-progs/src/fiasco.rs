@@ -919,6 +919,10 @@ fn resolve(child: &mut Child, pool: &mut Pool, pfa: u64, pc: u64) -> Outcome {
             child.stats.record_invalid();
             return Outcome::Kill(report.to_string());
         }
+        Decision::Forward { page, .. } => {
+            child.stats.record_invalid();
+            return Outcome::Kill(format!("fault at {page:#x} in a region of another pager"));
+        }
         Decision::Zero { rights, .. } => (0, 0, rights, Resolved::Zero),
         Decision::MapShared { offset, rights, .. } => (PAGE, offset, rights, Resolved::File),
         Decision::CopyPrivate {

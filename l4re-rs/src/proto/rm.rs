@@ -12,9 +12,18 @@
 //! | 2 | `find` | `addr, ulong size` | `addr, ulong size, u32 flags, u64 offset, cap_idx mem` |
 //! | 3 | `reserve_area` | `addr start, ulong size, u32 flags, u8 align` | `addr start` |
 //! | 4 | `free_area` | `addr` | |
-//!
-//! Opcodes 5-10 (`get_regions` … `page_in`) are not declared yet.
+//! | 5 | `get_regions` | `addr start` | `Ret_array<Region>`: count in the label, entries from the next 8-byte boundary |
+//! | 6 | `get_areas` | `addr start` | `Ret_array<Area>`, as `get_regions` |
+//! | 7 | `get_info` | `addr` | `String name, u64 backing_offset` |
+//! | 8 | `add_rescue_jump` | `addr pc_begin, addr pc_end, addr rescue_pc` | |
+//! | 9 | `remove_rescue_jump` | `addr pc` | |
+//! | 10 | `page_in` | `addr min, addr max, u16 rights`, receive window | `Snd_fpage fp, addr helper` |
 
+use alloc::vec::Vec;
+
+use crate::error::{Error, Result};
+use crate::fpage::{RcvBuf, SndFpage};
+use crate::msg::{Marshal, MsgReader, MsgWriter};
 use crate::protocol;
 use crate::rpc::WithCode;
 
@@ -60,6 +69,103 @@ pub mod detach_result {
     pub const SPLIT_DS: i64 = 2;
     /// Call again: more regions are in the range.
     pub const DETACH_AGAIN: i64 = 4;
+    /// The region manager has already unmapped the pages (an in-task
+    /// region manager): the client need not unmap them again.
+    pub const UNMAPPED_RANGE: i64 = 8;
+}
+
+/// Detach flags (`L4Re::Rm::Detach_flags`).
+pub mod detach_flags {
+    /// Unmap the exact range given; parts of regions may stay.
+    pub const EXACT: u32 = 1;
+    /// Detach every region overlapping the range.
+    pub const OVERLAP: u32 = 2;
+}
+
+/// Mask of the attach flags (`L4Re::Rm::F::Attach_mask`).
+pub const ATTACH_MASK: u32 = 0x1f_0000;
+/// `L4Re::Rm::F::No_eager_map`.
+pub const NO_EAGER_MAP: u32 = 0x10_0000;
+/// Mask of the region flags (`L4Re::Rm::F::Region_flags_mask`).
+pub const REGION_FLAGS_MASK: u32 = 0xffff;
+
+/// One entry of `get_regions` (`L4Re::Rm::Region`) or `get_areas`
+/// (`L4Re::Rm::Area`): 24 bytes on the wire, `end` inclusive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RangeEntry {
+    /// First address.
+    pub start: u64,
+    /// Last address (inclusive).
+    pub end: u64,
+    /// Region flags (rights, `KERNEL`, `PAGER`, `RESERVED`, `PRIVATE`,
+    /// `ANONYMOUS`).
+    pub flags: u16,
+}
+
+/// `L4::Ipc::Ret_array<Region>` / `<Area>`: the number of entries is the
+/// reply's label, the entries follow from the next 8-byte boundary (an
+/// `l4_addr_t` start and end and a 16-bit flags word padded to 24 bytes).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RangeList(pub Vec<RangeEntry>);
+
+impl RangeList {
+    /// How many entries fit into one reply (the C++ side's
+    /// `Max_num_regions`: the message registers divided by 24 bytes).
+    pub const MAX: usize = crate::utcb::MR_WORDS / 3;
+}
+
+impl Marshal for RangeList {
+    type Decoded = RangeList;
+    fn write(&self, w: &mut MsgWriter<'_>) -> Result<()> {
+        for e in &self.0 {
+            e.start.write(w)?;
+            e.end.write(w)?;
+            (e.flags as u64).write(w)?;
+        }
+        Ok(())
+    }
+    fn read(r: &mut MsgReader<'_>) -> Result<RangeList> {
+        let n = usize::try_from(r.label()).map_err(|_| Error::Inval)?;
+        if n > Self::MAX {
+            return Err(Error::MsgTooLong);
+        }
+        let mut v = Vec::with_capacity(n);
+        for _ in 0..n {
+            let start = u64::read(r)?;
+            let end = u64::read(r)?;
+            let flags = u64::read(r)? as u16;
+            v.push(RangeEntry { start, end, flags });
+        }
+        Ok(RangeList(v))
+    }
+    fn reply_label(&self) -> i64 {
+        self.0.len() as i64
+    }
+}
+
+/// The reply of `page_in`: the first part mapped (`fp`, whose order tells
+/// the client how far it got) or, from an in-task region manager, the
+/// address of a function in the same task that the calling thread runs
+/// over the whole range instead (`helper`, 0 if none).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PageIn {
+    /// What was mapped ([`SndFpage::NONE`] with a helper).
+    pub fp: SndFpage,
+    /// `page_in_fn`: `long helper(l4_addr_t min, l4_addr_t max, u16 rights)`.
+    pub helper: u64,
+}
+
+impl Marshal for PageIn {
+    type Decoded = PageIn;
+    fn write(&self, w: &mut MsgWriter<'_>) -> Result<()> {
+        self.helper.write(w)?;
+        self.fp.write(w)
+    }
+    fn read(r: &mut MsgReader<'_>) -> Result<PageIn> {
+        let helper = u64::read(r)?;
+        let fp = SndFpage::read(r)?;
+        Ok(PageIn { fp, helper })
+    }
 }
 
 protocol! {
@@ -77,5 +183,18 @@ protocol! {
         3 => fn reserve_area(start: u64, size: u64, flags: u32, align: u8) -> u64;
         /// Frees an area.
         4 => fn free_area(addr: u64) -> ();
+        /// Regions starting at or above `start` (as many as fit).
+        5 => fn get_regions(start: u64) -> RangeList;
+        /// Areas starting at or above `start` (as many as fit).
+        6 => fn get_areas(start: u64) -> RangeList;
+        /// The name and backing offset of the region at `addr`.
+        7 => fn get_info(addr: u64) -> (alloc::string::String, u64);
+        /// Faults with a pc in `[pc_begin, pc_end)` resume at `rescue_pc`.
+        8 => fn add_rescue_jump(pc_begin: u64, pc_end: u64, rescue_pc: u64) -> ();
+        /// Removes the rescue jump covering `pc`.
+        9 => fn remove_rescue_jump(pc: u64) -> ();
+        /// Maps `[min_addr, max_addr]` (inclusive, page-aligned) with
+        /// `rights` ahead of any fault.
+        10 => fn page_in(min_addr: u64, max_addr: u64, rights: u16) buffers(window: RcvBuf) -> PageIn;
     }
 }

@@ -626,7 +626,7 @@ impl Pager {
             Decision::MapShared { region, .. }
             | Decision::CopyPrivate { region, .. }
             | Decision::Zero { region, .. } => region,
-            Decision::Error(_) => 0,
+            Decision::Forward { .. } | Decision::Error(_) => 0,
         };
         if !prefetch && !matches!(d, Decision::Error(_)) && region < MAX_REGIONS {
             Counters::add(&c.region_faults[region], 1);
@@ -731,6 +731,13 @@ impl Pager {
                     uffd.zeropage(page, PAGE_SIZE)
                         .map_err(|e| ioctl_error("UFFDIO_ZEROPAGE", page, e))?,
                 )
+            }
+            Decision::Forward { page, .. } => {
+                // The host's region maps have no outer pagers.
+                log::warn!("pager: no outer pager on the host (fault at {page:#x})");
+                Counters::add(&c.errors, 1);
+                uffd.wake(page, PAGE_SIZE);
+                return Ok(());
             }
             Decision::Error(report) => {
                 Counters::add(&c.errors, 1);
