@@ -30,6 +30,7 @@
 
 /* L4Re runtime environment and its C interface: l4re-core/l4re, l4re_c */
 #include <l4/re/env.h>
+#include <l4/re/l4aux.h>
 #include <l4/re/c/dataspace.h>
 #include <l4/re/c/rm.h>
 #include <l4/re/c/namespace.h>

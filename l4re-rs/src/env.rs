@@ -71,6 +71,55 @@ impl Env {
     }
 }
 
+/// Looks up `path` as L4Re's `Env_ns` does (`L4Re::Util::Env_ns::query`):
+/// the first component names an initial capability (a namespace, e.g.
+/// `rom`), each further component is resolved by that namespace's
+/// `query`, following replies that resolved only part of the name.
+/// Fails with [`Error::NoEnt`](crate::Error::NoEnt) for an unknown first
+/// component or an empty path.
+pub fn query_path<T: CapKind>(path: &str) -> crate::Result<crate::OwnedCap<T>> {
+    use crate::fpage::RcvBuf;
+    use crate::msg::LongBytes;
+    use crate::proto::namespace::{Namespace, NamespaceClient, PARTLY_RESOLVED};
+
+    let path = path.trim_start_matches('/');
+    let (first, mut rest) = match path.find('/') {
+        Some(n) => (&path[..n], &path[n + 1..]),
+        None => (path, ""),
+    };
+    if first.is_empty() {
+        return Err(crate::Error::NoEnt);
+    }
+    let mut ns: Cap<Namespace> = env().get_cap(first).ok_or(crate::Error::NoEnt)?;
+    if rest.is_empty() {
+        // The initial capability itself is not ours to hand out as owned.
+        return Err(crate::Error::Inval);
+    }
+    // The namespace being asked, once it is one we received (released
+    // when the next one replaces it).
+    let mut _held: Option<crate::OwnedCap<Untyped>> = None;
+    // Each query resolves at least one component: bound the steps, so a
+    // server that claims progress without making any cannot loop us.
+    for _ in 0..=path.len() {
+        let slot = crate::cap::alloc::<Untyped>()?;
+        let crate::rpc::WithCode(code, (_, _, left)) =
+            ns.query(LongBytes::new(rest.as_bytes()), RcvBuf::cap(slot.idx()))?;
+        let left = left.unwrap_or_default();
+        if code & PARTLY_RESOLVED == 0 || left.is_empty() {
+            return Ok(slot.cast());
+        }
+        // Continue with the rest of the name at the namespace returned.
+        if left.len() >= rest.len() {
+            return Err(crate::Error::Inval);
+        }
+        rest = &rest[rest.len() - left.len()..];
+        rest = rest.trim_start_matches('/');
+        ns = slot.cap().cast();
+        _held = Some(slot);
+    }
+    Err(crate::Error::Inval)
+}
+
 /// Writes a line to the program's log capability.
 pub fn log_line(text: &str) {
     platform::log_write(text);

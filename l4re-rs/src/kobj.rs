@@ -1,4 +1,11 @@
-//! Operations on kernel objects: the factory, IPC gates, threads.
+//! Operations on kernel objects: the factory, IPC gates, threads, tasks,
+//! the scheduler and the KIP.
+//!
+//! Every method is one invocation of the object its capability names and
+//! says which L4 call it corresponds to; all fail with [`Error`] (an IPC
+//! error, or the negative code the kernel or server answered). Thread,
+//! task and scheduler invocations exist only on Fiasco: on the host a task
+//! is a process and a thread an OS thread, made by `l4re::host`.
 
 use crate::cap::{self, Cap, Factory, IpcGate, OwnedCap, Thread};
 use crate::error::{Error, Result};
@@ -39,3 +46,139 @@ impl Cap<Thread> {
 pub fn current_thread() -> Cap<Thread> {
     Cap::from_idx(platform::current_thread())
 }
+
+/// What [`Cap::<Thread>::control`] changes (`l4_thread_control_*`):
+/// unset fields stay as they are.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ThreadAttr {
+    /// The capability page faults are sent to, in the thread's task.
+    pub pager: Option<crate::cap::CapIdx>,
+    /// The capability exceptions are sent to, in the thread's task.
+    pub exc_handler: Option<crate::cap::CapIdx>,
+    /// Bind the thread to a task, with its UTCB at this address of it.
+    pub bind: Option<(u64, crate::cap::CapIdx)>,
+}
+
+/// `L4RE_MAIN_THREAD_PRIO`: the priority L4Re gives a program's first
+/// thread.
+pub const MAIN_THREAD_PRIO: u32 = 2;
+
+#[cfg(feature = "fiasco")]
+mod fiasco_objects {
+    use super::ThreadAttr;
+    use crate::cap::{self, Cap, CapIdx, Factory, OwnedCap, Scheduler, Task, Thread};
+    use crate::error::Result;
+    use crate::fpage::Fpage;
+    use crate::platform::fiasco::kobj as k;
+    use crate::proto::Dataspace;
+
+    /// `L4_PROTO_THREAD`, `L4RE_PROTO_DATASPACE`: what a factory makes.
+    const PROTO_DATASPACE: i64 = 0x4000;
+
+    impl Cap<Factory> {
+        /// Creates a task whose UTCB area is `utcb_area`
+        /// (`l4_factory_create_task`); returns it with the area the kernel
+        /// chose.
+        pub fn create_task(self, utcb_area: Fpage) -> Result<(OwnedCap<Task>, Fpage)> {
+            let task = cap::alloc::<Task>()?;
+            let area = k::factory_create_task(self.idx(), task.idx(), utcb_area)?;
+            Ok((task, area))
+        }
+
+        /// Creates a thread, not yet bound to a task
+        /// (`l4_factory_create_thread`).
+        pub fn create_thread(self) -> Result<OwnedCap<Thread>> {
+            let t = cap::alloc::<Thread>()?;
+            k::factory_create_thread(self.idx(), t.idx())?;
+            Ok(t)
+        }
+
+        /// Allocates a dataspace of `size` bytes from a memory allocator
+        /// (`L4Re::Mem_alloc::alloc`: a factory `create` of protocol
+        /// `L4RE_PROTO_DATASPACE` with size, flags and alignment order).
+        pub fn alloc_dataspace(
+            self,
+            size: u64,
+            flags: u64,
+            align: u8,
+        ) -> Result<OwnedCap<Dataspace>> {
+            let ds = cap::alloc::<Dataspace>()?;
+            k::factory_create(
+                self.idx(),
+                PROTO_DATASPACE,
+                ds.idx(),
+                &[size as i64, flags as i64, align as i64],
+            )?;
+            Ok(ds)
+        }
+    }
+
+    impl Cap<Thread> {
+        /// Changes the thread's pager, exception handler or binding
+        /// (`l4_thread_control_start` … `_commit`).
+        pub fn control(self, attr: &ThreadAttr) -> Result<()> {
+            k::thread_control(self.idx(), attr)
+        }
+
+        /// Sets the thread's instruction and stack pointer
+        /// (`l4_thread_ex_regs`); a bound thread that was never run starts
+        /// there once the scheduler runs it.
+        pub fn ex_regs(self, ip: u64, sp: u64, flags: u64) -> Result<()> {
+            k::thread_ex_regs(self.idx(), ip, sp, flags)
+        }
+    }
+
+    impl Cap<Scheduler> {
+        /// Lets `thread` run at priority `prio` on the default CPU set
+        /// (`l4_scheduler_run_thread` with `l4_sched_param(prio, 0)`).
+        pub fn run_thread(self, thread: Cap<Thread>, prio: u32) -> Result<()> {
+            k::scheduler_run_thread(self.idx(), thread.idx(), prio)
+        }
+    }
+
+    impl Cap<Task> {
+        /// Maps `fpage` of task `src` into this task at `snd_base`
+        /// (`l4_task_map`; memory or capabilities, as the flexpage says).
+        pub fn map_from(self, src: Cap<Task>, fpage: Fpage, snd_base: u64) -> Result<()> {
+            k::task_map(self.idx(), src.idx(), fpage, snd_base)
+        }
+
+        /// Revokes `fpage` from this task and, with `all_spaces`, from it
+        /// and every task it was mapped on to (`l4_task_unmap` with
+        /// `L4_FP_ALL_SPACES`, else `L4_FP_OTHER_SPACES`).
+        pub fn unmap(self, fpage: Fpage, all_spaces: bool) -> Result<()> {
+            k::task_unmap(self.idx(), fpage, all_spaces)
+        }
+
+        /// Deletes the object in slot `obj` of this task
+        /// (`l4_task_delete_obj`).
+        pub fn delete_obj(self, obj: CapIdx) -> Result<()> {
+            k::task_delete_obj(self.idx(), obj)
+        }
+
+        /// Whether slot `obj` of this task holds a capability
+        /// (`l4_task_cap_valid`).
+        pub fn cap_valid(self, obj: CapIdx) -> Result<bool> {
+            k::task_cap_valid(self.idx(), obj)
+        }
+    }
+
+    /// The kernel info page.
+    pub struct Kip;
+
+    impl Kip {
+        /// Its address in this task (`l4re_kip`).
+        pub fn address() -> u64 {
+            k::kip_address()
+        }
+
+        /// Whether the kernel announces `feature` (`l4_kip_kernel_has_feature`,
+        /// e.g. `"pf_tramp"`).
+        pub fn has_feature(feature: &str) -> bool {
+            k::kip_has_feature(feature)
+        }
+    }
+}
+
+#[cfg(feature = "fiasco")]
+pub use fiasco_objects::Kip;

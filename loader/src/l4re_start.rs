@@ -278,6 +278,22 @@ impl L4reEnv {
         })
     }
 
+    /// The environment an in-task pager gives the program it starts, as
+    /// `l4re_itas` does (`L4Re_app_model::add_env`): a copy of its own with
+    /// `rm` its region-map object, `main_thread` the program's thread, no
+    /// ITAS services, and `first_free_utcb` past the program thread's
+    /// UTCB at `thread_utcb` (the UTCB the pager took from its own
+    /// `first_free_utcb`).
+    pub fn for_program(&self, rm: u64, main_thread: u64, thread_utcb: u64) -> L4reEnv {
+        L4reEnv {
+            rm: Some(rm),
+            main_thread: Some(main_thread),
+            itas: None,
+            first_free_utcb: thread_utcb + UTCB_OFFSET,
+            ..self.clone()
+        }
+    }
+
     /// The image of `l4re_env_t` followed by the caps array and its
     /// terminator, for the address `addr` (the caps follow at
     /// `addr + env_off::SIZE`).
@@ -736,5 +752,31 @@ mod tests {
         assert_eq!(&img[104..112], &(0x1000u64 + 112).to_le_bytes());
         assert_eq!(&img[112 + 16..112 + 19], b"rom");
         assert_eq!(&img[112 + 3 * 32 + 8..112 + 3 * 32 + 16], &[0xff; 8]);
+    }
+
+    /// What an in-task pager hands its program: its own environment with
+    /// its region map, the program's thread and the next UTCB.
+    #[test]
+    fn program_environment_from_the_pagers() {
+        let mine = env_fixture();
+        let prog = mine.for_program(0x500, 0x501, 0x7ff0_0400);
+        assert_eq!(prog.rm, Some(0x500));
+        assert_eq!(prog.main_thread, Some(0x501));
+        assert_eq!(prog.itas, None);
+        assert_eq!(prog.first_free_utcb, 0x7ff0_0800);
+        // Everything else is the pager's: caps, parent, allocator, slots.
+        assert_eq!(prog.caps, mine.caps);
+        assert_eq!(prog.parent, mine.parent);
+        assert_eq!(prog.mem_alloc, mine.mem_alloc);
+        assert_eq!(prog.first_free_cap, mine.first_free_cap);
+        let img = prog.image(0x2000);
+        assert_eq!(
+            &img[env_off::RM..env_off::RM + 8],
+            &(0x500u64 << 12).to_le_bytes()
+        );
+        assert_eq!(
+            &img[env_off::ITAS..env_off::ITAS + 8],
+            &INVALID_CAP.to_le_bytes()
+        );
     }
 }

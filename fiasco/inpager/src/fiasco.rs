@@ -16,8 +16,9 @@ use l4re::fpage::{RcvBuf, Rights};
 use l4re::msg::MsgTag;
 use l4re::proto::dataspace::map_flags;
 use l4re::proto::parent::SIGNAL_EXIT;
-use l4re::proto::{Dataspace, DataspaceClient, PageFault, Parent, ParentServer, Rm};
-use l4re::proto::{PageFaultServer, pager};
+use l4re::proto::rm::PageIn;
+use l4re::proto::{Dataspace, DataspaceClient, PageFault, Parent, ParentClient, ParentServer, Rm};
+use l4re::proto::{PageFaultClient, PageFaultServer, pager};
 use l4re::rpc::{Protocol, Request};
 use l4re::server::{Server, ServerObject};
 use l4re::utcb::Utcb;
@@ -29,13 +30,13 @@ use crate::window::{self, PAGE};
 /// `L4_PROTO_EXCEPTION`.
 const LABEL_EXCEPTION: i64 = -5;
 
-fn line(text: &str) {
+pub(crate) fn line(text: &str) {
     log_line(&format!("inpager: {text}"));
 }
 
 /// Unmaps `[start, start + size)` from this task (and whatever was mapped
 /// on from it), in naturally aligned flexpages.
-fn unmap_range(start: u64, size: u64) {
+pub(crate) fn unmap_range(start: u64, size: u64) {
     let mut addr = start & !(PAGE - 1);
     let end = start.saturating_add(size);
     while addr < end {
@@ -74,7 +75,7 @@ fn write_protect(page: u64) {
 }
 
 /// What a detach means here: the pages go.
-struct Unmapper;
+pub(crate) struct Unmapper;
 
 impl RmBackend for Unmapper {
     fn attached(&self, _: &Region) -> Result<()> {
@@ -83,21 +84,82 @@ impl RmBackend for Unmapper {
     fn detached(&self, _: &Region, start: u64, size: u64) {
         unmap_range(start, size);
     }
+    fn unmaps_on_detach(&self) -> bool {
+        true
+    }
+    fn page_in(&self, _: u64, _: u64, _: Rights) -> Result<PageIn> {
+        // The program shares this task: its own thread touches the pages
+        // (L4Re's in-task `page_in_fn` convention), so every fault comes
+        // here the usual way.
+        Ok(PageIn {
+            fp: l4re::fpage::SndFpage::NONE,
+            helper: page_in_helper as *const () as usize as u64,
+        })
+    }
 }
 
-/// Anonymous memory from the loader, handed out page by page.
-struct Anon {
-    ds: Cap<Dataspace>,
-    size: u64,
-    next: u64,
+/// `L4Re::Rm::page_in_fn`, run by the program's thread that asked for
+/// `page_in`: touches every page of `[min, max]` with the access `rights`
+/// asks for (a write that stores what it read, atomically, for W), so the
+/// faults map them. Uses no UTCB and no memory of the pager but its code.
+extern "C" fn page_in_helper(min: u64, max: u64, rights: u16) -> i64 {
+    let mut a = min & !(PAGE - 1);
+    while a <= max {
+        if rights & 2 != 0 {
+            // SAFETY: the region map checked that `[min, max]` is attached
+            // writable; an atomic add of 0 faults the page in writable and
+            // leaves its contents as they are.
+            unsafe { core::sync::atomic::AtomicU8::from_ptr(a as *mut u8) }
+                .fetch_add(0, core::sync::atomic::Ordering::Relaxed);
+        } else {
+            // SAFETY: checked readable by the region map.
+            unsafe { core::ptr::read_volatile(a as *const u8) };
+        }
+        match a.checked_add(PAGE) {
+            Some(n) => a = n,
+            None => break,
+        }
+    }
+    0
+}
+
+/// Anonymous memory handed out page by page: the loader's one dataspace,
+/// or (started by ned) chunks the pager allocates from the program's
+/// memory allocator as they fill up.
+pub(crate) struct Anon {
+    pub(crate) ds: Cap<Dataspace>,
+    pub(crate) size: u64,
+    pub(crate) next: u64,
+    /// Where more comes from (`None`: the loader's memory is all there is).
+    pub(crate) more: Option<Cap<l4re::cap::Factory>>,
+    /// Bytes allocated in all.
+    pub(crate) total: u64,
+}
+
+/// Bytes of anonymous memory allocated at a time from a memory allocator.
+pub(crate) const ANON_CHUNK: u64 = 16 << 20;
+/// Most anonymous memory the pager allocates for one program.
+const ANON_LIMIT: u64 = 1 << 30;
+
+/// Whom the pager tells that the program ended.
+#[derive(Clone, Copy)]
+pub(crate) enum Ending {
+    /// The loader that started the task (`TaskSetup::ended`): it deletes
+    /// the task.
+    Loader(Cap<TaskSetup>),
+    /// The program's parent (ned): `L4Re::Parent` `signal(0, status)`, as
+    /// the program's own exit would.
+    Parent(Cap<Parent>),
 }
 
 /// The object behind the gate `"server"`.
-struct InPager {
-    rm: RmService<Unmapper>,
-    anon: RefCell<Anon>,
-    stats: Cell<PagerStats>,
-    loader: Cap<TaskSetup>,
+pub(crate) struct InPager {
+    pub(crate) rm: RmService<Unmapper>,
+    pub(crate) anon: RefCell<Anon>,
+    pub(crate) stats: Cell<PagerStats>,
+    pub(crate) ending: Ending,
+    /// A page of the task where file pages are read for private copies.
+    pub(crate) scratch: u64,
 }
 
 impl InPager {
@@ -112,11 +174,24 @@ impl InPager {
         let (ds, off) = {
             let mut a = self.anon.borrow_mut();
             if a.next + PAGE > a.size {
-                line(&format!(
-                    "out of anonymous memory ({} KiB) at {page:#x}",
-                    a.size >> 10
-                ));
-                return Err(Error::NoMem);
+                match a.more {
+                    Some(alloc) if a.total < ANON_LIMIT => {
+                        let ds = alloc.alloc_dataspace(ANON_CHUNK, 0, 12).inspect_err(|e| {
+                            line(&format!("no more anonymous memory at {page:#x}: {e}"))
+                        })?;
+                        a.ds = ds.into_cap();
+                        a.size = ANON_CHUNK;
+                        a.next = 0;
+                        a.total += ANON_CHUNK;
+                    }
+                    _ => {
+                        line(&format!(
+                            "out of anonymous memory ({} KiB) at {page:#x}",
+                            a.total >> 10
+                        ));
+                        return Err(Error::NoMem);
+                    }
+                }
             }
             a.next += PAGE;
             (a.ds, a.next - PAGE)
@@ -141,6 +216,13 @@ impl InPager {
                 // deletes the task.
                 self.update(|s| s.invalid += 1);
                 self.end(task::STATUS_KILLED, &format!("invalid access: {report}"))
+            }
+            Decision::Forward { pager, page, .. } => {
+                // The outer region manager's memory (ours): it maps into
+                // this task through the window.
+                let p: Cap<PageFault> = Cap::from_idx(pager);
+                p.page_fault(pfa, pc, RcvBuf::window(page, 12))?;
+                Ok(())
             }
             Decision::MapShared {
                 ds,
@@ -178,25 +260,21 @@ impl InPager {
                 // The copy is written in place: writable first.
                 self.anon_page(page, rights | Rights::R | Rights::W)?;
                 let ds: Cap<Dataspace> = Cap::from_idx(ds);
-                ds.map(
-                    offset,
-                    layout::SCRATCH,
-                    map_flags::R,
-                    RcvBuf::window(layout::SCRATCH, 12),
-                )?;
+                let scratch = self.scratch;
+                ds.map(offset, scratch, map_flags::R, RcvBuf::window(scratch, 12))?;
                 // SAFETY: `page` was just mapped writable here from our
                 // anonymous memory and nothing else uses it yet (the
-                // faulting thread waits for our reply); SCRATCH holds the
-                // dataspace page, readable; `valid <= PAGE`.
+                // faulting thread waits for our reply); `scratch` holds
+                // the dataspace page, readable; `valid <= PAGE`.
                 unsafe {
                     core::ptr::copy_nonoverlapping(
-                        layout::SCRATCH as *const u8,
+                        scratch as *const u8,
                         page as *mut u8,
                         valid as usize,
                     );
                     core::ptr::write_bytes((page + valid) as *mut u8, 0, (PAGE - valid) as usize);
                 }
-                unmap_range(layout::SCRATCH, PAGE);
+                unmap_range(scratch, PAGE);
                 if !rights.contains(Rights::W) {
                     write_protect(page);
                 }
@@ -211,13 +289,20 @@ impl InPager {
         }
     }
 
-    /// The program ended: statistics, then the loader deletes the task.
+    /// The program ended: statistics, then whoever started the task
+    /// deletes it.
     fn end(&self, status: i64, why: &str) -> ! {
         let stats = self.stats.get();
         line(&format!("program {why}"));
         line(&format!("fault statistics: {}", stats.line()));
-        if let Err(e) = self.loader.ended(status, stats, why) {
-            line(&format!("reporting the end to the loader: {e}"));
+        let told = match self.ending {
+            Ending::Loader(loader) => loader.ended(status, stats, why),
+            // ned reads the status as an exit code: a killed program
+            // must not look like a success.
+            Ending::Parent(parent) => parent.signal(SIGNAL_EXIT, if status == 0 { 0 } else { 1 }),
+        };
+        if let Err(e) = told {
+            line(&format!("reporting the end: {e}"));
         }
         loop {
             // SAFETY: a receive from nobody without timeout: sleeps.
@@ -246,6 +331,19 @@ impl ParentServer for InPager {
             return Ok(());
         }
         self.end(val as i64, &format!("exited with status {}", val as i64))
+    }
+}
+
+impl InPager {
+    /// Maps the pages of `[start, end)` writable as the program's first
+    /// write would (so the pager can write the program's initial stack).
+    pub(crate) fn fault_in_for_write(&self, start: u64, end: u64) -> Result<()> {
+        let mut a = start & !(PAGE - 1);
+        while a < end {
+            self.resolve(a | pager::PFA_WRITE, 0)?;
+            a += PAGE;
+        }
+        Ok(())
     }
 }
 
@@ -312,6 +410,8 @@ fn set_up(loader: Cap<TaskSetup>) -> Result<InPager> {
         ds: slot.into_cap(),
         size,
         next: 0,
+        more: None,
+        total: size,
     };
     let regions = rm.map().lock().len();
     line(&format!(
@@ -322,11 +422,18 @@ fn set_up(loader: Cap<TaskSetup>) -> Result<InPager> {
         rm,
         anon: RefCell::new(anon),
         stats: Cell::new(PagerStats::default()),
-        loader,
+        ending: Ending::Loader(loader),
+        scratch: layout::SCRATCH,
     })
 }
 
 fn inpager(_: Args) -> i32 {
+    // Started by ned in place of L4Re's `l4re_itas`: the binary to load is
+    // named in the `l4re_aux_t`.
+    let info = l4re_rt::freestanding::start_info();
+    if !info.aux.is_null() {
+        return crate::itas::run(info);
+    }
     let e = env();
     let loader: Cap<TaskSetup> = e.parent().cast();
     if e.get_cap::<IpcGate>("server").is_none() {

@@ -33,3 +33,5 @@ pub mod window;
 
 #[cfg(feature = "fiasco")]
 mod fiasco;
+#[cfg(feature = "fiasco")]
+mod itas;

@@ -17,7 +17,14 @@
 //!   program's pager, like any other).
 //! * **Capability slots.** `l4re_util_cap_alloc`/`l4re_util_cap_free`
 //!   (which `l4re::cap::alloc` calls) over a bitmap of [`CAP_SLOTS`] slots
-//!   from the environment's `first_free_cap` on.
+//!   from the environment's `first_free_cap` on; the environment's
+//!   `first_free_cap` then moves past them, so that a program started from
+//!   a copy of it in the same task (as an in-task pager starts one) takes
+//!   its slots elsewhere, as `l4re_itas` reserves its own.
+//! * **Start information.** [`start_info`]: `argv`, `envp`, the
+//!   `l4re_aux_t` (`AT_L4_AUX`: the binary an in-task pager is to load)
+//!   and the KIP (`AT_L4_KIP`, also in `l4_global_kip`, which `l4re_kip()`
+//!   reads).
 //! * **Threads.** One: `pthread_self`/`pthread_l4_cap` (which
 //!   `l4re::kobj::current_thread` calls) answer the environment's
 //!   `main_thread`. The UTCB borrow flag of `l4re` is a plain static
@@ -45,6 +52,49 @@ pub const HEAP_SIZE: usize = 4 << 20;
 pub const CAP_SLOTS: usize = 1024;
 /// `AT_L4_ENV`: auxiliary vector entry holding the `l4re_env_t` address.
 pub const AT_L4_ENV: u64 = 0xf1;
+/// `AT_L4_AUX`: the `l4re_aux_t` address.
+pub const AT_L4_AUX: u64 = 0xf0;
+/// `AT_L4_KIP`: the KIP address.
+pub const AT_L4_KIP: u64 = 0xf2;
+
+/// What the initial stack told the program besides its environment.
+#[derive(Debug, Clone, Copy)]
+pub struct StartInfo {
+    /// `argv` (`argc` entries, then NULL).
+    pub argv: *const *const c_char,
+    /// Number of arguments.
+    pub argc: usize,
+    /// `envp` (NULL-terminated).
+    pub envp: *const *const c_char,
+    /// The `l4re_aux_t` (`AT_L4_AUX`), or null.
+    pub aux: *const sys::l4re_aux_t,
+    /// The KIP's address (`AT_L4_KIP`), or 0.
+    pub kip: u64,
+}
+
+static mut START_INFO: StartInfo = StartInfo {
+    argv: core::ptr::null(),
+    argc: 0,
+    envp: core::ptr::null(),
+    aux: core::ptr::null(),
+    kip: 0,
+};
+
+/// The KIP pointer `l4re_kip()`/`l4_kip()` read (L4Re's libc sets it from
+/// `AT_L4_KIP` in other programs).
+#[unsafe(no_mangle)]
+pub static mut l4_global_kip: *const sys::l4_kernel_info_t = core::ptr::null();
+
+/// The first slot of the slot allocator (the environment's
+/// `first_free_cap` at start).
+static FIRST_CAP: AtomicU64 = AtomicU64::new(0);
+
+/// What the initial stack held (set before `main` runs).
+pub fn start_info() -> StartInfo {
+    // SAFETY: written once by `freestanding_start` before `main`; read
+    // only afterwards.
+    unsafe { *addr_of_mut!(START_INFO) }
+}
 /// `L4RE_PROTO_PARENT`.
 const PROTO_PARENT: i64 = 0x4002;
 
@@ -92,31 +142,43 @@ pub fn fallback_env() -> sys::l4re_env_t {
     e
 }
 
-/// Finds `AT_L4_ENV` in the initial stack at `sp`.
+/// Reads the initial stack at `sp`: the start information and the
+/// `AT_L4_ENV` entry.
 ///
 /// # Safety
 /// `sp` must point to an initial stack laid out as described in the module
 /// documentation (argc, argv NULL-terminated, envp NULL-terminated, auxv
 /// ending with `AT_NULL`), or to zeros.
-unsafe fn find_env(sp: *const u64) -> (c_int, *const *const c_char, Option<u64>) {
+unsafe fn read_stack(sp: *const u64) -> (StartInfo, Option<u64>) {
     // SAFETY: the caller guarantees the layout; every read below stays in
     // the vector it walks, each of which ends with a zero word.
     unsafe {
         let argc = *sp;
         let argv = sp.add(1);
-        let mut p = argv.add(argc as usize + 1);
+        let envp = argv.add(argc as usize + 1);
+        let mut p = envp;
         while *p != 0 {
             p = p.add(1);
         }
         p = p.add(1);
         let mut env = None;
+        let mut info = StartInfo {
+            argv: argv as *const *const c_char,
+            argc: argc as usize,
+            envp: envp as *const *const c_char,
+            aux: core::ptr::null(),
+            kip: 0,
+        };
         while *p != 0 {
-            if *p == AT_L4_ENV {
-                env = Some(*p.add(1));
+            match *p {
+                AT_L4_ENV => env = Some(*p.add(1)),
+                AT_L4_AUX => info.aux = *p.add(1) as *const sys::l4re_aux_t,
+                AT_L4_KIP => info.kip = *p.add(1),
+                _ => {}
             }
             p = p.add(2);
         }
-        (argc as c_int, argv as *const *const c_char, env)
+        (info, env)
     }
 }
 
@@ -134,7 +196,10 @@ unsafe extern "C" fn freestanding_start(sp: *const u64) -> ! {
     // SAFETY: the loader laid out the stack (module documentation); nothing
     // else runs yet, so the statics are ours alone.
     unsafe {
-        let (argc, argv, env) = find_env(sp);
+        let (info, env) = read_stack(sp);
+        START_INFO = info;
+        l4_global_kip = info.kip as *const sys::l4_kernel_info_t;
+        let (argc, argv) = (info.argc as c_int, info.argv);
         match env {
             Some(addr) => l4re_global_env = addr as *mut sys::l4re_env_t,
             None => {
@@ -149,6 +214,10 @@ unsafe extern "C" fn freestanding_start(sp: *const u64) -> ! {
                 l4re_global_env = fallback;
             }
         }
+        // Our slots, and the environment's first free one past them.
+        let env = l4re_global_env;
+        FIRST_CAP.store((*env).first_free_cap as u64, Ordering::Relaxed);
+        (*env).first_free_cap += CAP_SLOTS as sys::l4_cap_idx_t;
         HEAP.lock().init(addr_of_mut!(ARENA) as *mut u8, HEAP_SIZE);
         let status = main(argc, argv);
         exit_program(status)
@@ -210,7 +279,7 @@ fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
 #[unsafe(no_mangle)]
 pub extern "C" fn l4re_util_cap_alloc() -> sys::l4_cap_idx_t {
     // A slot number, not an index (L4Re's convention).
-    let first = env().first_free_cap;
+    let first = FIRST_CAP.load(Ordering::Relaxed);
     for (w, word) in CAP_BITMAP.iter().enumerate() {
         let mut cur = word.load(Ordering::Relaxed);
         while cur != u64::MAX {
@@ -228,7 +297,7 @@ pub extern "C" fn l4re_util_cap_alloc() -> sys::l4_cap_idx_t {
 /// handed out here are ignored).
 #[unsafe(no_mangle)]
 pub extern "C" fn l4re_util_cap_free(cap: sys::l4_cap_idx_t) {
-    let first = env().first_free_cap;
+    let first = FIRST_CAP.load(Ordering::Relaxed);
     let n = cap >> sys::L4_CAP_SHIFT;
     if n < first || n - first >= CAP_SLOTS as u64 {
         return;
@@ -329,6 +398,22 @@ pub unsafe extern "C" fn memcmp(a: *const u8, b: *const u8, n: usize) -> c_int {
         }
     }
     0
+}
+
+/// `strlen`.
+///
+/// # Safety
+/// As C's: `s` points to a NUL-terminated string.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn strlen(s: *const c_char) -> usize {
+    let mut n = 0;
+    // SAFETY: the caller's guarantee: every byte up to the NUL is
+    // readable. Volatile reads keep the compiler from turning the loop
+    // into a call of `strlen` itself.
+    while unsafe { s.add(n).read_volatile() } != 0 {
+        n += 1;
+    }
+    n
 }
 
 /// `bcmp` (equality only).

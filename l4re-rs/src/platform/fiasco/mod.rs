@@ -10,6 +10,7 @@ use core::ffi::c_char;
 
 use l4_sys as sys;
 
+pub(crate) mod kobj;
 pub mod mem;
 
 use crate::cap::CapIdx;

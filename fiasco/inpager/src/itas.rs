@@ -1,0 +1,430 @@
+//! The internal pager as L4Re's in-task pager: what `l4re_itas` does when
+//! ned (or moe) starts a program with `l4re_loader = "rom/inpager"`.
+//!
+//! ned's loader puts this program into the new task with the program's
+//! arguments, environment variables and initial capabilities, an
+//! `l4re_aux_t` naming the binary (`rom/hello`), and the task's outer
+//! region map (moe's, `l4re_env()->rm`) as its pager. From there, as
+//! `l4re_itas`'s `main.cc` and `loader.cc` do:
+//!
+//! 1. open the binary through the namespace ([`l4re::env::query_path`]),
+//!    read its headers through a temporary attach in the outer region map,
+//!    and plan it ([`loader::elf::plan`], the same planning as every other
+//!    loader of the project);
+//! 2. take over the outer region map's regions and areas
+//!    (`get_regions`/`get_areas`): this program's own memory, the KIP and
+//!    the UTCB area stay with the outer pager (faults there are forwarded),
+//!    and nothing of the program is placed over them;
+//! 3. attach the program's segments and a stack to the task's region map
+//!    ([`loader::layout::attach_plan`]);
+//! 4. make the IPC gate that is the program's region map, pager and
+//!    exception handler, bound to this thread;
+//! 5. lay out the program's initial stack as L4Re's loader does
+//!    ([`loader::l4re_start::build`]) with a copy of this program's
+//!    environment in which `rm` is that gate and `main_thread` the
+//!    program's thread ([`L4reEnv::for_program`]), and write it into the
+//!    stack's first pages, faulted in here;
+//! 6. create the program's thread on the next free UTCB, with the gate as
+//!    pager and exception handler, and start it at the entry point;
+//! 7. serve the gate: page faults and `L4Re::Rm` of every thread of the
+//!    program (threads a program creates take `l4re_env()->rm` as their
+//!    pager), exceptions.
+//!
+//! The program's exit goes to its parent (ned) directly, as under
+//! `l4re_itas`; an invalid access or an exception ends it with a report
+//! and `signal(0, 1)` to the parent.
+
+use alloc::format;
+use alloc::string::String;
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use core::cell::{Cell, RefCell};
+use core::ffi::CStr;
+
+use l4_sys as sys;
+use l4pager::region::{Backing, RegionMap};
+use l4pager::rm::RmService;
+use l4pager::sync::SpinLock;
+use l4pager::task::{PagerStats, SERVER_LABEL};
+use l4re::Cap;
+use l4re::cap::{CapIdx, CapRights, well_known};
+use l4re::env::env;
+use l4re::fpage::Rights;
+use l4re::kobj::{MAIN_THREAD_PRIO, ThreadAttr};
+use l4re::proto::rm::{RangeList, flags};
+use l4re::proto::{Dataspace, DataspaceClient, RmClient};
+use l4re::server::Server;
+use l4re_rt::freestanding::StartInfo;
+use loader::l4re_start::{self, CapEntry, L4reEnv, Phdrs, StartSpec, UtcbArea};
+
+use crate::fiasco::{ANON_CHUNK, Anon, Ending, InPager, Unmapper, line};
+use crate::window::PAGE;
+
+/// Stack of the program's first thread (L4Re's default:
+/// `Default_stack_words` of `libloader/include/elf`, 0x40000 words).
+const STACK_SIZE: u64 = 0x40000 * 8;
+/// Where L4Re puts that stack by default (its top; `stack_addr`
+/// 0x80000000). If that range is taken the stack goes to the next free
+/// one above, as L4Re's `Search_addr` attach does.
+const STACK_TOP: u64 = 0x8000_0000;
+/// Load address of a static-pie program when ned gives none (`ldr_base`).
+const PIE_BASE: u64 = 0x0100_0000;
+/// Lowest and highest address of the program's region map.
+const MAP_MIN: u64 = 0x1000;
+
+/// Runs the in-task pager; returns only on failure (the exit status).
+pub(crate) fn run(info: StartInfo) -> i32 {
+    match start(info) {
+        Ok((pager, mut server)) => {
+            let _ = &pager;
+            match server.run() {
+                Ok(()) => 0,
+                Err(err) => {
+                    line(&format!("server loop: {err}"));
+                    1
+                }
+            }
+        }
+        Err(why) => {
+            line(&why);
+            1
+        }
+    }
+}
+
+/// The binary's name from the `l4re_aux_t`.
+fn binary_name(info: &StartInfo) -> Result<String, String> {
+    // SAFETY: the loader put a valid `l4re_aux_t` on our stack (non-null,
+    // checked by the caller); `binary` points to a NUL-terminated string
+    // next to it, alive for the program's life.
+    let name = unsafe {
+        let aux = &*info.aux;
+        if aux.binary.is_null() {
+            return Err("no binary named in the aux vector".into());
+        }
+        CStr::from_ptr(aux.binary)
+    };
+    name.to_str()
+        .map(String::from)
+        .map_err(|_| "the binary's name is not UTF-8".into())
+}
+
+/// Reads the whole binary through a temporary attach in the outer region
+/// map and plans it. Returns the plan and the program headers' bytes.
+fn plan_binary(
+    file: Cap<Dataspace>,
+    name: &str,
+    pie_base: u64,
+) -> Result<loader::elf::Plan, String> {
+    let size = file
+        .info()
+        .map_err(|e| format!("{name}: cannot read its size: {e}"))?
+        .size;
+    if size == 0 {
+        return Err(format!("{name}: empty file"));
+    }
+    let outer = env().rm();
+    let len = size.next_multiple_of(PAGE);
+    let at = outer
+        .attach(
+            0,
+            len,
+            flags::R | flags::SEARCH_ADDR,
+            Some(file.send(CapRights::R)),
+            0,
+            12,
+            CapIdx::INVALID.0,
+            "[binary]",
+            0,
+        )
+        .map_err(|e| format!("{name}: cannot attach it: {e}"))?;
+    // SAFETY: `[at, at + size)` is the file, attached read-only in our
+    // task by the outer region map, which pages it on access; it stays
+    // attached until the detach below, after the last use of `bytes`.
+    let bytes = unsafe { core::slice::from_raw_parts(at as *const u8, size as usize) };
+    let plan = loader::elf::plan(bytes, pie_base).map_err(|e| format!("{name}: {e}"));
+    let _ = outer.detach(at, len, 0);
+    crate::fiasco::unmap_range(at, len);
+    plan
+}
+
+/// Takes the outer region map's regions and areas into `map`: faults in
+/// them go to the outer pager (`Pager` regions), kernel memory and
+/// reservations stay unusable.
+fn import_outer(map: &mut RegionMap) -> Result<usize, String> {
+    let outer = env().rm();
+    let mut n = 0;
+    let mut at = 0u64;
+    loop {
+        let RangeList(list) = outer
+            .get_regions(at)
+            .map_err(|e| format!("cannot read the outer region map: {e}"))?;
+        let Some(last) = list.last().map(|r| r.end) else {
+            break;
+        };
+        for r in &list {
+            let fl = r.flags as u32;
+            let backing = if fl & flags::KERNEL != 0 {
+                Backing::Kernel
+            } else if fl & flags::RESERVED != 0 {
+                Backing::Reserved
+            } else {
+                Backing::Pager { pager: outer.idx() }
+            };
+            let rights = Rights::from_bits_truncate((fl & 7) as u8);
+            map.attach_at(
+                r.start,
+                r.end + 1 - r.start,
+                rights,
+                backing,
+                false,
+                "[outer]",
+            )
+            .map_err(|e| format!("outer region [{:#x}-{:#x}]: {e:?}", r.start, r.end))?;
+            n += 1;
+        }
+        match last.checked_add(1) {
+            Some(next) if list.len() == RangeList::MAX => at = next,
+            _ => break,
+        }
+    }
+    let mut at = 0u64;
+    loop {
+        let RangeList(list) = outer
+            .get_areas(at)
+            .map_err(|e| format!("cannot read the outer areas: {e}"))?;
+        let Some(last) = list.last().map(|r| r.end) else {
+            break;
+        };
+        for a in &list {
+            // Regions inside it were imported above; the area itself only
+            // keeps searches out.
+            let _ = map.reserve_area(a.start, a.end + 1 - a.start, false, PAGE);
+        }
+        match last.checked_add(1) {
+            Some(next) if list.len() == RangeList::MAX => at = next,
+            _ => break,
+        }
+    }
+    Ok(n)
+}
+
+/// Our own environment as an [`L4reEnv`] (caps by slot).
+fn own_env() -> L4reEnv {
+    // SAFETY: the loader set up the environment before we started; it
+    // lives as long as the task. The caps array ends with an entry whose
+    // flags are ~0.
+    unsafe {
+        let e = &*sys::l4re_env();
+        let slot = |c: sys::l4_cap_idx_t| {
+            let c = c as u64;
+            CapIdx(c).is_valid().then_some(c >> l4re_start::CAP_SHIFT)
+        };
+        let mut caps = Vec::new();
+        let mut p = e.caps;
+        while !p.is_null() && (*p).flags != !0 {
+            let mut name = [0u8; 16];
+            for (i, c) in (*p).name.iter().enumerate().take(16) {
+                name[i] = *c as u8;
+            }
+            caps.push(CapEntry {
+                name,
+                slot: ((*p).cap as u64) >> l4re_start::CAP_SHIFT,
+                flags: (*p).flags as u64,
+            });
+            p = p.add(1);
+        }
+        let area = e.utcb_area.raw as u64;
+        L4reEnv {
+            parent: slot(e.parent),
+            rm: slot(e.rm),
+            mem_alloc: slot(e.mem_alloc),
+            log: slot(e.log),
+            main_thread: slot(e.main_thread),
+            factory: slot(e.factory),
+            scheduler: slot(e.scheduler),
+            itas: slot(e.itas),
+            dbg_events: slot(e.dbg_events),
+            first_free_cap: e.first_free_cap as u64,
+            first_free_reply_cap: e.first_free_reply_cap as u64,
+            utcb_area: UtcbArea {
+                start: area & !0xfff,
+                log2_size: ((area >> 6) & 0x3f) as u8,
+            },
+            first_free_utcb: e.first_free_utcb as u64,
+            caps,
+        }
+    }
+}
+
+/// Takes the next UTCB of the task for a new thread.
+fn take_utcb() -> u64 {
+    // SAFETY: our environment, written only by this single thread; the
+    // program gets a copy with the advanced value.
+    unsafe {
+        let e = sys::l4re_env();
+        let u = (*e).first_free_utcb as u64;
+        (*e).first_free_utcb = (u + l4re_start::UTCB_OFFSET) as _;
+        u
+    }
+}
+
+/// C strings of a NULL-terminated vector.
+///
+/// # Safety
+/// `v` must be null or a NULL-terminated array of NUL-terminated strings
+/// alive for the program's life.
+unsafe fn c_strings(v: *const *const core::ffi::c_char, max: usize) -> Vec<&'static [u8]> {
+    let mut out = Vec::new();
+    if v.is_null() {
+        return out;
+    }
+    // SAFETY: the caller's guarantee.
+    unsafe {
+        let mut p = v;
+        while !(*p).is_null() && out.len() < max {
+            out.push(CStr::from_ptr(*p).to_bytes());
+            p = p.add(1);
+        }
+    }
+    out
+}
+
+fn start(info: StartInfo) -> Result<(Arc<InPager>, Server), String> {
+    let name = binary_name(&info)?;
+    // SAFETY: checked non-null by the caller; see `binary_name`.
+    let aux = unsafe { &*info.aux };
+    let file = l4re::env::query_path::<Dataspace>(&name)
+        .map_err(|e| format!("cannot open {name}: {e}"))?
+        .into_cap();
+    let pie_base = if aux.ldr_base != 0 {
+        aux.ldr_base as u64
+    } else {
+        PIE_BASE
+    };
+    let plan = plan_binary(file, &name, pie_base)?;
+
+    // The task's region map: the outer map's regions, then the program.
+    let mut map = RegionMap::new(MAP_MIN, loader::elf::USER_END);
+    let outer = import_outer(&mut map)?;
+    loader::layout::attach_plan(&mut map, &plan, file.idx()).map_err(|e| format!("{name}: {e}"))?;
+    let stack = map
+        .attach(
+            STACK_TOP - STACK_SIZE,
+            STACK_SIZE,
+            Rights::RW,
+            Backing::Anon,
+            true,
+            "[stack]",
+            true,
+            false,
+            PAGE,
+        )
+        .map_err(|e| format!("no room for the stack: {e:?}"))?;
+    let scratch = map
+        .attach(
+            PIE_BASE,
+            PAGE,
+            Rights::empty(),
+            Backing::Reserved,
+            false,
+            "[inpager scratch]",
+            true,
+            false,
+            PAGE,
+        )
+        .map_err(|e| format!("no room for the scratch page: {e:?}"))?;
+    let regions = map.len();
+
+    // Anonymous memory from the program's allocator, as it fills up.
+    let mem: Cap<l4re::cap::Factory> = Cap::from_idx(CapIdx::from_slot(
+        own_env()
+            .mem_alloc
+            .ok_or("no memory allocator in the environment")?,
+    ));
+    let first = mem
+        .alloc_dataspace(ANON_CHUNK, 0, 12)
+        .map_err(|e| format!("no anonymous memory: {e}"))?;
+    let anon = Anon {
+        ds: first.into_cap(),
+        size: ANON_CHUNK,
+        next: 0,
+        more: Some(mem),
+        total: ANON_CHUNK,
+    };
+
+    // The gate: the program's region map, pager and exception handler.
+    let me = env().main_thread();
+    let gate = env()
+        .factory()
+        .create_gate(Some(me), SERVER_LABEL)
+        .map_err(|e| format!("cannot create the region-map gate: {e}"))?
+        .into_cap();
+    let parent: Cap<l4re::proto::Parent> = env().parent().cast();
+    #[allow(clippy::arc_with_non_send_sync)]
+    let pager = Arc::new(InPager {
+        rm: RmService::new(Arc::new(SpinLock::new(map)), Unmapper),
+        anon: RefCell::new(anon),
+        stats: Cell::new(PagerStats::default()),
+        ending: Ending::Parent(parent),
+        scratch,
+    });
+    let mut server = Server::new();
+    server
+        .adopt_gate(SERVER_LABEL, pager.clone())
+        .map_err(|e| format!("serving the region-map gate: {e}"))?;
+
+    // The program's thread and its environment.
+    let thread = env()
+        .factory()
+        .create_thread()
+        .map_err(|e| format!("cannot create the program's thread: {e}"))?
+        .into_cap();
+    let utcb = take_utcb();
+    let penv = own_env().for_program(gate.idx().slot(), thread.idx().slot(), utcb);
+    // SAFETY: argv and envp of our initial stack (see `c_strings`).
+    let (argv, envp) = unsafe { (c_strings(info.argv, 4096), c_strings(info.envp, 4096)) };
+    let spec = StartSpec {
+        argv,
+        envp,
+        env: &penv,
+        aux: None,
+        kip: info.kip,
+        phdrs: (plan.phnum > 0).then_some(Phdrs {
+            addr: plan.phdr,
+            num: plan.phnum,
+            entsize: plan.phent,
+        }),
+    };
+    let top = stack + STACK_SIZE;
+    let built = l4re_start::build(top, &spec).map_err(|e| format!("initial stack: {e:?}"))?;
+    let bytes = &built.stack.bytes;
+    let low = top - bytes.len() as u64;
+    pager
+        .fault_in_for_write(low, top)
+        .map_err(|e| format!("initial stack pages: {e}"))?;
+    // SAFETY: `[low, top)` lies in the stack region, whose pages were just
+    // mapped writable into this task from our anonymous memory; nothing
+    // else uses them yet (the program's thread does not exist yet).
+    unsafe { core::ptr::copy_nonoverlapping(bytes.as_ptr(), low as *mut u8, bytes.len()) };
+
+    thread
+        .control(&ThreadAttr {
+            pager: Some(gate.idx()),
+            exc_handler: Some(gate.idx()),
+            bind: Some((utcb, well_known::TASK)),
+        })
+        .map_err(|e| format!("cannot set up the program's thread: {e}"))?;
+    env()
+        .scheduler()
+        .run_thread(thread, MAIN_THREAD_PRIO)
+        .map_err(|e| format!("cannot schedule the program's thread: {e}"))?;
+    thread
+        .ex_regs(plan.entry, built.stack.sp, 0)
+        .map_err(|e| format!("cannot start the program: {e}"))?;
+    line(&format!(
+        "{name}: {regions} regions ({outer} of the outer region map), entry {:#x}, stack {stack:#x}",
+        plan.entry
+    ));
+    Ok((pager, server))
+}
