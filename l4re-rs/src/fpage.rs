@@ -234,6 +234,22 @@ impl SndFpage {
         self.base & 0x3e == 0x38
     }
 
+    /// On the receiving side, with a receive buffer that asked for local
+    /// ids ([`RCV_ITEM_LOCAL_ID`]) and a sender in the same task: no
+    /// mapping was made, the item carries the sender's own capability
+    /// index instead ([`local_cap`](Self::local_cap)). This is how an
+    /// in-task region manager gets the dataspaces its program attaches,
+    /// whatever rights the program sent them with.
+    pub const fn local_id_received(self) -> bool {
+        self.base & 0x3e == 0x3e
+    }
+
+    /// The capability index of a [`local_id_received`](Self::local_id_received)
+    /// item (the raw object flexpage's address bits).
+    pub const fn local_cap(self) -> CapIdx {
+        CapIdx(self.fpage.0 & !0xfff)
+    }
+
     /// On the receiving side, for a memory item: the order (log2 of the
     /// size) of the flexpage the sender sent, or `None` if nothing was
     /// mapped. The kernel writes it into the control word's bits 6..11 of

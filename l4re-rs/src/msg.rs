@@ -379,9 +379,17 @@ impl<'u> MsgReader<'u> {
         Ok(it)
     }
 
-    /// Reads the next item as a received capability.
+    /// Reads the next item as a received capability: one mapped into the
+    /// next receive slot, or (a local-id receive from the same task) the
+    /// sender's own capability index, which takes no slot.
     pub fn get_cap(&mut self) -> Result<ReceivedCap> {
         let it = self.get_item()?;
+        if it.local_id_received() {
+            return Ok(ReceivedCap {
+                idx: it.local_cap(),
+                item: it,
+            });
+        }
         if !it.cap_received() {
             return Err(Error::MsgMissArg);
         }

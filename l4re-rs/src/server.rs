@@ -141,6 +141,8 @@ pub struct Server {
     registry: Rc<Registry>,
     rcv_slots: heapless::Vec<CapIdx, RCV_SLOTS>,
     stats: ServerStats,
+    /// Receive capabilities from this task's own threads as local ids.
+    local_ids: bool,
 }
 
 struct MetaAnswer<'a>(&'a [(i64, &'static str)]);
@@ -169,7 +171,18 @@ impl Server {
             registry: Rc::new(Registry::new(crate::kobj::current_thread())),
             rcv_slots: heapless::Vec::new(),
             stats: ServerStats::default(),
+            local_ids: false,
         }
+    }
+
+    /// Asks the kernel for local ids instead of mappings when a client in
+    /// this same task sends a capability (`L4_RCV_ITEM_LOCAL_ID`): the
+    /// handler gets the client's own capability index
+    /// ([`ReceivedCap`](crate::msg::ReceivedCap) with no slot taken), as an
+    /// in-task region manager needs (L4Re's C API sends dataspaces to it
+    /// without rights).
+    pub fn receive_local_ids(&mut self, on: bool) {
+        self.local_ids = on;
     }
 
     /// The loop's object registry, for handlers that register objects while
@@ -211,11 +224,16 @@ impl Server {
             let _ = self.rcv_slots.push(slot);
         }
         let slots = self.rcv_slots.clone();
+        let local = if self.local_ids {
+            crate::fpage::RCV_ITEM_LOCAL_ID
+        } else {
+            0
+        };
         Utcb::with(|u| {
             *u.bdr() = 0;
             let br = u.br();
             for (i, s) in slots.iter().enumerate() {
-                br[i] = s.0 | crate::fpage::RCV_ITEM_SINGLE_CAP;
+                br[i] = s.0 | crate::fpage::RCV_ITEM_SINGLE_CAP | local;
             }
             br[slots.len()] = 0;
         });

@@ -448,6 +448,8 @@ fn inpager(_: Args) -> i32 {
         }
     };
     let mut server = Server::new();
+    // The program sends its dataspaces from this very task.
+    server.receive_local_ids(true);
     // The registry takes `Arc`s; this program has one thread, and the
     // object never leaves it.
     #[allow(clippy::arc_with_non_send_sync)]

@@ -370,6 +370,8 @@ fn start(info: StartInfo) -> Result<(Arc<InPager>, Server), String> {
         scratch,
     });
     let mut server = Server::new();
+    // The program sends its dataspaces from this very task.
+    server.receive_local_ids(true);
     server
         .adopt_gate(SERVER_LABEL, pager.clone())
         .map_err(|e| format!("serving the region-map gate: {e}"))?;
