@@ -55,7 +55,7 @@ use l4re::proto::rm::{RangeList, flags};
 use l4re::proto::{Dataspace, DataspaceClient, RmClient};
 use l4re::server::Server;
 use l4re_rt::freestanding::StartInfo;
-use loader::l4re_start::{self, CapEntry, L4reEnv, Phdrs, StartSpec, UtcbArea};
+use loader::l4re_start::{self, CapEntry, L4reAux, L4reEnv, Phdrs, StartSpec, UtcbArea};
 
 use crate::fiasco::{ANON_CHUNK, Anon, Ending, InPager, Unmapper, line};
 use crate::window::PAGE;
@@ -109,12 +109,19 @@ fn binary_name(info: &StartInfo) -> Result<String, String> {
         .map_err(|_| "the binary's name is not UTF-8".into())
 }
 
+/// Alignment of a static-pie program's load address (L4Re's loader
+/// reserves it with `L4_SUPERPAGESHIFT`).
+const PIE_ALIGN: u64 = 2 << 20;
+
 /// Reads the whole binary through a temporary attach in the outer region
-/// map and plans it. Returns the plan and the program headers' bytes.
+/// map and plans it; a static-pie program is placed at the first free,
+/// superpage-aligned range of `map` from `pie_hint` on, as L4Re's loader
+/// does.
 fn plan_binary(
     file: Cap<Dataspace>,
     name: &str,
-    pie_base: u64,
+    map: &mut RegionMap,
+    pie_hint: u64,
 ) -> Result<loader::elf::Plan, String> {
     let size = file
         .info()
@@ -142,7 +149,26 @@ fn plan_binary(
     // task by the outer region map, which pages it on access; it stays
     // attached until the detach below, after the last use of `bytes`.
     let bytes = unsafe { core::slice::from_raw_parts(at as *const u8, size as usize) };
-    let plan = loader::elf::plan(bytes, pie_base).map_err(|e| format!("{name}: {e}"));
+    // A first plan at a probe address gives a static-pie program's span.
+    let plan = loader::elf::plan(bytes, PIE_BASE).and_then(|p| {
+        if !p.pie {
+            return Ok(p);
+        }
+        let size = (p.span.1 - p.span.0).next_multiple_of(PIE_ALIGN);
+        let hint = pie_hint.next_multiple_of(PIE_ALIGN);
+        match map.reserve_area(hint, size, true, PIE_ALIGN) {
+            Ok(at) => {
+                let _ = map.free_area(at);
+                // The span's start lies as far above the load base as at
+                // the probe.
+                loader::elf::plan(bytes, at - (p.span.0 - PIE_BASE))
+            }
+            Err(_) => Err(loader::elf::ElfError::Malformed(
+                "no room for the program in the address space".into(),
+            )),
+        }
+    });
+    let plan = plan.map_err(|e| format!("{name}: {e}"));
     let _ = outer.detach(at, len, 0);
     crate::fiasco::unmap_range(at, len);
     plan
@@ -297,16 +323,15 @@ fn start(info: StartInfo) -> Result<(Arc<InPager>, Server), String> {
     let file = l4re::env::query_path::<Dataspace>(&name)
         .map_err(|e| format!("cannot open {name}: {e}"))?
         .into_cap();
-    let pie_base = if aux.ldr_base != 0 {
+    // The task's region map: the outer map's regions, then the program.
+    let mut map = RegionMap::new(MAP_MIN, loader::elf::USER_END);
+    let outer = import_outer(&mut map)?;
+    let pie_hint = if aux.ldr_base != 0 {
         aux.ldr_base as u64
     } else {
         PIE_BASE
     };
-    let plan = plan_binary(file, &name, pie_base)?;
-
-    // The task's region map: the outer map's regions, then the program.
-    let mut map = RegionMap::new(MAP_MIN, loader::elf::USER_END);
-    let outer = import_outer(&mut map)?;
+    let plan = plan_binary(file, &name, &mut map, pie_hint)?;
     loader::layout::attach_plan(&mut map, &plan, file.idx()).map_err(|e| format!("{name}: {e}"))?;
     let stack = map
         .attach(
@@ -386,11 +411,22 @@ fn start(info: StartInfo) -> Result<(Arc<InPager>, Server), String> {
     let penv = own_env().for_program(gate.idx().slot(), thread.idx().slot(), utcb);
     // SAFETY: argv and envp of our initial stack (see `c_strings`).
     let (argv, envp) = unsafe { (c_strings(info.argv, 4096), c_strings(info.envp, 4096)) };
+    // The program gets our `l4re_aux_t` too: ned reads the KIP's
+    // dataspace from it to hand the KIP on to the programs it starts.
+    let kip_ds = aux.kip_ds as u64;
     let spec = StartSpec {
         argv,
         envp,
         env: &penv,
-        aux: None,
+        aux: Some(L4reAux {
+            binary: name.as_bytes(),
+            kip_ds: CapIdx(kip_ds)
+                .is_valid()
+                .then_some(kip_ds >> l4re_start::CAP_SHIFT),
+            dbg_lvl: aux.dbg_lvl as u64,
+            ldr_flags: aux.ldr_flags as u64,
+            ldr_base: aux.ldr_base as u64,
+        }),
         kip: info.kip,
         phdrs: (plan.phnum > 0).then_some(Phdrs {
             addr: plan.phdr,
