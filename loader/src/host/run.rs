@@ -103,6 +103,11 @@ impl FsTask {
 
     /// Starts the server with a page pool of `pool_pages` frames.
     pub fn start_with(root: &Path, pool_pages: Option<usize>) -> Result<FsTask, RunError> {
+        match std::fs::metadata(root) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => return Err(err(format!("--root {}: not a directory", root.display()))),
+            Err(e) => return Err(err(format!("--root {}: {e}", root.display()))),
+        }
         let gate = env()
             .factory()
             .create_gate(None, 0)
@@ -114,11 +119,17 @@ impl FsTask {
         if pool_pages.is_some() {
             args.push(&pool);
         }
-        let task = l4re::host::spawn(
+        // It dies with us, however we die, and does not hold our caller's
+        // standard output (it never writes there).
+        let task = l4re::host::spawn_with(
             &exe,
             &args,
             &[("server", gate.idx(), CapRights::RWS)],
             "l4fs",
+            l4re::host::SpawnOptions {
+                die_with_parent: true,
+                stdout_to_stderr: true,
+            },
         )
         .map_err(|e| err(format!("cannot start the filesystem server: {e}")))?;
         Ok(FsTask { task, gate })
@@ -143,6 +154,16 @@ impl FsTask {
             )));
         }
         Ok(slot.cast())
+    }
+
+    /// How the server ended, if it has (it should live until we drop it).
+    pub fn ended(&self) -> Option<std::process::ExitStatus> {
+        self.task.wait(Some(Duration::ZERO)).ok().flatten()
+    }
+
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.task.pid()
     }
 
     /// Asks the server to write every dirty page back.
@@ -300,13 +321,20 @@ pub fn run(opts: &RunOpts) -> Result<Outcome, RunError> {
         .file_name()
         .map(|n| n.to_string_lossy().chars().take(15).collect::<String>())
         .unwrap_or_else(|| "task".into());
-    let task = l4re::host::spawn(
+    let task = l4re::host::spawn_with(
         &stub,
         &["task-stub", listener.name(), mode],
         &[("server", gate.idx(), CapRights::RWS)],
         &tag,
+        l4re::host::SpawnOptions {
+            die_with_parent: true,
+            stdout_to_stderr: false,
+        },
     )
     .map_err(|e| err(format!("cannot start the task ({}): {e}", stub.display())))?;
+    // SIGTERM (timeout(1), service managers) goes to the program, as it
+    // would natively; the run then ends with its status.
+    forward_sigterm(task.pid() as i32);
     let ch = listener
         .accept(20_000, task.pid())
         .map_err(|e| err(format!("the task did not start: {e}")))?;
@@ -321,6 +349,12 @@ pub fn run(opts: &RunOpts) -> Result<Outcome, RunError> {
     }
     let mut d = Dec(&hello);
     let pid = d.u64().map_err(|e| err(e.to_string()))? as i32;
+    // The arena's range, then the features of the program's uffd.
+    let features = d
+        .u64()
+        .and_then(|_| d.u64())
+        .and_then(|_| d.u64())
+        .map_err(|e| err(e.to_string()))?;
     let counters_fd: OwnedFd = fds.remove(0);
     // SAFETY: maps the stub's statistics page (a 4096-byte memfd) shared;
     // it stays mapped for our life and is only used as `Counters`.
@@ -370,7 +404,7 @@ pub fn run(opts: &RunOpts) -> Result<Outcome, RunError> {
         let Some(ufd) = fds.pop() else {
             return Err(err("the task sent no userfaultfd"));
         };
-        let uffd = Arc::new(Uffd::from_fd(ufd, ph::wanted_features(true)));
+        let uffd = Arc::new(Uffd::from_fd(ufd, features));
         let pager = Arc::new(Pager::new(
             loader_map.clone(),
             counters,
@@ -487,8 +521,9 @@ pub fn run(opts: &RunOpts) -> Result<Outcome, RunError> {
         .wait(None)
         .map_err(|e| err(format!("waiting for the task: {e}")))?
         .ok_or_else(|| err("the task did not end"))?;
+    forward_sigterm(0);
     use std::os::unix::process::ExitStatusExt;
-    let (status, signal) = match (st.code(), st.signal()) {
+    let (mut status, signal) = match (st.code(), st.signal()) {
         (Some(c), _) => (c, None),
         (None, Some(s)) => (128 + s, Some(s)),
         _ => (1, None),
@@ -497,7 +532,7 @@ pub fn run(opts: &RunOpts) -> Result<Outcome, RunError> {
     if let Some(sig) = signal
         && (sig == libc::SIGSEGV || sig == libc::SIGBUS)
     {
-        let r = crash_report(&loader_map.lock(), counters, sig);
+        let r = crash_report(&loader_map.lock(), counters, sig, st.core_dumped());
         eprintln!("loader: {}: {r}", opts.program);
         report = Some(r);
     }
@@ -505,6 +540,21 @@ pub fn run(opts: &RunOpts) -> Result<Outcome, RunError> {
     // handed over before the task ended is in by the end of the channel.
     let _ = control.join();
     children.wait();
+    // A server that died under the program: its last writes may be lost,
+    // whatever the program's status says.
+    if let Some(fst) = fs.ended() {
+        eprintln!(
+            "loader: {}: the filesystem server (pid {}) died during the run ({}): \
+             pages it had not loaded could not be given to the program, and \
+             writes to shared files it had not written back are lost",
+            opts.program,
+            fs.pid(),
+            describe_status(fst)
+        );
+        if status == 0 {
+            status = 1;
+        }
+    }
     let wall = t0.elapsed();
     fs.sync();
     if let Some(dest) = &opts.stats {
@@ -530,13 +580,58 @@ pub fn run(opts: &RunOpts) -> Result<Outcome, RunError> {
     Ok(Outcome { status, report })
 }
 
+/// How a process ended, in words.
+fn describe_status(st: std::process::ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (st.code(), st.signal()) {
+        (Some(c), _) => format!("exit status {c}"),
+        (None, Some(s)) => format!("killed by signal {s}"),
+        _ => "ended".into(),
+    }
+}
+
+/// The task to which SIGTERM is forwarded (0: none; then SIGTERM ends
+/// the loader as usual).
+static SIGTERM_TO: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+
+extern "C" fn on_sigterm(sig: i32) {
+    let pid = SIGTERM_TO.load(Ordering::Relaxed);
+    // SAFETY: kill, signal and raise are async-signal-safe.
+    unsafe {
+        if pid > 0 {
+            libc::kill(pid, sig);
+        } else {
+            libc::signal(sig, libc::SIG_DFL);
+            libc::raise(sig);
+        }
+    }
+}
+
+/// Forwards SIGTERM to `pid` from now on (0: stop forwarding: SIGTERM
+/// ends us, and our tasks with us, `PR_SET_PDEATHSIG`).
+fn forward_sigterm(pid: i32) {
+    SIGTERM_TO.store(pid, Ordering::Relaxed);
+    if pid > 0 {
+        // SAFETY: installs a handler that only calls async-signal-safe
+        // functions.
+        unsafe { libc::signal(libc::SIGTERM, on_sigterm as *const () as libc::sighandler_t) };
+    }
+}
+
 /// The report of the invalid access that killed the task.
-fn crash_report(map: &RegionMap, c: &Counters, sig: i32) -> String {
+fn crash_report(map: &RegionMap, c: &Counters, sig: i32, _core: bool) -> String {
     let name = if sig == libc::SIGBUS {
         "SIGBUS"
     } else {
         "SIGSEGV"
     };
+    let lost = Counters::get(&c.server_lost_addr);
+    if lost != 0 {
+        return format!(
+            "killed by {name}: the filesystem server is gone: the page at {:#x} could not be loaded",
+            lost - 1
+        );
+    }
     let perr = Counters::get(&c.pager_error_addr);
     if perr != 0 {
         let access = match Counters::get(&c.pager_error_access) {
@@ -659,7 +754,7 @@ pub fn fs_server(root: &str, pool_pages: Option<usize>) -> i32 {
     match l4fs::serve(gate, cfg) {
         Ok(()) => 0,
         Err(e) => {
-            eprintln!("loader fs-server: {e}");
+            eprintln!("loader fs-server: {root}: {e}");
             1
         }
     }

@@ -111,7 +111,8 @@ pub fn main(arena: &'static Arena, args: &[String]) -> ! {
         Err(_) => match Uffd::open(ph::wanted_features(false)) {
             Ok(u) => {
                 eprintln!(
-                    "l4task: no userfaultfd fork events: a forking program's children will not be paged"
+                    "l4task: no userfaultfd fork events (they need CAP_SYS_PTRACE): forks are not \
+                     paged, a child the program forks sees unloaded pages as zeros"
                 );
                 u
             }
@@ -129,7 +130,8 @@ pub fn main(arena: &'static Arena, args: &[String]) -> ! {
     hello
         .u64(std::process::id() as u64)
         .u64(astart as u64)
-        .u64(alen as u64);
+        .u64(alen as u64)
+        .u64(uffd.features());
     let mut fds = vec![counters.0.as_raw_fd(), self_uffd.fd().as_raw_fd()];
     if mode == Mode::External {
         fds.push(uffd.fd().as_raw_fd());

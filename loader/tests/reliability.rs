@@ -1,0 +1,279 @@
+//! Issue 14, "Host reliability": what a hostile tester broke, each with
+//! real processes — a file server killed under a running program, a
+//! loader killed under its tasks, native execution of a running program,
+//! `/proc/self/exe` of a loaded program, non-root use, forged control
+//! messages.
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+const LOADER: &str = env!("CARGO_BIN_EXE_loader");
+
+/// Prints "ready", sleeps (2 s, or 30 s given an argument), then reads 16
+/// MiB of initialized data it never touched before.
+const LATE: &str = r#"
+#include <stdio.h>
+#include <unistd.h>
+#define SZ (16 << 20)
+static unsigned char data[SZ] = { [0 ... SZ - 1] = 5 };
+int main(int argc, char **argv) {
+    printf("ready\n");
+    fflush(stdout);
+    sleep(argc > 1 ? 30 : 2);
+    unsigned long s = 0;
+    for (unsigned long i = 0; i < SZ; i += 4096) s += data[i];
+    printf("sum %lu\n", s);
+    return 0;
+}
+"#;
+
+fn tmp() -> PathBuf {
+    PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+}
+
+/// Builds a static C program (gcc, libc6-dev); `None` without a compiler.
+fn build(name: &str, src: &str) -> Option<PathBuf> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _g = LOCK.lock().unwrap_or_else(|p| p.into_inner());
+    let dir = tmp().join("reliability");
+    std::fs::create_dir_all(&dir).unwrap();
+    let exe = dir.join(name);
+    if exe.exists() {
+        return Some(exe);
+    }
+    let c = dir.join(format!("{name}.c"));
+    std::fs::write(&c, src).unwrap();
+    let part = dir.join(format!("{name}.part"));
+    match Command::new("cc")
+        .args(["-O1", "-static", "-o"])
+        .arg(&part)
+        .arg(&c)
+        .status()
+    {
+        Ok(s) if s.success() => {
+            std::fs::rename(&part, &exe).unwrap();
+            Some(exe)
+        }
+        _ => {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "cc -static failed in CI: install gcc and libc6-dev"
+            );
+            eprintln!("cc -static not available: test skipped");
+            None
+        }
+    }
+}
+
+fn late() -> Option<&'static Path> {
+    static P: OnceLock<Option<PathBuf>> = OnceLock::new();
+    P.get_or_init(|| build("late", LATE)).as_deref()
+}
+
+/// The children of `pid` (from `/proc/*/stat`), with their command lines.
+fn children_of(pid: u32) -> Vec<(u32, String)> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(p) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(st) = std::fs::read_to_string(format!("/proc/{p}/stat")) else {
+            continue;
+        };
+        let Some(at) = st.rfind(')') else { continue };
+        let ppid = st[at + 1..].split_whitespace().nth(1);
+        if ppid.and_then(|v| v.parse::<u32>().ok()) == Some(pid) {
+            let cmd = std::fs::read(format!("/proc/{p}/cmdline")).unwrap_or_default();
+            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+            out.push((p, cmd));
+        }
+    }
+    out
+}
+
+/// Whether `pid` no longer runs (gone, or a zombie waiting for its reaper).
+fn gone(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(st) => st
+            .rfind(')')
+            .and_then(|at| st[at + 1..].split_whitespace().next())
+            .is_some_and(|s| s == "Z" || s == "X"),
+    }
+}
+
+fn wait_gone(pids: &[u32], within: Duration) -> Vec<u32> {
+    let t = Instant::now();
+    loop {
+        let left: Vec<u32> = pids.iter().copied().filter(|p| !gone(*p)).collect();
+        if left.is_empty() || t.elapsed() > within {
+            return left;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn kill(pid: u32, sig: i32) {
+    // SAFETY: plain system call.
+    unsafe { libc::kill(pid as i32, sig) };
+}
+
+/// Starts `loader run --pager MODE PROGRAM ARGS` with piped output and
+/// waits until the program printed "ready"; returns the loader and the
+/// rest of its standard output (a reader).
+fn start_ready(mode: &str, prog: &Path, args: &[&str]) -> (Child, BufReader<std::process::ChildStdout>) {
+    let mut c = Command::new(LOADER)
+        .args(["run", "--pager", mode])
+        .arg(prog)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(c.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    assert_eq!(line, "ready\n", "{mode}: the program did not start");
+    (c, out)
+}
+
+/// Waits for `c` at most `within`; `None` if it still runs (then killed).
+fn wait_within(c: &mut Child, within: Duration) -> Option<std::process::ExitStatus> {
+    let t = Instant::now();
+    while t.elapsed() < within {
+        if let Some(st) = c.try_wait().unwrap() {
+            return Some(st);
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let _ = c.kill();
+    let _ = c.wait();
+    None
+}
+
+fn stderr_of(c: &mut Child) -> String {
+    let mut s = String::new();
+    if let Some(mut e) = c.stderr.take() {
+        let _ = e.read_to_string(&mut s);
+    }
+    s
+}
+
+/// Defect 1: SIGKILL of the file server while the program still needs
+/// pages. Before: the program stopped at its next missing page, the
+/// loader never ended, the pager spun. Now the faulting thread gets
+/// SIGBUS (as for an unreadable page of a mapped file), the run ends at
+/// once with a message naming the server and a non-zero status, and
+/// nothing of it is left.
+#[test]
+fn dead_file_server_ends_the_run() {
+    let Some(prog) = late() else { return };
+    for mode in ["internal", "external"] {
+        let (mut c, _out) = start_ready(mode, prog, &[]);
+        let kids = children_of(c.id());
+        let fs: Vec<u32> = kids
+            .iter()
+            .filter(|(_, cmd)| cmd.contains("fs-server"))
+            .map(|k| k.0)
+            .collect();
+        assert_eq!(fs.len(), 1, "{mode}: one file server among {kids:?}");
+        kill(fs[0], libc::SIGKILL);
+        let t = Instant::now();
+        // The program sleeps 2 s, then faults on pages the server never
+        // loaded.
+        let st = wait_within(&mut c, Duration::from_secs(10))
+            .unwrap_or_else(|| panic!("{mode}: the run did not end 10 s after the kill"));
+        let took = t.elapsed();
+        let err = stderr_of(&mut c);
+        eprintln!("{mode}: ended {took:?} after the kill (the program sleeps 2 s): {st}");
+        assert!(!st.success(), "{mode}: status {st}");
+        assert!(
+            err.contains("the filesystem server is gone") && err.contains("died during the run"),
+            "{mode}: message: {err}"
+        );
+        let left = wait_gone(&kids.iter().map(|k| k.0).collect::<Vec<_>>(), Duration::from_secs(2));
+        assert!(left.is_empty(), "{mode}: left running: {left:?}");
+    }
+}
+
+/// Defect 2: SIGKILL or SIGTERM of the loader. Before: the file server
+/// lived on, holding the caller's standard output. Now both tasks die with
+/// the loader (SIGTERM is forwarded to the program, which ends the run
+/// with 143), and a caller reading the output sees its end at once.
+#[test]
+fn killed_loader_takes_its_tasks_along() {
+    let Some(prog) = late() else { return };
+    for sig in [libc::SIGKILL, libc::SIGTERM] {
+        for mode in ["internal", "external"] {
+            let (mut c, mut out) = start_ready(mode, prog, &["30"]);
+            let kids: Vec<u32> = children_of(c.id()).iter().map(|k| k.0).collect();
+            assert_eq!(kids.len(), 2, "{mode}: file server and task");
+            kill(c.id(), sig);
+            let t = Instant::now();
+            let st = wait_within(&mut c, Duration::from_secs(5)).expect("the loader ended");
+            if sig == libc::SIGTERM {
+                assert_eq!(st.code(), Some(143), "{mode}: SIGTERM: the program's status");
+            }
+            let left = wait_gone(&kids, Duration::from_secs(3));
+            assert!(left.is_empty(), "signal {sig} {mode}: left running: {left:?}");
+            // The caller's pipe: at its end now (nobody holds it).
+            let (tx, rx) = std::sync::mpsc::channel();
+            std::thread::spawn(move || {
+                let mut rest = String::new();
+                let _ = out.read_to_string(&mut rest);
+                let _ = tx.send(rest);
+            });
+            rx.recv_timeout(Duration::from_secs(3))
+                .expect("standard output still held open after the loader died");
+            eprintln!("signal {sig} {mode}: all gone {:?} after the signal", t.elapsed());
+        }
+    }
+}
+
+/// Defect 3: while a program runs under the loader, the same file can be
+/// executed natively. Before, as root, the server held it open read-write
+/// and `execve` failed with ETXTBSY ("Text file busy").
+#[test]
+fn running_program_can_be_executed_natively() {
+    let Some(prog) = late() else { return };
+    // A copy of our own, so that no other test's run interferes.
+    let copy = tmp().join("reliability").join("late-copy");
+    std::fs::copy(prog, &copy).unwrap();
+    for mode in ["internal", "external"] {
+        let (mut c, _out) = start_ready(mode, &copy, &["30"]);
+        // The program still runs (sleeping) under the loader; executing it
+        // natively must work. (It prints "ready" and sleeps: kill it.)
+        let mut n = Command::new(&copy)
+            .arg("30")
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{mode}: native exec of a running program: {e}"));
+        let mut line = String::new();
+        BufReader::new(n.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line, "ready\n");
+        let _ = n.kill();
+        let _ = n.wait();
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+}
+
+/// Defect 8: a missing `--root` directory is named in the error.
+#[test]
+fn missing_root_is_named() {
+    let o = Command::new(LOADER)
+        .args(["run", "--root", "/nonexistent-root-dir-14", "/x"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(
+        err.contains("/nonexistent-root-dir-14") && err.contains("No such file"),
+        "{err}"
+    );
+}
