@@ -277,3 +277,114 @@ fn missing_root_is_named() {
         "{err}"
     );
 }
+
+/// A hostile program: writes forged records into the task's statistics
+/// page, or forged FORK messages onto every socket it has (the control
+/// channel among them).
+const FORGE: &str = r#"
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <dirent.h>
+#include <unistd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+int main(int argc, char **argv) {
+    const char *what = argc > 1 ? argv[1] : "";
+    if (!strcmp(what, "fork")) {
+        int p[2];
+        if (pipe(p)) return 2;
+        DIR *d = opendir("/proc/self/fd");
+        struct dirent *e;
+        int sent = 0;
+        while ((e = readdir(d))) {
+            int fd = atoi(e->d_name);
+            struct stat st;
+            if (e->d_name[0] == '.' || fstat(fd, &st) || !S_ISSOCK(st.st_mode)) continue;
+            char buf[4] = {5, 0, 0, 0}; /* FORK */
+            struct iovec iov = {buf, 4};
+            char cbuf[CMSG_SPACE(sizeof(int))];
+            struct msghdr m = {0};
+            m.msg_iov = &iov; m.msg_iovlen = 1;
+            m.msg_control = cbuf; m.msg_controllen = sizeof cbuf;
+            struct cmsghdr *c = CMSG_FIRSTHDR(&m);
+            c->cmsg_level = SOL_SOCKET; c->cmsg_type = SCM_RIGHTS;
+            c->cmsg_len = CMSG_LEN(sizeof(int));
+            memcpy(CMSG_DATA(c), &p[0], sizeof(int));
+            if (sendmsg(fd, &m, MSG_NOSIGNAL | MSG_DONTWAIT) == 4) sent++;
+        }
+        printf("sent %d\n", sent > 0);
+        return 0;
+    }
+    FILE *f = fopen("/proc/self/maps", "r");
+    char line[512];
+    unsigned long *c = 0;
+    while (fgets(line, sizeof line, f))
+        if (strstr(line, "l4task-stats")) c = (unsigned long *)strtoul(line, 0, 16);
+    if (!c) { printf("no statistics page\n"); return 3; }
+    unsigned long here = (unsigned long)main;
+    if (!strcmp(what, "crash")) {
+        /* A "fault" on a readable text page. */
+        c[47] = SIGSEGV; c[48] = 1; c[49] = here; c[50] = here; c[51] = 4;
+        raise(SIGSEGV);
+    } else if (!strcmp(what, "pager")) {
+        c[52] = here + 1; c[53] = 0;
+        raise(SIGSEGV);
+    } else if (!strcmp(what, "lost")) {
+        c[56] = here + 1;
+        raise(SIGBUS);
+    }
+    return 4;
+}
+"#;
+
+/// Defect 8: forged control messages and crash records. Before: a forged
+/// FORK (a pipe for a userfaultfd) made the loader serve it forever — the
+/// run never ended; forged records were printed as the loader's report.
+/// Now a FORK is accepted only from a task with fork events, with one
+/// descriptor that is a userfaultfd, and a service ends on any answer of a
+/// dead or foreign descriptor; records are checked against the signal, the
+/// server's state and the loader's own region map.
+#[test]
+fn forged_control_messages_and_records_are_not_believed() {
+    let Some(prog) = build("forge", FORGE) else {
+        return;
+    };
+    for mode in ["internal", "external"] {
+        let mut c = Command::new(LOADER)
+            .args(["run", "--pager", mode])
+            .arg(&prog)
+            .arg("fork")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let st = wait_within(&mut c, Duration::from_secs(10))
+            .unwrap_or_else(|| panic!("{mode}: a forged FORK hangs the loader"));
+        let mut out = String::new();
+        c.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+        let err = stderr_of(&mut c);
+        assert_eq!(out, "sent 1\n", "{mode}: {err}");
+        assert_eq!(st.code(), Some(0), "{mode}: {err}");
+        assert!(err.contains("ignored a FORK"), "{mode}: {err}");
+        for (what, sig) in [("crash", 11), ("pager", 11), ("lost", 7)] {
+            let o = Command::new(LOADER)
+                .args(["run", "--pager", mode])
+                .arg(&prog)
+                .arg(what)
+                .output()
+                .unwrap();
+            let err = String::from_utf8_lossy(&o.stderr);
+            assert_eq!(o.status.code(), Some(128 + sig), "{mode} {what}: {err}");
+            assert!(
+                !err.contains("invalid read access") && !err.contains("server is gone"),
+                "{mode} {what}: a forged record reported as fact: {err}"
+            );
+            assert!(
+                err.contains("not trusted") || err.contains("forged"),
+                "{mode} {what}: {err}"
+            );
+        }
+    }
+}

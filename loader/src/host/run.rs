@@ -269,8 +269,20 @@ fn serve_arena(uffd: Uffd, count: Arc<AtomicU64>) {
     }
 }
 
-/// Serves the child whose uffd came with a FORK message.
-fn adopt(children: &Arc<Children>, mut fds: Vec<OwnedFd>) {
+/// Serves the child whose uffd came with a FORK message — if the message
+/// can be one: the control channel ends in the task's process, where the
+/// program could write to it too. A FORK is only expected from the
+/// internal pager of a task with fork events (`forks`), with no payload
+/// and exactly one descriptor, which must be a userfaultfd; anything else
+/// is dropped with a warning. (A genuine-looking uffd that the program
+/// made itself is served until its address space ends, like a child's:
+/// it cannot hold the loader longer than the program's own process.)
+fn adopt(children: &Arc<Children>, forks: bool, payload: &[u8], mut fds: Vec<OwnedFd>) {
+    let ok = forks && payload.is_empty() && fds.len() == 1 && Uffd::is_uffd(&fds[0]);
+    if !ok {
+        eprintln!("loader: ignored a FORK control message that no fork sent");
+        return;
+    }
     if let Some(fd) = fds.pop() {
         children.add(Uffd::from_fd(fd, ph::wanted_features(true)));
     }
@@ -355,6 +367,8 @@ pub fn run(opts: &RunOpts) -> Result<Outcome, RunError> {
         .and_then(|_| d.u64())
         .and_then(|_| d.u64())
         .map_err(|e| err(e.to_string()))?;
+    // FORK messages come only from an internal pager with fork events.
+    let forks = opts.mode == Mode::Internal && features & ph::uffd::features::EVENT_FORK != 0;
     let counters_fd: OwnedFd = fds.remove(0);
     // SAFETY: maps the stub's statistics page (a 4096-byte memfd) shared;
     // it stays mapped for our life and is only used as `Counters`.
@@ -493,7 +507,7 @@ pub fn run(opts: &RunOpts) -> Result<Outcome, RunError> {
     loop {
         match ch.recv() {
             Ok((kind::STARTED, _, _)) => break,
-            Ok((kind::FORK, _, fds)) => adopt(&children, fds),
+            Ok((kind::FORK, p, fds)) => adopt(&children, forks, &p, fds),
             Ok((kind::ERROR, m, _)) => {
                 return Err(err(String::from_utf8_lossy(&m).into_owned()));
             }
@@ -508,9 +522,9 @@ pub fn run(opts: &RunOpts) -> Result<Outcome, RunError> {
         std::thread::Builder::new()
             .name("control".into())
             .spawn(move || {
-                while let Ok((k, _, fds)) = ch.recv() {
+                while let Ok((k, p, fds)) = ch.recv() {
                     if k == kind::FORK {
-                        adopt(&children, fds);
+                        adopt(&children, forks, &p, fds);
                     }
                 }
             })
@@ -532,7 +546,7 @@ pub fn run(opts: &RunOpts) -> Result<Outcome, RunError> {
     if let Some(sig) = signal
         && (sig == libc::SIGSEGV || sig == libc::SIGBUS)
     {
-        let r = crash_report(&loader_map.lock(), counters, sig, st.core_dumped());
+        let r = crash_report(&loader_map.lock(), counters, sig, fs.ended().is_some());
         eprintln!("loader: {}: {r}", opts.program);
         report = Some(r);
     }
@@ -619,14 +633,32 @@ fn forward_sigterm(pid: i32) {
 }
 
 /// The report of the invalid access that killed the task.
-fn crash_report(map: &RegionMap, c: &Counters, sig: i32, _core: bool) -> String {
+///
+/// The records it reads are in the statistics page, which lives in the
+/// task's process: the program can write them too. So each is checked
+/// against what the loader knows for itself before it is believed: the
+/// signal that killed the task, whether the server really died, and the
+/// loader's own copy of the region map (an access the map allows cannot
+/// have been found invalid by the pager). A record that fails is named as
+/// such, not reported as fact.
+fn crash_report(map: &RegionMap, c: &Counters, sig: i32, server_dead: bool) -> String {
     let name = if sig == libc::SIGBUS {
         "SIGBUS"
     } else {
         "SIGSEGV"
     };
+    let allowed = |addr: u64, access: Access| {
+        matches!(map.lookup(addr), Some(r) if r.rights.contains(access.right())
+            && r.backing != Backing::Reserved)
+    };
+    let untrusted = |what: &str| {
+        format!("killed by {name}; the task's {what} does not match what the loader knows: not trusted")
+    };
     let lost = Counters::get(&c.server_lost_addr);
     if lost != 0 {
+        if !server_dead || sig != libc::SIGBUS {
+            return untrusted("record of a lost file server");
+        }
         return format!(
             "killed by {name}: the filesystem server is gone: the page at {:#x} could not be loaded",
             lost - 1
@@ -639,11 +671,18 @@ fn crash_report(map: &RegionMap, c: &Counters, sig: i32, _core: bool) -> String 
             2 => Access::Exec,
             _ => Access::Read,
         };
+        if sig != libc::SIGSEGV || allowed(perr - 1, access) {
+            return untrusted("pager's record of an invalid access");
+        }
         let r = fault::report(map, perr - 1, access, 0, FaultCause::Forbidden);
         return format!("killed by {name} (found by the pager): {r}");
     }
-    if Counters::get(&c.crash_signo) == 0 {
+    let signo = Counters::get(&c.crash_signo);
+    if signo == 0 {
         return format!("killed by {name} (no fault record)");
+    }
+    if signo != sig as u64 {
+        return untrusted("fault record");
     }
     let addr = Counters::get(&c.crash_addr);
     let pc = Counters::get(&c.crash_pc);
@@ -655,19 +694,33 @@ fn crash_report(map: &RegionMap, c: &Counters, sig: i32, _core: bool) -> String 
     } else {
         Access::Read
     };
+    let code = Counters::get(&c.crash_code) as i64;
+    if code <= 0 {
+        return format!("killed by {name} sent by another process");
+    }
     let cause = match map.lookup(addr) {
         None => FaultCause::NoRegion,
         Some(r) if !r.rights.contains(access.right()) => FaultCause::Forbidden,
         Some(r) if r.backing == Backing::Reserved => FaultCause::Reserved,
-        Some(_) => FaultCause::Forbidden,
+        // An access the region allows: SIGBUS past the end of a file is
+        // genuine; a SIGSEGV there means the program changed its memory
+        // itself (mprotect, munmap) — or wrote the record.
+        Some(_) if sig == libc::SIGBUS => FaultCause::Forbidden,
+        Some(r) => {
+            return format!(
+                "killed by {name} at {addr:#x} (pc {pc:#x}): a {} access that region {} allows; \
+                 the program changed that memory itself, or forged the fault record",
+                match access {
+                    Access::Read => "read",
+                    Access::Write => "write",
+                    Access::Exec => "execute",
+                },
+                r.name
+            );
+        }
     };
-    let code = Counters::get(&c.crash_code) as i64;
     let r = fault::report(map, addr, access, pc, cause);
-    if code <= 0 {
-        format!("killed by {name} sent by another process")
-    } else {
-        format!("killed by {name}: {r}")
-    }
+    format!("killed by {name}: {r}")
 }
 
 #[allow(clippy::too_many_arguments)]

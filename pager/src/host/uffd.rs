@@ -187,6 +187,14 @@ impl Uffd {
         Ok(unsafe { OwnedFd::from_raw_fd(raw) })
     }
 
+    /// Whether `fd` is a userfaultfd (its `/proc/self/fd` link names the
+    /// anonymous inode `[userfaultfd]`): descriptors received from
+    /// another process are checked before they are served.
+    pub fn is_uffd(fd: &OwnedFd) -> bool {
+        std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+            .is_ok_and(|l| l.as_os_str() == "anon_inode:[userfaultfd]")
+    }
+
     /// Wraps a uffd received from elsewhere (another process, or a fork
     /// event), on which `UFFDIO_API` was already done.
     pub fn from_fd(fd: OwnedFd, features: u64) -> Uffd {
@@ -356,9 +364,12 @@ impl Uffd {
     /// dead one `ESRCH`.
     pub fn mm_alive(&self, unregistered: u64) -> bool {
         let mut z = [unregistered & !0xfff, 4096u64, 0u64, 0u64];
-        !matches!(
+        // Anything but the answers of a live address space (ESRCH, or
+        // ENOTTY/EINVAL/EBADF from a descriptor that is no uffd) ends the
+        // service: it must never wait forever.
+        matches!(
             ioctl(self.fd.as_raw_fd(), UFFDIO_ZEROPAGE, &mut z),
-            Err(libc::ESRCH)
+            Ok(()) | Err(libc::ENOENT | libc::EEXIST | libc::EAGAIN)
         )
     }
 
