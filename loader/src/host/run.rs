@@ -501,8 +501,13 @@ pub fn run(opts: &RunOpts) -> Result<Outcome, RunError> {
         argv,
         envp,
     };
-    ch.send(kind::START, &start.encode(), &[])
+    // The program's file itself, for /proc/self/exe in the task (if we
+    // can open it; resolved beneath the root as the server does).
+    let exe = open_beneath(&opts.root, &lookup);
+    let exe_fds: Vec<i32> = exe.iter().map(|f| f.as_raw_fd()).collect();
+    ch.send(kind::START, &start.encode(), &exe_fds)
         .map_err(|e| err(format!("the task is gone: {e}")))?;
+    drop(exe);
     // The program may fork before the stub reports STARTED.
     loop {
         match ch.recv() {
@@ -592,6 +597,40 @@ pub fn run(opts: &RunOpts) -> Result<Outcome, RunError> {
         }
     }
     Ok(Outcome { status, report })
+}
+
+/// Opens `path` read-only beneath `root` (`openat2(RESOLVE_BENEATH)`, as
+/// the file server resolves names); `None` if that fails.
+fn open_beneath(root: &Path, path: &str) -> Option<OwnedFd> {
+    use std::os::fd::FromRawFd;
+    let dir = std::fs::File::open(root).ok()?;
+    let rel = std::ffi::CString::new(path.trim_start_matches('/')).ok()?;
+    #[repr(C)]
+    struct OpenHow {
+        flags: u64,
+        mode: u64,
+        resolve: u64,
+    }
+    const RESOLVE_NO_MAGICLINKS: u64 = 0x02;
+    const RESOLVE_BENEATH: u64 = 0x08;
+    let how = OpenHow {
+        flags: (libc::O_RDONLY | libc::O_CLOEXEC) as u64,
+        mode: 0,
+        resolve: RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS,
+    };
+    // SAFETY: openat2 with a valid directory descriptor, a NUL-terminated
+    // path and an `open_how` of the size passed.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            dir.as_raw_fd(),
+            rel.as_ptr(),
+            &how as *const OpenHow,
+            core::mem::size_of::<OpenHow>(),
+        )
+    };
+    // SAFETY: a new descriptor we own.
+    (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
 /// How a process ended, in words.
