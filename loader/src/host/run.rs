@@ -691,7 +691,9 @@ fn crash_report(map: &RegionMap, c: &Counters, sig: i32, server_dead: bool) -> S
             && r.backing != Backing::Reserved)
     };
     let untrusted = |what: &str| {
-        format!("killed by {name}; the task's {what} does not match what the loader knows: not trusted")
+        format!(
+            "killed by {name}; the task's {what} does not match what the loader knows: not trusted"
+        )
     };
     let lost = Counters::get(&c.server_lost_addr);
     if lost != 0 {

@@ -1067,8 +1067,7 @@ impl Pager {
     /// ends its wait).
     fn server_lost(&self, f: &PageFault, e: l4re::IpcError) {
         let c = self.counters;
-        if c
-            .server_lost_addr
+        if c.server_lost_addr
             .compare_exchange(0, f.addr + 1, Ordering::Relaxed, Ordering::Relaxed)
             .is_ok()
         {

@@ -157,10 +157,13 @@ pub fn spawn_with(
     let mut cmd = Command::new(program);
     cmd.args(args).env(BOOTSTRAP_ENV, child_fd.to_string());
     if opts.stdout_to_stderr {
-        let err = std::io::stderr().as_fd().try_clone_to_owned().map_err(|e| {
-            log::warn!("l4re host: cannot duplicate standard error: {e}");
-            Error::Io
-        })?;
+        let err = std::io::stderr()
+            .as_fd()
+            .try_clone_to_owned()
+            .map_err(|e| {
+                log::warn!("l4re host: cannot duplicate standard error: {e}");
+                Error::Io
+            })?;
         cmd.stdout(err);
     }
     let parent = std::process::id() as i32;
