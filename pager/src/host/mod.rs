@@ -113,7 +113,7 @@ pub struct Counters {
     /// own count: pages the task touched too are counted again).
     pub child_file_pages_touched: AtomicU64,
     /// The first fault that found the filesystem server gone: its address
-    /// + 1 (0: none). The faulting thread got `SIGBUS`, as a mapped
+    /// plus 1 (0: none). The faulting thread got `SIGBUS`, as a mapped
     /// file's I/O error gives natively.
     pub server_lost_addr: AtomicU64,
     /// Faults answered with `SIGBUS` because the server was gone.
