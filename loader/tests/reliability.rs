@@ -263,11 +263,12 @@ fn running_program_can_be_executed_natively() {
         let (mut c, _out) = start_ready(mode, &copy, &["30"]);
         // The program still runs (sleeping) under the loader; executing it
         // natively must work. (It prints "ready" and sleeps: kill it.)
-        let mut n = Command::new(&copy)
-            .arg("30")
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("{mode}: native exec of a running program: {e}"));
+        let n = Command::new(&copy).arg("30").stdout(Stdio::piped()).spawn();
+        if n.is_err() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let mut n = n.unwrap_or_else(|e| panic!("{mode}: native exec of a running program: {e}"));
         let mut line = String::new();
         BufReader::new(n.stdout.take().unwrap())
             .read_line(&mut line)
