@@ -105,15 +105,52 @@ impl<D: BlockDev> Ext2<D> {
         let first_data_block = le32(&sb, 20) as u64;
         let blocks_per_group = le32(&sb, 32) as u64;
         let inodes_per_group = le32(&sb, 40);
-        if blocks_per_group == 0 || inodes_per_group == 0 || inode_size < 128 {
+        // A crafted superblock must not make us compute or allocate
+        // nonsense: every count is checked against the others before use.
+        // A group's block and inode bitmaps are one block each.
+        let per_bitmap = 8 * block_size;
+        if blocks_per_group == 0
+            || blocks_per_group > per_bitmap
+            || inodes_per_group == 0
+            || inodes_per_group as u64 > per_bitmap
+            || inode_size < 128
+            || inode_size > block_size
+            || !inode_size.is_power_of_two()
+        {
+            return Err(Error::Inval);
+        }
+        // The superblock lives in block 0 (1 KiB blocks: block 1); the
+        // group descriptors follow it.
+        if first_data_block > 1 || blocks_count <= first_data_block + 1 {
             return Err(Error::Inval);
         }
         let groups = (blocks_count - first_data_block).div_ceil(blocks_per_group);
-        let mut gdt = vec![0u8; (groups * 32) as usize];
-        dev.read_at((first_data_block + 1) * block_size, &mut gdt)?;
-        let inode_tables = (0..groups as usize)
-            .map(|g| le32(&gdt, g * 32 + 8) as u64)
-            .collect();
+        if inodes_count == 0 || inodes_count as u64 > groups * inodes_per_group as u64 {
+            return Err(Error::Inval);
+        }
+        // The descriptor table is read block by block, so that a count
+        // the image cannot back fails at the first block past its end
+        // instead of allocating for it.
+        let gdt_start = (first_data_block + 1) * block_size;
+        let gdt_len = groups * 32;
+        if gdt_start + gdt_len > blocks_count * block_size {
+            return Err(Error::Inval);
+        }
+        let mut inode_tables = Vec::new();
+        let mut chunk = vec![0u8; block_size as usize];
+        let mut done = 0u64;
+        while done < gdt_len {
+            let n = (gdt_len - done).min(block_size) as usize;
+            dev.read_at(gdt_start + done, &mut chunk[..n])?;
+            for d in chunk[..n].chunks_exact(32) {
+                let table = le32(d, 8) as u64;
+                if table >= blocks_count {
+                    return Err(Error::Inval);
+                }
+                inode_tables.push(table);
+            }
+            done += n as u64;
+        }
         Ok(Ext2 {
             dev,
             block_size,
@@ -262,7 +299,11 @@ impl<D: BlockDev> Ext2<D> {
     /// Bytes the file can hold without allocating: its size rounded up to
     /// whole blocks.
     pub fn allocated(&self, inode: &Inode) -> u64 {
-        inode.size.next_multiple_of(self.block_size)
+        // A crafted size near 2^64 saturates instead of overflowing.
+        inode
+            .size
+            .div_ceil(self.block_size)
+            .saturating_mul(self.block_size)
     }
 
     /// Sets the size of a regular file within its allocated blocks.
@@ -359,6 +400,84 @@ mod tests {
     fn garbage_is_refused() {
         assert!(Ext2::open(VecDev(vec![0; 8192])).is_err());
         assert!(Ext2::open(VecDev(vec![0; 100])).is_err());
+    }
+
+    /// A small, consistent image: 1 KiB blocks, 64 blocks, one group,
+    /// 16 inodes in a table at block 5; inode 12 is a regular file of size
+    /// `size` with no blocks. `patch` changes the superblock (offsets into
+    /// it) before the image is returned.
+    fn crafted(size: u64, patch: &[(usize, u32)]) -> Vec<u8> {
+        let mut img = vec![0u8; 64 * 1024];
+        let sb = 1024;
+        let put = |img: &mut Vec<u8>, o: usize, v: u32| {
+            img[o..o + 4].copy_from_slice(&v.to_le_bytes());
+        };
+        put(&mut img, sb, 16); // inodes_count
+        put(&mut img, sb + 4, 64); // blocks_count
+        put(&mut img, sb + 20, 1); // first_data_block
+        put(&mut img, sb + 24, 0); // log block size
+        put(&mut img, sb + 32, 8192); // blocks_per_group
+        put(&mut img, sb + 40, 16); // inodes_per_group
+        img[sb + 56..sb + 58].copy_from_slice(&MAGIC.to_le_bytes());
+        put(&mut img, sb + 76, 1); // rev
+        img[sb + 88..sb + 90].copy_from_slice(&128u16.to_le_bytes());
+        put(&mut img, 2048 + 8, 5); // group 0: inode table at block 5
+        let ino = 5 * 1024 + 11 * 128;
+        img[ino..ino + 2].copy_from_slice(&S_IFREG.to_le_bytes());
+        put(&mut img, ino + 4, size as u32);
+        put(&mut img, ino + 108, (size >> 32) as u32);
+        for &(o, v) in patch {
+            put(&mut img, sb + o, v);
+        }
+        img
+    }
+
+    /// Crafted superblocks and inodes are refused with errors: no
+    /// arithmetic overflow, no absurd allocation (each case panicked or
+    /// aborted the server before).
+    #[test]
+    fn crafted_superblocks_are_refused() {
+        // The base image is fine.
+        let mut fs = Ext2::open(VecDev(crafted(10, &[]))).unwrap();
+        assert_eq!(fs.inode(12).unwrap().size, 10);
+        let bad: &[(&str, &[(usize, u32)])] = &[
+            ("first_data_block > blocks_count", &[(20, 1000)]),
+            ("first_data_block = blocks_count", &[(4, 1), (20, 1)]),
+            ("no blocks", &[(4, 0)]),
+            ("absurd group count", &[(4, u32::MAX), (32, 8)]),
+            ("one block per group", &[(4, u32::MAX), (32, 1)]),
+            ("groups beyond a bitmap", &[(32, 1 << 20)]),
+            ("inodes per group beyond a bitmap", &[(40, u32::MAX)]),
+            ("more inodes than the groups hold", &[(0, u32::MAX)]),
+            ("no inodes", &[(0, 0)]),
+            ("inode size 0", &[(88, 0)]),
+            ("inode size beyond a block", &[(88, 4096)]),
+            ("inode size not a power of two", &[(88, 200)]),
+            ("huge block size", &[(24, 6), (4, 64)]),
+            ("descriptors past the image", &[(4, 4000), (32, 1)]),
+        ];
+        for (what, patch) in bad {
+            let r = Ext2::open(VecDev(crafted(10, patch)));
+            assert!(r.is_err(), "{what}: accepted");
+        }
+        // An inode table pointing outside the filesystem.
+        let mut img = crafted(10, &[]);
+        img[2048 + 8..2048 + 12].copy_from_slice(&1000u32.to_le_bytes());
+        assert!(Ext2::open(VecDev(img)).is_err());
+        // A file of size near 2^64: sizes saturate, reads and writes fail
+        // or read holes, nothing overflows.
+        let mut fs = Ext2::open(VecDev(crafted(u64::MAX - 5, &[]))).unwrap();
+        let f = fs.inode(12).unwrap();
+        assert_eq!(f.size, u64::MAX - 5);
+        assert_eq!(fs.allocated(&f), u64::MAX);
+        let mut b = [1u8; 64];
+        assert_eq!(fs.read(&f, 0, &mut b).unwrap(), 64);
+        assert_eq!(b, [0u8; 64]);
+        assert!(fs.read(&f, u64::MAX - 100, &mut b).is_err());
+        assert!(fs.write(&f, u64::MAX - 10, b"x").is_err());
+        assert!(fs.write(&f, 0, b"x").is_err());
+        let mut f2 = f.clone();
+        assert!(fs.set_size(&mut f2, 1).is_err());
     }
 
     /// Needs `mke2fs` (e2fsprogs); skipped with a message without it.

@@ -99,17 +99,19 @@ impl Backend for HostDir {
     }
 
     fn open(&mut self, comps: &[&[u8]]) -> Result<Box<dyn Backing>> {
-        let (fd, writable) = match self.openat(comps, OFlags::RDWR) {
-            Ok(fd) => (fd, true),
-            Err(Error::Access) => (self.openat(comps, OFlags::RDONLY)?, false),
-            Err(e) => return Err(e),
-        };
+        // Read-only: a descriptor open for writing makes a native `execve`
+        // of the file fail with ETXTBSY (and the other way round) for as
+        // long as the server keeps it. The file is opened for writing
+        // only when something is written ([`HostFile::writer`]).
+        let fd = self.openat(comps, OFlags::RDONLY)?;
         let st = rustix::fs::fstat(&fd).map_err(errno_to_error)?;
         if rustix::fs::FileType::from_raw_mode(st.st_mode) != rustix::fs::FileType::RegularFile {
             return Err(Error::Inval);
         }
+        let writable = may_write(&fd);
         Ok(Box::new(HostFile {
             file: File::from(fd),
+            writer: None,
             writable,
         }))
     }
@@ -119,10 +121,53 @@ impl Backend for HostDir {
     }
 }
 
-/// A file of the host directory.
+/// Whether the file open (read-only) at `fd` could be opened for writing
+/// by us: `faccessat2(fd, "", W_OK, AT_EACCESS | AT_EMPTY_PATH)` (Linux
+/// 5.8), which checks permissions and read-only mounts without opening
+/// anything.
+fn may_write(fd: &OwnedFd) -> bool {
+    use std::os::fd::AsRawFd;
+    // SAFETY: faccessat2 with a valid descriptor and an empty
+    // NUL-terminated path; it only reads them.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_faccessat2,
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            libc::W_OK,
+            libc::AT_EACCESS | libc::AT_EMPTY_PATH,
+        )
+    };
+    r == 0
+}
+
+/// A file of the host directory: read through a read-only descriptor;
+/// written (write-back, truncation) through a second one opened on the
+/// first write.
 struct HostFile {
     file: File,
+    writer: Option<File>,
     writable: bool,
+}
+
+impl HostFile {
+    /// The descriptor for writing, opened (on the same file, through
+    /// `/proc/self/fd`) on first use.
+    fn writer(&mut self) -> Result<&File> {
+        if !self.writable {
+            return Err(Error::Access);
+        }
+        if self.writer.is_none() {
+            use std::os::fd::AsRawFd;
+            let path = format!("/proc/self/fd/{}", self.file.as_raw_fd());
+            let w = std::fs::OpenOptions::new()
+                .write(true)
+                .open(path)
+                .map_err(io_error)?;
+            self.writer = Some(w);
+        }
+        Ok(self.writer.as_ref().expect("opened above"))
+    }
 }
 
 impl Backing for HostFile {
@@ -139,10 +184,7 @@ impl Backing for HostFile {
         Ok(done)
     }
     fn write_at(&mut self, offset: u64, data: &[u8]) -> Result<()> {
-        if !self.writable {
-            return Err(Error::Access);
-        }
-        self.file.write_all_at(data, offset).map_err(io_error)
+        self.writer()?.write_all_at(data, offset).map_err(io_error)
     }
     fn set_size(&mut self, size: u64) -> Result<()> {
         if !self.writable {
@@ -151,11 +193,11 @@ impl Backing for HostFile {
         if self.size()? == size {
             return Ok(());
         }
-        self.file.set_len(size).map_err(io_error)
+        self.writer()?.set_len(size).map_err(io_error)
     }
     fn flush(&mut self) -> Result<()> {
-        if self.writable {
-            self.file.sync_data().map_err(io_error)?;
+        if let Some(w) = &self.writer {
+            w.sync_data().map_err(io_error)?;
         }
         Ok(())
     }

@@ -103,6 +103,11 @@ impl FsTask {
 
     /// Starts the server with a page pool of `pool_pages` frames.
     pub fn start_with(root: &Path, pool_pages: Option<usize>) -> Result<FsTask, RunError> {
+        match std::fs::metadata(root) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => return Err(err(format!("--root {}: not a directory", root.display()))),
+            Err(e) => return Err(err(format!("--root {}: {e}", root.display()))),
+        }
         let gate = env()
             .factory()
             .create_gate(None, 0)
@@ -114,11 +119,17 @@ impl FsTask {
         if pool_pages.is_some() {
             args.push(&pool);
         }
-        let task = l4re::host::spawn(
+        // It dies with us, however we die, and does not hold our caller's
+        // standard output (it never writes there).
+        let task = l4re::host::spawn_with(
             &exe,
             &args,
             &[("server", gate.idx(), CapRights::RWS)],
             "l4fs",
+            l4re::host::SpawnOptions {
+                die_with_parent: true,
+                stdout_to_stderr: true,
+            },
         )
         .map_err(|e| err(format!("cannot start the filesystem server: {e}")))?;
         Ok(FsTask { task, gate })
@@ -143,6 +154,16 @@ impl FsTask {
             )));
         }
         Ok(slot.cast())
+    }
+
+    /// How the server ended, if it has (it should live until we drop it).
+    pub fn ended(&self) -> Option<std::process::ExitStatus> {
+        self.task.wait(Some(Duration::ZERO)).ok().flatten()
+    }
+
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.task.pid()
     }
 
     /// Asks the server to write every dirty page back.
@@ -248,8 +269,20 @@ fn serve_arena(uffd: Uffd, count: Arc<AtomicU64>) {
     }
 }
 
-/// Serves the child whose uffd came with a FORK message.
-fn adopt(children: &Arc<Children>, mut fds: Vec<OwnedFd>) {
+/// Serves the child whose uffd came with a FORK message — if the message
+/// can be one: the control channel ends in the task's process, where the
+/// program could write to it too. A FORK is only expected from the
+/// internal pager of a task with fork events (`forks`), with no payload
+/// and exactly one descriptor, which must be a userfaultfd; anything else
+/// is dropped with a warning. (A genuine-looking uffd that the program
+/// made itself is served until its address space ends, like a child's:
+/// it cannot hold the loader longer than the program's own process.)
+fn adopt(children: &Arc<Children>, forks: bool, payload: &[u8], mut fds: Vec<OwnedFd>) {
+    let ok = forks && payload.is_empty() && fds.len() == 1 && Uffd::is_uffd(&fds[0]);
+    if !ok {
+        eprintln!("loader: ignored a FORK control message that no fork sent");
+        return;
+    }
     if let Some(fd) = fds.pop() {
         children.add(Uffd::from_fd(fd, ph::wanted_features(true)));
     }
@@ -300,13 +333,20 @@ pub fn run(opts: &RunOpts) -> Result<Outcome, RunError> {
         .file_name()
         .map(|n| n.to_string_lossy().chars().take(15).collect::<String>())
         .unwrap_or_else(|| "task".into());
-    let task = l4re::host::spawn(
+    let task = l4re::host::spawn_with(
         &stub,
         &["task-stub", listener.name(), mode],
         &[("server", gate.idx(), CapRights::RWS)],
         &tag,
+        l4re::host::SpawnOptions {
+            die_with_parent: true,
+            stdout_to_stderr: false,
+        },
     )
     .map_err(|e| err(format!("cannot start the task ({}): {e}", stub.display())))?;
+    // SIGTERM (timeout(1), service managers) goes to the program, as it
+    // would natively; the run then ends with its status.
+    forward_sigterm(task.pid() as i32);
     let ch = listener
         .accept(20_000, task.pid())
         .map_err(|e| err(format!("the task did not start: {e}")))?;
@@ -321,6 +361,14 @@ pub fn run(opts: &RunOpts) -> Result<Outcome, RunError> {
     }
     let mut d = Dec(&hello);
     let pid = d.u64().map_err(|e| err(e.to_string()))? as i32;
+    // The arena's range, then the features of the program's uffd.
+    let features = d
+        .u64()
+        .and_then(|_| d.u64())
+        .and_then(|_| d.u64())
+        .map_err(|e| err(e.to_string()))?;
+    // FORK messages come only from an internal pager with fork events.
+    let forks = opts.mode == Mode::Internal && features & ph::uffd::features::EVENT_FORK != 0;
     let counters_fd: OwnedFd = fds.remove(0);
     // SAFETY: maps the stub's statistics page (a 4096-byte memfd) shared;
     // it stays mapped for our life and is only used as `Counters`.
@@ -370,7 +418,7 @@ pub fn run(opts: &RunOpts) -> Result<Outcome, RunError> {
         let Some(ufd) = fds.pop() else {
             return Err(err("the task sent no userfaultfd"));
         };
-        let uffd = Arc::new(Uffd::from_fd(ufd, ph::wanted_features(true)));
+        let uffd = Arc::new(Uffd::from_fd(ufd, features));
         let pager = Arc::new(Pager::new(
             loader_map.clone(),
             counters,
@@ -453,13 +501,18 @@ pub fn run(opts: &RunOpts) -> Result<Outcome, RunError> {
         argv,
         envp,
     };
-    ch.send(kind::START, &start.encode(), &[])
+    // The program's file itself, for /proc/self/exe in the task (if we
+    // can open it; resolved beneath the root as the server does).
+    let exe = open_beneath(&opts.root, &lookup);
+    let exe_fds: Vec<i32> = exe.iter().map(|f| f.as_raw_fd()).collect();
+    ch.send(kind::START, &start.encode(), &exe_fds)
         .map_err(|e| err(format!("the task is gone: {e}")))?;
+    drop(exe);
     // The program may fork before the stub reports STARTED.
     loop {
         match ch.recv() {
             Ok((kind::STARTED, _, _)) => break,
-            Ok((kind::FORK, _, fds)) => adopt(&children, fds),
+            Ok((kind::FORK, p, fds)) => adopt(&children, forks, &p, fds),
             Ok((kind::ERROR, m, _)) => {
                 return Err(err(String::from_utf8_lossy(&m).into_owned()));
             }
@@ -474,9 +527,9 @@ pub fn run(opts: &RunOpts) -> Result<Outcome, RunError> {
         std::thread::Builder::new()
             .name("control".into())
             .spawn(move || {
-                while let Ok((k, _, fds)) = ch.recv() {
+                while let Ok((k, p, fds)) = ch.recv() {
                     if k == kind::FORK {
-                        adopt(&children, fds);
+                        adopt(&children, forks, &p, fds);
                     }
                 }
             })
@@ -487,8 +540,9 @@ pub fn run(opts: &RunOpts) -> Result<Outcome, RunError> {
         .wait(None)
         .map_err(|e| err(format!("waiting for the task: {e}")))?
         .ok_or_else(|| err("the task did not end"))?;
+    forward_sigterm(0);
     use std::os::unix::process::ExitStatusExt;
-    let (status, signal) = match (st.code(), st.signal()) {
+    let (mut status, signal) = match (st.code(), st.signal()) {
         (Some(c), _) => (c, None),
         (None, Some(s)) => (128 + s, Some(s)),
         _ => (1, None),
@@ -497,7 +551,7 @@ pub fn run(opts: &RunOpts) -> Result<Outcome, RunError> {
     if let Some(sig) = signal
         && (sig == libc::SIGSEGV || sig == libc::SIGBUS)
     {
-        let r = crash_report(&loader_map.lock(), counters, sig);
+        let r = crash_report(&loader_map.lock(), counters, sig, fs.ended().is_some());
         eprintln!("loader: {}: {r}", opts.program);
         report = Some(r);
     }
@@ -505,6 +559,21 @@ pub fn run(opts: &RunOpts) -> Result<Outcome, RunError> {
     // handed over before the task ended is in by the end of the channel.
     let _ = control.join();
     children.wait();
+    // A server that died under the program: its last writes may be lost,
+    // whatever the program's status says.
+    if let Some(fst) = fs.ended() {
+        eprintln!(
+            "loader: {}: the filesystem server (pid {}) died during the run ({}): \
+             pages it had not loaded could not be given to the program, and \
+             writes to shared files it had not written back are lost",
+            opts.program,
+            fs.pid(),
+            describe_status(fst)
+        );
+        if status == 0 {
+            status = 1;
+        }
+    }
     let wall = t0.elapsed();
     fs.sync();
     if let Some(dest) = &opts.stats {
@@ -530,13 +599,112 @@ pub fn run(opts: &RunOpts) -> Result<Outcome, RunError> {
     Ok(Outcome { status, report })
 }
 
+/// Opens `path` read-only beneath `root` (`openat2(RESOLVE_BENEATH)`, as
+/// the file server resolves names); `None` if that fails.
+fn open_beneath(root: &Path, path: &str) -> Option<OwnedFd> {
+    use std::os::fd::FromRawFd;
+    let dir = std::fs::File::open(root).ok()?;
+    let rel = std::ffi::CString::new(path.trim_start_matches('/')).ok()?;
+    #[repr(C)]
+    struct OpenHow {
+        flags: u64,
+        mode: u64,
+        resolve: u64,
+    }
+    const RESOLVE_NO_MAGICLINKS: u64 = 0x02;
+    const RESOLVE_BENEATH: u64 = 0x08;
+    let how = OpenHow {
+        flags: (libc::O_RDONLY | libc::O_CLOEXEC) as u64,
+        mode: 0,
+        resolve: RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS,
+    };
+    // SAFETY: openat2 with a valid directory descriptor, a NUL-terminated
+    // path and an `open_how` of the size passed.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            dir.as_raw_fd(),
+            rel.as_ptr(),
+            &how as *const OpenHow,
+            core::mem::size_of::<OpenHow>(),
+        )
+    };
+    // SAFETY: a new descriptor we own.
+    (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// How a process ended, in words.
+fn describe_status(st: std::process::ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (st.code(), st.signal()) {
+        (Some(c), _) => format!("exit status {c}"),
+        (None, Some(s)) => format!("killed by signal {s}"),
+        _ => "ended".into(),
+    }
+}
+
+/// The task to which SIGTERM is forwarded (0: none; then SIGTERM ends
+/// the loader as usual).
+static SIGTERM_TO: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+
+extern "C" fn on_sigterm(sig: i32) {
+    let pid = SIGTERM_TO.load(Ordering::Relaxed);
+    // SAFETY: kill, signal and raise are async-signal-safe.
+    unsafe {
+        if pid > 0 {
+            libc::kill(pid, sig);
+        } else {
+            libc::signal(sig, libc::SIG_DFL);
+            libc::raise(sig);
+        }
+    }
+}
+
+/// Forwards SIGTERM to `pid` from now on (0: stop forwarding: SIGTERM
+/// ends us, and our tasks with us, `PR_SET_PDEATHSIG`).
+fn forward_sigterm(pid: i32) {
+    SIGTERM_TO.store(pid, Ordering::Relaxed);
+    if pid > 0 {
+        // SAFETY: installs a handler that only calls async-signal-safe
+        // functions.
+        unsafe { libc::signal(libc::SIGTERM, on_sigterm as *const () as libc::sighandler_t) };
+    }
+}
+
 /// The report of the invalid access that killed the task.
-fn crash_report(map: &RegionMap, c: &Counters, sig: i32) -> String {
+///
+/// The records it reads are in the statistics page, which lives in the
+/// task's process: the program can write them too. So each is checked
+/// against what the loader knows for itself before it is believed: the
+/// signal that killed the task, whether the server really died, and the
+/// loader's own copy of the region map (an access the map allows cannot
+/// have been found invalid by the pager). A record that fails is named as
+/// such, not reported as fact.
+fn crash_report(map: &RegionMap, c: &Counters, sig: i32, server_dead: bool) -> String {
     let name = if sig == libc::SIGBUS {
         "SIGBUS"
     } else {
         "SIGSEGV"
     };
+    let allowed = |addr: u64, access: Access| {
+        matches!(map.lookup(addr), Some(r) if r.rights.contains(access.right())
+            && r.backing != Backing::Reserved)
+    };
+    let untrusted = |what: &str| {
+        format!(
+            "killed by {name}; the task's {what} does not match what the loader knows: not trusted"
+        )
+    };
+    let lost = Counters::get(&c.server_lost_addr);
+    if lost != 0 {
+        if !server_dead || sig != libc::SIGBUS {
+            return untrusted("record of a lost file server");
+        }
+        return format!(
+            "killed by {name}: the filesystem server is gone: the page at {:#x} could not be loaded",
+            lost - 1
+        );
+    }
     let perr = Counters::get(&c.pager_error_addr);
     if perr != 0 {
         let access = match Counters::get(&c.pager_error_access) {
@@ -544,11 +712,18 @@ fn crash_report(map: &RegionMap, c: &Counters, sig: i32) -> String {
             2 => Access::Exec,
             _ => Access::Read,
         };
+        if sig != libc::SIGSEGV || allowed(perr - 1, access) {
+            return untrusted("pager's record of an invalid access");
+        }
         let r = fault::report(map, perr - 1, access, 0, FaultCause::Forbidden);
         return format!("killed by {name} (found by the pager): {r}");
     }
-    if Counters::get(&c.crash_signo) == 0 {
+    let signo = Counters::get(&c.crash_signo);
+    if signo == 0 {
         return format!("killed by {name} (no fault record)");
+    }
+    if signo != sig as u64 {
+        return untrusted("fault record");
     }
     let addr = Counters::get(&c.crash_addr);
     let pc = Counters::get(&c.crash_pc);
@@ -560,19 +735,33 @@ fn crash_report(map: &RegionMap, c: &Counters, sig: i32) -> String {
     } else {
         Access::Read
     };
+    let code = Counters::get(&c.crash_code) as i64;
+    if code <= 0 {
+        return format!("killed by {name} sent by another process");
+    }
     let cause = match map.lookup(addr) {
         None => FaultCause::NoRegion,
         Some(r) if !r.rights.contains(access.right()) => FaultCause::Forbidden,
         Some(r) if r.backing == Backing::Reserved => FaultCause::Reserved,
-        Some(_) => FaultCause::Forbidden,
+        // An access the region allows: SIGBUS past the end of a file is
+        // genuine; a SIGSEGV there means the program changed its memory
+        // itself (mprotect, munmap) — or wrote the record.
+        Some(_) if sig == libc::SIGBUS => FaultCause::Forbidden,
+        Some(r) => {
+            return format!(
+                "killed by {name} at {addr:#x} (pc {pc:#x}): a {} access that region {} allows; \
+                 the program changed that memory itself, or forged the fault record",
+                match access {
+                    Access::Read => "read",
+                    Access::Write => "write",
+                    Access::Exec => "execute",
+                },
+                r.name
+            );
+        }
     };
-    let code = Counters::get(&c.crash_code) as i64;
     let r = fault::report(map, addr, access, pc, cause);
-    if code <= 0 {
-        format!("killed by {name} sent by another process")
-    } else {
-        format!("killed by {name}: {r}")
-    }
+    format!("killed by {name}: {r}")
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -659,7 +848,7 @@ pub fn fs_server(root: &str, pool_pages: Option<usize>) -> i32 {
     match l4fs::serve(gate, cfg) {
         Ok(()) => 0,
         Err(e) => {
-            eprintln!("loader fs-server: {e}");
+            eprintln!("loader fs-server: {root}: {e}");
             1
         }
     }

@@ -89,6 +89,9 @@ pub fn main(arena: &'static Arena, args: &[String]) -> ! {
     };
     // SAFETY: plain prctl; the stub dies with its loader.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
+    // While still single-threaded: so that /proc/self/exe can name the
+    // program later (see `detach_from_exe`).
+    let exe_detached = may_set_exe() && detach_from_exe();
     ph::block_signals();
     let ch = match Channel::connect(&args[0]) {
         Ok(c) => Arc::new(c),
@@ -111,7 +114,8 @@ pub fn main(arena: &'static Arena, args: &[String]) -> ! {
         Err(_) => match Uffd::open(ph::wanted_features(false)) {
             Ok(u) => {
                 eprintln!(
-                    "l4task: no userfaultfd fork events: a forking program's children will not be paged"
+                    "l4task: no userfaultfd fork events (they need CAP_SYS_PTRACE): forks are not \
+                     paged, a child the program forks sees unloaded pages as zeros"
                 );
                 u
             }
@@ -129,7 +133,8 @@ pub fn main(arena: &'static Arena, args: &[String]) -> ! {
     hello
         .u64(std::process::id() as u64)
         .u64(astart as u64)
-        .u64(alen as u64);
+        .u64(alen as u64)
+        .u64(uffd.features());
     let mut fds = vec![counters.0.as_raw_fd(), self_uffd.fd().as_raw_fd()];
     if mode == Mode::External {
         fds.push(uffd.fd().as_raw_fd());
@@ -210,9 +215,9 @@ pub fn main(arena: &'static Arena, args: &[String]) -> ! {
     }
 
     // Wait for START (the loader attaches the regions meanwhile).
-    let start = match ch.recv() {
-        Ok((kind::START, p, _)) => match Start::decode(&p) {
-            Ok(s) => s,
+    let (start, exe_fd) = match ch.recv() {
+        Ok((kind::START, p, fds)) => match Start::decode(&p) {
+            Ok(s) => (s, fds.into_iter().next().filter(|_| exe_detached)),
             Err(e) => fail(&ch, &format!("bad START: {e}")),
         },
         Ok((k, _, _)) => fail(&ch, &format!("unexpected control message {k}")),
@@ -225,7 +230,7 @@ pub fn main(arena: &'static Arena, args: &[String]) -> ! {
             m.set_file_len(*s, *l);
         }
     }
-    let (entry, sp) = match launch(&start, &pager, &uffd) {
+    let (entry, sp) = match launch(&start, &pager, &uffd, exe_fd.as_ref()) {
         Ok(t) => t,
         Err(e) => fail(&ch, &e),
     };
@@ -549,7 +554,12 @@ struct PrctlMmMap {
 }
 
 /// Builds the stack, prefetches and starts the program thread.
-fn launch(s: &Start, pager: &Arc<Pager>, uffd: &Uffd) -> std::result::Result<(u64, u64), String> {
+fn launch(
+    s: &Start,
+    pager: &Arc<Pager>,
+    uffd: &Uffd,
+    exe: Option<&OwnedFd>,
+) -> std::result::Result<(u64, u64), String> {
     let mut random = [0u8; 16];
     // SAFETY: getrandom writes at most 16 bytes into `random`.
     unsafe { libc::getrandom(random.as_mut_ptr().cast(), 16, 0) };
@@ -636,7 +646,7 @@ fn launch(s: &Start, pager: &Arc<Pager>, uffd: &Uffd) -> std::result::Result<(u6
             .map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes")))
             .collect()
     };
-    let mm = PrctlMmMap {
+    let mut mm = PrctlMmMap {
         start_code: s.code.0,
         end_code: s.code.1,
         start_data: s.data.0,
@@ -652,16 +662,36 @@ fn launch(s: &Start, pager: &Arc<Pager>, uffd: &Uffd) -> std::result::Result<(u6
         auxv_size: (auxv_words.len() * 8) as u32,
         exe_fd: u32::MAX,
     };
-    // SAFETY: PR_SET_MM_MAP reads `mm` and the auxv words it points to.
-    let r = unsafe {
-        libc::prctl(
-            libc::PR_SET_MM,
-            libc::PR_SET_MM_MAP,
-            &mm as *const PrctlMmMap,
-            core::mem::size_of::<PrctlMmMap>(),
-            0,
-        )
+    // /proc/self/exe names the program (busybox runs its applets by
+    // executing it), if the loader sent the file and we may: else (or if
+    // the kernel refuses) the rest is set alone.
+    let set = |mm: &PrctlMmMap| {
+        // SAFETY: PR_SET_MM_MAP reads `mm` and the auxv words it points to.
+        unsafe {
+            libc::prctl(
+                libc::PR_SET_MM,
+                libc::PR_SET_MM_MAP,
+                mm as *const PrctlMmMap,
+                core::mem::size_of::<PrctlMmMap>(),
+                0,
+            )
+        }
     };
+    let mut r = -1;
+    if let Some(fd) = exe {
+        mm.exe_fd = fd.as_raw_fd() as u32;
+        r = set(&mm);
+        if r != 0 {
+            log::debug!(
+                "l4task: /proc/self/exe not set to the program: {}",
+                std::io::Error::last_os_error()
+            );
+        }
+        mm.exe_fd = u32::MAX;
+    }
+    if r != 0 {
+        r = set(&mm);
+    }
     if r != 0 {
         log::debug!(
             "l4task: PR_SET_MM_MAP failed ({}): the heap starts after the stub",
@@ -669,6 +699,108 @@ fn launch(s: &Start, pager: &Arc<Pager>, uffd: &Uffd) -> std::result::Result<(u6
         );
     }
     Ok((s.entry, st.sp))
+}
+
+/// Whether we may replace the process's executable file
+/// (`PR_SET_MM_MAP`'s `exe_fd` needs CAP_SYS_ADMIN or
+/// CAP_CHECKPOINT_RESTORE).
+fn may_set_exe() -> bool {
+    const CAP_SYS_ADMIN: u32 = 21;
+    const CAP_CHECKPOINT_RESTORE: u32 = 40;
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|st| {
+            st.lines()
+                .find_map(|l| l.strip_prefix("CapEff:"))
+                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        })
+        .is_some_and(|c| c & (1 << CAP_SYS_ADMIN | 1 << CAP_CHECKPOINT_RESTORE) != 0)
+}
+
+/// Replaces every mapping of our own executable (the loader binary) with
+/// an anonymous copy of it, at the same address with the same protection:
+/// the kernel changes a process's executable file (`/proc/self/exe`) only
+/// when the old one is no longer mapped. Text is replaced while it runs:
+/// `mremap` swaps the pages atomically and their bytes are the same.
+/// Must run while the process has a single thread (writable data is
+/// copied; nothing may write it between the copy and the swap, so the loop
+/// below does not allocate). Returns whether it worked (on failure part
+/// of the executable may be anonymous: harmless).
+fn detach_from_exe() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(ino) = std::fs::metadata("/proc/self/exe").map(|m| m.ino()) else {
+        return false;
+    };
+    let Ok(maps) = std::fs::read_to_string("/proc/self/maps") else {
+        return false;
+    };
+    // start, end, protection.
+    let mut ranges: Vec<(usize, usize, i32)> = Vec::new();
+    for l in maps.lines() {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        if f.len() < 6 || f[4].parse::<u64>().ok() != Some(ino) {
+            continue;
+        }
+        let Some((a, b)) = f[0].split_once('-') else {
+            return false;
+        };
+        let (Ok(a), Ok(b)) = (usize::from_str_radix(a, 16), usize::from_str_radix(b, 16)) else {
+            return false;
+        };
+        let p = f[1].as_bytes();
+        let mut prot = libc::PROT_NONE;
+        if p[0] == b'r' {
+            prot |= libc::PROT_READ;
+        }
+        if p[1] == b'w' {
+            prot |= libc::PROT_WRITE;
+        }
+        if p[2] == b'x' {
+            prot |= libc::PROT_EXEC;
+        }
+        ranges.push((a, b, prot));
+    }
+    if ranges.is_empty() {
+        return false;
+    }
+    for &(a, b, prot) in &ranges {
+        let len = b - a;
+        // SAFETY: a fresh anonymous mapping, filled from our own mapping
+        // of the same length at `a` (readable when `prot` says so), then
+        // moved over it; the bytes at `a` stay what they were.
+        unsafe {
+            let n = libc::mmap(
+                core::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            );
+            if n == libc::MAP_FAILED {
+                return false;
+            }
+            if prot & libc::PROT_READ != 0 {
+                core::ptr::copy_nonoverlapping(a as *const u8, n as *mut u8, len);
+            }
+            if libc::mprotect(n, len, prot) != 0 {
+                libc::munmap(n, len);
+                return false;
+            }
+            let m = libc::mremap(
+                n,
+                len,
+                len,
+                libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED,
+                a as *mut libc::c_void,
+            );
+            if m != a as *mut libc::c_void {
+                libc::munmap(n, len);
+                return false;
+            }
+        }
+    }
+    true
 }
 
 /// Enters the program at `entry` with stack pointer `sp`, with an empty

@@ -112,6 +112,12 @@ pub struct Counters {
     /// Distinct file pages touched by the pager of forked descendants (its
     /// own count: pages the task touched too are counted again).
     pub child_file_pages_touched: AtomicU64,
+    /// The first fault that found the filesystem server gone: its address
+    /// plus 1 (0: none). The faulting thread got `SIGBUS`, as a mapped
+    /// file's I/O error gives natively.
+    pub server_lost_addr: AtomicU64,
+    /// Faults answered with `SIGBUS` because the server was gone.
+    pub server_lost: AtomicU64,
 }
 
 impl Counters {
@@ -1046,15 +1052,41 @@ impl Pager {
     /// child's userfaultfd on.
     fn on_event(self: &Arc<Self>, uffd: &Uffd, ev: Event) {
         match ev {
-            Event::Fault(f) => {
-                if let Err(e) = self.handle(uffd, f) {
+            Event::Fault(f) => match self.handle(uffd, f) {
+                Ok(()) => {}
+                // The server cannot be reached (it died): the page can
+                // never be loaded. Waking the thread would only make it
+                // fault again at once, forever; it gets SIGBUS instead,
+                // as for a mapped file whose page cannot be read.
+                Err(Error::Ipc(e)) => self.server_lost(&f, e),
+                Err(e) => {
                     log::warn!("pager: fault at {:#x} not resolved: {e}", f.addr);
                     uffd.wake(f.addr & !(PAGE_SIZE - 1), PAGE_SIZE);
                 }
-            }
+            },
             Event::Fork(child) => self.forked(child),
             Event::Other(_) => {}
         }
+    }
+
+    /// A fault that needs the filesystem server, which is gone: records
+    /// it and sends `SIGBUS` to the faulting thread (not woken: the signal
+    /// ends its wait).
+    fn server_lost(&self, f: &PageFault, e: l4re::IpcError) {
+        let c = self.counters;
+        if c.server_lost_addr
+            .compare_exchange(0, f.addr + 1, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+        {
+            log::error!(
+                "pager: the filesystem server is gone ({e:?}): page {:#x} cannot be loaded; \
+                 SIGBUS to thread {}",
+                f.addr,
+                f.tid
+            );
+        }
+        Counters::add(&c.server_lost, 1);
+        signal_thread(f.tid, libc::SIGBUS);
     }
 
     fn forked(self: &Arc<Self>, child: Uffd) {
@@ -1262,6 +1294,27 @@ pub fn wanted_features(fork: bool) -> u64 {
         f | uffd::features::EVENT_FORK
     } else {
         f
+    }
+}
+
+/// Sends `sig` to thread `tid` (of any process: its thread group is read
+/// from `/proc`), falling back to the process-directed `kill`.
+pub fn signal_thread(tid: u32, sig: i32) {
+    let tgid = std::fs::read_to_string(format!("/proc/{tid}/status"))
+        .ok()
+        .and_then(|st| {
+            st.lines()
+                .find_map(|l| l.strip_prefix("Tgid:"))
+                .and_then(|v| v.trim().parse::<i32>().ok())
+        });
+    // SAFETY: plain system calls with integer arguments.
+    unsafe {
+        match tgid {
+            Some(g) if libc::syscall(libc::SYS_tgkill, g, tid as i32, sig) == 0 => {}
+            _ => {
+                libc::kill(tid as i32, sig);
+            }
+        }
     }
 }
 

@@ -29,8 +29,9 @@ const UFFDIO_CONTINUE: u64 = iowr(0x07, 32);
 const UFFDIO_COPY_MODE_DONTWAKE: u64 = 1;
 /// `UFFDIO_CONTINUE_MODE_DONTWAKE`.
 const UFFDIO_CONTINUE_MODE_DONTWAKE: u64 = 1;
-/// `_IOWR(0xAA, 0x00, int)` of `/dev/userfaultfd`: `USERFAULTFD_IOC_NEW`.
-const USERFAULTFD_IOC_NEW: u64 = (3 << 30) | (0xaa << 8);
+/// `_IO(0xAA, 0x00)` of `/dev/userfaultfd`: `USERFAULTFD_IOC_NEW` (the
+/// flags are the plain integer argument; no size is encoded).
+pub const USERFAULTFD_IOC_NEW: u64 = 0xaa << 8;
 
 /// Feature bits (`UFFD_FEATURE_*`).
 pub mod features {
@@ -154,18 +155,21 @@ impl Uffd {
                 }
             }
         };
+        // The answer's feature word lists what the kernel *supports*, not
+        // what this uffd has: exactly the features asked for are enabled.
         let mut api = [UFFD_API, want, 0u64];
         if let Err(e) = ioctl(fd.as_raw_fd(), UFFDIO_API, &mut api) {
+            let why = if e == libc::EPERM && want & features::EVENT_FORK != 0 {
+                " (fork events need CAP_SYS_PTRACE or root)"
+            } else {
+                " (minor faults on shared memory need Linux 5.13)"
+            };
             return Err(format!(
-                "UFFDIO_API with features {want:#x} failed: {} (fork events need CAP_SYS_PTRACE \
-                 or root; minor faults on shared memory need Linux 5.13)",
+                "UFFDIO_API with features {want:#x} failed: {}{why}",
                 std::io::Error::from_raw_os_error(e)
             ));
         }
-        Ok(Uffd {
-            fd,
-            features: api[1],
-        })
+        Ok(Uffd { fd, features: want })
     }
 
     fn open_dev(flags: i32) -> Result<OwnedFd, String> {
@@ -181,6 +185,14 @@ impl Uffd {
         }
         // SAFETY: the ioctl returned a new descriptor that we now own.
         Ok(unsafe { OwnedFd::from_raw_fd(raw) })
+    }
+
+    /// Whether `fd` is a userfaultfd (its `/proc/self/fd` link names the
+    /// anonymous inode `[userfaultfd]`): descriptors received from
+    /// another process are checked before they are served.
+    pub fn is_uffd(fd: &OwnedFd) -> bool {
+        std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+            .is_ok_and(|l| l.as_os_str() == "anon_inode:[userfaultfd]")
     }
 
     /// Wraps a uffd received from elsewhere (another process, or a fork
@@ -352,9 +364,12 @@ impl Uffd {
     /// dead one `ESRCH`.
     pub fn mm_alive(&self, unregistered: u64) -> bool {
         let mut z = [unregistered & !0xfff, 4096u64, 0u64, 0u64];
-        !matches!(
+        // Anything but the answers of a live address space (ESRCH, or
+        // ENOTTY/EINVAL/EBADF from a descriptor that is no uffd) ends the
+        // service: it must never wait forever.
+        matches!(
             ioctl(self.fd.as_raw_fd(), UFFDIO_ZEROPAGE, &mut z),
-            Err(libc::ESRCH)
+            Ok(()) | Err(libc::ENOENT | libc::EEXIST | libc::EAGAIN)
         )
     }
 

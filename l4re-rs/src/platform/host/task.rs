@@ -56,6 +56,20 @@ const MAX_NAMED: usize = (super::FIRST_ALLOC_SLOT - well_known::FIRST_NAMED.slot
 /// Most fds in one message (`SCM_MAX_FD`).
 const SCM_MAX_FD: usize = 253;
 
+/// How [`spawn_with`] starts a task beyond its program and capabilities.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SpawnOptions {
+    /// The task is killed (`SIGKILL`) when this process dies, however it
+    /// dies (`PR_SET_PDEATHSIG`, set before the program starts and checked
+    /// against a parent that died meanwhile). The death signal follows the
+    /// *thread* that spawns: spawn from a thread that lives as long as the
+    /// task should (the main thread).
+    pub die_with_parent: bool,
+    /// The task's standard output is our standard error (for helpers that
+    /// must not keep a caller's pipe on our standard output open).
+    pub stdout_to_stderr: bool,
+}
+
 /// A child task started by [`spawn`].
 pub struct ChildTask {
     handle: Arc<TaskHandle>,
@@ -83,6 +97,17 @@ pub fn spawn(
     args: &[&str],
     caps: &[(&str, CapIdx, CapRights)],
     log_tag: &str,
+) -> Result<ChildTask> {
+    spawn_with(program, args, caps, log_tag, SpawnOptions::default())
+}
+
+/// [`spawn`] with [`SpawnOptions`].
+pub fn spawn_with(
+    program: &Path,
+    args: &[&str],
+    caps: &[(&str, CapIdx, CapRights)],
+    log_tag: &str,
+    opts: SpawnOptions,
 ) -> Result<ChildTask> {
     if caps.len() > MAX_NAMED || log_tag.len() > MAX_NAME {
         return Err(Error::TooBig);
@@ -131,12 +156,33 @@ pub fn spawn(
     let child_fd = child_end.as_raw_fd();
     let mut cmd = Command::new(program);
     cmd.args(args).env(BOOTSTRAP_ENV, child_fd.to_string());
+    if opts.stdout_to_stderr {
+        let err = std::io::stderr()
+            .as_fd()
+            .try_clone_to_owned()
+            .map_err(|e| {
+                log::warn!("l4re host: cannot duplicate standard error: {e}");
+                Error::Io
+            })?;
+        cmd.stdout(err);
+    }
+    let parent = std::process::id() as i32;
+    let die = opts.die_with_parent;
     // SAFETY: the closure runs in the forked child before exec and only
-    // makes one system call (async-signal-safe, no allocation, no locks).
+    // makes system calls (async-signal-safe, no allocation, no locks).
     // `child_fd` is open there: the child inherits it from us, who keep
     // `child_end` open until `spawn` returns.
     unsafe {
         cmd.pre_exec(move || {
+            if die {
+                // The death signal survives execve. A parent that died
+                // before the prctl is seen as a changed parent.
+                rustix::process::set_parent_process_death_signal(Some(Signal::KILL))
+                    .map_err(std::io::Error::from)?;
+                if rustix::process::getppid().map(|p| p.as_raw_nonzero().get()) != Some(parent) {
+                    return Err(std::io::Error::other("the parent died"));
+                }
+            }
             // SAFETY: see above: the fd is open in the child.
             let fd = BorrowedFd::borrow_raw(child_fd);
             rustix::io::fcntl_setfd(fd, FdFlags::empty()).map_err(std::io::Error::from)
