@@ -142,6 +142,9 @@ pub struct Plan {
     pub brk: u64,
     /// Lowest and highest address + 1 of the image.
     pub span: (u64, u64),
+    /// The interpreter (`PT_INTERP`) of a dynamically linked program
+    /// (only from [`plan_dynamic`]).
+    pub interp: Option<String>,
 }
 
 fn page_down(x: u64) -> u64 {
@@ -160,6 +163,18 @@ fn machine_name(m: u16) -> String {
 /// Validates `bytes` as a static or static-pie x86-64 program and plans
 /// its regions; a static-pie is placed at `pie_base` (page-aligned).
 pub fn plan(bytes: &[u8], pie_base: u64) -> Result<Plan, ElfError> {
+    plan_with(bytes, pie_base, false)
+}
+
+/// As [`plan`], and also accepts dynamically linked programs and shared
+/// objects: their interpreter is named in [`Plan::interp`], for a loader
+/// that loads it too (L4Re's `ld-l4.so`, as `l4re_itas` does). An
+/// interpreter itself plans as a static-pie without interpreter.
+pub fn plan_dynamic(bytes: &[u8], pie_base: u64) -> Result<Plan, ElfError> {
+    plan_with(bytes, pie_base, true)
+}
+
+fn plan_with(bytes: &[u8], pie_base: u64, dynamic: bool) -> Result<Plan, ElfError> {
     if bytes.len() < 4 || &bytes[..4] != b"\x7fELF" {
         return Err(ElfError::NotElf);
     }
@@ -229,6 +244,7 @@ pub fn plan(bytes: &[u8], pie_base: u64) -> Result<Plan, ElfError> {
         .map_err(|e| ElfError::Malformed(format!("program headers: {e}")))?;
 
     // Dynamic programs.
+    let mut interp = None;
     if let Some(i) = phdrs.iter().find(|p| p.p_type == program_header::PT_INTERP) {
         let s = i.p_offset as usize;
         let e = s.saturating_add(i.p_filesz as usize).min(bytes.len());
@@ -236,11 +252,17 @@ pub fn plan(bytes: &[u8], pie_base: u64) -> Result<Plan, ElfError> {
             .get(s..e)
             .map(|b| String::from_utf8_lossy(b.split(|c| *c == 0).next().unwrap_or(b)).into_owned())
             .unwrap_or_default();
-        return Err(ElfError::Dynamic(format!(
-            "needs the interpreter {name:?}; only static programs are supported so far (link with -static or -static-pie)"
-        )));
+        if !dynamic {
+            return Err(ElfError::Dynamic(format!(
+                "needs the interpreter {name:?}; only static programs are supported so far (link with -static or -static-pie)"
+            )));
+        }
+        if name.is_empty() {
+            return Err(ElfError::Malformed("empty interpreter name".into()));
+        }
+        interp = Some(name);
     }
-    if pie && let Some(n) = needed_libraries(bytes, &phdrs) {
+    if !dynamic && pie && let Some(n) = needed_libraries(bytes, &phdrs) {
         return Err(ElfError::Dynamic(format!(
             "needs {n} shared libraries (a shared library or a dynamically linked program); only static programs are supported so far"
         )));
@@ -429,6 +451,7 @@ pub fn plan(bytes: &[u8], pie_base: u64) -> Result<Plan, ElfError> {
         loadable_pages,
         brk: hi,
         span: (lo, hi),
+        interp,
     })
 }
 

@@ -409,6 +409,10 @@ pub struct StartSpec<'a> {
     /// The program headers (L4Re passes them when the program has a
     /// `PT_PHDR`, as its static programs do).
     pub phdrs: Option<Phdrs>,
+    /// For a dynamically linked program started at its interpreter: the
+    /// program's entry (`AT_ENTRY`) and the interpreter's load address
+    /// (`AT_BASE`).
+    pub dynamic: Option<(u64, u64)>,
 }
 
 /// Why a stack can't be built.
@@ -462,6 +466,10 @@ pub fn build(top: u64, spec: &StartSpec<'_>) -> Result<L4reStack, StartError> {
     // `Loader::launch`'s order (memory order, lowest first).
     let aux = |b: &[u64]| {
         let mut v = Vec::new();
+        if let Some((entry, base)) = spec.dynamic {
+            v.push((at::BASE, base));
+            v.push((at::ENTRY, entry));
+        }
         if let Some(p) = spec.phdrs {
             v.push((at::PHDR, p.addr));
             v.push((at::PHNUM, p.num));
@@ -564,6 +572,7 @@ mod tests {
                 num: 7,
                 entsize: 56,
             }),
+            dynamic: None,
         };
         let st = build(top, &spec).unwrap();
         let s = &st.stack;
@@ -703,6 +712,7 @@ mod tests {
                     aux: None,
                     kip: DEFAULT_KIP_ADDR,
                     phdrs: None,
+                    dynamic: None,
                 };
                 let top = 0x8000_1007;
                 let st = build(top, &spec).unwrap();
@@ -740,6 +750,7 @@ mod tests {
             aux: None,
             kip: DEFAULT_KIP_ADDR,
             phdrs: None,
+            dynamic: None,
         };
         assert_eq!(build(0x1000_0000, &spec), Err(StartError::TerminatorFlags));
     }

@@ -150,7 +150,7 @@ fn plan_binary(
     // attached until the detach below, after the last use of `bytes`.
     let bytes = unsafe { core::slice::from_raw_parts(at as *const u8, size as usize) };
     // A first plan at a probe address gives a static-pie program's span.
-    let plan = loader::elf::plan(bytes, PIE_BASE).and_then(|p| {
+    let plan = loader::elf::plan_dynamic(bytes, PIE_BASE).and_then(|p| {
         if !p.pie {
             return Ok(p);
         }
@@ -161,7 +161,7 @@ fn plan_binary(
                 let _ = map.free_area(at);
                 // The span's start lies as far above the load base as at
                 // the probe.
-                loader::elf::plan(bytes, at - (p.span.0 - PIE_BASE))
+                loader::elf::plan_dynamic(bytes, at - (p.span.0 - PIE_BASE))
             }
             Err(_) => Err(loader::elf::ElfError::Malformed(
                 "no room for the program in the address space".into(),
@@ -332,7 +332,29 @@ fn start(info: StartInfo) -> Result<(Arc<InPager>, Server), String> {
         PIE_BASE
     };
     let plan = plan_binary(file, &name, &mut map, pie_hint)?;
+    // A dynamically linked program starts at its interpreter (L4Re's
+    // ld-l4.so), loaded next to it, as l4re_itas does.
+    let interp = match &plan.interp {
+        None => None,
+        Some(path) => {
+            let ifile = l4re::env::query_path::<Dataspace>(path)
+                .map_err(|e| format!("{name}: cannot open its interpreter {path}: {e}"))?
+                .into_cap();
+            let mut iplan = plan_binary(ifile, path, &mut map, plan.span.1)?;
+            if iplan.interp.is_some() {
+                return Err(format!("{name}: its interpreter {path} needs an interpreter itself"));
+            }
+            for r in &mut iplan.regions {
+                r.name = format!("{path}:{}", r.name);
+            }
+            Some((ifile, iplan))
+        }
+    };
     loader::layout::attach_plan(&mut map, &plan, file.idx()).map_err(|e| format!("{name}: {e}"))?;
+    if let Some((ifile, iplan)) = &interp {
+        loader::layout::attach_plan(&mut map, iplan, ifile.idx())
+            .map_err(|e| format!("{name}'s interpreter: {e}"))?;
+    }
     let stack = map
         .attach(
             STACK_TOP - STACK_SIZE,
@@ -433,6 +455,7 @@ fn start(info: StartInfo) -> Result<(Arc<InPager>, Server), String> {
             num: plan.phnum,
             entsize: plan.phent,
         }),
+        dynamic: interp.as_ref().map(|(_, i)| (plan.entry, i.bias)),
     };
     let top = stack + STACK_SIZE;
     let built = l4re_start::build(top, &spec).map_err(|e| format!("initial stack: {e:?}"))?;
@@ -457,12 +480,16 @@ fn start(info: StartInfo) -> Result<(Arc<InPager>, Server), String> {
         .scheduler()
         .run_thread(thread, MAIN_THREAD_PRIO)
         .map_err(|e| format!("cannot schedule the program's thread: {e}"))?;
+    let entry = interp.as_ref().map_or(plan.entry, |(_, i)| i.entry);
     thread
-        .ex_regs(plan.entry, built.stack.sp, 0)
+        .ex_regs(entry, built.stack.sp, 0)
         .map_err(|e| format!("cannot start the program: {e}"))?;
     line(&format!(
-        "{name}: {regions} regions ({outer} of the outer region map), entry {:#x}, stack {stack:#x}",
-        plan.entry
+        "{name}: {regions} regions ({outer} of the outer region map), entry {entry:#x}, stack {stack:#x}{}",
+        plan.interp
+            .as_ref()
+            .map(|i| format!(", interpreter {i}"))
+            .unwrap_or_default()
     ));
     Ok((pager, server))
 }

@@ -632,6 +632,7 @@ fn inpager_stack() -> Result<(BTreeMap<u64, Vec<u8>>, u64), String> {
         aux: None,
         kip: l4re_start::DEFAULT_KIP_ADDR,
         phdrs: None,
+        dynamic: None,
     };
     let built = l4re_start::build(layout::STACK_TOP, &spec)
         .map_err(|e| format!("internal pager stack: {e:?}"))?;
