@@ -262,7 +262,10 @@ fn plan_with(bytes: &[u8], pie_base: u64, dynamic: bool) -> Result<Plan, ElfErro
         }
         interp = Some(name);
     }
-    if !dynamic && pie && let Some(n) = needed_libraries(bytes, &phdrs) {
+    if !dynamic
+        && pie
+        && let Some(n) = needed_libraries(bytes, &phdrs)
+    {
         return Err(ElfError::Dynamic(format!(
             "needs {n} shared libraries (a shared library or a dynamically linked program); only static programs are supported so far"
         )));

@@ -645,7 +645,6 @@ mod tests {
             code,
             detach_result::DETACHED_DS | detach_result::UNMAPPED_RANGE
         );
-        drop(rm);
         h.join().unwrap();
         assert_eq!(map.lock().len(), 24);
         Ok(())

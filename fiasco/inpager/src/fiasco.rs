@@ -4,7 +4,6 @@ use alloc::format;
 use alloc::sync::Arc;
 use core::cell::{Cell, RefCell};
 
-use l4_sys as sys;
 use l4pager::fault::{self, Access, Decision};
 use l4pager::region::{Region, RegionMap};
 use l4pager::rm::{RmBackend, RmService};
@@ -12,7 +11,7 @@ use l4pager::sync::SpinLock;
 use l4pager::task::{self, PagerStats, TaskSetup, TaskSetupClient, layout};
 use l4re::cap::{self, CapIdx, IpcGate, OwnedCap};
 use l4re::env::{env, log_line};
-use l4re::fpage::{RcvBuf, Rights};
+use l4re::fpage::{Fpage, RcvBuf, Rights};
 use l4re::msg::MsgTag;
 use l4re::proto::dataspace::map_flags;
 use l4re::proto::parent::SIGNAL_EXIT;
@@ -21,7 +20,6 @@ use l4re::proto::{Dataspace, DataspaceClient, PageFault, Parent, ParentClient, P
 use l4re::proto::{PageFaultClient, PageFaultServer, pager};
 use l4re::rpc::{Protocol, Request};
 use l4re::server::{Server, ServerObject};
-use l4re::utcb::Utcb;
 use l4re::{Cap, Error, Result};
 use l4re_rt::Args;
 
@@ -40,21 +38,15 @@ pub(crate) fn unmap_range(start: u64, size: u64) {
     let mut addr = start & !(PAGE - 1);
     let end = start.saturating_add(size);
     while addr < end {
-        let mut order = 12u32;
+        let mut order = 12u8;
         while order < 40 && addr % (1 << (order + 1)) == 0 && addr + (1 << (order + 1)) <= end {
             order += 1;
         }
-        Utcb::with(|_| {
-            // SAFETY: an unmap in our own task of a range the region map
-            // no longer covers; the UTCB borrow makes us its only user.
-            unsafe {
-                sys::l4_task_unmap(
-                    sys::L4_BASE_TASK_CAP as _,
-                    sys::l4_fpage(addr, order, sys::L4_FPAGE_RWX as _),
-                    sys::L4_FP_ALL_SPACES as _,
-                )
-            };
-        });
+        // A range the region map no longer covers: nothing to report if
+        // nothing was mapped.
+        let _ = env()
+            .task()
+            .unmap(Fpage::mem(addr, order, Rights::RWX), true);
         addr += 1 << order;
     }
 }
@@ -62,16 +54,7 @@ pub(crate) fn unmap_range(start: u64, size: u64) {
 /// Removes the write right from the page at `page` (mapped writable only
 /// to be filled).
 fn write_protect(page: u64) {
-    Utcb::with(|_| {
-        // SAFETY: revokes only the W right of one page of our own task.
-        unsafe {
-            sys::l4_task_unmap(
-                sys::L4_BASE_TASK_CAP as _,
-                sys::l4_fpage(page, 12, sys::L4_FPAGE_W as _),
-                sys::L4_FP_ALL_SPACES as _,
-            )
-        };
-    });
+    let _ = env().task().unmap(Fpage::mem(page, 12, Rights::W), true);
 }
 
 /// What a detach means here: the pages go.
@@ -304,10 +287,7 @@ impl InPager {
         if let Err(e) = told {
             line(&format!("reporting the end: {e}"));
         }
-        loop {
-            // SAFETY: a receive from nobody without timeout: sleeps.
-            unsafe { sys::l4_ipc_sleep(sys::l4_timeout_t { raw: 0 }) };
-        }
+        l4re::fiasco::sleep_forever()
     }
 }
 
@@ -431,7 +411,7 @@ fn inpager(_: Args) -> i32 {
     // Started by ned in place of L4Re's `l4re_itas`: the binary to load is
     // named in the `l4re_aux_t`.
     let info = l4re_rt::freestanding::start_info();
-    if !info.aux.is_null() {
+    if info.aux().is_some() {
         return crate::itas::run(info);
     }
     let e = env();

@@ -37,11 +37,8 @@
 use alloc::format;
 use alloc::string::String;
 use alloc::sync::Arc;
-use alloc::vec::Vec;
 use core::cell::{Cell, RefCell};
-use core::ffi::CStr;
 
-use l4_sys as sys;
 use l4pager::region::{Backing, RegionMap};
 use l4pager::rm::RmService;
 use l4pager::sync::SpinLock;
@@ -90,23 +87,6 @@ pub(crate) fn run(info: StartInfo) -> i32 {
             1
         }
     }
-}
-
-/// The binary's name from the `l4re_aux_t`.
-fn binary_name(info: &StartInfo) -> Result<String, String> {
-    // SAFETY: the loader put a valid `l4re_aux_t` on our stack (non-null,
-    // checked by the caller); `binary` points to a NUL-terminated string
-    // next to it, alive for the program's life.
-    let name = unsafe {
-        let aux = &*info.aux;
-        if aux.binary.is_null() {
-            return Err("no binary named in the aux vector".into());
-        }
-        CStr::from_ptr(aux.binary)
-    };
-    name.to_str()
-        .map(String::from)
-        .map_err(|_| "the binary's name is not UTF-8".into())
 }
 
 /// Alignment of a static-pie program's load address (L4Re's loader
@@ -237,101 +217,56 @@ fn import_outer(map: &mut RegionMap) -> Result<usize, String> {
 
 /// Our own environment as an [`L4reEnv`] (caps by slot).
 fn own_env() -> L4reEnv {
-    // SAFETY: the loader set up the environment before we started; it
-    // lives as long as the task. The caps array ends with an entry whose
-    // flags are ~0.
-    unsafe {
-        let e = &*sys::l4re_env();
-        let slot = |c: sys::l4_cap_idx_t| {
-            let c = c as u64;
-            CapIdx(c).is_valid().then_some(c >> l4re_start::CAP_SHIFT)
-        };
-        let mut caps = Vec::new();
-        let mut p = e.caps;
-        while !p.is_null() && (*p).flags != !0 {
-            let mut name = [0u8; 16];
-            for (i, c) in (*p).name.iter().enumerate().take(16) {
-                name[i] = *c as u8;
-            }
-            caps.push(CapEntry {
-                name,
-                slot: ((*p).cap as u64) >> l4re_start::CAP_SHIFT,
-                flags: (*p).flags as u64,
-            });
-            p = p.add(1);
-        }
-        let area = e.utcb_area.raw as u64;
-        L4reEnv {
-            parent: slot(e.parent),
-            rm: slot(e.rm),
-            mem_alloc: slot(e.mem_alloc),
-            log: slot(e.log),
-            main_thread: slot(e.main_thread),
-            factory: slot(e.factory),
-            scheduler: slot(e.scheduler),
-            itas: slot(e.itas),
-            dbg_events: slot(e.dbg_events),
-            first_free_cap: e.first_free_cap as u64,
-            first_free_reply_cap: e.first_free_reply_cap as u64,
-            utcb_area: UtcbArea {
-                start: area & !0xfff,
-                log2_size: ((area >> 6) & 0x3f) as u8,
-            },
-            first_free_utcb: e.first_free_utcb as u64,
-            caps,
-        }
+    let e = l4re::fiasco::env_snapshot();
+    let slot = |c: CapIdx| c.is_valid().then_some(c.slot());
+    L4reEnv {
+        parent: slot(e.parent),
+        rm: slot(e.rm),
+        mem_alloc: slot(e.mem_alloc),
+        log: slot(e.log),
+        main_thread: slot(e.main_thread),
+        factory: slot(e.factory),
+        scheduler: slot(e.scheduler),
+        itas: slot(e.itas),
+        dbg_events: slot(e.dbg_events),
+        first_free_cap: e.first_free_cap,
+        first_free_reply_cap: e.first_free_reply_cap,
+        utcb_area: UtcbArea {
+            start: e.utcb_area & !0xfff,
+            log2_size: ((e.utcb_area >> 6) & 0x3f) as u8,
+        },
+        first_free_utcb: e.first_free_utcb,
+        caps: e
+            .caps
+            .iter()
+            .map(|(name, cap, flags)| CapEntry {
+                name: *name,
+                slot: cap.slot(),
+                flags: *flags,
+            })
+            .collect(),
     }
-}
-
-/// Takes the next UTCB of the task for a new thread.
-fn take_utcb() -> u64 {
-    // SAFETY: our environment, written only by this single thread; the
-    // program gets a copy with the advanced value.
-    unsafe {
-        let e = sys::l4re_env();
-        let u = (*e).first_free_utcb as u64;
-        (*e).first_free_utcb = (u + l4re_start::UTCB_OFFSET) as _;
-        u
-    }
-}
-
-/// C strings of a NULL-terminated vector.
-///
-/// # Safety
-/// `v` must be null or a NULL-terminated array of NUL-terminated strings
-/// alive for the program's life.
-unsafe fn c_strings(v: *const *const core::ffi::c_char, max: usize) -> Vec<&'static [u8]> {
-    let mut out = Vec::new();
-    if v.is_null() {
-        return out;
-    }
-    // SAFETY: the caller's guarantee.
-    unsafe {
-        let mut p = v;
-        while !(*p).is_null() && out.len() < max {
-            out.push(CStr::from_ptr(*p).to_bytes());
-            p = p.add(1);
-        }
-    }
-    out
 }
 
 fn start(info: StartInfo) -> Result<(Arc<InPager>, Server), String> {
-    let name = binary_name(&info)?;
-    // SAFETY: checked non-null by the caller; see `binary_name`.
-    let aux = unsafe { &*info.aux };
-    let file = l4re::env::query_path::<Dataspace>(&name)
+    let aux = info.aux().ok_or("no aux vector from the loader")?;
+    let name = core::str::from_utf8(aux.binary)
+        .map_err(|_| String::from("the binary's name is not UTF-8"))?;
+    if name.is_empty() {
+        return Err("no binary named in the aux vector".into());
+    }
+    let file = l4re::env::query_path::<Dataspace>(name)
         .map_err(|e| format!("cannot open {name}: {e}"))?
         .into_cap();
     // The task's region map: the outer map's regions, then the program.
     let mut map = RegionMap::new(MAP_MIN, loader::elf::USER_END);
     let outer = import_outer(&mut map)?;
     let pie_hint = if aux.ldr_base != 0 {
-        aux.ldr_base as u64
+        aux.ldr_base
     } else {
         PIE_BASE
     };
-    let plan = plan_binary(file, &name, &mut map, pie_hint)?;
+    let plan = plan_binary(file, name, &mut map, pie_hint)?;
     // A dynamically linked program starts at its interpreter (L4Re's
     // ld-l4.so), loaded next to it, as l4re_itas does.
     let interp = match &plan.interp {
@@ -342,7 +277,9 @@ fn start(info: StartInfo) -> Result<(Arc<InPager>, Server), String> {
                 .into_cap();
             let mut iplan = plan_binary(ifile, path, &mut map, plan.span.1)?;
             if iplan.interp.is_some() {
-                return Err(format!("{name}: its interpreter {path} needs an interpreter itself"));
+                return Err(format!(
+                    "{name}: its interpreter {path} needs an interpreter itself"
+                ));
             }
             for r in &mut iplan.regions {
                 r.name = format!("{path}:{}", r.name);
@@ -429,13 +366,12 @@ fn start(info: StartInfo) -> Result<(Arc<InPager>, Server), String> {
         .create_thread()
         .map_err(|e| format!("cannot create the program's thread: {e}"))?
         .into_cap();
-    let utcb = take_utcb();
+    let utcb = l4re::fiasco::take_utcb();
     let penv = own_env().for_program(gate.idx().slot(), thread.idx().slot(), utcb);
-    // SAFETY: argv and envp of our initial stack (see `c_strings`).
-    let (argv, envp) = unsafe { (c_strings(info.argv, 4096), c_strings(info.envp, 4096)) };
+    let (argv, envp) = (info.args(), info.vars());
     // The program gets our `l4re_aux_t` too: ned reads the KIP's
     // dataspace from it to hand the KIP on to the programs it starts.
-    let kip_ds = aux.kip_ds as u64;
+    let kip_ds = aux.kip_ds;
     let spec = StartSpec {
         argv,
         envp,
@@ -445,9 +381,9 @@ fn start(info: StartInfo) -> Result<(Arc<InPager>, Server), String> {
             kip_ds: CapIdx(kip_ds)
                 .is_valid()
                 .then_some(kip_ds >> l4re_start::CAP_SHIFT),
-            dbg_lvl: aux.dbg_lvl as u64,
-            ldr_flags: aux.ldr_flags as u64,
-            ldr_base: aux.ldr_base as u64,
+            dbg_lvl: aux.dbg_lvl,
+            ldr_flags: aux.ldr_flags,
+            ldr_base: aux.ldr_base,
         }),
         kip: info.kip,
         phdrs: (plan.phnum > 0).then_some(Phdrs {

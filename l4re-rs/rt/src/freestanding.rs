@@ -57,6 +57,21 @@ pub const AT_L4_AUX: u64 = 0xf0;
 /// `AT_L4_KIP`: the KIP address.
 pub const AT_L4_KIP: u64 = 0xf2;
 
+/// The `l4re_aux_t` a loader passes to an in-task pager (`AT_L4_AUX`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AuxInfo {
+    /// The binary to load (e.g. `rom/hello`), without its NUL.
+    pub binary: &'static [u8],
+    /// The KIP's dataspace capability (an index, possibly invalid).
+    pub kip_ds: u64,
+    /// Debug level.
+    pub dbg_lvl: u64,
+    /// `l4re_aux_ldr_flags_t`.
+    pub ldr_flags: u64,
+    /// Load address for position-independent programs.
+    pub ldr_base: u64,
+}
+
 /// What the initial stack told the program besides its environment.
 #[derive(Debug, Clone, Copy)]
 pub struct StartInfo {
@@ -94,6 +109,67 @@ pub fn start_info() -> StartInfo {
     // SAFETY: written once by `freestanding_start` before `main`; read
     // only afterwards.
     unsafe { *addr_of_mut!(START_INFO) }
+}
+
+/// The strings of a NULL-terminated vector of the initial stack.
+///
+/// # Safety
+/// `v` is null or a NULL-terminated array of NUL-terminated strings that
+/// live as long as the program.
+unsafe fn strings(v: *const *const c_char) -> alloc::vec::Vec<&'static [u8]> {
+    let mut out = alloc::vec::Vec::new();
+    if v.is_null() {
+        return out;
+    }
+    // SAFETY: the caller's guarantee.
+    unsafe {
+        let mut p = v;
+        while !(*p).is_null() {
+            out.push(core::ffi::CStr::from_ptr(*p).to_bytes());
+            p = p.add(1);
+        }
+    }
+    out
+}
+
+impl StartInfo {
+    /// The arguments (`argv[0]` first).
+    pub fn args(&self) -> alloc::vec::Vec<&'static [u8]> {
+        // SAFETY: `argv` comes from the initial stack, which lives as long
+        // as the program (read by `read_stack`).
+        unsafe { strings(self.argv) }
+    }
+
+    /// The environment variables (`NAME=value`).
+    pub fn vars(&self) -> alloc::vec::Vec<&'static [u8]> {
+        // SAFETY: as for `args`.
+        unsafe { strings(self.envp) }
+    }
+
+    /// The `l4re_aux_t`, if the loader passed one.
+    pub fn aux(&self) -> Option<AuxInfo> {
+        if self.aux.is_null() {
+            return None;
+        }
+        // SAFETY: a loader's `l4re_aux_t` on the initial stack (non-null),
+        // its binary name a NUL-terminated string beside it; both live as
+        // long as the program.
+        unsafe {
+            let a = &*self.aux;
+            let binary = if a.binary.is_null() {
+                &[][..]
+            } else {
+                core::ffi::CStr::from_ptr(a.binary).to_bytes()
+            };
+            Some(AuxInfo {
+                binary,
+                kip_ds: a.kip_ds,
+                dbg_lvl: a.dbg_lvl,
+                ldr_flags: a.ldr_flags,
+                ldr_base: a.ldr_base,
+            })
+        }
+    }
 }
 /// `L4RE_PROTO_PARENT`.
 const PROTO_PARENT: i64 = 0x4002;
@@ -216,7 +292,7 @@ unsafe extern "C" fn freestanding_start(sp: *const u64) -> ! {
         }
         // Our slots, and the environment's first free one past them.
         let env = l4re_global_env;
-        FIRST_CAP.store((*env).first_free_cap as u64, Ordering::Relaxed);
+        FIRST_CAP.store((*env).first_free_cap, Ordering::Relaxed);
         (*env).first_free_cap += CAP_SLOTS as sys::l4_cap_idx_t;
         HEAP.lock().init(addr_of_mut!(ARENA) as *mut u8, HEAP_SIZE);
         let status = main(argc, argv);

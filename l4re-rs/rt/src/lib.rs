@@ -29,6 +29,9 @@
 //! programs have `std`.
 #![no_std]
 
+#[cfg(feature = "freestanding")]
+extern crate alloc;
+
 #[cfg(feature = "fiasco")]
 mod fiasco;
 #[cfg(feature = "fiasco")]

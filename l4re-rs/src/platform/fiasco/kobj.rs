@@ -33,7 +33,7 @@ pub(crate) fn factory_create_task(
         l4_result(unsafe { sys::l4_factory_create_task(factory.0 as _, target.0 as _, &mut area) })
     })?;
     // SAFETY: `l4_fpage_t` is a union of words; `raw` covers all of it.
-    Ok(Fpage(unsafe { area.raw } as u64))
+    Ok(Fpage(unsafe { area.raw }))
 }
 
 pub(crate) fn factory_create_thread(factory: CapIdx, target: CapIdx) -> Result<()> {

@@ -315,3 +315,97 @@ pub fn exception_report() -> alloc::string::String {
         )
     })
 }
+
+/// This program's environment (`l4re_env_t`) as plain values: what an
+/// in-task pager copies into the environment of the program it starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnvSnapshot {
+    /// `parent`.
+    pub parent: CapIdx,
+    /// `rm`.
+    pub rm: CapIdx,
+    /// `mem_alloc`.
+    pub mem_alloc: CapIdx,
+    /// `log`.
+    pub log: CapIdx,
+    /// `main_thread`.
+    pub main_thread: CapIdx,
+    /// `factory`.
+    pub factory: CapIdx,
+    /// `scheduler`.
+    pub scheduler: CapIdx,
+    /// `itas`.
+    pub itas: CapIdx,
+    /// `dbg_events`.
+    pub dbg_events: CapIdx,
+    /// `first_free_cap` (a slot number).
+    pub first_free_cap: u64,
+    /// `first_free_reply_cap`.
+    pub first_free_reply_cap: u64,
+    /// `utcb_area` (an `l4_fpage_t` word).
+    pub utcb_area: u64,
+    /// `first_free_utcb`.
+    pub first_free_utcb: u64,
+    /// The named initial capabilities: name (NUL-padded), capability,
+    /// flags.
+    pub caps: alloc::vec::Vec<([u8; 16], CapIdx, u64)>,
+}
+
+/// Reads this program's environment.
+pub fn env_snapshot() -> EnvSnapshot {
+    // SAFETY: the loader set the environment up before the program ran;
+    // it lives as long as the task. The caps array ends with an entry
+    // whose flags are ~0.
+    unsafe {
+        let e = &*sys::l4re_env();
+        let mut caps = alloc::vec::Vec::new();
+        let mut p = e.caps;
+        while !p.is_null() && (*p).flags != !0 {
+            let mut name = [0u8; 16];
+            for (i, c) in (*p).name.iter().enumerate().take(16) {
+                name[i] = *c as u8;
+            }
+            caps.push((name, CapIdx((*p).cap as u64), (*p).flags as u64));
+            p = p.add(1);
+        }
+        let c = |x: sys::l4_cap_idx_t| CapIdx(x);
+        EnvSnapshot {
+            parent: c(e.parent),
+            rm: c(e.rm),
+            mem_alloc: c(e.mem_alloc),
+            log: c(e.log),
+            main_thread: c(e.main_thread),
+            factory: c(e.factory),
+            scheduler: c(e.scheduler),
+            itas: c(e.itas),
+            dbg_events: c(e.dbg_events),
+            first_free_cap: e.first_free_cap as u64,
+            first_free_reply_cap: e.first_free_reply_cap as u64,
+            utcb_area: e.utcb_area.raw as u64,
+            first_free_utcb: e.first_free_utcb as u64,
+            caps,
+        }
+    }
+}
+
+/// Takes the next free UTCB of this task (`l4re_env()->first_free_utcb`,
+/// advanced by one UTCB) for a thread about to be created; returns its
+/// address.
+pub fn take_utcb() -> u64 {
+    // SAFETY: the environment is this program's, written here only by the
+    // thread creating threads (L4Re's own code does the same).
+    unsafe {
+        let e = sys::l4re_env();
+        let u = (*e).first_free_utcb as u64;
+        (*e).first_free_utcb = (u + sys::L4_UTCB_OFFSET as u64) as _;
+        u
+    }
+}
+
+/// Sleeps for ever (a receive from nobody without timeout).
+pub fn sleep_forever() -> ! {
+    loop {
+        // SAFETY: an IPC without partner: blocks this thread.
+        unsafe { sys::l4_ipc_sleep(sys::l4_timeout_t { raw: 0 }) };
+    }
+}
