@@ -36,6 +36,11 @@ struct bench_page
   unsigned long long ned_start;
   /* L4Re's in-task pager (pf-bench). */
   struct bench_run l4re[BENCH_RUNS];
+  /* pf-bench --itas: the same program started by ned on our in-task
+   * pager (l4re_loader = "rom/inpager"); valid once itas_valid is 1. */
+  unsigned long long itas_valid;
+  unsigned long long itas_start;
+  struct bench_run itas[BENCH_RUNS];
 };
 
 /* A touch slower than this took a page fault. */

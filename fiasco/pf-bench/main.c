@@ -20,7 +20,10 @@
  * With a capability "bench" (a dataspace of one page, struct bench_page in
  * bench.h; entry pager-bench, conf/pager-bench.cfg) the figures are also
  * written there for faultbench, which measures our internal pager in the
- * same boot and prints the ratio. `pf-bench --mark` only writes the time
+ * same boot and prints the ratio. `pf-bench --itas` is the same run
+ * started by ned on our in-task pager (`l4re_loader = "rom/inpager"`): its
+ * figures go to their own fields of the page, which faultbench compares
+ * with L4Re's too. `pf-bench --mark` only writes the time
  * of its end into that page and exits: ned then starts pf-bench, whose
  * first instruction (bench_entry, before L4Re's start code) reads the
  * time again, which gives ned's time from one program's exit to the next
@@ -111,6 +114,7 @@ int main(int argc, char **argv)
 {
   unsigned long long started = entry_tsc;
   struct bench_page *page = bench_page();
+  int ours = argc > 1 && !strcmp(argv[1], "--itas");
   if (argc > 1 && !strcmp(argv[1], "--mark"))
     {
       if (!page)
@@ -133,12 +137,25 @@ int main(int argc, char **argv)
     return 1;
   memset(t, 0, pages * sizeof(*t));
   memset(f, 0, pages * sizeof(*f));
-  printf("pf-bench: rom/pf-bench.data, %lu KiB, through L4Re's region map "
+  printf("pf-bench: rom/pf-bench.data, %lu KiB, through %s "
          "(cycles = guest TSC; instructions under -icount shift=0)\n",
-         size >> 10);
+         size >> 10, ours ? "our in-task pager (rom/inpager)" : "L4Re's region map");
   struct bench_run aligned = run("va+0", ds, size, 0, t, f);
   struct bench_run shifted = run("va+4K", ds, size, PAGE, t, f);
-  if (page)
+  if (page && ours)
+    {
+      if (page->exit_tsc && started > page->exit_tsc)
+        {
+          page->itas_start = started - page->exit_tsc;
+          printf("pf-bench: ned + inpager: %llu cycles from a program's exit to the "
+                 "next one's first instruction\n", page->itas_start);
+        }
+      page->exit_tsc = 0;
+      page->itas[BENCH_RUN_ALIGNED] = aligned;
+      page->itas[BENCH_RUN_SHIFTED] = shifted;
+      page->itas_valid = 1;
+    }
+  else if (page)
     {
       if (page->exit_tsc && started > page->exit_tsc)
         {

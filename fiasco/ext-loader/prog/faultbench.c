@@ -109,6 +109,25 @@ void cmain(unsigned long *sp, unsigned long long start_tsc)
   put_num("ext-loader ", started, 0, ", ned ");
   put_num("", page->ned_start, 0, " cycles");
   put_ratio(", ratio ", started, page->ned_start, "\n");
+  if (page->itas_valid)
+    {
+      /* pf-bench itself started by ned on our in-task pager. */
+      struct bench_run const *it = page->itas;
+      put_run("faultbench: in-task pager under ned va+0 ", &it[BENCH_RUN_ALIGNED]);
+      put_run("faultbench: in-task pager under ned va+4K", &it[BENCH_RUN_SHIFTED]);
+      compare("in-task pager under ned, fault median, va+4K",
+              it[BENCH_RUN_SHIFTED].fault_median, l4re[BENCH_RUN_SHIFTED].fault_median);
+      compare("in-task pager under ned, fault median, va+0",
+              it[BENCH_RUN_ALIGNED].fault_median, l4re[BENCH_RUN_ALIGNED].fault_median);
+      compare("in-task pager under ned, total per page, va+4K",
+              it[BENCH_RUN_SHIFTED].per_page, l4re[BENCH_RUN_SHIFTED].per_page);
+      compare("in-task pager under ned, total per page, va+0",
+              it[BENCH_RUN_ALIGNED].per_page, l4re[BENCH_RUN_ALIGNED].per_page);
+      puts_("faultbench: exit to the next program's first instruction under ned: ");
+      put_num("rom/inpager ", page->itas_start, 0, ", l4re_itas ");
+      put_num("", page->ned_start, 0, " cycles");
+      put_ratio(", ratio ", page->itas_start, page->ned_start, "\n");
+    }
   exit_(aligned.faults && shifted.faults ? 0 : 1);
 #endif
 }
