@@ -9,13 +9,18 @@
  *     of big.bin (1 MiB, a known pattern), the latter also detached and
  *     attached again at another offset;
  *   - the same text file through L4Re's libc (open/read/mmap on
- *     "/fs/hello.txt" and fstat).
+ *     "/fs/hello.txt" and fstat);
+ *   - requests the region manager must refuse, leaving everything else
+ *     as it was: detach of what was never attached, an attach of size 0,
+ *     with unknown flags or over an existing region, an absurdly large
+ *     area; eager mapping (L4RE_RM_F_EAGER_MAP) of an anonymous dataspace.
  *
  * The output does not depend on the pager: the harness compares it.
  */
 #define _GNU_SOURCE
 #include <l4/re/env.h>
 #include <l4/re/c/dataspace.h>
+#include <l4/re/c/mem_alloc.h>
 #include <l4/re/c/namespace.h>
 #include <l4/re/c/rm.h>
 #include <l4/re/c/util/cap_alloc.h>
@@ -174,11 +179,47 @@ static void libc_files(void)
     }
 }
 
+static void refusals(void)
+{
+  l4re_ds_t ds = l4re_util_cap_alloc();
+  if (l4re_ma_alloc(64 << 10, ds, 0) < 0)
+    {
+      report(0, "a dataspace for the refusals");
+      return;
+    }
+  void *addr = 0;
+  long r = l4re_rm_attach(&addr, 64 << 10, L4RE_RM_F_SEARCH_ADDR | L4RE_RM_F_RW
+                          | L4RE_RM_F_EAGER_MAP, ds, 0, L4_PAGESHIFT);
+  report(r == 0, "attach with eager mapping");
+  if (r)
+    return;
+  unsigned char *p = addr;
+  p[0] = 1;
+  p[(64 << 10) - 1] = 2;
+
+  report(l4re_rm_detach((void *)0x100000000000UL) < 0, "detach of nothing refused");
+  void *z = 0;
+  report(l4re_rm_attach(&z, 0, L4RE_RM_F_SEARCH_ADDR | L4RE_RM_F_RW, ds, 0,
+                        L4_PAGESHIFT) < 0, "attach of size 0 refused");
+  z = 0;
+  report(l4re_rm_attach(&z, 4096, L4RE_RM_F_SEARCH_ADDR | L4RE_RM_F_RW | 0x00200000,
+                        ds, 0, L4_PAGESHIFT) < 0, "attach with unknown flags refused");
+  z = addr;
+  report(l4re_rm_attach(&z, 4096, L4RE_RM_F_RW, ds, 0, L4_PAGESHIFT) < 0,
+         "attach over an attached region refused");
+  l4_addr_t area = 0;
+  report(l4re_rm_reserve_area(&area, 1UL << 62, L4RE_RM_F_SEARCH_ADDR, 12) < 0,
+         "absurd area refused");
+  report(p[0] == 1 && p[(64 << 10) - 1] == 2, "the region is untouched by all that");
+  report(l4re_rm_detach(addr) >= 0, "detach");
+}
+
 int main(void)
 {
   anonymous();
   l4fs_files();
   libc_files();
+  refusals();
   printf("mmap: %s\n", fails ? "FAILED" : "all checks passed");
   return fails ? 1 : 0;
 }

@@ -14,9 +14,7 @@ use alloc::vec::Vec;
 use l4re::cap::CapIdx;
 use l4re::fpage::{PAGE_SIZE, Rights};
 use l4re::msg::{MsgTag, ReceivedCap};
-use l4re::proto::rm::{
-    ATTACH_MASK, NO_EAGER_MAP, PageIn, RangeEntry, RangeList, detach_result, flags,
-};
+use l4re::proto::rm::{ATTACH_MASK, PageIn, RangeEntry, RangeList, detach_result, flags};
 use l4re::proto::{Rm, RmServer};
 use l4re::rpc::{Request, WithCode};
 use l4re::server::ServerObject;
@@ -242,19 +240,11 @@ impl<B: RmBackend> RmServer for RmService<B> {
         name: String,
         backing_offset: u64,
     ) -> Result<u64> {
+        // `backing_offset` only names the file offset for debuggers; the
+        // dataspace offset is `offs`. `EAGER_MAP` is carried out by L4Re's
+        // client, which calls `page_in` after the attach.
         let _ = backing_offset;
-        let start = self.attach_region(start, size, fl, mem.map(|c| c.idx), offs, align, &name)?;
-        if fl & (flags::EAGER_MAP | NO_EAGER_MAP) == flags::EAGER_MAP && fl & 7 != 0 {
-            // Best effort, as L4Re's client does after the attach.
-            let rights = Rights::from_bits_truncate((fl & 7) as u8);
-            let end = start + size.next_multiple_of(PAGE_SIZE) - 1;
-            if self.check_page_in(start, end, rights).is_ok()
-                && let Err(e) = self.backend.page_in(start, end, rights)
-            {
-                log::debug!("rm: eager map of {start:#x}: {e}");
-            }
-        }
-        Ok(start)
+        self.attach_region(start, size, fl, mem.map(|c| c.idx), offs, align, &name)
     }
 
     fn detach(
