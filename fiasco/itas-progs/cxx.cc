@@ -2,7 +2,10 @@
  * itas-cxx: an ordinary L4Re C++ program: exceptions thrown through
  * several frames and caught by base class, threads (std::thread, which is
  * L4Re's pthreads: every new thread takes the program's region manager as
- * its pager), thread-local storage, and std::string/std::vector work.
+ * its pager), thread-local storage, std::string/std::vector work, and a
+ * rescue jump registered with the region manager (Rm::add_rescue_jump): a
+ * load from an unmapped address inside the registered code resumes at the
+ * rescue address instead of ending the program.
  * The output does not depend on the pager: the harness compares it.
  */
 #include <algorithm>
@@ -12,6 +15,23 @@
 #include <string>
 #include <thread>
 #include <vector>
+
+#include <l4/re/env>
+#include <l4/re/rm>
+
+// probe(addr): returns the word at addr; on a fault inside [probe,
+// probe_end) the region manager resumes at probe_rescue, which returns -1.
+extern "C" long probe(long const *addr);
+extern "C" char probe_end[], probe_rescue[];
+asm(".text\n"
+    ".global probe, probe_end, probe_rescue\n"
+    "probe:\n"
+    "  mov (%rdi), %rax\n"
+    "  ret\n"
+    "probe_end:\n"
+    "probe_rescue:\n"
+    "  mov $-1, %rax\n"
+    "  ret\n");
 
 static thread_local unsigned long tls_counter = 7;
 
@@ -74,6 +94,19 @@ int main()
     }
   std::printf("cxx: main thread's TLS counter still %lu\n", tls_counter);
   fails += tls_counter != 7;
+
+  // A rescue jump.
+  auto rm = L4Re::Env::env()->rm();
+  long added = rm->add_rescue_jump(reinterpret_cast<l4_addr_t>(&probe),
+                                   reinterpret_cast<l4_addr_t>(probe_end),
+                                   reinterpret_cast<l4_addr_t>(probe_rescue));
+  static long const word = 42;
+  long good = probe(&word);
+  long bad = probe(reinterpret_cast<long const *>(0x10));
+  long removed = rm->remove_rescue_jump(reinterpret_cast<l4_addr_t>(&probe));
+  std::printf("cxx: rescue jump: add %ld, probe %ld, faulting probe %ld, remove %ld\n",
+              added, good, bad, removed);
+  fails += added != 0 || good != 42 || bad != -1 || removed != 0;
 
   // Strings and vectors.
   std::vector<std::string> words;

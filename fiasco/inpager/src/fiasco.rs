@@ -194,6 +194,12 @@ impl InPager {
             (d, bounds)
         };
         match decision {
+            Decision::Error(_) if self.rm.rescue_for(pc).is_some() => {
+                // A rescue jump covers the instruction: a negative reply
+                // makes the kernel raise an exception, whose handler
+                // (below) resumes the thread at the rescue address.
+                Err(Error::Fault)
+            }
             Decision::Error(report) => {
                 // The faulting thread stays blocked until the loader
                 // deletes the task.
@@ -342,7 +348,14 @@ impl ServerObject for InPager {
     fn dispatch(&self, req: &mut Request<'_>) -> Result<MsgTag> {
         match req.tag().label() {
             pager::LABEL => PageFault::dispatch(self, req),
-            LABEL_EXCEPTION => self.end(task::STATUS_KILLED, &l4re::fiasco::exception_report()),
+            LABEL_EXCEPTION => {
+                let regs = l4re::fiasco::exception_regs();
+                match self.rm.rescue_for(regs.ip) {
+                    // `Rm::add_rescue_jump`: resume at the rescue address.
+                    Some(jump) => Ok(l4re::fiasco::exception_resume_at(jump.rescue)),
+                    None => self.end(task::STATUS_KILLED, &l4re::fiasco::exception_report()),
+                }
+            }
             l if l == <Rm as Protocol>::LABEL => {
                 self.update(|s| s.rm_requests += 1);
                 Rm::dispatch(&self.rm, req)

@@ -409,3 +409,48 @@ pub fn sleep_forever() -> ! {
         unsafe { sys::l4_ipc_sleep(sys::l4_timeout_t { raw: 0 }) };
     }
 }
+
+/// The registers of a thread whose exception IPC this thread just
+/// received (label `L4_PROTO_EXCEPTION`; `l4_exc_regs_t`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExceptionRegs {
+    /// Trap number (14: page fault).
+    pub trapno: u64,
+    /// Error code.
+    pub err: u64,
+    /// Faulting address of a page fault.
+    pub pfa: u64,
+    /// Instruction pointer.
+    pub ip: u64,
+    /// Stack pointer.
+    pub sp: u64,
+}
+
+/// Reads the registers of the exception IPC just received.
+pub fn exception_regs() -> ExceptionRegs {
+    Utcb::with(|u| {
+        // SAFETY: an exception IPC carries the thread's registers in the
+        // message registers, laid out as `l4_exc_regs_t`, which fits in them.
+        let r = unsafe { &*(u.mr().as_ptr() as *const sys::l4_exc_regs_t) };
+        ExceptionRegs {
+            trapno: r.trapno,
+            err: r.err,
+            pfa: r.pfa,
+            ip: r.ip,
+            sp: r.sp,
+        }
+    })
+}
+
+/// The reply to the exception IPC just received that resumes the thread
+/// at `ip` with its other registers as they were: the registers go back
+/// in the message registers, and the tag says how many words they are.
+pub fn exception_resume_at(ip: u64) -> MsgTag {
+    const WORDS: usize = core::mem::size_of::<sys::l4_exc_regs_t>() / 8;
+    Utcb::with(|u| {
+        // SAFETY: as in `exception_regs`; only `ip` changes.
+        let r = unsafe { &mut *(u.mr().as_mut_ptr() as *mut sys::l4_exc_regs_t) };
+        r.ip = ip;
+    });
+    MsgTag::new(0, WORDS, 0, 0)
+}
