@@ -479,7 +479,7 @@ fn needed_libraries(bytes: &[u8], phdrs: &[ProgramHeader]) -> Option<usize> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// A minimal static ELF: header, `phnum` program headers, code.

@@ -4,8 +4,11 @@
 //! * [`elf`]: ELF parsing and validation (goblin) and the load plan;
 //! * [`stack`]: the initial stack (argc, argv, envp, auxv);
 //! * [`layout`]: the region map a load plan describes;
+//! * [`in_task`]: loading a program from inside its own task, as L4Re's
+//!   in-task pager does (the internal pager started by ned);
+//! * [`l4re_start`]: an L4Re program's initial stack and environment;
 //! * `host` (feature `host`): the Linux realization — the task stub
-//!   (`l4task`) with the internal pager, the external pager, the control
+//!   (`loader task-stub`) with the internal pager, the external pager, the control
 //!   channel between them, and `loader run`.
 //!
 //! [`elf`], [`layout`] and [`stack`] are `no_std` + `alloc` and shared by both
@@ -16,6 +19,7 @@ extern crate alloc;
 
 pub mod demo;
 pub mod elf;
+pub mod in_task;
 pub mod l4re_start;
 pub mod layout;
 pub mod stack;

@@ -7,16 +7,17 @@
 //! region map (moe's, `l4re_env()->rm`) as its pager. From there, as
 //! `l4re_itas`'s `main.cc` and `loader.cc` do:
 //!
-//! 1. open the binary through the namespace ([`l4re::env::query_path`]),
-//!    read its headers through a temporary attach in the outer region map,
-//!    and plan it ([`loader::elf::plan`], the same planning as every other
-//!    loader of the project);
-//! 2. take over the outer region map's regions and areas
-//!    (`get_regions`/`get_areas`): this program's own memory, the KIP and
-//!    the UTCB area stay with the outer pager (faults there are forwarded),
-//!    and nothing of the program is placed over them;
-//! 3. attach the program's segments and a stack to the task's region map
-//!    ([`loader::layout::attach_plan`]);
+//! 1. take over the outer region map's regions and areas
+//!    (`get_regions`/`get_areas`, [`in_task::import_outer`]): this
+//!    program's own memory, the KIP and the UTCB area stay with the outer
+//!    pager (faults there are forwarded), and nothing of the program is
+//!    placed over them;
+//! 2. open the binary through the namespace ([`l4re::env::query_path`]),
+//!    read it through a temporary attach in the outer region map, and
+//!    place it ([`in_task::place`]: the planning of every loader of the
+//!    project); a dynamically linked program's interpreter the same way;
+//! 3. attach the program's segments, its interpreter's, a stack and a
+//!    scratch page to the task's region map ([`in_task::attach`]);
 //! 4. make the IPC gate that is the program's region map, pager and
 //!    exception handler, bound to this thread;
 //! 5. lay out the program's initial stack as L4Re's loader does
@@ -39,35 +40,24 @@ use alloc::string::String;
 use alloc::sync::Arc;
 use core::cell::{Cell, RefCell};
 
-use l4pager::region::{Backing, RegionMap};
+use alloc::vec::Vec;
+use l4pager::region::RegionMap;
 use l4pager::rm::RmService;
 use l4pager::sync::SpinLock;
 use l4pager::task::{PagerStats, SERVER_LABEL};
 use l4re::Cap;
 use l4re::cap::{CapIdx, CapRights, well_known};
 use l4re::env::env;
-use l4re::fpage::Rights;
 use l4re::kobj::{MAIN_THREAD_PRIO, ThreadAttr};
-use l4re::proto::rm::{RangeList, flags};
+use l4re::proto::rm::{RangeEntry, RangeList, flags};
 use l4re::proto::{Dataspace, DataspaceClient, RmClient};
 use l4re::server::Server;
 use l4re_rt::freestanding::StartInfo;
+use loader::in_task;
 use loader::l4re_start::{self, CapEntry, L4reAux, L4reEnv, Phdrs, StartSpec, UtcbArea};
 
 use crate::fiasco::{ANON_CHUNK, Anon, Ending, InPager, Unmapper, line};
 use crate::window::PAGE;
-
-/// Stack of the program's first thread (L4Re's default:
-/// `Default_stack_words` of `libloader/include/elf`, 0x40000 words).
-const STACK_SIZE: u64 = 0x40000 * 8;
-/// Where L4Re puts that stack by default (its top; `stack_addr`
-/// 0x80000000). If that range is taken the stack goes to the next free
-/// one above, as L4Re's `Search_addr` attach does.
-const STACK_TOP: u64 = 0x8000_0000;
-/// Load address of a static-pie program when ned gives none (`ldr_base`).
-const PIE_BASE: u64 = 0x0100_0000;
-/// Lowest and highest address of the program's region map.
-const MAP_MIN: u64 = 0x1000;
 
 /// Runs the in-task pager; returns only on failure (the exit status).
 pub(crate) fn run(info: StartInfo) -> i32 {
@@ -89,14 +79,8 @@ pub(crate) fn run(info: StartInfo) -> i32 {
     }
 }
 
-/// Alignment of a static-pie program's load address (L4Re's loader
-/// reserves it with `L4_SUPERPAGESHIFT`).
-const PIE_ALIGN: u64 = 2 << 20;
-
 /// Reads the whole binary through a temporary attach in the outer region
-/// map and plans it; a static-pie program is placed at the first free,
-/// superpage-aligned range of `map` from `pie_hint` on, as L4Re's loader
-/// does.
+/// map and places it ([`in_task::place`]).
 fn plan_binary(
     file: Cap<Dataspace>,
     name: &str,
@@ -129,90 +113,30 @@ fn plan_binary(
     // task by the outer region map, which pages it on access; it stays
     // attached until the detach below, after the last use of `bytes`.
     let bytes = unsafe { core::slice::from_raw_parts(at as *const u8, size as usize) };
-    // A first plan at a probe address gives a static-pie program's span.
-    let plan = loader::elf::plan_dynamic(bytes, PIE_BASE).and_then(|p| {
-        if !p.pie {
-            return Ok(p);
-        }
-        let size = (p.span.1 - p.span.0).next_multiple_of(PIE_ALIGN);
-        let hint = pie_hint.next_multiple_of(PIE_ALIGN);
-        match map.reserve_area(hint, size, true, PIE_ALIGN) {
-            Ok(at) => {
-                let _ = map.free_area(at);
-                // The span's start lies as far above the load base as at
-                // the probe.
-                loader::elf::plan_dynamic(bytes, at - (p.span.0 - PIE_BASE))
-            }
-            Err(_) => Err(loader::elf::ElfError::Malformed(
-                "no room for the program in the address space".into(),
-            )),
-        }
-    });
-    let plan = plan.map_err(|e| format!("{name}: {e}"));
+    let plan = in_task::place(map, bytes, pie_hint).map_err(|e| format!("{name}: {e}"));
     let _ = outer.detach(at, len, 0);
     crate::fiasco::unmap_range(at, len);
     plan
 }
 
-/// Takes the outer region map's regions and areas into `map`: faults in
-/// them go to the outer pager (`Pager` regions), kernel memory and
-/// reservations stay unusable.
-fn import_outer(map: &mut RegionMap) -> Result<usize, String> {
-    let outer = env().rm();
-    let mut n = 0;
+/// Reads all of a list the outer region map hands out a reply at a time
+/// (`get_regions`, `get_areas`).
+fn read_all(
+    what: &str,
+    get: impl Fn(u64) -> l4re::Result<RangeList>,
+) -> Result<Vec<RangeEntry>, String> {
+    let mut all = Vec::new();
     let mut at = 0u64;
     loop {
-        let RangeList(list) = outer
-            .get_regions(at)
-            .map_err(|e| format!("cannot read the outer region map: {e}"))?;
-        let Some(last) = list.last().map(|r| r.end) else {
-            break;
-        };
-        for r in &list {
-            let fl = r.flags as u32;
-            let backing = if fl & flags::KERNEL != 0 {
-                Backing::Kernel
-            } else if fl & flags::RESERVED != 0 {
-                Backing::Reserved
-            } else {
-                Backing::Pager { pager: outer.idx() }
-            };
-            let rights = Rights::from_bits_truncate((fl & 7) as u8);
-            map.attach_at(
-                r.start,
-                r.end + 1 - r.start,
-                rights,
-                backing,
-                false,
-                "[outer]",
-            )
-            .map_err(|e| format!("outer region [{:#x}-{:#x}]: {e:?}", r.start, r.end))?;
-            n += 1;
-        }
-        match last.checked_add(1) {
-            Some(next) if list.len() == RangeList::MAX => at = next,
-            _ => break,
+        let RangeList(list) = get(at).map_err(|e| format!("cannot read the outer {what}: {e}"))?;
+        let full = list.len() == RangeList::MAX;
+        let next = list.last().and_then(|r| r.end.checked_add(1));
+        all.extend(list);
+        match next {
+            Some(n) if full && n > at => at = n,
+            _ => return Ok(all),
         }
     }
-    let mut at = 0u64;
-    loop {
-        let RangeList(list) = outer
-            .get_areas(at)
-            .map_err(|e| format!("cannot read the outer areas: {e}"))?;
-        let Some(last) = list.last().map(|r| r.end) else {
-            break;
-        };
-        for a in &list {
-            // Regions inside it were imported above; the area itself only
-            // keeps searches out.
-            let _ = map.reserve_area(a.start, a.end + 1 - a.start, false, PAGE);
-        }
-        match last.checked_add(1) {
-            Some(next) if list.len() == RangeList::MAX => at = next,
-            _ => break,
-        }
-    }
-    Ok(n)
 }
 
 /// Our own environment as an [`L4reEnv`] (caps by slot).
@@ -259,12 +183,15 @@ fn start(info: StartInfo) -> Result<(Arc<InPager>, Server), String> {
         .map_err(|e| format!("cannot open {name}: {e}"))?
         .into_cap();
     // The task's region map: the outer map's regions, then the program.
-    let mut map = RegionMap::new(MAP_MIN, loader::elf::USER_END);
-    let outer = import_outer(&mut map)?;
+    let mut map = in_task::new_map();
+    let rm = env().rm();
+    let regions = read_all("regions", |a| rm.get_regions(a))?;
+    let areas = read_all("areas", |a| rm.get_areas(a))?;
+    let outer = in_task::import_outer(&mut map, &regions, &areas, rm.idx())?;
     let pie_hint = if aux.ldr_base != 0 {
         aux.ldr_base
     } else {
-        PIE_BASE
+        in_task::PIE_BASE
     };
     let plan = plan_binary(file, name, &mut map, pie_hint)?;
     // A dynamically linked program starts at its interpreter (L4Re's
@@ -287,37 +214,14 @@ fn start(info: StartInfo) -> Result<(Arc<InPager>, Server), String> {
             Some((ifile, iplan))
         }
     };
-    loader::layout::attach_plan(&mut map, &plan, file.idx()).map_err(|e| format!("{name}: {e}"))?;
-    if let Some((ifile, iplan)) = &interp {
-        loader::layout::attach_plan(&mut map, iplan, ifile.idx())
-            .map_err(|e| format!("{name}'s interpreter: {e}"))?;
-    }
-    let stack = map
-        .attach(
-            STACK_TOP - STACK_SIZE,
-            STACK_SIZE,
-            Rights::RW,
-            Backing::Anon,
-            true,
-            "[stack]",
-            true,
-            false,
-            PAGE,
-        )
-        .map_err(|e| format!("no room for the stack: {e:?}"))?;
-    let scratch = map
-        .attach(
-            PIE_BASE,
-            PAGE,
-            Rights::empty(),
-            Backing::Reserved,
-            false,
-            "[inpager scratch]",
-            true,
-            false,
-            PAGE,
-        )
-        .map_err(|e| format!("no room for the scratch page: {e:?}"))?;
+    let layout = in_task::attach(
+        &mut map,
+        &plan,
+        file.idx(),
+        interp.as_ref().map(|(f, p)| (p, f.idx())),
+    )
+    .map_err(|e| format!("{name}: {e}"))?;
+    let (stack, scratch) = (layout.stack, layout.scratch);
     let regions = map.len();
 
     // Anonymous memory from the program's allocator, as it fills up.
@@ -391,9 +295,9 @@ fn start(info: StartInfo) -> Result<(Arc<InPager>, Server), String> {
             num: plan.phnum,
             entsize: plan.phent,
         }),
-        dynamic: interp.as_ref().map(|(_, i)| (plan.entry, i.bias)),
+        dynamic: layout.dynamic,
     };
-    let top = stack + STACK_SIZE;
+    let top = stack + in_task::STACK_SIZE;
     let built = l4re_start::build(top, &spec).map_err(|e| format!("initial stack: {e:?}"))?;
     let bytes = &built.stack.bytes;
     let low = top - bytes.len() as u64;
@@ -416,7 +320,7 @@ fn start(info: StartInfo) -> Result<(Arc<InPager>, Server), String> {
         .scheduler()
         .run_thread(thread, MAIN_THREAD_PRIO)
         .map_err(|e| format!("cannot schedule the program's thread: {e}"))?;
-    let entry = interp.as_ref().map_or(plan.entry, |(_, i)| i.entry);
+    let entry = layout.entry;
     thread
         .ex_regs(entry, built.stack.sp, 0)
         .map_err(|e| format!("cannot start the program: {e}"))?;
