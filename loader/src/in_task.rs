@@ -44,6 +44,12 @@ pub const PIE_BASE: u64 = 0x0100_0000;
 pub const PIE_ALIGN: u64 = 2 << 20;
 /// Lowest address of the task's region map.
 pub const MAP_MIN: u64 = 0x1000;
+/// A flag of the `l4re_aux_t`'s `ldr_flags` beyond L4Re's own
+/// (`L4RE_AUX_LDR_FLAG_*`, bits 0-2): the capability named `"server"` is an
+/// IPC gate the creating task made and bound to the in-task pager's
+/// thread with [`l4pager::task::SERVER_LABEL`] (the seeds' arrangement);
+/// the pager serves the program through it instead of making its own.
+pub const LDR_FLAG_SERVER_GATE: u64 = 1 << 31;
 
 /// A new region map for a task, for addresses from [`MAP_MIN`] to
 /// [`elf::USER_END`].

@@ -242,12 +242,16 @@ fn start(info: StartInfo) -> Result<(Arc<InPager>, Server), String> {
     };
 
     // The gate: the program's region map, pager and exception handler.
-    let me = env().main_thread();
-    let gate = env()
-        .factory()
-        .create_gate(Some(me), SERVER_LABEL)
-        .map_err(|e| format!("cannot create the region-map gate: {e}"))?
-        .into_cap();
+    // A creator that made it already (the seeds' arrangement: the gate
+    // named "server", bound to this thread) says so in `ldr_flags`.
+    let gate: Cap<l4re::cap::IpcGate> = match env().get_cap("server") {
+        Some(g) if aux.ldr_flags & in_task::LDR_FLAG_SERVER_GATE != 0 => g,
+        _ => env()
+            .factory()
+            .create_gate(Some(env().main_thread()), SERVER_LABEL)
+            .map_err(|e| format!("cannot create the region-map gate: {e}"))?
+            .into_cap(),
+    };
     let parent: Cap<l4re::proto::Parent> = env().parent().cast();
     #[allow(clippy::arc_with_non_send_sync)]
     let pager = Arc::new(InPager {
