@@ -186,10 +186,9 @@ pub fn report(
 
 /// Decides how to resolve a fault at `addr` with `access` raised at `pc`.
 pub fn resolve(map: &RegionMap, addr: u64, access: Access, pc: u64) -> Decision {
-    let Some(r) = map.lookup(addr) else {
+    let Some((region, r)) = map.lookup_indexed(addr) else {
         return Decision::Error(report(map, addr, access, pc, FaultCause::NoRegion));
     };
-    let region = map.iter().position(|x| x.start == r.start).unwrap_or(0);
     if !r.rights.contains(access.right()) {
         return Decision::Error(report(map, addr, access, pc, FaultCause::Forbidden));
     }

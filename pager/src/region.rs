@@ -9,8 +9,10 @@
 //! *Areas* are reserved address ranges that regions can later be attached
 //! into (`reserve_area` / `IN_AREA`).
 //!
-//! Regions are kept in a `BTreeMap` keyed by start address: lookup of the
-//! region containing an address is a predecessor query, O(log n).
+//! Regions are kept in a vector sorted by start address: lookup of the
+//! region containing an address is a binary search, O(log n), and gives
+//! the region's index (its number in address order) with it; attach and
+//! detach, much rarer than faults, move the entries behind.
 
 use alloc::collections::BTreeMap;
 use alloc::string::String;
@@ -167,7 +169,8 @@ pub struct Detached {
 /// The region map.
 #[derive(Debug, Clone)]
 pub struct RegionMap {
-    regions: BTreeMap<u64, Region>,
+    /// Sorted by `start`; never overlapping.
+    regions: Vec<Region>,
     /// Areas: start → end.
     areas: BTreeMap<u64, u64>,
     /// Lowest address regions may use.
@@ -184,7 +187,7 @@ impl RegionMap {
     /// An empty map for addresses in `[min, max)`.
     pub fn new(min: u64, max: u64) -> Self {
         RegionMap {
-            regions: BTreeMap::new(),
+            regions: Vec::new(),
             areas: BTreeMap::new(),
             min,
             max,
@@ -203,26 +206,38 @@ impl RegionMap {
 
     /// The regions in address order.
     pub fn iter(&self) -> impl Iterator<Item = &Region> {
-        self.regions.values()
+        self.regions.iter()
+    }
+
+    /// Index of the last region starting below `end`, if any.
+    fn last_below(&self, end: u64) -> Option<usize> {
+        self.regions
+            .partition_point(|r| r.start < end)
+            .checked_sub(1)
     }
 
     /// The region containing `addr`, in O(log n).
     pub fn lookup(&self, addr: u64) -> Option<&Region> {
-        self.regions
-            .range(..=addr)
-            .next_back()
-            .map(|(_, r)| r)
-            .filter(|r| r.contains(addr))
+        self.lookup_indexed(addr).map(|(_, r)| r)
+    }
+
+    /// The region containing `addr` and its index in address order, in
+    /// O(log n).
+    pub fn lookup_indexed(&self, addr: u64) -> Option<(usize, &Region)> {
+        let i = self.last_below(addr.checked_add(1)?)?;
+        let r = &self.regions[i];
+        r.contains(addr).then_some((i, r))
     }
 
     /// The region containing `addr`, or else the closest one (below or
     /// above), with the distance in bytes (0 if inside).
     pub fn nearest(&self, addr: u64) -> Option<(&Region, u64)> {
-        let below = self.regions.range(..=addr).next_back().map(|(_, r)| r);
+        let split = self.regions.partition_point(|r| r.start <= addr);
+        let below = split.checked_sub(1).map(|i| &self.regions[i]);
         if let Some(r) = below.filter(|r| r.contains(addr)) {
             return Some((r, 0));
         }
-        let above = self.regions.range(addr..).next().map(|(_, r)| r);
+        let above = self.regions.get(split);
         let db = below.map(|r| addr - (r.end() - 1));
         let da = above.map(|r| r.start - addr);
         match (below, above) {
@@ -241,10 +256,8 @@ impl RegionMap {
 
     /// Whether `[start, end)` overlaps a region.
     fn overlaps(&self, start: u64, end: u64) -> bool {
-        if let Some((_, r)) = self.regions.range(..end).next_back() {
-            return r.end() > start;
-        }
-        false
+        self.last_below(end)
+            .is_some_and(|i| self.regions[i].end() > start)
     }
 
     /// The area that contains all of `[start, end)`.
@@ -280,11 +293,10 @@ impl RegionMap {
             }
             // The first region or foreign area in the way, if any.
             let blocker = self
-                .regions
-                .range(..end)
-                .next_back()
-                .filter(|(_, r)| r.end() > at)
-                .map(|(_, r)| r.end());
+                .last_below(end)
+                .map(|i| &self.regions[i])
+                .filter(|r| r.end() > at)
+                .map(|r| r.end());
             let blocker = blocker.or_else(|| {
                 if in_area {
                     None
@@ -358,8 +370,9 @@ impl RegionMap {
             }
             _ => {}
         }
+        let at = self.regions.partition_point(|r| r.start < start);
         self.regions.insert(
-            start,
+            at,
             Region {
                 start,
                 size,
@@ -393,13 +406,14 @@ impl RegionMap {
     /// middle).
     pub fn detach(&mut self, addr: u64, size: u64) -> Result<Detached, MapError> {
         let end = addr.checked_add(size.max(1)).ok_or(MapError::Invalid)?;
-        let first = self
-            .regions
-            .range(..end)
-            .find(|(_, r)| r.end() > addr)
-            .map(|(s, _)| *s)
-            .ok_or(MapError::NotFound)?;
-        let r = self.regions.remove(&first).expect("key just found");
+        // The first region overlapping: the one containing `addr`, else
+        // the first starting inside the range.
+        let from = self.regions.partition_point(|r| r.end() <= addr);
+        let first = from;
+        if self.regions.get(first).is_none_or(|r| r.start >= end) {
+            return Err(MapError::NotFound);
+        }
+        let r = self.regions.remove(first);
         let cut_start = addr.max(r.start) / PAGE_SIZE * PAGE_SIZE;
         let cut_end = end
             .min(r.end())
@@ -411,7 +425,7 @@ impl RegionMap {
         if cut_start > r.start {
             let mut head = r.clone();
             head.size = cut_start - r.start;
-            self.regions.insert(head.start, head);
+            self.insert_sorted(head);
             kept = true;
             pieces += 1;
         }
@@ -432,13 +446,17 @@ impl RegionMap {
                     file_len: file_len.saturating_sub(delta),
                 };
             }
-            self.regions.insert(tail.start, tail);
+            self.insert_sorted(tail);
             kept = true;
             pieces += 1;
         }
         // The kept pieces lie outside `[addr, end)`: anything else there
         // is another region.
-        let again = self.regions.range(..end).any(|(_, r)| r.end() > addr);
+        let again = self
+            .regions
+            .iter()
+            .take_while(|r| r.start < end)
+            .any(|r| r.end() > addr);
         Ok(Detached {
             start: cut_start,
             size: cut_end - cut_start,
@@ -449,12 +467,18 @@ impl RegionMap {
         })
     }
 
+    fn insert_sorted(&mut self, r: Region) {
+        let at = self.regions.partition_point(|x| x.start < r.start);
+        self.regions.insert(at, r);
+    }
+
     /// Limits the file data of the file-backed region starting at `start`
     /// to its first `file_len` bytes (the rest reads as zeros): for an
     /// ELF segment whose file data ends inside a page. Returns whether
     /// such a region exists.
     pub fn set_file_len(&mut self, start: u64, file_len: u64) -> bool {
-        match self.regions.get_mut(&start) {
+        let i = self.regions.partition_point(|r| r.start < start);
+        match self.regions.get_mut(i).filter(|r| r.start == start) {
             Some(Region {
                 backing: Backing::File { file_len: l, .. },
                 ..
@@ -511,7 +535,8 @@ impl RegionMap {
 
     /// The regions starting at or above `start`, in address order.
     pub fn regions_from(&self, start: u64) -> impl Iterator<Item = &Region> {
-        self.regions.range(start..).map(|(_, r)| r)
+        let i = self.regions.partition_point(|r| r.start < start);
+        self.regions[i..].iter()
     }
 
     /// The areas starting at or above `start` as `(start, end)`, in
@@ -523,7 +548,7 @@ impl RegionMap {
     /// Index of the region starting at `start` in address order (the
     /// statistics' region number).
     pub fn index_of(&self, start: u64) -> usize {
-        self.regions.range(..start).count()
+        self.regions.partition_point(|r| r.start < start)
     }
 
     /// Whether every byte of `[start, end)` lies in some region.
