@@ -323,6 +323,7 @@ impl Server {
                 Err(e) => return Err(e),
             };
             let reply = self.handle(rx);
+            let answer = reply.label() != Error::NoReply.code();
             if let Some(go) = keep_going.as_mut() {
                 // The reply waits in the message registers, and the hook
                 // may make calls of its own that use them (on Fiasco
@@ -335,6 +336,9 @@ impl Server {
                 Utcb::with(|u| u.mr()[..n].copy_from_slice(&saved[..n]));
                 if !more {
                     // Deliver the last reply before leaving.
+                    if !answer {
+                        return Ok(());
+                    }
                     if let Err(e) = Utcb::with(|u| ipc::reply(u, reply)) {
                         log::debug!("last reply not delivered: {e}");
                     }
@@ -342,7 +346,11 @@ impl Server {
                 }
             }
             self.announce_buffers()?;
-            next = Utcb::with(|u| ipc::reply_and_wait(u, reply, timeout));
+            next = if answer {
+                Utcb::with(|u| ipc::reply_and_wait(u, reply, timeout))
+            } else {
+                Utcb::with(|u| ipc::wait(u, timeout))
+            };
         }
     }
 }

@@ -6,16 +6,21 @@
 //! * [`layout`]: the region map a load plan describes;
 //! * `host` (feature `host`): the Linux realization — the task stub
 //!   (`l4task`) with the internal pager, the external pager, the control
-//!   channel between them, and `loader run`.
+//!   channel between them, and `loader run`;
+//! * [`fiasco`]: the Fiasco.OC realization — `ext-loader`, which creates
+//!   tasks and is their external pager or loads an internal pager into
+//!   them (its task creation and pager loop need the feature `fiasco`;
+//!   its options and checks are shared code).
 //!
-//! [`elf`], [`layout`] and [`stack`] are `no_std` + `alloc` and shared by both
-//! platforms.
+//! [`elf`], [`layout`], [`stack`] and [`l4re_start`] are `no_std` + `alloc`
+//! and shared by both platforms.
 #![cfg_attr(not(feature = "std"), no_std)]
 
 extern crate alloc;
 
 pub mod demo;
 pub mod elf;
+pub mod fiasco;
 pub mod l4re_start;
 pub mod layout;
 pub mod stack;
