@@ -443,4 +443,47 @@ mod tests {
         }
         assert_eq!(opener.value(), Err(Error::NoSys));
     }
+
+    /// Opens nothing: `open` is never answered.
+    struct Silent;
+
+    impl OpenerServer for Silent {
+        fn open(&self, _: &mut Request<'_>, _: u64) -> Result<SndFpage> {
+            Err(Error::NoReply)
+        }
+        fn value(&self, _: &mut Request<'_>) -> Result<u64> {
+            Ok(5)
+        }
+    }
+
+    impl ServerObject for Silent {
+        fn protocols(&self) -> &[(i64, &'static str)] {
+            &[(0x7200, "silent")]
+        }
+        fn dispatch(&self, req: &mut Request<'_>) -> Result<MsgTag> {
+            Opener::dispatch(self, req)
+        }
+    }
+
+    /// A handler that fails with `Error::NoReply` sends no reply, and the
+    /// loop serves the next request. (On Fiasco the caller stays blocked;
+    /// the host drops a request its server waits past, so the caller sees
+    /// `NotExistent` instead of the error reply `-L4_ENOREPLY`.)
+    #[test]
+    fn no_reply_sends_no_reply() {
+        let gate = env().factory().create_gate(None, 0).unwrap();
+        let g = gate.cap();
+        let (_t, _j) = crate::host::spawn_thread(move || {
+            let mut server = Server::new();
+            #[allow(clippy::arc_with_non_send_sync)]
+            let silent = Arc::new(Silent);
+            server.register_gate(g, silent).unwrap();
+            let _ = server.run();
+        })
+        .unwrap();
+        let slot = crate::cap::alloc::<Opener>().unwrap();
+        let r = g.cast::<Opener>().open(1, RcvBuf::cap(slot.idx()));
+        assert_eq!(r, Err(Error::Ipc(crate::IpcError::NotExistent)));
+        assert_eq!(gate.cap().cast::<Opener>().value(), Ok(5));
+    }
 }

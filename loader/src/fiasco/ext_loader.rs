@@ -412,21 +412,19 @@ fn program_regions(map: &RegionMap) -> Vec<(RegionInfo, Option<CapIdx>, String)>
     out
 }
 
-/// Looks up the dataspace of an `--attach` and adds it to the program's
-/// region map (which refuses an overlap with the program). Returns the
-/// capability if it was looked up here (and is to be freed with the task).
-fn attach_source(
+/// The dataspace of an `--attach`, and its capability if it was looked up
+/// here (and is to be freed with the task).
+fn lookup(
     ns: Cap<Namespace>,
-    map: &mut RegionMap,
     a: &Attach<'_>,
-) -> Result<Option<OwnedCap<Untyped>>, LoaderError> {
-    let what = format!("--attach={}@{:#x}", a.source, a.addr);
+) -> Result<(Option<OwnedCap<Untyped>>, CapIdx), LoaderError> {
+    let not_found = |name: String, e| LoaderError::NotFound(name, e);
     let owned = match a.source {
         Source::Rom(name) => {
             let rom = env()
                 .get_cap::<Namespace>("rom")
-                .ok_or_else(|| LoaderError::NotFound("capability \"rom\"".into(), None))?;
-            Some(query(rom, name).map_err(|e| LoaderError::NotFound(name.into(), Some(e)))?)
+                .ok_or_else(|| not_found("capability \"rom\"".into(), None))?;
+            query(rom, name).map_err(|e| not_found(name.into(), Some(e)))?
         }
         // The namespace hands out files read-only; l4fs's own `open`
         // read-write.
@@ -439,25 +437,37 @@ fn attach_source(
                     RcvBuf::cap(ds.idx()),
                 )
                 .map_err(call("open read-write in l4fs"))?;
-            Some(ds)
+            ds
         }
-        Source::Fs(path) => Some(
-            query(ns, path)
-                .map_err(|e| LoaderError::NotFound(format!("{path} in l4fs"), Some(e)))?,
-        ),
-        Source::Cap(_) => None,
+        Source::Fs(path) => {
+            query(ns, path).map_err(|e| not_found(format!("{path} in l4fs"), Some(e)))?
+        }
+        Source::Cap(name) => {
+            let c = env().get_cap::<Untyped>(name);
+            return Ok((
+                None,
+                c.ok_or_else(|| not_found(format!("capability {name:?}"), None))?
+                    .idx(),
+            ));
+        }
     };
-    let ds = match (&owned, a.source) {
-        (Some(c), _) => c.idx(),
-        (None, Source::Cap(name)) => env()
-            .get_cap::<Untyped>(name)
-            .ok_or_else(|| LoaderError::NotFound(format!("capability {name:?}"), None))?
-            .idx(),
-        (None, _) => unreachable!("looked up above"),
-    };
+    let idx = owned.idx();
+    Ok((Some(owned), idx))
+}
+
+/// Looks up the dataspace of an `--attach` and adds it to the program's
+/// region map (which refuses an overlap with the program). Returns the
+/// capability if it was looked up here (and is to be freed with the task).
+fn attach_source(
+    ns: Cap<Namespace>,
+    map: &mut RegionMap,
+    a: &Attach<'_>,
+) -> Result<Option<OwnedCap<Untyped>>, LoaderError> {
+    let what = format!("--attach={}@{:#x}", a.source, a.addr);
+    let (owned, ds) = lookup(ns, a).map_err(|e| e.of(&what))?;
     let stats = Cap::<Dataspace>::from_idx(ds)
         .info()
-        .map_err(call("not a dataspace: info"))?;
+        .map_err(|e| LoaderError::Call("not a dataspace: info", e).of(&what))?;
     if stats.size == 0 {
         return Err(LoaderError::Unusable(what, "empty dataspace"));
     }

@@ -211,21 +211,15 @@ pub fn inpager_stack() -> Result<(BTreeMap<u64, Vec<u8>>, u64), LoaderError> {
         dynamic: None,
     };
     let built = l4re_start::build(layout::STACK_TOP, &spec).map_err(LoaderError::Stack)?;
-    let bytes = &built.stack.bytes;
-    let bottom = layout::STACK_TOP - bytes.len() as u64;
-    let mut pages = BTreeMap::new();
-    let mut page = bottom & !(PAGE - 1);
-    while page < layout::STACK_TOP {
-        let mut content = alloc::vec![0u8; PAGE as usize];
-        for (i, b) in content.iter_mut().enumerate() {
-            let a = page + i as u64;
-            if a >= bottom {
-                *b = bytes[(a - bottom) as usize];
-            }
-        }
-        pages.insert(page, content);
-        page += PAGE;
-    }
+    // The stack from the start of its lowest page (STACK_TOP is page-aligned).
+    let bottom = layout::STACK_TOP - built.stack.bytes.len() as u64;
+    let first = bottom & !(PAGE - 1);
+    let mut padded = alloc::vec![0u8; (bottom - first) as usize];
+    padded.extend_from_slice(&built.stack.bytes);
+    let pages = padded.chunks(PAGE as usize).enumerate();
+    let pages = pages
+        .map(|(i, c)| (first + i as u64 * PAGE, c.to_vec()))
+        .collect();
     Ok((pages, built.stack.sp))
 }
 
