@@ -163,6 +163,23 @@ mod fiasco_objects {
         }
     }
 
+    impl Cap<Task> {
+        /// Maps capability `obj` of task `src` into slot `dst` of this
+        /// task with at most `rights` (`l4_task_map` with
+        /// `l4_obj_fpage(obj, 0, rights)` and `l4_map_obj_control(dst,
+        /// L4_MAP_ITEM_MAP)`).
+        pub fn map_obj(
+            self,
+            src: Cap<Task>,
+            obj: CapIdx,
+            rights: crate::cap::CapRights,
+            dst: CapIdx,
+        ) -> Result<()> {
+            let base = crate::fpage::ITEM_MAP | (dst.0 & !((1 << crate::cap::CAP_SHIFT) - 1));
+            self.map_from(src, Fpage::obj(obj, 0, rights), base)
+        }
+    }
+
     /// The kernel info page.
     pub struct Kip;
 

@@ -323,6 +323,7 @@ impl Server {
                 Err(e) => return Err(e),
             };
             let reply = self.handle(rx);
+            let answer = reply.label() != Error::NoReply.code();
             if let Some(go) = keep_going.as_mut() {
                 // The reply waits in the message registers, and the hook
                 // may make calls of its own that use them (on Fiasco
@@ -335,6 +336,9 @@ impl Server {
                 Utcb::with(|u| u.mr()[..n].copy_from_slice(&saved[..n]));
                 if !more {
                     // Deliver the last reply before leaving.
+                    if !answer {
+                        return Ok(());
+                    }
                     if let Err(e) = Utcb::with(|u| ipc::reply(u, reply)) {
                         log::debug!("last reply not delivered: {e}");
                     }
@@ -342,7 +346,11 @@ impl Server {
                 }
             }
             self.announce_buffers()?;
-            next = Utcb::with(|u| ipc::reply_and_wait(u, reply, timeout));
+            next = if answer {
+                Utcb::with(|u| ipc::reply_and_wait(u, reply, timeout))
+            } else {
+                Utcb::with(|u| ipc::wait(u, timeout))
+            };
         }
     }
 }
@@ -434,5 +442,48 @@ mod tests {
             assert_eq!(slot.value(), Ok(base));
         }
         assert_eq!(opener.value(), Err(Error::NoSys));
+    }
+
+    /// Opens nothing: `open` is never answered.
+    struct Silent;
+
+    impl OpenerServer for Silent {
+        fn open(&self, _: &mut Request<'_>, _: u64) -> Result<SndFpage> {
+            Err(Error::NoReply)
+        }
+        fn value(&self, _: &mut Request<'_>) -> Result<u64> {
+            Ok(5)
+        }
+    }
+
+    impl ServerObject for Silent {
+        fn protocols(&self) -> &[(i64, &'static str)] {
+            &[(0x7200, "silent")]
+        }
+        fn dispatch(&self, req: &mut Request<'_>) -> Result<MsgTag> {
+            Opener::dispatch(self, req)
+        }
+    }
+
+    /// A handler that fails with `Error::NoReply` sends no reply, and the
+    /// loop serves the next request. (On Fiasco the caller stays blocked;
+    /// the host drops a request its server waits past, so the caller sees
+    /// `NotExistent` instead of the error reply `-L4_ENOREPLY`.)
+    #[test]
+    fn no_reply_sends_no_reply() {
+        let gate = env().factory().create_gate(None, 0).unwrap();
+        let g = gate.cap();
+        let (_t, _j) = crate::host::spawn_thread(move || {
+            let mut server = Server::new();
+            #[allow(clippy::arc_with_non_send_sync)]
+            let silent = Arc::new(Silent);
+            server.register_gate(g, silent).unwrap();
+            let _ = server.run();
+        })
+        .unwrap();
+        let slot = crate::cap::alloc::<Opener>().unwrap();
+        let r = g.cast::<Opener>().open(1, RcvBuf::cap(slot.idx()));
+        assert_eq!(r, Err(Error::Ipc(crate::IpcError::NotExistent)));
+        assert_eq!(gate.cap().cast::<Opener>().value(), Ok(5));
     }
 }

@@ -18,16 +18,13 @@
 //!    [`STACK_SIZE`] (at [`STACK_TOP`], or the next free range above) and
 //!    a scratch page for the pager's private copies.
 
-use alloc::format;
-use alloc::string::String;
-
-use l4pager::region::{Backing, RegionMap};
+use l4pager::region::{Backing, MapError, RegionMap};
 use l4re::cap::CapIdx;
 use l4re::fpage::Rights;
 use l4re::proto::rm::{RangeEntry, flags};
 
 use crate::elf::{self, ElfError, Plan};
-use crate::layout;
+use crate::layout::{self, LayoutError};
 
 /// Page size.
 const PAGE: u64 = 4096;
@@ -65,7 +62,7 @@ pub fn import_outer(
     regions: &[RangeEntry],
     areas: &[RangeEntry],
     outer: CapIdx,
-) -> Result<usize, String> {
+) -> Result<usize, LayoutError> {
     for r in regions {
         let fl = r.flags as u32;
         let backing = if fl & flags::KERNEL != 0 {
@@ -75,14 +72,20 @@ pub fn import_outer(
         } else {
             Backing::Pager { pager: outer }
         };
+        let refused = |error| LayoutError {
+            name: "[outer]".into(),
+            start: r.start,
+            end: r.end.wrapping_add(1),
+            error,
+        };
         let size = r
             .end
             .checked_sub(r.start)
             .and_then(|s| s.checked_add(1))
-            .ok_or_else(|| format!("outer region [{:#x}-{:#x}] is empty", r.start, r.end))?;
+            .ok_or(refused(MapError::Invalid))?;
         let rights = Rights::from_bits_truncate((fl & 7) as u8);
         map.attach_at(r.start, size, rights, backing, false, "[outer]")
-            .map_err(|e| format!("outer region [{:#x}-{:#x}]: {e:?}", r.start, r.end))?;
+            .map_err(refused)?;
     }
     for a in areas {
         // The regions inside were entered above; the area only keeps
@@ -137,11 +140,22 @@ pub fn attach(
     program: &Plan,
     ds: CapIdx,
     interp: Option<(&Plan, CapIdx)>,
-) -> Result<Layout, String> {
+) -> Result<Layout, LayoutError> {
     layout::attach_plan(map, program, ds)?;
     if let Some((plan, ids)) = interp {
-        layout::attach_plan(map, plan, ids).map_err(|e| format!("interpreter: {e}"))?;
+        layout::attach_plan(map, plan, ids).map_err(|e| LayoutError {
+            name: alloc::format!("interpreter's {}", e.name),
+            ..e
+        })?;
     }
+    let no_room = |name: &'static str, start: u64, size: u64| {
+        move |error| LayoutError {
+            name: name.into(),
+            start,
+            end: start + size,
+            error,
+        }
+    };
     let stack = map
         .attach(
             STACK_TOP - STACK_SIZE,
@@ -154,7 +168,7 @@ pub fn attach(
             false,
             PAGE,
         )
-        .map_err(|e| format!("no room for the stack: {e:?}"))?;
+        .map_err(no_room("[stack]", STACK_TOP - STACK_SIZE, STACK_SIZE))?;
     let scratch = map
         .attach(
             PIE_BASE,
@@ -167,7 +181,7 @@ pub fn attach(
             false,
             PAGE,
         )
-        .map_err(|e| format!("no room for the scratch page: {e:?}"))?;
+        .map_err(no_room("[pager scratch]", PIE_BASE, PAGE))?;
     Ok(Layout {
         stack,
         scratch,
@@ -331,6 +345,7 @@ mod tests {
         let e = tiny(2, &[(5, 0, 0x6000_0000, 0x1800, 0x1800)], 0x6000_0100);
         let p = place(&mut m, &e, 0).unwrap();
         let err = attach(&mut m, &p, DS, None).unwrap_err();
-        assert!(err.contains("0x60000000"), "{err}");
+        assert_eq!((err.start, err.error), (0x6000_0000, MapError::Overlap));
+        assert!(alloc::format!("{err}").contains("0x60000000"), "{err}");
     }
 }

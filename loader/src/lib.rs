@@ -8,17 +8,22 @@
 //!   in-task pager does (the internal pager started by ned);
 //! * [`l4re_start`]: an L4Re program's initial stack and environment;
 //! * `host` (feature `host`): the Linux realization — the task stub
-//!   (`loader task-stub`) with the internal pager, the external pager, the control
-//!   channel between them, and `loader run`.
+//!   (`loader task-stub`) with the internal pager, the external pager,
+//!   the control channel between them, and `loader run`;
+//! * [`fiasco`]: the Fiasco.OC realization — `ext-loader`, which creates
+//!   tasks and is their external pager or loads an internal pager into
+//!   them (its task creation and pager loop need the feature `fiasco`;
+//!   its options and checks are shared code).
 //!
-//! [`elf`], [`layout`] and [`stack`] are `no_std` + `alloc` and shared by both
-//! platforms.
+//! [`elf`], [`layout`], [`stack`], [`in_task`] and [`l4re_start`] are `no_std` + `alloc`
+//! and shared by both platforms.
 #![cfg_attr(not(feature = "std"), no_std)]
 
 extern crate alloc;
 
 pub mod demo;
 pub mod elf;
+pub mod fiasco;
 pub mod in_task;
 pub mod l4re_start;
 pub mod layout;

@@ -187,7 +187,8 @@ fn start(info: StartInfo) -> Result<(Arc<InPager>, Server), String> {
     let rm = env().rm();
     let regions = read_all("regions", |a| rm.get_regions(a))?;
     let areas = read_all("areas", |a| rm.get_areas(a))?;
-    let outer = in_task::import_outer(&mut map, &regions, &areas, rm.idx())?;
+    let outer = in_task::import_outer(&mut map, &regions, &areas, rm.idx())
+        .map_err(|e| format!("the outer region map: {e}"))?;
     let pie_hint = if aux.ldr_base != 0 {
         aux.ldr_base
     } else {

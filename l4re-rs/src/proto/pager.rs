@@ -14,6 +14,11 @@ use crate::protocol;
 /// `L4_PROTO_PAGE_FAULT`.
 pub const LABEL: i64 = -2;
 
+/// `L4_PROTO_EXCEPTION`: what the kernel sends a thread's exception
+/// handler (the thread's registers, `l4_exc_regs_t`, in the message
+/// registers), also after a page fault answered with a negative label.
+pub const EXCEPTION_LABEL: i64 = -5;
+
 /// Bit of `pfa` set for a write access.
 pub const PFA_WRITE: u64 = 2;
 /// Bit of `pfa` set for an instruction fetch.

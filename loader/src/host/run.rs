@@ -38,7 +38,6 @@ use l4re::cap::{Cap, IpcGate, OwnedCap, Untyped};
 use l4re::env::env;
 use l4re::fpage::{RcvBuf, Rights};
 use l4re::msg::LongBytes;
-use l4re::proto::rm::flags as rmf;
 use l4re::proto::{Dataspace, Rm, RmClient};
 
 use super::children::Children;
@@ -442,10 +441,7 @@ pub fn run(opts: &RunOpts) -> Result<Outcome, RunError> {
     let regions: Vec<_> = loader_map.lock().iter().cloned().collect();
     let mut file_limits = Vec::new();
     for r in &regions {
-        let mut fl = r.rights.bits() as u32;
-        if r.private {
-            fl |= rmf::PRIVATE;
-        }
+        let fl = crate::layout::attach_flags(r);
         let (mem, offs) = match r.backing {
             Backing::File {
                 offset, file_len, ..

@@ -6,7 +6,8 @@
 //!   and touched page by page, so that every page is present in this task
 //!   and can be mapped to others;
 //! * [`attach`]: a dataspace received from elsewhere (a boot module from
-//!   ned's `caps`), attached read-only or read-write;
+//!   ned's `caps`), attached read-only or read-write; [`Attachment`]: one
+//!   attached read-only as long as it lives, readable as bytes;
 //! * [`reserve_area`]: address space that L4Re's region map keeps free, for
 //!   mappings this task makes itself ([`map_local`]);
 //! * [`map_local`] / [`unmap`]: `l4_task_map` inside this task and
@@ -124,6 +125,46 @@ impl Drop for Region {
         Utcb::with(|_| {
             // SAFETY: the region was attached at `addr` by `new`; nothing
             // of ours refers to it any more (we are being dropped).
+            unsafe { sys::l4re_rm_detach(self.addr as *mut core::ffi::c_void) };
+        });
+    }
+}
+
+/// A dataspace attached read-only in this task (`l4re_rm_attach` with
+/// `L4RE_RM_F_R`), readable as bytes; dropping it detaches the region
+/// (`l4re_rm_detach`).
+pub struct Attachment {
+    addr: u64,
+    size: u64,
+}
+
+impl Attachment {
+    /// Attaches the first `size` bytes of `ds` read-only.
+    pub fn read_only(ds: CapIdx, size: u64) -> Result<Self> {
+        let addr = attach(ds, size, false)?;
+        Ok(Attachment { addr, size })
+    }
+
+    /// Start address in this task.
+    pub fn addr(&self) -> u64 {
+        self.addr
+    }
+
+    /// The attached bytes. (Whoever holds the dataspace writable may
+    /// change them meanwhile: read them as a snapshot, e.g. an ELF file
+    /// to validate once.)
+    pub fn bytes(&self) -> &[u8] {
+        // SAFETY: `size` bytes are attached readable at `addr` for as long
+        // as `self` lives (L4Re's region manager pages them in on access).
+        unsafe { core::slice::from_raw_parts(self.addr as *const u8, self.size as usize) }
+    }
+}
+
+impl Drop for Attachment {
+    fn drop(&mut self) {
+        Utcb::with(|_| {
+            // SAFETY: attached at `addr` by `read_only`; the slices handed
+            // out borrowed `self`, so none is left.
             unsafe { sys::l4re_rm_detach(self.addr as *mut core::ffi::c_void) };
         });
     }

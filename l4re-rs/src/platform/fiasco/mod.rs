@@ -402,6 +402,13 @@ pub fn take_utcb() -> u64 {
     }
 }
 
+/// Sleeps `ms` milliseconds (`l4_ipc_sleep_ms`: a receive from nobody
+/// with that timeout).
+pub fn sleep_ms(ms: u32) {
+    // SAFETY: an IPC without partner: blocks this thread until the timeout.
+    unsafe { sys::l4_ipc_sleep_ms(ms) };
+}
+
 /// Sleeps for ever (a receive from nobody without timeout).
 pub fn sleep_forever() -> ! {
     loop {

@@ -5,7 +5,7 @@
 //! ext-loader [--tap] [--sequential] ([--inpager=PATH] [--attach=SOURCE@ADDR[:rw]]... PROGRAM)...
 //! ```
 //!
-//! * `--tap` prints the checks of the run as TAP ([`crate::check`]);
+//! * `--tap` prints the checks of the run as TAP ([`super::check`]);
 //! * `--sequential` starts each program only when the one before it has
 //!   ended (otherwise all start at once);
 //! * `--inpager=PATH` runs the programs after it under the internal pager
@@ -18,13 +18,13 @@
 //!   `cap:NAME` (a dataspace capability the loader was given under NAME).
 //!   Needs the internal pager: the external pager hands out copies.
 //! * PROGRAM is a path in l4fs, with an optional expectation
-//!   ([`crate::check::parse_arg`]).
+//!   ([`super::check::parse_arg`]).
 
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
 
-use crate::check::{Expect, parse_arg};
+use super::check::{Expect, parse_arg};
 
 /// Where an attached dataspace comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
