@@ -2,13 +2,13 @@
 //! server.
 //!
 //! ```text
-//! loader run [--pager internal|external] [--root DIR] [--prefetch N] [--fault-around N]
+//! loader run [--pager internal|external] [--root DIR | --ext2 IMAGE] [--prefetch N] [--fault-around N]
 //!            [--fs-pool-pages N] [--stats FILE|-] PROGRAM [ARGS...]
 //! loader check PROGRAM...        validate ELF files (no task is started)
 //! loader demo [--pager ...]      run the bundled demo program
 //! loader bench                   the paging benchmark (loader/README.md, "Benchmark")
 //! loader map-bench FILE          time Dataspace map round trips to the filesystem server
-//! loader fs-server ROOT [POOL]   (internal) the filesystem server role
+//! loader fs-server (--root DIR | --ext2 IMAGE) [POOL]   (internal) the filesystem server role
 //! loader task-stub CONTROL MODE  (internal) the first program of a new task
 //! ```
 //!
@@ -20,7 +20,7 @@ use std::path::PathBuf;
 
 use l4pager::host::Mode;
 use loader::host::arena::Arena;
-use loader::host::run::{RunOpts, fs_server, run};
+use loader::host::run::{RunOpts, Store, fs_server_store, run};
 
 /// The task stub shares its process with the loaded program, whose C
 /// library owns the heap break: every role of this executable allocates
@@ -30,7 +30,7 @@ static ARENA: Arena = Arena::new();
 
 fn usage() -> ! {
     eprintln!(
-        "usage: loader run [--pager internal|external] [--root DIR] [--prefetch N] [--fault-around N] [--fs-pool-pages N] [--stats FILE|-] PROGRAM [ARGS...]\n       \
+        "usage: loader run [--pager internal|external] [--root DIR | --ext2 IMAGE] [--prefetch N] [--fault-around N] [--fs-pool-pages N] [--stats FILE|-] PROGRAM [ARGS...]\n       \
          loader check FILE...\n       loader demo [--pager internal|external] [--fault-around N] [--stats FILE|-]\n       \
          loader bench"
     );
@@ -41,6 +41,7 @@ fn parse_run(args: &[String]) -> RunOpts {
     let mut o = RunOpts {
         mode: Mode::Internal,
         root: PathBuf::from("/"),
+        ext2: None,
         prefetch: 0,
         fault_around: l4pager::host::FAULT_AROUND_PAGES,
         fs_pool_pages: None,
@@ -63,6 +64,10 @@ fn parse_run(args: &[String]) -> RunOpts {
             }
             "--root" => {
                 o.root = PathBuf::from(val(i));
+                i += 2;
+            }
+            "--ext2" => {
+                o.ext2 = Some(PathBuf::from(val(i)));
                 i += 2;
             }
             "--prefetch" => {
@@ -188,9 +193,14 @@ fn main() {
             }
             std::process::exit(0)
         }
-        Some("fs-server") if args.len() == 2 || args.len() == 3 => {
-            let pool = args.get(2).and_then(|n| n.parse().ok());
-            std::process::exit(fs_server(&args[1], pool))
+        Some("fs-server") if (3..=4).contains(&args.len()) => {
+            let store = match args[1].as_str() {
+                "--root" => Store::Dir(PathBuf::from(&args[2])),
+                "--ext2" => Store::Ext2(PathBuf::from(&args[2])),
+                _ => usage(),
+            };
+            let pool = args.get(3).and_then(|n| n.parse().ok());
+            std::process::exit(fs_server_store(&store, pool))
         }
         _ => usage(),
     }

@@ -59,6 +59,8 @@ pub struct RunOpts {
     pub mode: Mode,
     /// The directory the filesystem server serves.
     pub root: PathBuf,
+    /// An ext2 image the filesystem server serves instead of `root`.
+    pub ext2: Option<PathBuf>,
     /// Pages to map ahead around the entry point and the stack top.
     pub prefetch: u64,
     /// The pagers' fault-around window in pages (0: none; see
@@ -88,6 +90,54 @@ fn err(s: impl Into<String>) -> RunError {
     RunError(s.into())
 }
 
+/// What the filesystem server serves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Store {
+    /// A host directory (`--root`).
+    Dir(PathBuf),
+    /// An ext2 image file (`--ext2`).
+    Ext2(PathBuf),
+}
+
+impl Store {
+    /// The store `opts` name.
+    pub fn of(opts: &RunOpts) -> Store {
+        match &opts.ext2 {
+            Some(img) => Store::Ext2(img.clone()),
+            None => Store::Dir(opts.root.clone()),
+        }
+    }
+
+    /// An error naming a store that is not there (or not of its kind).
+    pub fn check(&self) -> Result<(), RunError> {
+        match self {
+            Store::Dir(root) => match std::fs::metadata(root) {
+                Ok(m) if m.is_dir() => Ok(()),
+                Ok(_) => Err(err(format!("--root {}: not a directory", root.display()))),
+                Err(e) => Err(err(format!("--root {}: {e}", root.display()))),
+            },
+            Store::Ext2(img) => match std::fs::metadata(img) {
+                Ok(m)
+                    if m.is_file()
+                        || std::os::unix::fs::FileTypeExt::is_block_device(&m.file_type()) =>
+                {
+                    Ok(())
+                }
+                Ok(_) => Err(err(format!("--ext2 {}: not a file", img.display()))),
+                Err(e) => Err(err(format!("--ext2 {}: {e}", img.display()))),
+            },
+        }
+    }
+
+    /// The `fs-server` role's arguments for it.
+    fn args(&self) -> (&'static str, String) {
+        match self {
+            Store::Dir(p) => ("--root", p.to_string_lossy().into_owned()),
+            Store::Ext2(p) => ("--ext2", p.to_string_lossy().into_owned()),
+        }
+    }
+}
+
 /// A filesystem server task and the client side of its root.
 pub struct FsTask {
     task: l4re::host::ChildTask,
@@ -103,19 +153,21 @@ impl FsTask {
 
     /// Starts the server with a page pool of `pool_pages` frames.
     pub fn start_with(root: &Path, pool_pages: Option<usize>) -> Result<FsTask, RunError> {
-        match std::fs::metadata(root) {
-            Ok(m) if m.is_dir() => {}
-            Ok(_) => return Err(err(format!("--root {}: not a directory", root.display()))),
-            Err(e) => return Err(err(format!("--root {}: {e}", root.display()))),
-        }
+        Self::start_store(&Store::Dir(root.to_path_buf()), pool_pages)
+    }
+
+    /// Starts the server on `store` with a page pool of `pool_pages`
+    /// frames (`None`: its default).
+    pub fn start_store(store: &Store, pool_pages: Option<usize>) -> Result<FsTask, RunError> {
+        store.check()?;
         let gate = env()
             .factory()
             .create_gate(None, 0)
             .map_err(|e| err(format!("cannot create the filesystem gate: {e}")))?;
         let exe = std::env::current_exe().map_err(|e| err(format!("cannot find myself: {e}")))?;
-        let root_s = root.to_string_lossy().into_owned();
         let pool = pool_pages.map(|n| n.to_string()).unwrap_or_default();
-        let mut args = vec!["fs-server", root_s.as_str()];
+        let (flag, path) = store.args();
+        let mut args = vec!["fs-server", flag, path.as_str()];
         if pool_pages.is_some() {
             args.push(&pool);
         }
@@ -302,10 +354,11 @@ pub struct Outcome {
 pub fn run(opts: &RunOpts) -> Result<Outcome, RunError> {
     let t0 = Instant::now();
     ph::uffd::available(ph::wanted_features(false)).map_err(err)?;
-    let fs = FsTask::start_with(&opts.root, opts.fs_pool_pages)?;
+    let store = Store::of(opts);
+    let fs = FsTask::start_store(&store, opts.fs_pool_pages)?;
     // A relative name is relative to our directory when we serve all of /
     // (as execve would take it); under another root, relative to the root.
-    let lookup = if !opts.program.starts_with('/') && opts.root == Path::new("/") {
+    let lookup = if !opts.program.starts_with('/') && store == Store::Dir("/".into()) {
         std::env::current_dir()
             .map(|d| d.join(&opts.program).to_string_lossy().into_owned())
             .unwrap_or_else(|_| opts.program.clone())
@@ -503,7 +556,11 @@ pub fn run(opts: &RunOpts) -> Result<Outcome, RunError> {
     };
     // The program's file itself, for /proc/self/exe in the task (if we
     // can open it; resolved beneath the root as the server does).
-    let exe = open_beneath(&opts.root, &lookup);
+    let exe = match &store {
+        Store::Dir(root) => open_beneath(root, &lookup),
+        // Not a host file: a copy of it (read through the server).
+        Store::Ext2(_) => exe_copy(&view, &opts.program),
+    };
     let exe_fds: Vec<i32> = exe.iter().map(|f| f.as_raw_fd()).collect();
     ch.send(kind::START, &start.encode(), &exe_fds)
         .map_err(|e| err(format!("the task is gone: {e}")))?;
@@ -834,21 +891,54 @@ fn stats_json(
     )
 }
 
+/// A memfd holding a copy of the program read through `view`, for
+/// `/proc/self/exe` when the program is no host file (an ext2 image's):
+/// programs such as busybox run their applets by executing it.
+fn exe_copy(view: &DsView, name: &str) -> Option<OwnedFd> {
+    let mut buf = vec![0u8; view.size() as usize];
+    read_range(view, &mut buf, 0, view.size()).ok()?;
+    let base = Path::new(name)
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "program".into());
+    let cname = std::ffi::CString::new(base).ok()?;
+    // SAFETY: memfd_create with a NUL-terminated name; a new descriptor.
+    let fd = unsafe { libc::memfd_create(cname.as_ptr(), libc::MFD_CLOEXEC) };
+    if fd < 0 {
+        return None;
+    }
+    use std::os::fd::FromRawFd;
+    // SAFETY: a new descriptor we own.
+    let f = unsafe { std::fs::File::from_raw_fd(fd) };
+    use std::os::unix::fs::FileExt;
+    f.write_all_at(&buf, 0).ok()?;
+    Some(f.into())
+}
+
 /// The `fs-server` role: serve `root` on the `"server"` gate (with a page
 /// pool of `pool_pages` frames if given).
 pub fn fs_server(root: &str, pool_pages: Option<usize>) -> i32 {
+    fs_server_store(&Store::Dir(root.into()), pool_pages)
+}
+
+/// The `fs-server` role: serve `store` on the `"server"` gate (with a
+/// page pool of `pool_pages` frames if given).
+pub fn fs_server_store(store: &Store, pool_pages: Option<usize>) -> i32 {
     let Some(gate) = env().get_cap::<IpcGate>("server") else {
         eprintln!("loader fs-server: no capability named \"server\"");
         return 2;
     };
-    let mut cfg = l4fs::FsConfig::host_dir(root);
+    let (mut cfg, what) = match store {
+        Store::Dir(root) => (l4fs::FsConfig::host_dir(root), root.display().to_string()),
+        Store::Ext2(img) => (l4fs::FsConfig::ext2_image(img), img.display().to_string()),
+    };
     if let Some(n) = pool_pages {
         cfg = cfg.pool_pages(n);
     }
     match l4fs::serve(gate, cfg) {
         Ok(()) => 0,
         Err(e) => {
-            eprintln!("loader fs-server: {root}: {e}");
+            eprintln!("loader fs-server: {what}: {e}");
             1
         }
     }
