@@ -45,6 +45,7 @@ fn parse_run(args: &[String]) -> RunOpts {
         prefetch: 0,
         fault_around: l4pager::host::FAULT_AROUND_PAGES,
         fs_pool_pages: None,
+        profile: true,
         stats: None,
         program: String::new(),
         args: Vec::new(),
@@ -69,6 +70,10 @@ fn parse_run(args: &[String]) -> RunOpts {
             "--ext2" => {
                 o.ext2 = Some(PathBuf::from(val(i)));
                 i += 2;
+            }
+            "--no-prefetch-profile" => {
+                o.profile = false;
+                i += 1;
             }
             "--prefetch" => {
                 o.prefetch = val(i).parse().unwrap_or_else(|_| usage());

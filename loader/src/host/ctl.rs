@@ -350,6 +350,14 @@ pub struct Start {
     pub fault_around: u64,
     /// Regions whose file data ends inside them: (start, file bytes).
     pub file_limits: Vec<(u64, u64)>,
+    /// Learned prefetch: log the pages mapped at faults (recording run).
+    pub record: bool,
+    /// Learned prefetch: the profile to replay (entries as in
+    /// [`l4pager::host::PageLog`]; empty: none).
+    pub profile: Vec<u64>,
+    /// Learned prefetch: pages of the profile mapped before the program
+    /// starts (the rest are mapped while it runs).
+    pub profile_head: u64,
     /// `AT_EXECFN`.
     pub execfn: Vec<u8>,
     /// Arguments.
@@ -379,6 +387,12 @@ impl Start {
         for (s, l) in &self.file_limits {
             e.u64(*s).u64(*l);
         }
+        e.u64(self.record as u64)
+            .u64(self.profile_head)
+            .u64(self.profile.len() as u64);
+        for p in &self.profile {
+            e.u64(*p);
+        }
         e.bytes(&self.execfn).u64(self.argv.len() as u64);
         for a in &self.argv {
             e.bytes(a);
@@ -407,6 +421,12 @@ impl Start {
         let n = d.u64()?.min(1 << 16);
         for _ in 0..n {
             s.file_limits.push((d.u64()?, d.u64()?));
+        }
+        s.record = d.u64()? != 0;
+        s.profile_head = d.u64()?;
+        let n = d.u64()?.min(l4pager::host::LOG_ENTRIES as u64);
+        for _ in 0..n {
+            s.profile.push(d.u64()?);
         }
         s.execfn = d.bytes()?.to_vec();
         let n = d.u64()?.min(1 << 20);

@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 
 use l4pager::fault::{self, Access, FaultCause};
 use l4pager::host::uffd::{Event, Uffd};
-use l4pager::host::{self as ph, Counters, DsView, MAX_REGIONS, Mode, Pager};
+use l4pager::host::{self as ph, Counters, DsView, MAX_REGIONS, Mode, PageLog, Pager};
 use l4pager::region::{Backing, RegionMap};
 use l4pager::sync::SpinLock;
 use l4re::CapRights;
@@ -43,6 +43,7 @@ use l4re::proto::{Dataspace, Rm, RmClient};
 
 use super::children::Children;
 use super::ctl::{Dec, Listener, Start, kind};
+use super::profile;
 use crate::elf::{self, PAGE, Plan};
 
 /// Where a static-pie program is placed.
@@ -68,6 +69,9 @@ pub struct RunOpts {
     pub fault_around: u64,
     /// Frames of the filesystem server's page pool (`None`: its default).
     pub fs_pool_pages: Option<usize>,
+    /// Learned prefetch: record a profile of the program's first run,
+    /// replay it on later runs (see [`super::profile`]).
+    pub profile: bool,
     /// Where to write the statistics (`-`: standard output).
     pub stats: Option<String>,
     /// The program, as looked up through the filesystem server.
@@ -356,6 +360,7 @@ pub fn run(opts: &RunOpts) -> Result<Outcome, RunError> {
     ph::uffd::available(ph::wanted_features(false)).map_err(err)?;
     let store = Store::of(opts);
     let fs = FsTask::start_store(&store, opts.fs_pool_pages)?;
+    trace(t0, "fs-started");
     // A relative name is relative to our directory when we serve all of /
     // (as execve would take it); under another root, relative to the root.
     let lookup = if !opts.program.starts_with('/') && store == Store::Dir("/".into()) {
@@ -366,6 +371,7 @@ pub fn run(opts: &RunOpts) -> Result<Outcome, RunError> {
         opts.program.clone()
     };
     let file = fs.open(&lookup)?;
+    trace(t0, "opened");
     let view = DsView::new(file.cap()).map_err(|e| err(format!("{}: {e}", opts.program)))?;
     let (plan, header_pages) =
         read_and_plan(&view).map_err(|e| err(format!("{}: {e}", opts.program)))?;
@@ -386,6 +392,7 @@ pub fn run(opts: &RunOpts) -> Result<Outcome, RunError> {
         .file_name()
         .map(|n| n.to_string_lossy().chars().take(15).collect::<String>())
         .unwrap_or_else(|| "task".into());
+    trace(t0, "planned");
     let task = l4re::host::spawn_with(
         &stub,
         &["task-stub", listener.name(), mode],
@@ -400,6 +407,7 @@ pub fn run(opts: &RunOpts) -> Result<Outcome, RunError> {
     // SIGTERM (timeout(1), service managers) goes to the program, as it
     // would natively; the run then ends with its status.
     forward_sigterm(task.pid() as i32);
+    trace(t0, "task-spawned");
     let ch = listener
         .accept(20_000, task.pid())
         .map_err(|e| err(format!("the task did not start: {e}")))?;
@@ -428,7 +436,7 @@ pub fn run(opts: &RunOpts) -> Result<Outcome, RunError> {
     let counters: &'static Counters = unsafe {
         let p = libc::mmap(
             core::ptr::null_mut(),
-            4096,
+            ph::SHARED_BYTES,
             libc::PROT_READ | libc::PROT_WRITE,
             libc::MAP_SHARED,
             counters_fd.as_raw_fd(),
@@ -437,8 +445,13 @@ pub fn run(opts: &RunOpts) -> Result<Outcome, RunError> {
         if p == libc::MAP_FAILED {
             return Err(err("cannot map the task's statistics page"));
         }
+        COUNTERS_AT.store(p as usize, Ordering::Relaxed);
         Counters::at(p as usize)
     };
+    // SAFETY: the page log follows the counters in the same mapping
+    // (SHARED_BYTES), which stays mapped for our life.
+    let page_log: &'static PageLog =
+        unsafe { PageLog::at(COUNTERS_AT.load(Ordering::Relaxed) + 4096) };
     let self_faults = Arc::new(AtomicU64::new(0));
     {
         let arena = Uffd::from_fd(fds.remove(0), 0);
@@ -450,6 +463,17 @@ pub fn run(opts: &RunOpts) -> Result<Outcome, RunError> {
     }
     let loader_map = crate::layout::region_map(&plan, file.idx(), STACK_TOP, STACK_SIZE)
         .map_err(|e| err(format!("{}: {e}", opts.program)))?;
+    // Learned prefetch: record, or replay what an earlier run recorded.
+    let exe = match &store {
+        Store::Dir(root) => open_beneath(root, &lookup),
+        // Not a host file: a copy of it (read through the server).
+        Store::Ext2(_) => exe_copy(&view, &opts.program),
+    };
+    let prof = if opts.profile {
+        learned_profile(&store, exe.as_ref(), &view, &opts.program, &loader_map)
+    } else {
+        Prof::Off
+    };
     let loader_map = Arc::new(SpinLock::new(loader_map));
     // Forked descendants: served here for as long as they live (the
     // internal pager hands them over; the external pager's fork events
@@ -467,6 +491,7 @@ pub fn run(opts: &RunOpts) -> Result<Outcome, RunError> {
         }),
     ));
     children.pager().set_fault_around(opts.fault_around);
+    let mut ext_pager = None;
     if opts.mode == Mode::External {
         let Some(ufd) = fds.pop() else {
             return Err(err("the task sent no userfaultfd"));
@@ -484,12 +509,17 @@ pub fn run(opts: &RunOpts) -> Result<Outcome, RunError> {
         ));
         pager.set_fault_around(opts.fault_around);
         pager.set_on_fork(Children::handler(&children));
+        if let Prof::Record(..) = prof {
+            pager.set_log(page_log);
+        }
+        ext_pager = Some((pager.clone(), uffd.clone()));
         std::thread::Builder::new()
             .name("ext-pager".into())
             .spawn(move || pager.serve(uffd))
             .map_err(|e| err(format!("thread: {e}")))?;
     }
 
+    trace(t0, "hello");
     // Attach the regions through the task's region map (L4Re::Rm).
     let rm: Cap<Rm> = gate.cap().cast();
     let regions: Vec<_> = loader_map.lock().iter().cloned().collect();
@@ -550,21 +580,34 @@ pub fn run(opts: &RunOpts) -> Result<Outcome, RunError> {
         prefetch: opts.prefetch,
         fault_around: opts.fault_around,
         file_limits,
+        record: matches!(prof, Prof::Record(..)) && opts.mode == Mode::Internal,
+        profile: match &prof {
+            Prof::Replay(_, p) if opts.mode == Mode::Internal => p.entries.clone(),
+            _ => Vec::new(),
+        },
+        profile_head: std::env::var("L4_PROFILE_HEAD")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(PROFILE_HEAD),
         execfn: opts.program.clone().into_bytes(),
         argv,
         envp,
     };
     // The program's file itself, for /proc/self/exe in the task (if we
     // can open it; resolved beneath the root as the server does).
-    let exe = match &store {
-        Store::Dir(root) => open_beneath(root, &lookup),
-        // Not a host file: a copy of it (read through the server).
-        Store::Ext2(_) => exe_copy(&view, &opts.program),
-    };
     let exe_fds: Vec<i32> = exe.iter().map(|f| f.as_raw_fd()).collect();
+    trace(t0, "attached");
     ch.send(kind::START, &start.encode(), &exe_fds)
         .map_err(|e| err(format!("the task is gone: {e}")))?;
     drop(exe);
+    // The external pager replays the profile from here.
+    if let (Prof::Replay(_, p), Some((pager, uffd))) = (&prof, ext_pager) {
+        let entries = p.entries.clone();
+        std::thread::Builder::new()
+            .name("prefetch".into())
+            .spawn(move || pager.replay(&uffd, &entries, 0, &mut || {}))
+            .map_err(|e| err(format!("thread: {e}")))?;
+    }
     // The program may fork before the stub reports STARTED.
     loop {
         match ch.recv() {
@@ -593,6 +636,7 @@ pub fn run(opts: &RunOpts) -> Result<Outcome, RunError> {
             .map_err(|e| err(format!("thread: {e}")))?
     };
 
+    trace(t0, "started");
     let st = task
         .wait(None)
         .map_err(|e| err(format!("waiting for the task: {e}")))?
@@ -632,6 +676,27 @@ pub fn run(opts: &RunOpts) -> Result<Outcome, RunError> {
         }
     }
     let wall = t0.elapsed();
+    let g = Counters::get;
+    match &prof {
+        Prof::Record(path, id) if status < 128 => {
+            let faults = g(&counters.faults) - g(&counters.child_faults);
+            let p = profile::from_log(*id, faults, &page_log.snapshot(), &loader_map.lock());
+            if !p.entries.is_empty()
+                && let Err(e) = p.save(path)
+            {
+                eprintln!(
+                    "loader: cannot write the prefetch profile {}: {e}",
+                    path.display()
+                );
+            }
+        }
+        Prof::Replay(path, _) if g(&counters.profile_diverged) != 0 => {
+            // Off the recorded path: the next run records again.
+            let _ = std::fs::remove_file(path);
+        }
+        _ => {}
+    }
+    trace(t0, "ended");
     fs.sync();
     if let Some(dest) = &opts.stats {
         let json = stats_json(
@@ -643,6 +708,7 @@ pub fn run(opts: &RunOpts) -> Result<Outcome, RunError> {
             header_pages,
             status,
             wall,
+            &prof,
         );
         let res = if dest == "-" {
             writeln!(std::io::stdout(), "{json}")
@@ -831,8 +897,35 @@ fn stats_json(
     header_pages: u64,
     status: i32,
     wall: Duration,
+    prof: &Prof,
 ) -> String {
     let g = Counters::get;
+    let (state, recorded) = match prof {
+        Prof::Off => ("off", 0),
+        Prof::Record(..) => ("recorded", 0),
+        Prof::Replay(_, p) => ("replayed", p.faults),
+    };
+    let faults_now = g(&c.faults) - g(&c.child_faults);
+    let profile_json = format!(
+        concat!(
+            "{{\"state\":\"{}\",\"pages\":{},\"prefetched\":{},\"used\":{},",
+            "\"recorded_faults\":{},\"faults_avoided\":{},\"diverged_at\":{}}}"
+        ),
+        state,
+        g(&c.profile_pages),
+        g(&c.profile_prefetched),
+        g(&c.profile_used),
+        recorded,
+        if recorded > 0 {
+            recorded.saturating_sub(faults_now)
+        } else {
+            0
+        },
+        match g(&c.profile_diverged) {
+            0 => "null".to_string(),
+            a => (a - 1).to_string(),
+        }
+    );
     let mut by_region = String::new();
     for (i, r) in regions.iter().enumerate().take(MAX_REGIONS) {
         if i > 0 {
@@ -855,7 +948,8 @@ fn stats_json(
             "\"by_region\":[{}]}},",
             "\"pages_mapped\":{},\"prefetched\":{},\"file_pages_touched\":{},\"file_pages_loadable\":{},",
             "\"loader_header_pages\":{},\"bytes_from_server\":{},\"server_maps\":{},\"zero_filled_pages\":{},",
-            "\"cow_copies\":{},\"forks\":{},\"child_faults\":{},\"child_file_pages_touched\":{},\"pager_self_faults\":{},\"pie\":{},\"entry\":{}}}"
+            "\"cow_copies\":{},\"forks\":{},\"child_faults\":{},\"child_file_pages_touched\":{},\"pager_self_faults\":{},\"pie\":{},\"entry\":{},",
+            "\"prefetch_profile\":{}}}"
         ),
         opts.program.replace('\\', "\\\\").replace('"', "\\\""),
         match opts.mode {
@@ -888,7 +982,80 @@ fn stats_json(
         self_faults.load(Ordering::Relaxed),
         plan.pie,
         plan.entry,
+        profile_json,
     )
+}
+
+/// Learned prefetch: pages of the profile mapped before the program
+/// starts.
+pub const PROFILE_HEAD: u64 = 64;
+
+/// With `L4_TRACE` set: the time since `t0` at a step of the run, on
+/// standard error (where the start-up time goes).
+fn trace(t0: Instant, what: &str) {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    if *ON.get_or_init(|| std::env::var_os("L4_TRACE").is_some()) {
+        eprintln!("loader: {:8.3} ms {what}", t0.elapsed().as_secs_f64() * 1e3);
+    }
+}
+
+/// Where the counters are mapped in this process.
+static COUNTERS_AT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// What learned prefetch does in this run.
+pub enum Prof {
+    /// Nothing (`--no-prefetch-profile`, or no cache directory).
+    Off,
+    /// Record a profile at this path.
+    Record(PathBuf, profile::Identity),
+    /// Replay this profile (read from this path).
+    Replay(PathBuf, profile::Profile),
+}
+
+/// The learned-prefetch step of a run: the program's identity, and its
+/// profile if there is a good one (a bad one is named and ignored, and
+/// replaced by this run's recording).
+fn learned_profile(
+    store: &Store,
+    exe: Option<&OwnedFd>,
+    view: &DsView,
+    program: &str,
+    map: &RegionMap,
+) -> Prof {
+    let Some(dir) = profile::dir() else {
+        return Prof::Off;
+    };
+    let meta = match store {
+        Store::Dir(_) => exe.and_then(|fd| {
+            let f = std::fs::File::from(fd.try_clone().ok()?);
+            f.metadata().ok()
+        }),
+        Store::Ext2(img) => std::fs::metadata(img).ok(),
+    };
+    let Some(meta) = meta else { return Prof::Off };
+    let mut first = vec![0u8; view.size().min(PAGE) as usize];
+    if read_range(view, &mut first, 0, PAGE).is_err() {
+        return Prof::Off;
+    }
+    let in_image = match store {
+        Store::Ext2(_) => Some(program),
+        Store::Dir(_) => None,
+    };
+    let id = profile::Identity::new(&meta, &first, in_image);
+    let path = id.path_in(&dir, program);
+    match std::fs::read(&path) {
+        Ok(b) => match profile::Profile::decode(&b, &id, map) {
+            Ok(p) => Prof::Replay(path, p),
+            Err(why) => {
+                eprintln!(
+                    "loader: warning: prefetch profile {}: {why}: ignored",
+                    path.display()
+                );
+                Prof::Record(path, id)
+            }
+        },
+        Err(_) => Prof::Record(path, id),
+    }
 }
 
 /// A memfd holding a copy of the program read through `view`, for
