@@ -46,6 +46,8 @@ fn parse_run(args: &[String]) -> RunOpts {
         fault_around: l4pager::host::FAULT_AROUND_PAGES,
         fs_pool_pages: None,
         profile: true,
+        server: None,
+        server_optional: false,
         stats: None,
         program: String::new(),
         args: Vec::new(),
@@ -65,6 +67,10 @@ fn parse_run(args: &[String]) -> RunOpts {
             }
             "--root" => {
                 o.root = PathBuf::from(val(i));
+                i += 2;
+            }
+            "--server" => {
+                o.server = Some(PathBuf::from(val(i)));
                 i += 2;
             }
             "--ext2" => {
@@ -98,6 +104,16 @@ fn parse_run(args: &[String]) -> RunOpts {
             s if s.starts_with("--") => usage(),
             _ => break,
         }
+    }
+    // A long-lived file server named in the environment serves runs that
+    // name no store of their own.
+    if o.server.is_none()
+        && o.ext2.is_none()
+        && !args[..i].iter().any(|a| a == "--root")
+        && let Some(p) = std::env::var_os(loader::host::run::SOCKET_ENV).filter(|v| !v.is_empty())
+    {
+        o.server = Some(PathBuf::from(p));
+        o.server_optional = true;
     }
     if i >= args.len() {
         if o.program.is_empty() {
@@ -136,6 +152,7 @@ fn main() {
                 std::process::exit(1);
             }
             o.root = dir.clone();
+            o.server = None;
             o.program = "/demo".into();
             if o.stats.is_none() {
                 o.stats = Some("-".into());
@@ -197,6 +214,25 @@ fn main() {
                 );
             }
             std::process::exit(0)
+        }
+        Some("serve") => {
+            let mut store = Store::Dir(PathBuf::from("/"));
+            let mut socket = loader::host::run::default_socket();
+            let mut pool = None;
+            let a = &args[1..];
+            let mut i = 0;
+            while i < a.len() {
+                let v = a.get(i + 1).cloned().unwrap_or_else(|| usage());
+                match a[i].as_str() {
+                    "--root" => store = Store::Dir(PathBuf::from(v)),
+                    "--ext2" => store = Store::Ext2(PathBuf::from(v)),
+                    "--socket" => socket = PathBuf::from(v),
+                    "--fs-pool-pages" => pool = Some(v.parse().unwrap_or_else(|_| usage())),
+                    _ => usage(),
+                }
+                i += 2;
+            }
+            std::process::exit(loader::host::run::serve(&store, &socket, pool))
         }
         Some("fs-server") if (3..=4).contains(&args.len()) => {
             let store = match args[1].as_str() {

@@ -72,6 +72,12 @@ pub struct RunOpts {
     /// Learned prefetch: record a profile of the program's first run,
     /// replay it on later runs (see [`super::profile`]).
     pub profile: bool,
+    /// A long-lived file server's socket (`loader serve`) to use instead
+    /// of starting one.
+    pub server: Option<PathBuf>,
+    /// Whether a failure to reach `server` only warns (it came from the
+    /// environment) rather than ends the run.
+    pub server_optional: bool,
     /// Where to write the statistics (`-`: standard output).
     pub stats: Option<String>,
     /// The program, as looked up through the filesystem server.
@@ -144,8 +150,11 @@ impl Store {
 
 /// A filesystem server task and the client side of its root.
 pub struct FsTask {
-    task: l4re::host::ChildTask,
+    /// `None`: a long-lived server we connected to (`loader serve`).
+    task: Option<l4re::host::ChildTask>,
     gate: OwnedCap<IpcGate>,
+    /// What it serves.
+    store: Option<Store>,
 }
 
 impl FsTask {
@@ -188,7 +197,47 @@ impl FsTask {
             },
         )
         .map_err(|e| err(format!("cannot start the filesystem server: {e}")))?;
-        Ok(FsTask { task, gate })
+        Ok(FsTask {
+            task: Some(task),
+            gate,
+            store: Some(store.clone()),
+        })
+    }
+
+    /// Connects to a long-lived server (`loader serve`) through its socket
+    /// at `path`.
+    pub fn connect(path: &Path) -> Result<FsTask, RunError> {
+        use std::os::fd::AsFd;
+        let what = |e: String| err(format!("file server socket {}: {e}", path.display()));
+        let sock = seqpacket_socket().map_err(|e| what(e.to_string()))?;
+        let (addr, len) = unix_addr(path).map_err(|e| what(e.to_string()))?;
+        // SAFETY: connect with a valid socket and a sockaddr_un of `len`
+        // bytes.
+        let r = unsafe {
+            libc::connect(
+                sock.as_raw_fd(),
+                &addr as *const libc::sockaddr_un as *const libc::sockaddr,
+                len,
+            )
+        };
+        if r != 0 {
+            return Err(what(std::io::Error::last_os_error().to_string()));
+        }
+        let (tag, caps) = l4re::host::recv_caps(sock.as_fd(), Duration::from_secs(5))
+            .map_err(|e| what(format!("no answer: {e}")))?;
+        let Some((_, idx)) = caps.into_iter().find(|(n, _)| n == "fs") else {
+            return Err(what("no file server capability".into()));
+        };
+        let store = match tag.split_once(':') {
+            Some(("dir", p)) => Some(Store::Dir(p.into())),
+            Some(("ext2", p)) => Some(Store::Ext2(p.into())),
+            _ => None,
+        };
+        Ok(FsTask {
+            task: None,
+            gate: OwnedCap::from_cap(Cap::from_idx(idx)),
+            store,
+        })
     }
 
     /// Opens `path` (relative to the served root) read-only.
@@ -214,12 +263,14 @@ impl FsTask {
 
     /// How the server ended, if it has (it should live until we drop it).
     pub fn ended(&self) -> Option<std::process::ExitStatus> {
-        self.task.wait(Some(Duration::ZERO)).ok().flatten()
+        self.task
+            .as_ref()
+            .and_then(|t| t.wait(Some(Duration::ZERO)).ok().flatten())
     }
 
     /// The server's process id.
     pub fn pid(&self) -> u32 {
-        self.task.pid()
+        self.task.as_ref().map_or(0, |t| t.pid())
     }
 
     /// Asks the server to write every dirty page back.
@@ -233,9 +284,210 @@ impl FsTask {
 
 impl Drop for FsTask {
     fn drop(&mut self) {
-        let _ = self.task.kill();
-        let _ = self.task.wait(Some(Duration::from_secs(5)));
+        if let Some(t) = &self.task {
+            let _ = t.kill();
+            let _ = t.wait(Some(Duration::from_secs(5)));
+        }
     }
+}
+
+/// A new `SOCK_SEQPACKET` Unix socket.
+fn seqpacket_socket() -> std::io::Result<OwnedFd> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: plain socket(2); the descriptor is new and ours.
+    let fd = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: a new descriptor we own.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// The `sockaddr_un` of `path` and its length.
+fn unix_addr(path: &Path) -> std::io::Result<(libc::sockaddr_un, libc::socklen_t)> {
+    use std::os::unix::ffi::OsStrExt;
+    // SAFETY: sockaddr_un is plain data; all zeros is valid.
+    let mut a: libc::sockaddr_un = unsafe { core::mem::zeroed() };
+    a.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    let b = path.as_os_str().as_bytes();
+    if b.is_empty() || b.len() >= a.sun_path.len() {
+        return Err(std::io::Error::other("socket path empty or too long"));
+    }
+    for (d, s) in a.sun_path.iter_mut().zip(b) {
+        *d = *s as libc::c_char;
+    }
+    let len = core::mem::size_of::<libc::sa_family_t>() + b.len() + 1;
+    Ok((a, len as libc::socklen_t))
+}
+
+/// The default socket of `loader serve`: `$L4FS_SOCKET` if set, else
+/// `$XDG_RUNTIME_DIR/l4fs.sock`, else `/tmp/l4fs-UID.sock`.
+pub fn default_socket() -> PathBuf {
+    if let Some(p) = std::env::var_os(SOCKET_ENV).filter(|v| !v.is_empty()) {
+        return PathBuf::from(p);
+    }
+    match std::env::var_os("XDG_RUNTIME_DIR").filter(|v| !v.is_empty()) {
+        Some(d) => PathBuf::from(d).join("l4fs.sock"),
+        // SAFETY: getuid cannot fail.
+        None => PathBuf::from(format!("/tmp/l4fs-{}.sock", unsafe { libc::getuid() })),
+    }
+}
+
+/// The environment variable that names a long-lived file server's socket
+/// for `loader run` (and the default of `loader serve --socket`).
+pub const SOCKET_ENV: &str = "L4FS_SOCKET";
+
+/// Set by SIGTERM/SIGINT/SIGHUP in `loader serve`.
+static SERVE_STOP: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+
+/// `loader serve`: serves `store` with l4fs as a long-lived task that
+/// `loader run` uses (through the socket at `socket`: each connection
+/// gets the root's capability), so that runs share its page cache. Ends
+/// on SIGTERM, SIGINT or SIGHUP, after writing every dirty page back and
+/// removing the socket.
+pub fn serve(store: &Store, socket: &Path, pool_pages: Option<usize>) -> i32 {
+    if let Err(e) = store.check() {
+        eprintln!("loader serve: {e}");
+        return 2;
+    }
+    let fail = |what: String| {
+        eprintln!("loader serve: {what}");
+        1
+    };
+    // A socket file nobody answers on is stale: replaced; a live one is
+    // another server's.
+    if socket.exists() {
+        if FsTask::connect(socket).is_ok() {
+            return fail(format!("{} is already served", socket.display()));
+        }
+        let _ = std::fs::remove_file(socket);
+    }
+    let gate = match env().factory().create_gate(None, 0) {
+        Ok(g) => g,
+        Err(e) => return fail(format!("cannot create the gate: {e}")),
+    };
+    let (cfg, tag) = {
+        let (mut cfg, tag) = match store {
+            Store::Dir(root) => (
+                l4fs::FsConfig::host_dir(root),
+                format!("dir:{}", root.display()),
+            ),
+            Store::Ext2(img) => (
+                l4fs::FsConfig::ext2_image(img),
+                format!("ext2:{}", img.display()),
+            ),
+        };
+        if let Some(n) = pool_pages {
+            cfg = cfg.pool_pages(n);
+        }
+        // Longer than a capability name may be: the store stays unnamed.
+        (cfg, if tag.len() > 64 { "other".into() } else { tag })
+    };
+    // Every thread blocks the stop signals (the mask is inherited); the
+    // main thread waits for them.
+    // SAFETY: sigset operations on a local set; pthread_sigmask changes
+    // this thread's mask only.
+    let set = unsafe {
+        let mut set: libc::sigset_t = core::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for s in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
+            libc::sigaddset(&mut set, s);
+        }
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, core::ptr::null_mut());
+        set
+    };
+    let server_gate = gate.cap();
+    let server = std::thread::Builder::new()
+        .name("l4fs".into())
+        .spawn(move || l4fs::serve(server_gate, cfg));
+    if let Err(e) = server {
+        return fail(format!("thread: {e}"));
+    }
+    let listener = match seqpacket_socket() {
+        Ok(s) => s,
+        Err(e) => return fail(format!("socket: {e}")),
+    };
+    let (addr, len) = match unix_addr(socket) {
+        Ok(a) => a,
+        Err(e) => return fail(format!("{}: {e}", socket.display())),
+    };
+    // SAFETY: bind and listen with a valid socket and a sockaddr_un of
+    // `len` bytes.
+    let r = unsafe {
+        let r = libc::bind(
+            listener.as_raw_fd(),
+            &addr as *const libc::sockaddr_un as *const libc::sockaddr,
+            len,
+        );
+        if r == 0 {
+            libc::listen(listener.as_raw_fd(), 64)
+        } else {
+            r
+        }
+    };
+    if r != 0 {
+        return fail(format!(
+            "{}: {}",
+            socket.display(),
+            std::io::Error::last_os_error()
+        ));
+    }
+    let gate_idx = gate.idx();
+    let lfd = listener.as_raw_fd();
+    let acceptor = std::thread::Builder::new()
+        .name("accept".into())
+        .spawn(move || {
+            use std::os::fd::{AsFd, FromRawFd};
+            let _keep = listener;
+            loop {
+                // SAFETY: accept4 on our listening socket; a new
+                // descriptor we own.
+                let c = unsafe {
+                    libc::accept4(
+                        lfd,
+                        core::ptr::null_mut(),
+                        core::ptr::null_mut(),
+                        libc::SOCK_CLOEXEC,
+                    )
+                };
+                if c < 0 {
+                    continue;
+                }
+                // SAFETY: see above.
+                let c = unsafe { OwnedFd::from_raw_fd(c) };
+                let caps = [("fs", gate_idx, CapRights::RW)];
+                if let Err(e) = l4re::host::send_caps(c.as_fd(), &tag, &caps) {
+                    log::debug!("loader serve: a client got nothing: {e}");
+                }
+            }
+        });
+    if let Err(e) = acceptor {
+        return fail(format!("thread: {e}"));
+    }
+    eprintln!(
+        "loader serve: serving {} on {} (pid {})",
+        match store {
+            Store::Dir(p) => format!("directory {}", p.display()),
+            Store::Ext2(p) => format!("ext2 image {}", p.display()),
+        },
+        socket.display(),
+        std::process::id()
+    );
+    let mut sig: i32 = 0;
+    // SAFETY: sigwait on the set blocked above.
+    unsafe { libc::sigwait(&set, &mut sig) };
+    SERVE_STOP.store(sig, Ordering::Relaxed);
+    let _ = std::fs::remove_file(socket);
+    let fs: Cap<l4fs::FsOps> = gate.cap().cast();
+    let code = match l4fs::FsOpsClient::sync_all(&fs) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("loader serve: writing dirty pages back failed: {e}");
+            1
+        }
+    };
+    eprintln!("loader serve: stopped by signal {sig}, dirty pages written back");
+    code
 }
 
 /// Reads `[off, off + len)` of the file through `view` into `buf`.
@@ -358,8 +610,27 @@ pub struct Outcome {
 pub fn run(opts: &RunOpts) -> Result<Outcome, RunError> {
     let t0 = Instant::now();
     ph::uffd::available(ph::wanted_features(false)).map_err(err)?;
-    let store = Store::of(opts);
-    let fs = FsTask::start_store(&store, opts.fs_pool_pages)?;
+    let (fs, store) = match &opts.server {
+        Some(sock) => match FsTask::connect(sock) {
+            Ok(f) => {
+                let st = f.store.clone();
+                (f, st)
+            }
+            Err(e) if opts.server_optional => {
+                eprintln!("loader: warning: {e}: starting a file server of our own");
+                let st = Store::of(opts);
+                (FsTask::start_store(&st, opts.fs_pool_pages)?, Some(st))
+            }
+            Err(e) => return Err(e),
+        },
+        None => {
+            let st = Store::of(opts);
+            (FsTask::start_store(&st, opts.fs_pool_pages)?, Some(st))
+        }
+    };
+    // A server that serves something we cannot name: no host file for
+    // /proc/self/exe, no profile.
+    let store = store.unwrap_or(Store::Ext2(PathBuf::new()));
     trace(t0, "fs-started");
     // A relative name is relative to our directory when we serve all of /
     // (as execve would take it); under another root, relative to the root.
