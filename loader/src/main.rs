@@ -153,6 +153,8 @@ fn main() {
             }
             o.root = dir.clone();
             o.server = None;
+            // A new file every time: nothing to learn.
+            o.profile = false;
             o.program = "/demo".into();
             if o.stats.is_none() {
                 o.stats = Some("-".into());
