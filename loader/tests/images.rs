@@ -172,7 +172,7 @@ fn num(json: &str, key: &str) -> f64 {
     let k = format!("\"{key}\":");
     let at = json.find(&k).unwrap_or_else(|| panic!("{key} in {json}")) + k.len();
     json[at..]
-        .split(|c: char| c == ',' || c == '}')
+        .split([',', '}'])
         .next()
         .unwrap()
         .parse()
@@ -344,6 +344,7 @@ fn persistent_server_serves_runs_and_stops_cleanly() {
     let prog = "/bin/busybox";
     if !Path::new(prog).exists() {
         let _ = server.kill();
+        let _ = server.wait();
         eprintln!("busybox not installed: skipped");
         return;
     }
@@ -385,6 +386,7 @@ fn persistent_server_serves_runs_and_stops_cleanly() {
     // only for read-ahead).
     assert!(num(&s, "minor") > 0.0, "{s}");
     // SIGTERM: the server syncs and ends.
+    // SAFETY: kill(2) of our own child with SIGTERM.
     unsafe { libc_kill(server.id() as i32, 15) };
     let out = server.wait_with_output().unwrap();
     assert!(out.status.success(), "{out:?}");
