@@ -232,7 +232,10 @@ fn learned_prefetch_replays_and_distrusts_bad_profiles() {
         assert!(s2.contains("\"state\":\"replayed\""), "{s2}");
         let (f1, f2) = (num(&s1, "total"), num(&s2, "total"));
         assert!(f1 >= 10.0, "{mode}: first run faults {f1}");
-        assert!(f2 <= f1 / 10.0, "{mode}: second run faults {f2} vs {f1}");
+        assert!(
+            f2 <= f1 / 10.0,
+            "{mode}: second run faults {f2} vs {f1}: {s2}"
+        );
         assert!(
             num(&s2, "prefetched") > 0.0 && num(&s2, "used") > 0.0,
             "{s2}"

@@ -864,6 +864,22 @@ pub fn run(opts: &RunOpts) -> Result<Outcome, RunError> {
         argv,
         envp,
     };
+    // The external pager replays the profile from here: the program
+    // starts once the first pages are mapped, as in the task.
+    if let (Prof::Replay(_, p), Some((pager, uffd))) = (&prof, ext_pager) {
+        let entries = p.entries.clone();
+        let head = start.profile_head;
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::Builder::new()
+            .name("prefetch".into())
+            .spawn(move || {
+                pager.replay(&uffd, &entries, head, &mut || {
+                    let _ = tx.send(());
+                })
+            })
+            .map_err(|e| err(format!("thread: {e}")))?;
+        let _ = rx.recv_timeout(Duration::from_millis(100));
+    }
     // The program's file itself, for /proc/self/exe in the task (if we
     // can open it; resolved beneath the root as the server does).
     let exe_fds: Vec<i32> = exe.iter().map(|f| f.as_raw_fd()).collect();
@@ -871,14 +887,6 @@ pub fn run(opts: &RunOpts) -> Result<Outcome, RunError> {
     ch.send(kind::START, &start.encode(), &exe_fds)
         .map_err(|e| err(format!("the task is gone: {e}")))?;
     drop(exe);
-    // The external pager replays the profile from here.
-    if let (Prof::Replay(_, p), Some((pager, uffd))) = (&prof, ext_pager) {
-        let entries = p.entries.clone();
-        std::thread::Builder::new()
-            .name("prefetch".into())
-            .spawn(move || pager.replay(&uffd, &entries, 0, &mut || {}))
-            .map_err(|e| err(format!("thread: {e}")))?;
-    }
     // The program may fork before the stub reports STARTED.
     loop {
         match ch.recv() {
@@ -1258,8 +1266,10 @@ fn stats_json(
 }
 
 /// Learned prefetch: pages of the profile mapped before the program
-/// starts.
-pub const PROFILE_HEAD: u64 = 64;
+/// starts (all: a program that streams through its pages, the worst case,
+/// overtakes a prefetcher that runs beside it; `L4_PROFILE_HEAD=N` lets
+/// the rest be mapped while it runs).
+pub const PROFILE_HEAD: u64 = u64::MAX;
 
 /// With `L4_TRACE` set: the time since `t0` at a step of the run, on
 /// standard error (where the start-up time goes).

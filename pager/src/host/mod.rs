@@ -912,7 +912,63 @@ impl Pager {
                 }
             }
         }
+        if let Some(n) = self.prefetch_private_run(uffd, p, end) {
+            return n;
+        }
         u64::from(self.prefetch_page(uffd, p))
+    }
+
+    /// Prefetch of a run of private file pages (copied from the pager's
+    /// view, internal mode, pages the server has cached) with one
+    /// `UFFDIO_COPY`; `None` if `p` is no such page (or nothing could be
+    /// copied): then it goes page by page.
+    fn prefetch_private_run(&self, uffd: &Uffd, p: u64, end: u64) -> Option<u64> {
+        if self.mode != Mode::Internal {
+            return None;
+        }
+        let (ds, off, valid_end, e) = {
+            let map = self.map.lock();
+            let r = map.lookup(p)?;
+            match r.backing {
+                crate::region::Backing::File {
+                    ds,
+                    offset,
+                    file_len,
+                } if r.private => (
+                    ds,
+                    offset + (p - r.start),
+                    r.start + file_len,
+                    end.min(r.end()),
+                ),
+                _ => return None,
+            }
+        };
+        let view = self.view(ds).ok()?;
+        view.memfd()?;
+        let n = ((e - p) / PAGE_SIZE).min(256) as usize;
+        let mut buf = vec![0u8; n * PAGE_SIZE as usize];
+        let good = {
+            let mut pages: Vec<&mut [u8]> = buf.chunks_mut(PAGE_SIZE as usize).collect();
+            view.read_pages(off, &mut pages) as usize
+        };
+        if good == 0 {
+            return None;
+        }
+        // Bytes past the region's file data read as zeros.
+        for (i, page) in buf.chunks_mut(PAGE_SIZE as usize).take(good).enumerate() {
+            let at = p + i as u64 * PAGE_SIZE;
+            let valid = valid_end.saturating_sub(at).min(PAGE_SIZE) as usize;
+            page[valid..].fill(0);
+        }
+        let (done, _) = uffd.copy_nowake(p, buf.as_ptr(), good as u64 * PAGE_SIZE);
+        let k = done / PAGE_SIZE;
+        if k == 0 {
+            return None;
+        }
+        Counters::add(&self.counters.private_copies, k);
+        Counters::add(&self.counters.pages_mapped, k);
+        Counters::add(&self.counters.prefetched, k);
+        Some(k)
     }
 
     fn apply(&self, uffd: &Uffd, d: Decision, f: &PageFault, prefetch: bool) -> Result<bool> {
