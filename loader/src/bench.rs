@@ -9,6 +9,9 @@
 //!    second pass is measured (the first is reported too);
 //! 2. start-to-exit time of a small static program under the loader vs
 //!    native `execve`;
+//!    and with a running file server (`loader serve`); first vs later
+//!    runs (learned prefetch) of `bash-static` and `busybox sh` scripts,
+//!    one-shot and with a running server, with their faults;
 //! 3. a whole-file sequential read (32 MiB of read-only data, page by page)
 //!    through the program's mapping, under each pager, and under the
 //!    internal pager without fault-around, vs the kernel's mmap.
@@ -119,7 +122,15 @@ fn ns2_of(cmd: &mut Command) -> Result<(f64, f64), String> {
 /// window of `fault_around` pages (0: none).
 fn loader_cmd(loader: &Path, mode: &str, fault_around: u64, prog: &Path, args: &[&str]) -> Command {
     let mut c = Command::new(loader);
-    c.args(["run", "--pager", mode, "--fault-around"])
+    // Learned prefetch off: these figures are of demand paging.
+    c.env_remove("L4FS_SOCKET")
+        .args([
+            "run",
+            "--no-prefetch-profile",
+            "--pager",
+            mode,
+            "--fault-around",
+        ])
         .arg(fault_around.to_string())
         .arg(prog)
         .args(args);
@@ -249,6 +260,94 @@ fn run() -> Result<(), String> {
         le / native
     );
 
+    // 2b. With a running file server (`loader serve`).
+    let sock = dir.join("fs.sock");
+    let _server = Server::start(&loader, &sock)?;
+    let ls = runs(reps, || {
+        let mut c = loader_cmd(&loader, "internal", FA, &hello, &[]);
+        c.env("L4FS_SOCKET", &sock);
+        time(&mut c)
+    })?;
+    println!("start to exit of a static hello with a running file server (loader serve):");
+    println!(
+        "  loader, internal pager    {:>10}  {:>5.2}×",
+        fmt_ns(ls),
+        ls / native
+    );
+
+    // 2c. Learned prefetch: first run (records) vs later runs (replay).
+    let scripts: [(&str, &[&str]); 2] = [
+        (
+            "/bin/bash-static",
+            &[
+                "-c",
+                "for i in 1 2 3; do x=$((x+i)); done; echo $x; printf '%s\\n' a b | while read l; do echo $l; done",
+            ],
+        ),
+        (
+            "/bin/busybox",
+            &[
+                "sh",
+                "-c",
+                "for i in 1 2 3; do x=$((x+i)); done; echo $x; echo a b c | wc -w",
+            ],
+        ),
+    ];
+    println!(
+        "learned prefetch: first run (no profile: recorded) vs later runs (replayed), medians:"
+    );
+    for (prog, args) in scripts {
+        if !Path::new(prog).exists() {
+            println!("  {prog}: not installed, skipped");
+            continue;
+        }
+        let nat = runs(reps, || time(Command::new(prog).args(args)))?;
+        for server in [false, true] {
+            let one = |fresh: bool, k: usize| -> Result<(f64, f64), String> {
+                let cache = dir.join(format!("cache-{k}"));
+                if fresh {
+                    let _ = std::fs::remove_dir_all(&cache);
+                }
+                let st = dir.join("st.json");
+                let mut c = Command::new(&loader);
+                c.env("XDG_CACHE_HOME", &cache).env_remove("L4FS_SOCKET");
+                if server {
+                    c.env("L4FS_SOCKET", &sock);
+                }
+                c.args(["run", "--stats"]).arg(&st).arg(prog).args(args);
+                let t = time(&mut c)?;
+                let j = std::fs::read_to_string(&st).map_err(|e| e.to_string())?;
+                Ok((t, json_num(&j, "total")))
+            };
+            let (mut ft, mut ff, mut lt, mut lf) = (vec![], vec![], vec![], vec![]);
+            for k in 0..reps {
+                let (t, f) = one(true, k)?;
+                ft.push(t);
+                ff.push(f);
+                for _ in 0..2 {
+                    let (t, f) = one(false, k)?;
+                    lt.push(t);
+                    lf.push(f);
+                }
+            }
+            let (ft, ff, lt, lf) = (median(ft), median(ff), median(lt), median(lf));
+            println!(
+                "  {:<16} {:<10} native {:>9}; first {:>9} {:>5.2}× {:>4} faults; later {:>9} {:>5.2}× {:>4} faults ({:.2}× faster, {:.0}% of the faults)",
+                prog.rsplit('/').next().unwrap_or(prog),
+                if server { "server" } else { "one-shot" },
+                fmt_ns(nat),
+                fmt_ns(ft),
+                ft / nat,
+                ff,
+                fmt_ns(lt),
+                lt / nat,
+                lf,
+                ft / lt,
+                100.0 * lf / ff.max(1.0)
+            );
+        }
+    }
+
     // 3. Sequential read.
     let kseq = runs(reps, || ns_of(Command::new(&pf).arg("seq")))?;
     let i16 = runs(reps, || {
@@ -278,6 +377,48 @@ fn run() -> Result<(), String> {
         e16 / kseq
     );
     Ok(())
+}
+
+/// The number after `"key":` in a statistics line.
+fn json_num(j: &str, key: &str) -> f64 {
+    let k = format!("\"{key}\":");
+    j.find(&k)
+        .and_then(|at| {
+            j[at + k.len()..]
+                .split([',', '}'])
+                .next()
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(f64::NAN)
+}
+
+/// A `loader serve` for the benchmark, stopped at the end.
+struct Server(std::process::Child);
+
+impl Server {
+    fn start(loader: &Path, sock: &Path) -> Result<Server, String> {
+        let child = Command::new(loader)
+            .args(["serve", "--socket"])
+            .arg(sock)
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .map_err(|e| e.to_string())?;
+        for _ in 0..500 {
+            if sock.exists() {
+                return Ok(Server(child));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        Err("loader serve did not start".into())
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        // SAFETY: signals our own child.
+        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
+        let _ = self.0.wait();
+    }
 }
 
 struct Cleanup(PathBuf);

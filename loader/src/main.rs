@@ -2,13 +2,13 @@
 //! server.
 //!
 //! ```text
-//! loader run [--pager internal|external] [--root DIR] [--prefetch N] [--fault-around N]
+//! loader run [--pager internal|external] [--root DIR | --ext2 IMAGE] [--prefetch N] [--fault-around N]
 //!            [--fs-pool-pages N] [--stats FILE|-] PROGRAM [ARGS...]
 //! loader check PROGRAM...        validate ELF files (no task is started)
 //! loader demo [--pager ...]      run the bundled demo program
 //! loader bench                   the paging benchmark (loader/README.md, "Benchmark")
 //! loader map-bench FILE          time Dataspace map round trips to the filesystem server
-//! loader fs-server ROOT [POOL]   (internal) the filesystem server role
+//! loader fs-server (--root DIR | --ext2 IMAGE) [POOL]   (internal) the filesystem server role
 //! loader task-stub CONTROL MODE  (internal) the first program of a new task
 //! ```
 //!
@@ -20,7 +20,7 @@ use std::path::PathBuf;
 
 use l4pager::host::Mode;
 use loader::host::arena::Arena;
-use loader::host::run::{RunOpts, fs_server, run};
+use loader::host::run::{RunOpts, Store, fs_server_store, run};
 
 /// The task stub shares its process with the loaded program, whose C
 /// library owns the heap break: every role of this executable allocates
@@ -30,7 +30,7 @@ static ARENA: Arena = Arena::new();
 
 fn usage() -> ! {
     eprintln!(
-        "usage: loader run [--pager internal|external] [--root DIR] [--prefetch N] [--fault-around N] [--fs-pool-pages N] [--stats FILE|-] PROGRAM [ARGS...]\n       \
+        "usage: loader run [--pager internal|external] [--root DIR | --ext2 IMAGE] [--prefetch N] [--fault-around N] [--fs-pool-pages N] [--stats FILE|-] PROGRAM [ARGS...]\n       \
          loader check FILE...\n       loader demo [--pager internal|external] [--fault-around N] [--stats FILE|-]\n       \
          loader bench"
     );
@@ -41,9 +41,13 @@ fn parse_run(args: &[String]) -> RunOpts {
     let mut o = RunOpts {
         mode: Mode::Internal,
         root: PathBuf::from("/"),
+        ext2: None,
         prefetch: 0,
         fault_around: l4pager::host::FAULT_AROUND_PAGES,
         fs_pool_pages: None,
+        profile: true,
+        server: None,
+        server_optional: false,
         stats: None,
         program: String::new(),
         args: Vec::new(),
@@ -64,6 +68,18 @@ fn parse_run(args: &[String]) -> RunOpts {
             "--root" => {
                 o.root = PathBuf::from(val(i));
                 i += 2;
+            }
+            "--server" => {
+                o.server = Some(PathBuf::from(val(i)));
+                i += 2;
+            }
+            "--ext2" => {
+                o.ext2 = Some(PathBuf::from(val(i)));
+                i += 2;
+            }
+            "--no-prefetch-profile" => {
+                o.profile = false;
+                i += 1;
             }
             "--prefetch" => {
                 o.prefetch = val(i).parse().unwrap_or_else(|_| usage());
@@ -88,6 +104,16 @@ fn parse_run(args: &[String]) -> RunOpts {
             s if s.starts_with("--") => usage(),
             _ => break,
         }
+    }
+    // A long-lived file server named in the environment serves runs that
+    // name no store of their own.
+    if o.server.is_none()
+        && o.ext2.is_none()
+        && !args[..i].iter().any(|a| a == "--root")
+        && let Some(p) = std::env::var_os(loader::host::run::SOCKET_ENV).filter(|v| !v.is_empty())
+    {
+        o.server = Some(PathBuf::from(p));
+        o.server_optional = true;
     }
     if i >= args.len() {
         if o.program.is_empty() {
@@ -126,6 +152,9 @@ fn main() {
                 std::process::exit(1);
             }
             o.root = dir.clone();
+            o.server = None;
+            // A new file every time: nothing to learn.
+            o.profile = false;
             o.program = "/demo".into();
             if o.stats.is_none() {
                 o.stats = Some("-".into());
@@ -188,9 +217,33 @@ fn main() {
             }
             std::process::exit(0)
         }
-        Some("fs-server") if args.len() == 2 || args.len() == 3 => {
-            let pool = args.get(2).and_then(|n| n.parse().ok());
-            std::process::exit(fs_server(&args[1], pool))
+        Some("serve") => {
+            let mut store = Store::Dir(PathBuf::from("/"));
+            let mut socket = loader::host::run::default_socket();
+            let mut pool = None;
+            let a = &args[1..];
+            let mut i = 0;
+            while i < a.len() {
+                let v = a.get(i + 1).cloned().unwrap_or_else(|| usage());
+                match a[i].as_str() {
+                    "--root" => store = Store::Dir(PathBuf::from(v)),
+                    "--ext2" => store = Store::Ext2(PathBuf::from(v)),
+                    "--socket" => socket = PathBuf::from(v),
+                    "--fs-pool-pages" => pool = Some(v.parse().unwrap_or_else(|_| usage())),
+                    _ => usage(),
+                }
+                i += 2;
+            }
+            std::process::exit(loader::host::run::serve(&store, &socket, pool))
+        }
+        Some("fs-server") if (3..=4).contains(&args.len()) => {
+            let store = match args[1].as_str() {
+                "--root" => Store::Dir(PathBuf::from(&args[2])),
+                "--ext2" => Store::Ext2(PathBuf::from(&args[2])),
+                _ => usage(),
+            };
+            let pool = args.get(3).and_then(|n| n.parse().ok());
+            std::process::exit(fs_server_store(&store, pool))
         }
         _ => usage(),
     }

@@ -303,7 +303,7 @@ fn native(p: &Path, args: &[&str]) -> Output {
 
 fn loaded(mode: &str, stats: Option<&Path>, p: &Path, args: &[&str]) -> Output {
     let mut c = Command::new(LOADER);
-    c.args(["run", "--pager", mode]);
+    c.args(["run", "--no-prefetch-profile", "--pager", mode]);
     if let Some(s) = stats {
         c.arg("--stats").arg(s);
     }
@@ -337,7 +337,8 @@ fn stat(json: &str, key: &str) -> u64 {
 }
 
 /// Runs `name` natively and under both pagers: stdout, stderr and status
-/// must be equal. Returns the statistics of each loaded run.
+/// must be equal. Returns the statistics of each loaded run (demand paging:
+/// learned prefetch off; tests/images.rs tests it).
 fn same_as_native(name: &str, args: &[&str]) -> Vec<String> {
     let Some(p) = prog(name) else {
         return Vec::new();
@@ -457,7 +458,15 @@ fn orphaned_child_refaults_revoked_pages() {
     for mode in ["internal", "external"] {
         let stats = p.with_extension(format!("{mode}.json"));
         let l = Command::new(LOADER)
-            .args(["run", "--pager", mode, "--fs-pool-pages", "64", "--stats"])
+            .args([
+                "run",
+                "--no-prefetch-profile",
+                "--pager",
+                mode,
+                "--fs-pool-pages",
+                "64",
+                "--stats",
+            ])
             .arg(&stats)
             .arg(&p)
             .output()
@@ -626,7 +635,13 @@ fn prefetch_maps_pages_ahead() {
     };
     let stats = p.with_extension("prefetch.json");
     let o = Command::new(LOADER)
-        .args(["run", "--prefetch", "16", "--stats"])
+        .args([
+            "run",
+            "--no-prefetch-profile",
+            "--prefetch",
+            "16",
+            "--stats",
+        ])
         .arg(&stats)
         .arg(&p)
         .output()
@@ -675,7 +690,13 @@ fn server_revocations_are_honoured() {
     let n = native(&p, &[]);
     let stats = p.with_extension("revoke.json");
     let l = Command::new(LOADER)
-        .args(["run", "--fs-pool-pages", "256", "--stats"])
+        .args([
+            "run",
+            "--no-prefetch-profile",
+            "--fs-pool-pages",
+            "256",
+            "--stats",
+        ])
         .arg(&stats)
         .arg(&p)
         .output()

@@ -350,6 +350,14 @@ pub struct Start {
     pub fault_around: u64,
     /// Regions whose file data ends inside them: (start, file bytes).
     pub file_limits: Vec<(u64, u64)>,
+    /// Learned prefetch: log the pages mapped at faults (recording run).
+    pub record: bool,
+    /// Learned prefetch: the profile to replay (entries as in
+    /// [`l4pager::host::PageLog`]; empty: none).
+    pub profile: Vec<u64>,
+    /// Learned prefetch: pages of the profile mapped before the program
+    /// starts (the rest are mapped while it runs).
+    pub profile_head: u64,
     /// `AT_EXECFN`.
     pub execfn: Vec<u8>,
     /// Arguments.
@@ -378,6 +386,12 @@ impl Start {
             .u64(self.file_limits.len() as u64);
         for (s, l) in &self.file_limits {
             e.u64(*s).u64(*l);
+        }
+        e.u64(self.record as u64)
+            .u64(self.profile_head)
+            .u64(self.profile.len() as u64);
+        for p in &self.profile {
+            e.u64(*p);
         }
         e.bytes(&self.execfn).u64(self.argv.len() as u64);
         for a in &self.argv {
@@ -408,6 +422,12 @@ impl Start {
         for _ in 0..n {
             s.file_limits.push((d.u64()?, d.u64()?));
         }
+        s.record = d.u64()? != 0;
+        s.profile_head = d.u64()?;
+        let n = d.u64()?.min(l4pager::host::LOG_ENTRIES as u64);
+        for _ in 0..n {
+            s.profile.push(d.u64()?);
+        }
         s.execfn = d.bytes()?.to_vec();
         let n = d.u64()?.min(1 << 20);
         for _ in 0..n {
@@ -437,6 +457,9 @@ mod tests {
             prefetch: 8,
             fault_around: 4,
             file_limits: vec![(0x1000, 0x123)],
+            record: true,
+            profile: vec![0x40_1000 | 0x800, 0x40_2000 | 15],
+            profile_head: 64,
             execfn: b"/bin/x".to_vec(),
             argv: vec![b"x".to_vec(), b"y z".to_vec()],
             envp: vec![b"A=B".to_vec()],

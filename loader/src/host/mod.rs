@@ -6,5 +6,6 @@
 pub mod arena;
 pub mod children;
 pub mod ctl;
+pub mod profile;
 pub mod run;
 pub mod stub;

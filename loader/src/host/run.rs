@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 
 use l4pager::fault::{self, Access, FaultCause};
 use l4pager::host::uffd::{Event, Uffd};
-use l4pager::host::{self as ph, Counters, DsView, MAX_REGIONS, Mode, Pager};
+use l4pager::host::{self as ph, Counters, DsView, MAX_REGIONS, Mode, PageLog, Pager};
 use l4pager::region::{Backing, RegionMap};
 use l4pager::sync::SpinLock;
 use l4re::CapRights;
@@ -42,6 +42,7 @@ use l4re::proto::{Dataspace, Rm, RmClient};
 
 use super::children::Children;
 use super::ctl::{Dec, Listener, Start, kind};
+use super::profile;
 use crate::elf::{self, PAGE, Plan};
 
 /// Where a static-pie program is placed.
@@ -58,6 +59,8 @@ pub struct RunOpts {
     pub mode: Mode,
     /// The directory the filesystem server serves.
     pub root: PathBuf,
+    /// An ext2 image the filesystem server serves instead of `root`.
+    pub ext2: Option<PathBuf>,
     /// Pages to map ahead around the entry point and the stack top.
     pub prefetch: u64,
     /// The pagers' fault-around window in pages (0: none; see
@@ -65,6 +68,15 @@ pub struct RunOpts {
     pub fault_around: u64,
     /// Frames of the filesystem server's page pool (`None`: its default).
     pub fs_pool_pages: Option<usize>,
+    /// Learned prefetch: record a profile of the program's first run,
+    /// replay it on later runs (see [`super::profile`]).
+    pub profile: bool,
+    /// A long-lived file server's socket (`loader serve`) to use instead
+    /// of starting one.
+    pub server: Option<PathBuf>,
+    /// Whether a failure to reach `server` only warns (it came from the
+    /// environment) rather than ends the run.
+    pub server_optional: bool,
     /// Where to write the statistics (`-`: standard output).
     pub stats: Option<String>,
     /// The program, as looked up through the filesystem server.
@@ -87,10 +99,61 @@ fn err(s: impl Into<String>) -> RunError {
     RunError(s.into())
 }
 
+/// What the filesystem server serves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Store {
+    /// A host directory (`--root`).
+    Dir(PathBuf),
+    /// An ext2 image file (`--ext2`).
+    Ext2(PathBuf),
+}
+
+impl Store {
+    /// The store `opts` name.
+    pub fn of(opts: &RunOpts) -> Store {
+        match &opts.ext2 {
+            Some(img) => Store::Ext2(img.clone()),
+            None => Store::Dir(opts.root.clone()),
+        }
+    }
+
+    /// An error naming a store that is not there (or not of its kind).
+    pub fn check(&self) -> Result<(), RunError> {
+        match self {
+            Store::Dir(root) => match std::fs::metadata(root) {
+                Ok(m) if m.is_dir() => Ok(()),
+                Ok(_) => Err(err(format!("--root {}: not a directory", root.display()))),
+                Err(e) => Err(err(format!("--root {}: {e}", root.display()))),
+            },
+            Store::Ext2(img) => match std::fs::metadata(img) {
+                Ok(m)
+                    if m.is_file()
+                        || std::os::unix::fs::FileTypeExt::is_block_device(&m.file_type()) =>
+                {
+                    Ok(())
+                }
+                Ok(_) => Err(err(format!("--ext2 {}: not a file", img.display()))),
+                Err(e) => Err(err(format!("--ext2 {}: {e}", img.display()))),
+            },
+        }
+    }
+
+    /// The `fs-server` role's arguments for it.
+    fn args(&self) -> (&'static str, String) {
+        match self {
+            Store::Dir(p) => ("--root", p.to_string_lossy().into_owned()),
+            Store::Ext2(p) => ("--ext2", p.to_string_lossy().into_owned()),
+        }
+    }
+}
+
 /// A filesystem server task and the client side of its root.
 pub struct FsTask {
-    task: l4re::host::ChildTask,
+    /// `None`: a long-lived server we connected to (`loader serve`).
+    task: Option<l4re::host::ChildTask>,
     gate: OwnedCap<IpcGate>,
+    /// What it serves.
+    store: Option<Store>,
 }
 
 impl FsTask {
@@ -102,19 +165,21 @@ impl FsTask {
 
     /// Starts the server with a page pool of `pool_pages` frames.
     pub fn start_with(root: &Path, pool_pages: Option<usize>) -> Result<FsTask, RunError> {
-        match std::fs::metadata(root) {
-            Ok(m) if m.is_dir() => {}
-            Ok(_) => return Err(err(format!("--root {}: not a directory", root.display()))),
-            Err(e) => return Err(err(format!("--root {}: {e}", root.display()))),
-        }
+        Self::start_store(&Store::Dir(root.to_path_buf()), pool_pages)
+    }
+
+    /// Starts the server on `store` with a page pool of `pool_pages`
+    /// frames (`None`: its default).
+    pub fn start_store(store: &Store, pool_pages: Option<usize>) -> Result<FsTask, RunError> {
+        store.check()?;
         let gate = env()
             .factory()
             .create_gate(None, 0)
             .map_err(|e| err(format!("cannot create the filesystem gate: {e}")))?;
         let exe = std::env::current_exe().map_err(|e| err(format!("cannot find myself: {e}")))?;
-        let root_s = root.to_string_lossy().into_owned();
         let pool = pool_pages.map(|n| n.to_string()).unwrap_or_default();
-        let mut args = vec!["fs-server", root_s.as_str()];
+        let (flag, path) = store.args();
+        let mut args = vec!["fs-server", flag, path.as_str()];
         if pool_pages.is_some() {
             args.push(&pool);
         }
@@ -131,7 +196,47 @@ impl FsTask {
             },
         )
         .map_err(|e| err(format!("cannot start the filesystem server: {e}")))?;
-        Ok(FsTask { task, gate })
+        Ok(FsTask {
+            task: Some(task),
+            gate,
+            store: Some(store.clone()),
+        })
+    }
+
+    /// Connects to a long-lived server (`loader serve`) through its socket
+    /// at `path`.
+    pub fn connect(path: &Path) -> Result<FsTask, RunError> {
+        use std::os::fd::AsFd;
+        let what = |e: String| err(format!("file server socket {}: {e}", path.display()));
+        let sock = seqpacket_socket().map_err(|e| what(e.to_string()))?;
+        let (addr, len) = unix_addr(path).map_err(|e| what(e.to_string()))?;
+        // SAFETY: connect with a valid socket and a sockaddr_un of `len`
+        // bytes.
+        let r = unsafe {
+            libc::connect(
+                sock.as_raw_fd(),
+                &addr as *const libc::sockaddr_un as *const libc::sockaddr,
+                len,
+            )
+        };
+        if r != 0 {
+            return Err(what(std::io::Error::last_os_error().to_string()));
+        }
+        let (tag, caps) = l4re::host::recv_caps(sock.as_fd(), Duration::from_secs(5))
+            .map_err(|e| what(format!("no answer: {e}")))?;
+        let Some((_, idx)) = caps.into_iter().find(|(n, _)| n == "fs") else {
+            return Err(what("no file server capability".into()));
+        };
+        let store = match tag.split_once(':') {
+            Some(("dir", p)) => Some(Store::Dir(p.into())),
+            Some(("ext2", p)) => Some(Store::Ext2(p.into())),
+            _ => None,
+        };
+        Ok(FsTask {
+            task: None,
+            gate: OwnedCap::from_cap(Cap::from_idx(idx)),
+            store,
+        })
     }
 
     /// Opens `path` (relative to the served root) read-only.
@@ -157,12 +262,14 @@ impl FsTask {
 
     /// How the server ended, if it has (it should live until we drop it).
     pub fn ended(&self) -> Option<std::process::ExitStatus> {
-        self.task.wait(Some(Duration::ZERO)).ok().flatten()
+        self.task
+            .as_ref()
+            .and_then(|t| t.wait(Some(Duration::ZERO)).ok().flatten())
     }
 
     /// The server's process id.
     pub fn pid(&self) -> u32 {
-        self.task.pid()
+        self.task.as_ref().map_or(0, |t| t.pid())
     }
 
     /// Asks the server to write every dirty page back.
@@ -176,9 +283,210 @@ impl FsTask {
 
 impl Drop for FsTask {
     fn drop(&mut self) {
-        let _ = self.task.kill();
-        let _ = self.task.wait(Some(Duration::from_secs(5)));
+        if let Some(t) = &self.task {
+            let _ = t.kill();
+            let _ = t.wait(Some(Duration::from_secs(5)));
+        }
     }
+}
+
+/// A new `SOCK_SEQPACKET` Unix socket.
+fn seqpacket_socket() -> std::io::Result<OwnedFd> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: plain socket(2); the descriptor is new and ours.
+    let fd = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: a new descriptor we own.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// The `sockaddr_un` of `path` and its length.
+fn unix_addr(path: &Path) -> std::io::Result<(libc::sockaddr_un, libc::socklen_t)> {
+    use std::os::unix::ffi::OsStrExt;
+    // SAFETY: sockaddr_un is plain data; all zeros is valid.
+    let mut a: libc::sockaddr_un = unsafe { core::mem::zeroed() };
+    a.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    let b = path.as_os_str().as_bytes();
+    if b.is_empty() || b.len() >= a.sun_path.len() {
+        return Err(std::io::Error::other("socket path empty or too long"));
+    }
+    for (d, s) in a.sun_path.iter_mut().zip(b) {
+        *d = *s as libc::c_char;
+    }
+    let len = core::mem::size_of::<libc::sa_family_t>() + b.len() + 1;
+    Ok((a, len as libc::socklen_t))
+}
+
+/// The default socket of `loader serve`: `$L4FS_SOCKET` if set, else
+/// `$XDG_RUNTIME_DIR/l4fs.sock`, else `/tmp/l4fs-UID.sock`.
+pub fn default_socket() -> PathBuf {
+    if let Some(p) = std::env::var_os(SOCKET_ENV).filter(|v| !v.is_empty()) {
+        return PathBuf::from(p);
+    }
+    match std::env::var_os("XDG_RUNTIME_DIR").filter(|v| !v.is_empty()) {
+        Some(d) => PathBuf::from(d).join("l4fs.sock"),
+        // SAFETY: getuid cannot fail.
+        None => PathBuf::from(format!("/tmp/l4fs-{}.sock", unsafe { libc::getuid() })),
+    }
+}
+
+/// The environment variable that names a long-lived file server's socket
+/// for `loader run` (and the default of `loader serve --socket`).
+pub const SOCKET_ENV: &str = "L4FS_SOCKET";
+
+/// Set by SIGTERM/SIGINT/SIGHUP in `loader serve`.
+static SERVE_STOP: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+
+/// `loader serve`: serves `store` with l4fs as a long-lived task that
+/// `loader run` uses (through the socket at `socket`: each connection
+/// gets the root's capability), so that runs share its page cache. Ends
+/// on SIGTERM, SIGINT or SIGHUP, after writing every dirty page back and
+/// removing the socket.
+pub fn serve(store: &Store, socket: &Path, pool_pages: Option<usize>) -> i32 {
+    if let Err(e) = store.check() {
+        eprintln!("loader serve: {e}");
+        return 2;
+    }
+    let fail = |what: String| {
+        eprintln!("loader serve: {what}");
+        1
+    };
+    // A socket file nobody answers on is stale: replaced; a live one is
+    // another server's.
+    if socket.exists() {
+        if FsTask::connect(socket).is_ok() {
+            return fail(format!("{} is already served", socket.display()));
+        }
+        let _ = std::fs::remove_file(socket);
+    }
+    let gate = match env().factory().create_gate(None, 0) {
+        Ok(g) => g,
+        Err(e) => return fail(format!("cannot create the gate: {e}")),
+    };
+    let (cfg, tag) = {
+        let (mut cfg, tag) = match store {
+            Store::Dir(root) => (
+                l4fs::FsConfig::host_dir(root),
+                format!("dir:{}", root.display()),
+            ),
+            Store::Ext2(img) => (
+                l4fs::FsConfig::ext2_image(img),
+                format!("ext2:{}", img.display()),
+            ),
+        };
+        if let Some(n) = pool_pages {
+            cfg = cfg.pool_pages(n);
+        }
+        // Longer than a capability name may be: the store stays unnamed.
+        (cfg, if tag.len() > 64 { "other".into() } else { tag })
+    };
+    // Every thread blocks the stop signals (the mask is inherited); the
+    // main thread waits for them.
+    // SAFETY: sigset operations on a local set; pthread_sigmask changes
+    // this thread's mask only.
+    let set = unsafe {
+        let mut set: libc::sigset_t = core::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for s in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
+            libc::sigaddset(&mut set, s);
+        }
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, core::ptr::null_mut());
+        set
+    };
+    let server_gate = gate.cap();
+    let server = std::thread::Builder::new()
+        .name("l4fs".into())
+        .spawn(move || l4fs::serve(server_gate, cfg));
+    if let Err(e) = server {
+        return fail(format!("thread: {e}"));
+    }
+    let listener = match seqpacket_socket() {
+        Ok(s) => s,
+        Err(e) => return fail(format!("socket: {e}")),
+    };
+    let (addr, len) = match unix_addr(socket) {
+        Ok(a) => a,
+        Err(e) => return fail(format!("{}: {e}", socket.display())),
+    };
+    // SAFETY: bind and listen with a valid socket and a sockaddr_un of
+    // `len` bytes.
+    let r = unsafe {
+        let r = libc::bind(
+            listener.as_raw_fd(),
+            &addr as *const libc::sockaddr_un as *const libc::sockaddr,
+            len,
+        );
+        if r == 0 {
+            libc::listen(listener.as_raw_fd(), 64)
+        } else {
+            r
+        }
+    };
+    if r != 0 {
+        return fail(format!(
+            "{}: {}",
+            socket.display(),
+            std::io::Error::last_os_error()
+        ));
+    }
+    let gate_idx = gate.idx();
+    let lfd = listener.as_raw_fd();
+    let acceptor = std::thread::Builder::new()
+        .name("accept".into())
+        .spawn(move || {
+            use std::os::fd::{AsFd, FromRawFd};
+            let _keep = listener;
+            loop {
+                // SAFETY: accept4 on our listening socket; a new
+                // descriptor we own.
+                let c = unsafe {
+                    libc::accept4(
+                        lfd,
+                        core::ptr::null_mut(),
+                        core::ptr::null_mut(),
+                        libc::SOCK_CLOEXEC,
+                    )
+                };
+                if c < 0 {
+                    continue;
+                }
+                // SAFETY: see above.
+                let c = unsafe { OwnedFd::from_raw_fd(c) };
+                let caps = [("fs", gate_idx, CapRights::RW)];
+                if let Err(e) = l4re::host::send_caps(c.as_fd(), &tag, &caps) {
+                    log::debug!("loader serve: a client got nothing: {e}");
+                }
+            }
+        });
+    if let Err(e) = acceptor {
+        return fail(format!("thread: {e}"));
+    }
+    eprintln!(
+        "loader serve: serving {} on {} (pid {})",
+        match store {
+            Store::Dir(p) => format!("directory {}", p.display()),
+            Store::Ext2(p) => format!("ext2 image {}", p.display()),
+        },
+        socket.display(),
+        std::process::id()
+    );
+    let mut sig: i32 = 0;
+    // SAFETY: sigwait on the set blocked above.
+    unsafe { libc::sigwait(&set, &mut sig) };
+    SERVE_STOP.store(sig, Ordering::Relaxed);
+    let _ = std::fs::remove_file(socket);
+    let fs: Cap<l4fs::FsOps> = gate.cap().cast();
+    let code = match l4fs::FsOpsClient::sync_all(&fs) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("loader serve: writing dirty pages back failed: {e}");
+            1
+        }
+    };
+    eprintln!("loader serve: stopped by signal {sig}, dirty pages written back");
+    code
 }
 
 /// Reads `[off, off + len)` of the file through `view` into `buf`.
@@ -301,10 +609,31 @@ pub struct Outcome {
 pub fn run(opts: &RunOpts) -> Result<Outcome, RunError> {
     let t0 = Instant::now();
     ph::uffd::available(ph::wanted_features(false)).map_err(err)?;
-    let fs = FsTask::start_with(&opts.root, opts.fs_pool_pages)?;
+    let (fs, store) = match &opts.server {
+        Some(sock) => match FsTask::connect(sock) {
+            Ok(f) => {
+                let st = f.store.clone();
+                (f, st)
+            }
+            Err(e) if opts.server_optional => {
+                eprintln!("loader: warning: {e}: starting a file server of our own");
+                let st = Store::of(opts);
+                (FsTask::start_store(&st, opts.fs_pool_pages)?, Some(st))
+            }
+            Err(e) => return Err(e),
+        },
+        None => {
+            let st = Store::of(opts);
+            (FsTask::start_store(&st, opts.fs_pool_pages)?, Some(st))
+        }
+    };
+    // A server that serves something we cannot name: no host file for
+    // /proc/self/exe, no profile.
+    let store = store.unwrap_or(Store::Ext2(PathBuf::new()));
+    trace(t0, "fs-started");
     // A relative name is relative to our directory when we serve all of /
     // (as execve would take it); under another root, relative to the root.
-    let lookup = if !opts.program.starts_with('/') && opts.root == Path::new("/") {
+    let lookup = if !opts.program.starts_with('/') && store == Store::Dir("/".into()) {
         std::env::current_dir()
             .map(|d| d.join(&opts.program).to_string_lossy().into_owned())
             .unwrap_or_else(|_| opts.program.clone())
@@ -312,6 +641,7 @@ pub fn run(opts: &RunOpts) -> Result<Outcome, RunError> {
         opts.program.clone()
     };
     let file = fs.open(&lookup)?;
+    trace(t0, "opened");
     let view = DsView::new(file.cap()).map_err(|e| err(format!("{}: {e}", opts.program)))?;
     let (plan, header_pages) =
         read_and_plan(&view).map_err(|e| err(format!("{}: {e}", opts.program)))?;
@@ -332,6 +662,7 @@ pub fn run(opts: &RunOpts) -> Result<Outcome, RunError> {
         .file_name()
         .map(|n| n.to_string_lossy().chars().take(15).collect::<String>())
         .unwrap_or_else(|| "task".into());
+    trace(t0, "planned");
     let task = l4re::host::spawn_with(
         &stub,
         &["task-stub", listener.name(), mode],
@@ -346,6 +677,7 @@ pub fn run(opts: &RunOpts) -> Result<Outcome, RunError> {
     // SIGTERM (timeout(1), service managers) goes to the program, as it
     // would natively; the run then ends with its status.
     forward_sigterm(task.pid() as i32);
+    trace(t0, "task-spawned");
     let ch = listener
         .accept(20_000, task.pid())
         .map_err(|e| err(format!("the task did not start: {e}")))?;
@@ -374,7 +706,7 @@ pub fn run(opts: &RunOpts) -> Result<Outcome, RunError> {
     let counters: &'static Counters = unsafe {
         let p = libc::mmap(
             core::ptr::null_mut(),
-            4096,
+            ph::SHARED_BYTES,
             libc::PROT_READ | libc::PROT_WRITE,
             libc::MAP_SHARED,
             counters_fd.as_raw_fd(),
@@ -383,8 +715,13 @@ pub fn run(opts: &RunOpts) -> Result<Outcome, RunError> {
         if p == libc::MAP_FAILED {
             return Err(err("cannot map the task's statistics page"));
         }
+        COUNTERS_AT.store(p as usize, Ordering::Relaxed);
         Counters::at(p as usize)
     };
+    // SAFETY: the page log follows the counters in the same mapping
+    // (SHARED_BYTES), which stays mapped for our life.
+    let page_log: &'static PageLog =
+        unsafe { PageLog::at(COUNTERS_AT.load(Ordering::Relaxed) + 4096) };
     let self_faults = Arc::new(AtomicU64::new(0));
     {
         let arena = Uffd::from_fd(fds.remove(0), 0);
@@ -396,6 +733,17 @@ pub fn run(opts: &RunOpts) -> Result<Outcome, RunError> {
     }
     let loader_map = crate::layout::region_map(&plan, file.idx(), STACK_TOP, STACK_SIZE)
         .map_err(|e| err(format!("{}: {e}", opts.program)))?;
+    // Learned prefetch: record, or replay what an earlier run recorded.
+    let exe = match &store {
+        Store::Dir(root) => open_beneath(root, &lookup),
+        // Not a host file: a copy of it (read through the server).
+        Store::Ext2(_) => exe_copy(&view, &opts.program),
+    };
+    let prof = if opts.profile {
+        learned_profile(&store, exe.as_ref(), &view, &opts.program, &loader_map)
+    } else {
+        Prof::Off
+    };
     let loader_map = Arc::new(SpinLock::new(loader_map));
     // Forked descendants: served here for as long as they live (the
     // internal pager hands them over; the external pager's fork events
@@ -413,6 +761,7 @@ pub fn run(opts: &RunOpts) -> Result<Outcome, RunError> {
         }),
     ));
     children.pager().set_fault_around(opts.fault_around);
+    let mut ext_pager = None;
     if opts.mode == Mode::External {
         let Some(ufd) = fds.pop() else {
             return Err(err("the task sent no userfaultfd"));
@@ -430,12 +779,17 @@ pub fn run(opts: &RunOpts) -> Result<Outcome, RunError> {
         ));
         pager.set_fault_around(opts.fault_around);
         pager.set_on_fork(Children::handler(&children));
+        if let Prof::Record(..) = prof {
+            pager.set_log(page_log);
+        }
+        ext_pager = Some((pager.clone(), uffd.clone()));
         std::thread::Builder::new()
             .name("ext-pager".into())
             .spawn(move || pager.serve(uffd))
             .map_err(|e| err(format!("thread: {e}")))?;
     }
 
+    trace(t0, "hello");
     // Attach the regions through the task's region map (L4Re::Rm).
     let rm: Cap<Rm> = gate.cap().cast();
     let regions: Vec<_> = loader_map.lock().iter().cloned().collect();
@@ -493,14 +847,39 @@ pub fn run(opts: &RunOpts) -> Result<Outcome, RunError> {
         prefetch: opts.prefetch,
         fault_around: opts.fault_around,
         file_limits,
+        record: matches!(prof, Prof::Record(..)) && opts.mode == Mode::Internal,
+        profile: match &prof {
+            Prof::Replay(_, p) if opts.mode == Mode::Internal => p.entries.clone(),
+            _ => Vec::new(),
+        },
+        profile_head: std::env::var("L4_PROFILE_HEAD")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(PROFILE_HEAD),
         execfn: opts.program.clone().into_bytes(),
         argv,
         envp,
     };
+    // The external pager replays the profile from here: the program
+    // starts once the first pages are mapped, as in the task.
+    if let (Prof::Replay(_, p), Some((pager, uffd))) = (&prof, ext_pager) {
+        let entries = p.entries.clone();
+        let head = start.profile_head;
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::Builder::new()
+            .name("prefetch".into())
+            .spawn(move || {
+                pager.replay(&uffd, &entries, head, &mut || {
+                    let _ = tx.send(());
+                })
+            })
+            .map_err(|e| err(format!("thread: {e}")))?;
+        let _ = rx.recv_timeout(Duration::from_millis(100));
+    }
     // The program's file itself, for /proc/self/exe in the task (if we
     // can open it; resolved beneath the root as the server does).
-    let exe = open_beneath(&opts.root, &lookup);
     let exe_fds: Vec<i32> = exe.iter().map(|f| f.as_raw_fd()).collect();
+    trace(t0, "attached");
     ch.send(kind::START, &start.encode(), &exe_fds)
         .map_err(|e| err(format!("the task is gone: {e}")))?;
     drop(exe);
@@ -532,6 +911,7 @@ pub fn run(opts: &RunOpts) -> Result<Outcome, RunError> {
             .map_err(|e| err(format!("thread: {e}")))?
     };
 
+    trace(t0, "started");
     let st = task
         .wait(None)
         .map_err(|e| err(format!("waiting for the task: {e}")))?
@@ -571,6 +951,27 @@ pub fn run(opts: &RunOpts) -> Result<Outcome, RunError> {
         }
     }
     let wall = t0.elapsed();
+    let g = Counters::get;
+    match &prof {
+        Prof::Record(path, id) if status < 128 => {
+            let faults = g(&counters.faults) - g(&counters.child_faults);
+            let p = profile::from_log(*id, faults, &page_log.snapshot(), &loader_map.lock());
+            if !p.entries.is_empty()
+                && let Err(e) = p.save(path)
+            {
+                eprintln!(
+                    "loader: cannot write the prefetch profile {}: {e}",
+                    path.display()
+                );
+            }
+        }
+        Prof::Replay(path, _) if g(&counters.profile_diverged) != 0 => {
+            // Off the recorded path: the next run records again.
+            let _ = std::fs::remove_file(path);
+        }
+        _ => {}
+    }
+    trace(t0, "ended");
     fs.sync();
     if let Some(dest) = &opts.stats {
         let json = stats_json(
@@ -582,6 +983,7 @@ pub fn run(opts: &RunOpts) -> Result<Outcome, RunError> {
             header_pages,
             status,
             wall,
+            &prof,
         );
         let res = if dest == "-" {
             writeln!(std::io::stdout(), "{json}")
@@ -770,8 +1172,35 @@ fn stats_json(
     header_pages: u64,
     status: i32,
     wall: Duration,
+    prof: &Prof,
 ) -> String {
     let g = Counters::get;
+    let (state, recorded) = match prof {
+        Prof::Off => ("off", 0),
+        Prof::Record(..) => ("recorded", 0),
+        Prof::Replay(_, p) => ("replayed", p.faults),
+    };
+    let faults_now = g(&c.faults) - g(&c.child_faults);
+    let profile_json = format!(
+        concat!(
+            "{{\"state\":\"{}\",\"pages\":{},\"prefetched\":{},\"used\":{},",
+            "\"recorded_faults\":{},\"faults_avoided\":{},\"diverged_at\":{}}}"
+        ),
+        state,
+        g(&c.profile_pages),
+        g(&c.profile_prefetched),
+        g(&c.profile_used),
+        recorded,
+        if recorded > 0 {
+            recorded.saturating_sub(faults_now)
+        } else {
+            0
+        },
+        match g(&c.profile_diverged) {
+            0 => "null".to_string(),
+            a => (a - 1).to_string(),
+        }
+    );
     let mut by_region = String::new();
     for (i, r) in regions.iter().enumerate().take(MAX_REGIONS) {
         if i > 0 {
@@ -794,7 +1223,8 @@ fn stats_json(
             "\"by_region\":[{}]}},",
             "\"pages_mapped\":{},\"prefetched\":{},\"file_pages_touched\":{},\"file_pages_loadable\":{},",
             "\"loader_header_pages\":{},\"bytes_from_server\":{},\"server_maps\":{},\"zero_filled_pages\":{},",
-            "\"cow_copies\":{},\"forks\":{},\"child_faults\":{},\"child_file_pages_touched\":{},\"pager_self_faults\":{},\"pie\":{},\"entry\":{}}}"
+            "\"cow_copies\":{},\"forks\":{},\"child_faults\":{},\"child_file_pages_touched\":{},\"pager_self_faults\":{},\"pie\":{},\"entry\":{},",
+            "\"prefetch_profile\":{}}}"
         ),
         opts.program.replace('\\', "\\\\").replace('"', "\\\""),
         match opts.mode {
@@ -827,24 +1257,132 @@ fn stats_json(
         self_faults.load(Ordering::Relaxed),
         plan.pie,
         plan.entry,
+        profile_json,
     )
+}
+
+/// Learned prefetch: pages of the profile mapped before the program
+/// starts (all: a program that streams through its pages, the worst case,
+/// overtakes a prefetcher that runs beside it; `L4_PROFILE_HEAD=N` lets
+/// the rest be mapped while it runs).
+pub const PROFILE_HEAD: u64 = u64::MAX;
+
+/// With `L4_TRACE` set: the time since `t0` at a step of the run, on
+/// standard error (where the start-up time goes).
+fn trace(t0: Instant, what: &str) {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    if *ON.get_or_init(|| std::env::var_os("L4_TRACE").is_some()) {
+        eprintln!("loader: {:8.3} ms {what}", t0.elapsed().as_secs_f64() * 1e3);
+    }
+}
+
+/// Where the counters are mapped in this process.
+static COUNTERS_AT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// What learned prefetch does in this run.
+pub enum Prof {
+    /// Nothing (`--no-prefetch-profile`, or no cache directory).
+    Off,
+    /// Record a profile at this path.
+    Record(PathBuf, profile::Identity),
+    /// Replay this profile (read from this path).
+    Replay(PathBuf, profile::Profile),
+}
+
+/// The learned-prefetch step of a run: the program's identity, and its
+/// profile if there is a good one (a bad one is named and ignored, and
+/// replaced by this run's recording).
+fn learned_profile(
+    store: &Store,
+    exe: Option<&OwnedFd>,
+    view: &DsView,
+    program: &str,
+    map: &RegionMap,
+) -> Prof {
+    let Some(dir) = profile::dir() else {
+        return Prof::Off;
+    };
+    let meta = match store {
+        Store::Dir(_) => exe.and_then(|fd| {
+            let f = std::fs::File::from(fd.try_clone().ok()?);
+            f.metadata().ok()
+        }),
+        Store::Ext2(img) => std::fs::metadata(img).ok(),
+    };
+    let Some(meta) = meta else { return Prof::Off };
+    let mut first = vec![0u8; view.size().min(PAGE) as usize];
+    if read_range(view, &mut first, 0, PAGE).is_err() {
+        return Prof::Off;
+    }
+    let in_image = match store {
+        Store::Ext2(_) => Some(program),
+        Store::Dir(_) => None,
+    };
+    let id = profile::Identity::new(&meta, &first, in_image);
+    let path = id.path_in(&dir, program);
+    match std::fs::read(&path) {
+        Ok(b) => match profile::Profile::decode(&b, &id, map) {
+            Ok(p) => Prof::Replay(path, p),
+            Err(why) => {
+                eprintln!(
+                    "loader: warning: prefetch profile {}: {why}: ignored",
+                    path.display()
+                );
+                Prof::Record(path, id)
+            }
+        },
+        Err(_) => Prof::Record(path, id),
+    }
+}
+
+/// A memfd holding a copy of the program read through `view`, for
+/// `/proc/self/exe` when the program is no host file (an ext2 image's):
+/// programs such as busybox run their applets by executing it.
+fn exe_copy(view: &DsView, name: &str) -> Option<OwnedFd> {
+    let mut buf = vec![0u8; view.size() as usize];
+    read_range(view, &mut buf, 0, view.size()).ok()?;
+    let base = Path::new(name)
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "program".into());
+    let cname = std::ffi::CString::new(base).ok()?;
+    // SAFETY: memfd_create with a NUL-terminated name; a new descriptor.
+    let fd = unsafe { libc::memfd_create(cname.as_ptr(), libc::MFD_CLOEXEC) };
+    if fd < 0 {
+        return None;
+    }
+    use std::os::fd::FromRawFd;
+    // SAFETY: a new descriptor we own.
+    let f = unsafe { std::fs::File::from_raw_fd(fd) };
+    use std::os::unix::fs::FileExt;
+    f.write_all_at(&buf, 0).ok()?;
+    Some(f.into())
 }
 
 /// The `fs-server` role: serve `root` on the `"server"` gate (with a page
 /// pool of `pool_pages` frames if given).
 pub fn fs_server(root: &str, pool_pages: Option<usize>) -> i32 {
+    fs_server_store(&Store::Dir(root.into()), pool_pages)
+}
+
+/// The `fs-server` role: serve `store` on the `"server"` gate (with a
+/// page pool of `pool_pages` frames if given).
+pub fn fs_server_store(store: &Store, pool_pages: Option<usize>) -> i32 {
     let Some(gate) = env().get_cap::<IpcGate>("server") else {
         eprintln!("loader fs-server: no capability named \"server\"");
         return 2;
     };
-    let mut cfg = l4fs::FsConfig::host_dir(root);
+    let (mut cfg, what) = match store {
+        Store::Dir(root) => (l4fs::FsConfig::host_dir(root), root.display().to_string()),
+        Store::Ext2(img) => (l4fs::FsConfig::ext2_image(img), img.display().to_string()),
+    };
     if let Some(n) = pool_pages {
         cfg = cfg.pool_pages(n);
     }
     match l4fs::serve(gate, cfg) {
         Ok(()) => 0,
         Err(e) => {
-            eprintln!("loader fs-server: {root}: {e}");
+            eprintln!("loader fs-server: {what}: {e}");
             1
         }
     }

@@ -32,7 +32,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use l4pager::host::uffd::{Event, Uffd, features};
-use l4pager::host::{self as ph, Counters, Mode, Pager};
+use l4pager::host::{self as ph, Counters, Mode, PageLog, Pager};
 use l4pager::region::{Region, RegionMap};
 use l4pager::rm::{RmBackend, RmService};
 use l4pager::sync::SpinLock;
@@ -224,6 +224,12 @@ pub fn main(arena: &'static Arena, args: &[String]) -> ! {
         Err(_) => std::process::exit(127),
     };
     pager.set_fault_around(start.fault_around);
+    if start.record {
+        // SAFETY: the page log follows the counters page in the shared
+        // memory `counters_page` mapped (SHARED_BYTES), never unmapped.
+        let log = unsafe { PageLog::at(counters.1 as *const Counters as usize + 4096) };
+        pager.set_log(log);
+    }
     {
         let mut m = map.lock();
         for (s, l) in &start.file_limits {
@@ -445,12 +451,12 @@ fn counters_page() -> std::io::Result<(OwnedFd, &'static Counters)> {
     let fd = unsafe { OwnedFd::from_raw_fd(fd) };
     // SAFETY: plain system calls on our memfd.
     let p = unsafe {
-        if libc::ftruncate(fd.as_raw_fd(), 4096) < 0 {
+        if libc::ftruncate(fd.as_raw_fd(), l4pager::host::SHARED_BYTES as i64) < 0 {
             return Err(std::io::Error::last_os_error());
         }
         libc::mmap(
             core::ptr::null_mut(),
-            4096,
+            l4pager::host::SHARED_BYTES,
             libc::PROT_READ | libc::PROT_WRITE,
             libc::MAP_SHARED,
             fd.as_raw_fd(),
@@ -557,7 +563,7 @@ struct PrctlMmMap {
 fn launch(
     s: &Start,
     pager: &Arc<Pager>,
-    uffd: &Uffd,
+    uffd: &Arc<Uffd>,
     exe: Option<&OwnedFd>,
 ) -> std::result::Result<(u64, u64), String> {
     let mut random = [0u8; 16];
@@ -625,6 +631,28 @@ fn launch(
             .pages_mapped
             .fetch_add(1, Ordering::Relaxed);
         a += PAGE;
+    }
+    // Learned prefetch: the profile is replayed ahead of the program
+    // while it runs.
+    // The program starts once the first `profile_head` pages are mapped.
+    if !s.profile.is_empty() {
+        let (p, u, prof, head) = (
+            pager.clone(),
+            uffd.clone(),
+            s.profile.clone(),
+            s.profile_head,
+        );
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::Builder::new()
+            .name("prefetch".into())
+            .spawn(move || {
+                ph::block_signals();
+                p.replay(&u, &prof, head, &mut || {
+                    let _ = tx.send(());
+                })
+            })
+            .map_err(|e| format!("cannot start the prefetcher: {e}"))?;
+        let _ = rx.recv_timeout(std::time::Duration::from_millis(100));
     }
     // Prefetch around the entry point and below the stack.
     for i in 0..s.prefetch {

@@ -118,6 +118,92 @@ pub struct Counters {
     pub server_lost_addr: AtomicU64,
     /// Faults answered with `SIGBUS` because the server was gone.
     pub server_lost: AtomicU64,
+    /// Learned prefetch: pages in the profile being replayed.
+    pub profile_pages: AtomicU64,
+    /// Learned prefetch: pages the prefetcher mapped from the profile.
+    pub profile_prefetched: AtomicU64,
+    /// Learned prefetch: of those, pages the recording run faulted on
+    /// (the program touched them first-hand there).
+    pub profile_used: AtomicU64,
+    /// Learned prefetch: the first fault on a page outside the profile
+    /// (the run left the recorded path; the prefetcher stopped), plus 1
+    /// (0: none).
+    pub profile_diverged: AtomicU64,
+}
+
+/// Entries of a [`PageLog`].
+pub const LOG_ENTRIES: usize = (256 << 10) / 8 - 1;
+/// Bytes of the memory shared between a task and its creator: the
+/// [`Counters`] page, then the [`PageLog`].
+pub const SHARED_BYTES: usize = 4096 + core::mem::size_of::<PageLog>();
+/// A [`PageLog`] entry's flag: the page of a fault (not one mapped around
+/// it).
+pub const LOG_FAULT: u64 = 1 << 11;
+/// A [`PageLog`] entry's page count minus one (bits 0..11).
+pub const LOG_COUNT_MASK: u64 = LOG_FAULT - 1;
+
+/// The order in which a task's pages were first mapped at its faults (the
+/// recording run of learned prefetch), kept next to the [`Counters`] in
+/// memory shared with the creator. An entry is a page address with
+/// [`LOG_FAULT`] if the run starts with a faulting page, and the run's
+/// page count minus one in the low bits ([`LOG_COUNT_MASK`]).
+#[repr(C)]
+#[derive(Debug)]
+pub struct PageLog {
+    /// Entries pushed (more than [`LOG_ENTRIES`]: the rest were lost).
+    pub len: AtomicU64,
+    /// The entries.
+    pub entries: [AtomicU64; LOG_ENTRIES],
+}
+
+impl PageLog {
+    /// The log at `addr` (memory shared with another process).
+    ///
+    /// # Safety
+    ///
+    /// As [`Counters::at`], for `size_of::<PageLog>()` bytes.
+    pub unsafe fn at(addr: usize) -> &'static PageLog {
+        // SAFETY: see the function's contract.
+        unsafe { &*(addr as *const PageLog) }
+    }
+
+    /// Appends a run of `pages` pages from `addr` (`fault`: it starts with
+    /// the faulting page).
+    pub fn push(&self, addr: u64, pages: u64, fault: bool) {
+        let mut a = addr & !(PAGE_SIZE - 1);
+        let mut left = pages;
+        let mut f = fault;
+        while left > 0 {
+            let n = left.min(LOG_COUNT_MASK + 1);
+            let i = self.len.fetch_add(1, Ordering::Relaxed) as usize;
+            if i >= LOG_ENTRIES {
+                return;
+            }
+            let e = a | (n - 1) | if f { LOG_FAULT } else { 0 };
+            self.entries[i].store(e, Ordering::Relaxed);
+            a += n * PAGE_SIZE;
+            left -= n;
+            f = false;
+        }
+    }
+
+    /// The entries pushed so far.
+    pub fn snapshot(&self) -> Vec<u64> {
+        let n = (Counters::get(&self.len) as usize).min(LOG_ENTRIES);
+        self.entries[..n]
+            .iter()
+            .map(|e| e.load(Ordering::Relaxed))
+            .collect()
+    }
+}
+
+/// A learned-prefetch profile being replayed by a [`Pager`] (see
+/// [`Pager::replay`]).
+struct Replay {
+    /// Every page of the profile.
+    pages: HashSet<u64>,
+    /// Set at the first fault on a page outside it.
+    stop: std::sync::atomic::AtomicBool,
 }
 
 impl Counters {
@@ -503,6 +589,10 @@ pub struct Pager {
     on_fork: OnceLock<OnFork>,
     /// Serves forked descendants (counts [`Counters::child_faults`]).
     children: bool,
+    /// Where the pages mapped at faults are logged (recording run).
+    log: OnceLock<&'static PageLog>,
+    /// The profile being replayed.
+    replay: OnceLock<Replay>,
 }
 
 impl Pager {
@@ -525,6 +615,8 @@ impl Pager {
             last_end: AtomicU64::new(0),
             on_fork: OnceLock::new(),
             children: false,
+            log: OnceLock::new(),
+            replay: OnceLock::new(),
         }
     }
 
@@ -606,6 +698,19 @@ impl Pager {
         if self.children {
             Counters::add(&c.child_faults, 1);
         }
+        if let Some(r) = self.replay.get()
+            && !self.children
+            && !r.pages.contains(&(f.addr & !(PAGE_SIZE - 1)))
+        {
+            // Off the recorded path: the prefetcher stops.
+            r.stop.store(true, Ordering::Relaxed);
+            let _ = c.profile_diverged.compare_exchange(
+                0,
+                f.addr + 1,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            );
+        }
         let access = if f.write { Access::Write } else { Access::Read };
         let decision = {
             let map = self.map.lock();
@@ -623,10 +728,250 @@ impl Pager {
             }
             d
         };
-        self.apply(uffd, decision, &f, false)
+        self.apply(uffd, decision, &f, false).map(|_| ())
     }
 
-    fn apply(&self, uffd: &Uffd, d: Decision, f: &PageFault, prefetch: bool) -> Result<()> {
+    /// Logs a run of pages mapped at a fault (recording run only).
+    fn record(&self, addr: u64, pages: u64, fault: bool) {
+        if !self.children
+            && pages > 0
+            && let Some(l) = self.log.get()
+        {
+            l.push(addr, pages, fault);
+        }
+    }
+
+    /// From now on, logs the pages mapped at faults in `log`, in order
+    /// (the recording run of learned prefetch). Only the first call
+    /// counts.
+    pub fn set_log(&self, log: &'static PageLog) {
+        let _ = self.log.set(log);
+    }
+
+    /// Replays a learned-prefetch profile (entries as in [`PageLog`]):
+    /// maps its pages ahead of the program, in order, until the end or the
+    /// first fault on a page outside the profile. Runs of read-only shared
+    /// file pages the server has cached are mapped with one
+    /// `UFFDIO_CONTINUE` each (internal pager); first the server is asked
+    /// (Dataspace `allocate`) to bring the file ranges the profile needs
+    /// into its cache, a few round trips for all of them. Counted in
+    /// [`Counters::profile_prefetched`] and
+    /// [`profile_used`](Counters::profile_used).
+    ///
+    /// `ready` is called once the first `head` pages are mapped (or the
+    /// replay ended earlier): the caller may start the program then and
+    /// let the rest be mapped while it runs.
+    pub fn replay(&self, uffd: &Uffd, entries: &[u64], head: u64, ready: &mut dyn FnMut()) {
+        let mut ready = Some(ready);
+        self.replay_inner(uffd, entries, head, &mut ready);
+        if let Some(r) = ready.take() {
+            r();
+        }
+    }
+
+    fn replay_inner(
+        &self,
+        uffd: &Uffd,
+        entries: &[u64],
+        head: u64,
+        ready: &mut Option<&mut dyn FnMut()>,
+    ) {
+        let c = self.counters;
+        let runs: Vec<(u64, u64, bool)> = entries
+            .iter()
+            .map(|e| {
+                (
+                    e & !(PAGE_SIZE - 1),
+                    (e & LOG_COUNT_MASK) + 1,
+                    e & LOG_FAULT != 0,
+                )
+            })
+            .collect();
+        let mut pages = HashSet::new();
+        for (a, n, _) in &runs {
+            for i in 0..*n {
+                pages.insert(a + i * PAGE_SIZE);
+            }
+        }
+        c.profile_pages.store(pages.len() as u64, Ordering::Relaxed);
+        if self
+            .replay
+            .set(Replay {
+                pages,
+                stop: std::sync::atomic::AtomicBool::new(false),
+            })
+            .is_err()
+        {
+            return;
+        }
+        let stop = || {
+            self.replay
+                .get()
+                .is_some_and(|r| r.stop.load(Ordering::Relaxed))
+        };
+        self.warm_server(&runs);
+        let mut done = HashSet::new();
+        for (addr, n, fault) in runs {
+            if stop() {
+                break;
+            }
+            let mut p = addr;
+            let end = addr + n * PAGE_SIZE;
+            while p < end {
+                if !done.insert(p) {
+                    p += PAGE_SIZE;
+                    continue;
+                }
+                let mapped = self.prefetch_run(uffd, p, end);
+                let got = mapped.max(1);
+                for q in (p..p + got * PAGE_SIZE).step_by(PAGE_SIZE as usize) {
+                    done.insert(q);
+                }
+                if mapped > 0 {
+                    Counters::add(&c.profile_prefetched, mapped);
+                    if fault && p == addr {
+                        Counters::add(&c.profile_used, 1);
+                    }
+                }
+                p += got * PAGE_SIZE;
+                if done.len() as u64 >= head
+                    && let Some(r) = ready.take()
+                {
+                    r();
+                }
+            }
+        }
+    }
+
+    /// Asks the server to bring the file ranges behind the profile's
+    /// file-backed pages into its cache (Dataspace `allocate`, one call per
+    /// range of consecutive pages).
+    fn warm_server(&self, runs: &[(u64, u64, bool)]) {
+        let mut want: Vec<(u64, u64, u64)> = Vec::new(); // (ds, first, end)
+        {
+            let map = self.map.lock();
+            for (a, n, _) in runs {
+                let Some(r) = map.lookup(*a) else { continue };
+                if let crate::region::Backing::File {
+                    ds,
+                    offset,
+                    file_len,
+                } = r.backing
+                {
+                    let first = offset + (a - r.start);
+                    let end =
+                        (first + n * PAGE_SIZE).min(offset + file_len.next_multiple_of(PAGE_SIZE));
+                    if end > first {
+                        want.push((ds.0, first, end));
+                    }
+                }
+            }
+        }
+        want.sort_unstable();
+        let mut merged: Vec<(u64, u64, u64)> = Vec::new();
+        for (ds, f, e) in want {
+            match merged.last_mut() {
+                // Gaps of up to 64 KiB are read too (fewer calls).
+                Some(m) if m.0 == ds && f <= m.2 + (16 * PAGE_SIZE) => m.2 = m.2.max(e),
+                _ => merged.push((ds, f, e)),
+            }
+        }
+        for (ds, f, e) in merged {
+            let cap: Cap<Dataspace> = Cap::from_idx(CapIdx(ds));
+            if let Err(err) = cap.allocate(f, e - f) {
+                log::debug!("pager: allocate of {f:#x}..{e:#x} failed: {err}");
+            }
+        }
+    }
+
+    /// Maps the page at `p` ahead of any fault, and in internal mode the
+    /// run of read-only shared file pages from it up to `end` that the
+    /// server has cached; returns the pages mapped (0: none).
+    fn prefetch_run(&self, uffd: &Uffd, p: u64, end: u64) -> u64 {
+        if self.mode == Mode::Internal {
+            let shared_ro = {
+                let map = self.map.lock();
+                match map.lookup(p) {
+                    Some(r) => {
+                        let e = end.min(r.end());
+                        (!r.private
+                            && !r.rights.contains(Rights::W)
+                            && matches!(r.backing, crate::region::Backing::File { .. }))
+                        .then_some(e)
+                    }
+                    None => None,
+                }
+            };
+            if let Some(e) = shared_ro {
+                let (done, _) = uffd.continue_nowake(p, e - p);
+                if done > 0 {
+                    let n = done / PAGE_SIZE;
+                    Counters::add(&self.counters.pages_mapped, n);
+                    Counters::add(&self.counters.prefetched, n);
+                    return n;
+                }
+            }
+        }
+        if let Some(n) = self.prefetch_private_run(uffd, p, end) {
+            return n;
+        }
+        u64::from(self.prefetch_page(uffd, p))
+    }
+
+    /// Prefetch of a run of private file pages (copied from the pager's
+    /// view, internal mode, pages the server has cached) with one
+    /// `UFFDIO_COPY`; `None` if `p` is no such page (or nothing could be
+    /// copied): then it goes page by page.
+    fn prefetch_private_run(&self, uffd: &Uffd, p: u64, end: u64) -> Option<u64> {
+        if self.mode != Mode::Internal {
+            return None;
+        }
+        let (ds, off, valid_end, e) = {
+            let map = self.map.lock();
+            let r = map.lookup(p)?;
+            match r.backing {
+                crate::region::Backing::File {
+                    ds,
+                    offset,
+                    file_len,
+                } if r.private => (
+                    ds,
+                    offset + (p - r.start),
+                    r.start + file_len,
+                    end.min(r.end()),
+                ),
+                _ => return None,
+            }
+        };
+        let view = self.view(ds).ok()?;
+        view.memfd()?;
+        let n = ((e - p) / PAGE_SIZE).min(256) as usize;
+        let mut buf = vec![0u8; n * PAGE_SIZE as usize];
+        let good = {
+            let mut pages: Vec<&mut [u8]> = buf.chunks_mut(PAGE_SIZE as usize).collect();
+            view.read_pages(off, &mut pages) as usize
+        };
+        if good == 0 {
+            return None;
+        }
+        // Bytes past the region's file data read as zeros.
+        for (i, page) in buf.chunks_mut(PAGE_SIZE as usize).take(good).enumerate() {
+            let at = p + i as u64 * PAGE_SIZE;
+            let valid = valid_end.saturating_sub(at).min(PAGE_SIZE) as usize;
+            page[valid..].fill(0);
+        }
+        let (done, _) = uffd.copy_nowake(p, buf.as_ptr(), good as u64 * PAGE_SIZE);
+        let k = done / PAGE_SIZE;
+        if k == 0 {
+            return None;
+        }
+        Counters::add(&self.counters.private_copies, k);
+        Counters::add(&self.counters.pages_mapped, k);
+        Counters::add(&self.counters.prefetched, k);
+        Some(k)
+    }
+
+    fn apply(&self, uffd: &Uffd, d: Decision, f: &PageFault, prefetch: bool) -> Result<bool> {
         let c = self.counters;
         let region = match d {
             Decision::MapShared { region, .. }
@@ -636,6 +981,11 @@ impl Pager {
         };
         if !prefetch && !matches!(d, Decision::Error(_)) && region < MAX_REGIONS {
             Counters::add(&c.region_faults[region], 1);
+        }
+        // Logged (recording run) before the ioctl that wakes the thread,
+        // as the counters.
+        if !prefetch && !matches!(d, Decision::Error(_) | Decision::Forward { .. }) {
+            self.record(f.addr, 1, true);
         }
         // Counters are updated before the ioctl that wakes the faulting
         // thread (and taken back if nothing was mapped): a program may end
@@ -743,7 +1093,7 @@ impl Pager {
                 log::warn!("pager: no outer pager on the host (fault at {page:#x})");
                 Counters::add(&c.errors, 1);
                 uffd.wake(page, PAGE_SIZE);
-                return Ok(());
+                return Ok(false);
             }
             Decision::Error(report) => {
                 Counters::add(&c.errors, 1);
@@ -758,7 +1108,7 @@ impl Pager {
                 c.pager_error_addr.store(report.addr + 1, Ordering::Relaxed);
                 (self.on_error)(&report, f);
                 uffd.wake(f.addr & !(PAGE_SIZE - 1), PAGE_SIZE);
-                return Ok(());
+                return Ok(false);
             }
         };
         match outcome {
@@ -766,14 +1116,15 @@ impl Pager {
                 if prefetch {
                     Counters::add(&c.prefetched, 1);
                 }
+                Ok(true)
             }
             Resolved::Exists | Resolved::Retry => {
                 kind.fetch_sub(1, Ordering::Relaxed);
                 c.pages_mapped.fetch_sub(1, Ordering::Relaxed);
                 Counters::add(&c.retries, 1);
+                Ok(false)
             }
         }
-        Ok(())
     }
 
     /// Sets how many pages around a shared file page are mapped with it
@@ -831,6 +1182,7 @@ impl Pager {
         while p < end {
             let (done, r) = uffd.continue_nowake(p, end - p);
             if done > 0 {
+                self.record(p, done / PAGE_SIZE, false);
                 let stop = p + done;
                 around += done / PAGE_SIZE;
                 if (p..stop).contains(&page) {
@@ -897,6 +1249,7 @@ impl Pager {
                 continue;
             }
             let (done, _) = uffd.copy_nowake(p, buf.as_ptr(), buf.len() as u64);
+            self.record(p, done / PAGE_SIZE, false);
             n += done / PAGE_SIZE;
             if p == run_end {
                 run_end = p + done;
@@ -926,6 +1279,14 @@ impl Pager {
             }
         }
         let view = self.view(ds)?;
+        if self.mode == Mode::Internal && view.memfd().is_some() {
+            // Cached already (the server's page, still there after the
+            // copy): no round trip.
+            let mut buf = Box::new([0u8; PAGE_SIZE as usize]);
+            if view.read_page(offset, PAGE_SIZE, &mut buf[..]) {
+                return Ok((Some(buf), false));
+            }
+        }
         let block = self.load(&view, offset)?;
         if self.mode == Mode::Internal {
             let mut buf = Box::new([0u8; PAGE_SIZE as usize]);
@@ -1008,9 +1369,16 @@ impl Pager {
     /// Maps the page at `addr` ahead of any fault (prefetch); invalid or
     /// already mapped pages are skipped.
     pub fn prefetch(&self, uffd: &Uffd, addr: u64) {
+        self.prefetch_page(uffd, addr);
+    }
+
+    /// As [`prefetch`](Self::prefetch); whether a page was mapped.
+    fn prefetch_page(&self, uffd: &Uffd, addr: u64) -> bool {
         let d = {
             let map = self.map.lock();
-            let Some(r) = map.lookup(addr) else { return };
+            let Some(r) = map.lookup(addr) else {
+                return false;
+            };
             let access = if r.rights.contains(Rights::R) {
                 Access::Read
             } else {
@@ -1019,7 +1387,7 @@ impl Pager {
             fault::resolve(&map, addr, access, 0)
         };
         if matches!(d, Decision::Error(_)) {
-            return;
+            return false;
         }
         let f = PageFault {
             addr,
@@ -1027,8 +1395,12 @@ impl Pager {
             minor: false,
             tid: 0,
         };
-        if let Err(e) = self.apply(uffd, d, &f, true) {
-            log::debug!("pager: prefetch of {addr:#x} failed: {e}");
+        match self.apply(uffd, d, &f, true) {
+            Ok(m) => m,
+            Err(e) => {
+                log::debug!("pager: prefetch of {addr:#x} failed: {e}");
+                false
+            }
         }
     }
 

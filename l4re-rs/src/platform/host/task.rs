@@ -467,3 +467,117 @@ fn parse_bootstrap(
     }
     Some((tag, named))
 }
+
+/// Sends capabilities (each under a name, with at most `rights`; never
+/// the server end of a gate) and a short text `tag` over the connected
+/// `SOCK_SEQPACKET` socket `sock`, in the format of the bootstrap packet.
+/// With [`recv_caps`], an unrelated process (a client that finds a
+/// long-lived server through a socket path) gets capabilities of ours.
+pub fn send_caps(
+    sock: BorrowedFd<'_>,
+    tag: &str,
+    caps: &[(&str, CapIdx, CapRights)],
+) -> Result<()> {
+    if caps.len() > MAX_NAMED || tag.len() > MAX_NAME {
+        return Err(Error::TooBig);
+    }
+    let mut w = Words::default();
+    w.word(BOOT_MAGIC);
+    w.bytes(tag.as_bytes());
+    w.word(caps.len() as u64);
+    let mut fds = Vec::new();
+    {
+        let table = lock(&process().table);
+        for (name, idx, rights) in caps {
+            if name.is_empty() || name.len() > MAX_NAME || name.contains('\0') {
+                return Err(Error::Inval);
+            }
+            let e = table.get(*idx).ok_or(Error::NoEnt)?;
+            let desc = export(&e.obj, (*rights & e.rights) - CapRights::S, &mut fds)?;
+            w.bytes(name.as_bytes());
+            w.desc(desc);
+        }
+    }
+    let borrowed: Vec<BorrowedFd<'_>> = fds.iter().map(|a| a.fd()).collect();
+    send_packet(
+        sock,
+        &w.to_bytes(),
+        &borrowed,
+        Deadline::new(Timeout::Never),
+    )
+    .map_err(|_| Error::Io)
+}
+
+/// Receives what [`send_caps`] sent on `sock` (waiting at most
+/// `timeout`): the tag and the capabilities, each installed in a newly
+/// allocated slot of ours.
+pub fn recv_caps(
+    sock: BorrowedFd<'_>,
+    timeout: Duration,
+) -> Result<(String, Vec<(String, CapIdx)>)> {
+    let mut pfd = [PollFd::from_borrowed_fd(sock, PollFlags::IN)];
+    let ts = Timespec {
+        tv_sec: timeout.as_secs() as i64,
+        tv_nsec: timeout.subsec_nanos() as i64,
+    };
+    if !matches!(rustix::event::poll(&mut pfd, Some(&ts)), Ok(1)) {
+        return Err(Error::Ipc(crate::error::IpcError::RecvTimeout));
+    }
+    let mut buf = vec![0u8; 1 << 16];
+    let mut space =
+        vec![std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(SCM_MAX_FD))];
+    let mut control = RecvAncillaryBuffer::new(&mut space);
+    let mut iov = [rustix::io::IoSliceMut::new(&mut buf)];
+    let r = rustix::net::recvmsg(
+        sock,
+        &mut iov,
+        &mut control,
+        RecvFlags::DONTWAIT | RecvFlags::CMSG_CLOEXEC,
+    )
+    .map_err(errno_to_error)?;
+    let mut fds: Vec<OwnedFd> = Vec::new();
+    for msg in control.drain() {
+        if let RecvAncillaryMessage::ScmRights(f) = msg {
+            fds.extend(f);
+        }
+    }
+    let bad = || Error::Inval;
+    if r.bytes == 0
+        || r.flags
+            .intersects(rustix::net::ReturnFlags::TRUNC | rustix::net::ReturnFlags::CTRUNC)
+    {
+        return Err(bad());
+    }
+    let mut rd = WordReader::new(&buf[..r.bytes]);
+    if rd.word() != Some(BOOT_MAGIC) {
+        return Err(bad());
+    }
+    let tag = String::from_utf8(rd.bytes(MAX_NAME).ok_or_else(bad)?.to_vec()).map_err(|_| bad())?;
+    let n = rd
+        .word()
+        .and_then(|n| usize::try_from(n).ok())
+        .filter(|n| *n <= MAX_NAMED)
+        .ok_or_else(bad)?;
+    let mut items = Vec::with_capacity(n);
+    let mut total = 0usize;
+    for _ in 0..n {
+        let name =
+            String::from_utf8(rd.bytes(MAX_NAME).ok_or_else(bad)?.to_vec()).map_err(|_| bad())?;
+        let desc = rd.desc().ok_or_else(bad)?;
+        total += desc.nfds as usize;
+        items.push((name, desc));
+    }
+    if !rd.at_end() || total != fds.len() {
+        return Err(bad());
+    }
+    let mut fds = fds.into_iter();
+    let mut out = Vec::with_capacity(n);
+    for (name, desc) in items {
+        let item_fds: Vec<OwnedFd> = fds.by_ref().take(desc.nfds as usize).collect();
+        let entry = import(desc, item_fds).ok_or_else(bad)?;
+        let slot = cap_alloc()?;
+        drop(lock(&process().table).install(slot, entry));
+        out.push((name, slot));
+    }
+    Ok((tag, out))
+}
