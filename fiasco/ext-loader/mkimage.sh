@@ -19,5 +19,5 @@ printf 'not an ELF file\n' > "$dir/bin/notelf"
 mkdir -p "$dir/data"
 head -c 8192 /dev/zero > "$dir/data/shared"
 rm -f "$out.tmp"
-mke2fs -q -F -t ext2 -b 4096 -d "$dir" "$out.tmp" 4M
+mke2fs -q -F -t ext2 -b 4096 -d "$dir" "$out.tmp" 16M
 mv "$out.tmp" "$out"

@@ -189,6 +189,16 @@ mod fiasco_objects {
             k::kip_address()
         }
 
+        /// Its page in this task, made present (read once), so that it
+        /// can be mapped on to another task.
+        pub fn present_page() -> u64 {
+            let kip = k::kip_address();
+            // SAFETY: the KIP is mapped read-only in every L4Re program for
+            // its whole life; reading its first byte only faults it in.
+            let _ = unsafe { core::ptr::read_volatile(kip as *const u8) };
+            kip & !0xfff
+        }
+
         /// Whether the kernel announces `feature` (`l4_kip_kernel_has_feature`,
         /// e.g. `"pf_tramp"`).
         pub fn has_feature(feature: &str) -> bool {

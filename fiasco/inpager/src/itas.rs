@@ -79,8 +79,72 @@ pub(crate) fn run(info: StartInfo) -> i32 {
     }
 }
 
-/// Reads the whole binary through a temporary attach in the outer region
-/// map and places it ([`in_task::place`]).
+/// Where the binary is readable in this task while it is planned.
+enum BinaryView {
+    /// Attached in the outer region map, which pages it.
+    Outer(u64),
+    /// Mapped here page block by page block from the dataspace, in an
+    /// area reserved in the task's region map.
+    Mapped(u64),
+}
+
+/// Makes `file` (`len` bytes, page-rounded) readable in this task: through
+/// the outer region map (as `l4re_itas` does: only the pages read come
+/// in), or, if the outer region map does not attach (a loader that is
+/// only this task's pager), by mapping it here from the dataspace in the
+/// largest blocks its server sends.
+fn view_binary(
+    file: Cap<Dataspace>,
+    len: u64,
+    map: &mut RegionMap,
+) -> Result<BinaryView, l4re::Error> {
+    let outer = env().rm();
+    let attached = outer.attach(
+        0,
+        len,
+        flags::R | flags::SEARCH_ADDR,
+        Some(file.send(CapRights::R)),
+        0,
+        12,
+        CapIdx::INVALID.0,
+        "[binary]",
+        0,
+    );
+    match attached {
+        Ok(at) => return Ok(BinaryView::Outer(at)),
+        Err(l4re::Error::NoSys) => {}
+        Err(e) => return Err(e),
+    }
+    let at = map
+        .reserve_area(in_task::PIE_BASE, len, true, 2 << 20)
+        .map_err(l4re::Error::from)?;
+    let mut off = 0;
+    while off < len {
+        let (base, order) = crate::window::around(at + off, at, at + len);
+        let item = file.map(
+            off,
+            at + off,
+            l4re::proto::dataspace::map_flags::R,
+            l4re::fpage::RcvBuf::window(base, order),
+        );
+        let item = match item {
+            Ok(i) => i,
+            Err(e) => {
+                crate::fiasco::unmap_range(at, off);
+                let _ = map.free_area(at);
+                return Err(e);
+            }
+        };
+        // What arrived: the block of 2^got bytes around the page asked for.
+        let got = item.received_order().unwrap_or(12).clamp(12, order);
+        let block_end = ((at + off) & !((1u64 << got) - 1)) + (1 << got);
+        off = block_end.max(at + off + PAGE) - at;
+    }
+    Ok(BinaryView::Mapped(at))
+}
+
+/// Reads the whole binary ([`view_binary`]) and places it
+/// ([`in_task::place`]).
 fn plan_binary(
     file: Cap<Dataspace>,
     name: &str,
@@ -94,27 +158,24 @@ fn plan_binary(
     if size == 0 {
         return Err(format!("{name}: empty file"));
     }
-    let outer = env().rm();
     let len = size.next_multiple_of(PAGE);
-    let at = outer
-        .attach(
-            0,
-            len,
-            flags::R | flags::SEARCH_ADDR,
-            Some(file.send(CapRights::R)),
-            0,
-            12,
-            CapIdx::INVALID.0,
-            "[binary]",
-            0,
-        )
-        .map_err(|e| format!("{name}: cannot attach it: {e}"))?;
-    // SAFETY: `[at, at + size)` is the file, attached read-only in our
-    // task by the outer region map, which pages it on access; it stays
-    // attached until the detach below, after the last use of `bytes`.
+    let view = view_binary(file, len, map).map_err(|e| format!("{name}: cannot read it: {e}"))?;
+    let at = match view {
+        BinaryView::Outer(at) | BinaryView::Mapped(at) => at,
+    };
+    // SAFETY: `[at, at + size)` is the file, readable in this task (paged
+    // by the outer region map, or mapped above) until it is unmapped
+    // below, after the last use of `bytes`.
     let bytes = unsafe { core::slice::from_raw_parts(at as *const u8, size as usize) };
     let plan = in_task::place(map, bytes, pie_hint).map_err(|e| format!("{name}: {e}"));
-    let _ = outer.detach(at, len, 0);
+    match view {
+        BinaryView::Outer(at) => {
+            let _ = env().rm().detach(at, len, 0);
+        }
+        BinaryView::Mapped(at) => {
+            let _ = map.free_area(at);
+        }
+    }
     crate::fiasco::unmap_range(at, len);
     plan
 }

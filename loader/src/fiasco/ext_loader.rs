@@ -23,12 +23,14 @@ use l4re::env::{env, log_line};
 use l4re::fiasco::mem::Region;
 use l4re::fpage::{Fpage, MapType, RcvBuf, Rights, SndFpage};
 use l4re::ipc::Timeout;
+use l4re::msg::ReceivedCap;
 use l4re::msg::{LongBytes, MsgTag};
 use l4re::proto::dataspace::map_flags;
 use l4re::proto::parent::SIGNAL_EXIT;
-use l4re::proto::rm::flags as rm_flags;
+use l4re::proto::rm::{PageIn, RangeEntry, RangeList, flags as rm_flags};
 use l4re::proto::{Dataspace, DataspaceClient, Namespace, PageFault, PageFaultServer, Parent};
 use l4re::proto::{ParentServer, pager};
+use l4re::proto::{Rm, RmServer};
 use l4re::rpc::{Protocol, Request};
 use l4re::server::{Server, ServerObject};
 use l4re::{Cap, Error};
@@ -37,8 +39,9 @@ use super::check::{End, FaultStats, Record, checks, tap_block};
 use super::options::{self, Attach, Job, Source};
 use super::task::{Image, Planned, inpager_stack, map_cap, query, regions_line, start_thread};
 use super::{
-    ANON_SIZE, CHILD_PAGER_SLOT, INPAGER_PAGER_SLOT, INPAGER_THREAD_SLOT, LoaderError, POOL_PAGES,
-    PROGRAM_THREAD_SLOT, PROGRAM_UTCB, STACK_SIZE, STACK_TOP, UTCB_AREA, call,
+    ANON_SIZE, CHILD_PAGER_SLOT, INPAGER_PAGER_SLOT, INPAGER_THREAD_SLOT, L4RE_UTCB_LOG2,
+    LoaderError, POOL_PAGES, PROGRAM_THREAD_SLOT, PROGRAM_UTCB, STACK_SIZE, STACK_TOP, UTCB_AREA,
+    call,
 };
 use crate::elf::PAGE;
 
@@ -93,8 +96,12 @@ struct Child {
 /// image, region map and thread then are).
 struct Internal {
     /// The program's file (the internal pager has its own capability of
-    /// it; detached here when the task ends).
-    _program: Image,
+    /// it; detached here when the task ends); `None` for an ordinary L4Re
+    /// program, which the internal pager opens itself.
+    _program: Option<Image>,
+    /// An ordinary L4Re program (`--l4re`): the internal pager runs as
+    /// L4Re's in-task pager, this loader is its outer region map.
+    l4re: bool,
     entry: u64,
     /// File pages the program could fault.
     loadable_pages: u64,
@@ -328,11 +335,109 @@ impl TaskSetupServer for Loaded {
     }
 }
 
+/// For an internal pager running as L4Re's in-task pager (`--l4re`), the
+/// loader is the task's outer region map: it lists the internal pager's
+/// own regions (paged here), the KIP and the UTCB area, which the internal
+/// pager takes over into the program's region map. It changes nothing:
+/// the program's requests go to the internal pager.
+impl RmServer for Loaded {
+    #[allow(clippy::too_many_arguments)]
+    fn attach(
+        &self,
+        _: &mut Request<'_>,
+        _: u64,
+        _: u64,
+        _: u32,
+        _: Option<ReceivedCap>,
+        _: u64,
+        _: u8,
+        _: u64,
+        _: String,
+        _: u64,
+    ) -> l4re::Result<u64> {
+        Err(Error::NoSys)
+    }
+    fn detach(
+        &self,
+        _: &mut Request<'_>,
+        _: u64,
+        _: u64,
+        _: u32,
+    ) -> l4re::Result<l4re::rpc::WithCode<(u64, u64, u64)>> {
+        Err(Error::NoSys)
+    }
+    fn find(&self, _: &mut Request<'_>, _: u64, _: u64) -> l4re::Result<(u64, u64, u32, u64, u64)> {
+        Err(Error::NoSys)
+    }
+    fn reserve_area(
+        &self,
+        _: &mut Request<'_>,
+        _: u64,
+        _: u64,
+        _: u32,
+        _: u8,
+    ) -> l4re::Result<u64> {
+        Err(Error::NoSys)
+    }
+    fn free_area(&self, _: &mut Request<'_>, _: u64) -> l4re::Result<()> {
+        Err(Error::NoSys)
+    }
+    fn get_regions(&self, _: &mut Request<'_>, start: u64) -> l4re::Result<RangeList> {
+        let child = self.child.borrow();
+        if !child.internal.as_ref().is_some_and(|i| i.l4re) {
+            return Err(Error::NoSys);
+        }
+        let entry = |s: u64, size: u64, flags: u32| RangeEntry {
+            start: s,
+            end: s + size - 1,
+            flags: flags as u16,
+        };
+        let mut list: Vec<RangeEntry> = child
+            .map
+            .iter()
+            .map(|r| entry(r.start, r.size, r.rights.bits() as u32))
+            .collect();
+        list.push(entry(
+            crate::l4re_start::DEFAULT_KIP_ADDR,
+            PAGE,
+            rm_flags::R | rm_flags::KERNEL,
+        ));
+        list.push(entry(
+            UTCB_AREA,
+            1 << L4RE_UTCB_LOG2,
+            rm_flags::RW | rm_flags::KERNEL,
+        ));
+        list.sort_by_key(|e| e.start);
+        Ok(RangeList(
+            list.into_iter()
+                .filter(|e| e.start >= start)
+                .take(RangeList::MAX)
+                .collect(),
+        ))
+    }
+    fn get_areas(&self, _: &mut Request<'_>, _: u64) -> l4re::Result<RangeList> {
+        Ok(RangeList(Vec::new()))
+    }
+    fn get_info(&self, _: &mut Request<'_>, _: u64) -> l4re::Result<(String, u64)> {
+        Err(Error::NoSys)
+    }
+    fn add_rescue_jump(&self, _: &mut Request<'_>, _: u64, _: u64, _: u64) -> l4re::Result<()> {
+        Err(Error::NoSys)
+    }
+    fn remove_rescue_jump(&self, _: &mut Request<'_>, _: u64) -> l4re::Result<()> {
+        Err(Error::NoSys)
+    }
+    fn page_in(&self, _: &mut Request<'_>, _: u64, _: u64, _: u16) -> l4re::Result<PageIn> {
+        Err(Error::NoSys)
+    }
+}
+
 const PROTOCOLS: &[(i64, &str)] = &[
     (pager::LABEL, "page-fault"),
     (pager::EXCEPTION_LABEL, "exception"),
     (<Parent as Protocol>::LABEL, "L4Re::Parent"),
     (task::LABEL, "TaskSetup"),
+    (<Rm as Protocol>::LABEL, "L4Re::Rm"),
 ];
 
 impl ServerObject for Loaded {
@@ -345,6 +450,7 @@ impl ServerObject for Loaded {
             pager::LABEL => PageFault::dispatch(self, req),
             pager::EXCEPTION_LABEL => Err(self.end(End::Ended(l4re::fiasco::exception_report()))),
             task::LABEL => TaskSetup::dispatch(self, req),
+            l if l == <Rm as Protocol>::LABEL => Rm::dispatch(self, req),
             _ => Parent::dispatch(self, req),
         }
     }
@@ -360,7 +466,7 @@ fn load(ns: Cap<Namespace>, path: &str, label: u64) -> Result<Child, LoaderError
         regions_line(&planned.map)
     ));
     let start = || {
-        let (task, gate) = super::task::create_task(label, CHILD_PAGER_SLOT)?;
+        let (task, gate) = super::task::create_task(label, CHILD_PAGER_SLOT, 12)?;
         let thread = start_thread(
             task.cap(),
             CHILD_PAGER_SLOT,
@@ -491,16 +597,97 @@ fn attach_source(
     Ok(owned)
 }
 
+/// Opens the internal pager `inpager` and checks that it stays in its
+/// range ([`layout::BASE`], [`layout::END`]).
+fn open_inpager(ns: Cap<Namespace>, inpager: &str) -> Result<Planned, LoaderError> {
+    let ipager = Planned::open(ns, inpager, layout::STACK_TOP, layout::STACK_SIZE)
+        .map_err(|e| e.of("internal pager"))?;
+    if let Some(r) = ipager
+        .map
+        .iter()
+        .find(|r| r.start < layout::BASE || r.end() > layout::END)
+    {
+        return Err(LoaderError::Overlap(format!(
+            "region {r} lies outside [{:#x}, {:#x})",
+            layout::BASE,
+            layout::END
+        ))
+        .of(&format!("{inpager}: internal pager")));
+    }
+    Ok(ipager)
+}
+
+/// A task with an internal pager: the task, the internal pager's thread,
+/// the gate to the loader and the gate "server".
+type InpagerTask = (
+    OwnedCap<Task>,
+    OwnedCap<Thread>,
+    OwnedCap<IpcGate>,
+    OwnedCap<IpcGate>,
+);
+
+/// Creates the task (UTCB area of `2^utcb_log2` bytes) with its gate to
+/// the loader and the gate "server" bound to the internal pager's thread,
+/// lets `more` map what else the task gets, and starts the internal pager
+/// at `sp`.
+fn start_inpager(
+    label: u64,
+    utcb_log2: u8,
+    ipager: &Planned,
+    sp: u64,
+    more: impl FnOnce(Cap<Task>) -> Result<(), LoaderError>,
+) -> Result<InpagerTask, LoaderError> {
+    let (task, gate) = super::task::create_task(label, INPAGER_PAGER_SLOT, utcb_log2)?;
+    let factory = env().factory();
+    let thread = factory.create_thread().map_err(call("create thread"))?;
+    // Bound at creation: a later `bind` by the internal pager itself
+    // would wait for an RCU grace period, which the new task's thread
+    // did not see end.
+    let server = factory
+        .create_gate(Some(thread.cap()), task::SERVER_LABEL)
+        .map_err(call("create gate \"server\""))?;
+    map_cap(
+        task.cap(),
+        server.idx(),
+        CHILD_PAGER_SLOT,
+        "map gate \"server\"",
+    )?;
+    map_cap(task.cap(), thread.idx(), INPAGER_THREAD_SLOT, "map thread")?;
+    more(task.cap())?;
+    super::task::run_thread(
+        thread.cap(),
+        task.cap(),
+        INPAGER_PAGER_SLOT,
+        UTCB_AREA,
+        ipager.plan.entry,
+        sp,
+    )
+    .map_err(|e| e.of("internal pager"))?;
+    Ok((task, thread, gate, server))
+}
+
+/// Anonymous memory for an internal pager, from our allocator.
+fn anon_memory(path: &str) -> Result<OwnedCap<Dataspace>, LoaderError> {
+    let mem_alloc: Cap<l4re::cap::Factory> = Cap::from_idx(l4re::fiasco::env_snapshot().mem_alloc);
+    mem_alloc
+        .alloc_dataspace(ANON_SIZE, 0, 0)
+        .map_err(|e| LoaderError::Call("anonymous memory", e).of(path))
+}
+
 /// Loads the job's program to run under the internal pager loaded from
 /// `inpager`: validates both, adds the job's `--attach` regions, creates
 /// the task with its two gates, and starts the internal pager (the
-/// program starts when it is `ready`).
+/// program starts when it is `ready`). An ordinary L4Re program
+/// (`--l4re`) goes to [`load_l4re`].
 fn load_internal(
     ns: Cap<Namespace>,
     job: &Job<'_>,
     inpager: &str,
     label: u64,
 ) -> Result<Child, LoaderError> {
+    if job.l4re {
+        return load_l4re(ns, job, inpager, label);
+    }
     let path = job.path;
     let Planned {
         image: program,
@@ -528,69 +715,115 @@ fn load_internal(
             .of(path));
         }
     }
-    let ipager = Planned::open(ns, inpager, layout::STACK_TOP, layout::STACK_SIZE)
-        .map_err(|e| e.of("internal pager"))?;
-    if let Some(r) = ipager
-        .map
-        .iter()
-        .find(|r| r.start < layout::BASE || r.end() > layout::END)
-    {
-        return Err(LoaderError::Overlap(format!(
-            "region {r} lies outside [{:#x}, {:#x})",
-            layout::BASE,
-            layout::END
-        ))
-        .of(&format!("{inpager}: internal pager")));
-    }
+    let ipager = open_inpager(ns, inpager)?;
     let (prefilled, sp) = inpager_stack()?;
-    let mem_alloc: Cap<l4re::cap::Factory> = Cap::from_idx(l4re::fiasco::env_snapshot().mem_alloc);
-    let anon = mem_alloc
-        .alloc_dataspace(ANON_SIZE, 0, 0)
-        .map_err(|e| LoaderError::Call("anonymous memory", e).of(path))?;
+    let anon = anon_memory(path)?;
     line(&format!(
         "{path}: entry {:#x}, {} loadable file pages, {} regions for the internal pager {inpager}",
         plan.entry,
         plan.loadable_pages,
         regions.len()
     ));
-    let start = || {
-        let (task, gate) = super::task::create_task(label, INPAGER_PAGER_SLOT)?;
-        let factory = env().factory();
-        let thread = factory.create_thread().map_err(call("create thread"))?;
-        // Bound at creation: a later `bind` by the internal pager itself
-        // would wait for an RCU grace period, which the new task's thread
-        // did not see end.
-        let server = factory
-            .create_gate(Some(thread.cap()), task::SERVER_LABEL)
-            .map_err(call("create gate \"server\""))?;
-        map_cap(
-            task.cap(),
-            server.idx(),
-            CHILD_PAGER_SLOT,
-            "map gate \"server\"",
-        )?;
-        map_cap(task.cap(), thread.idx(), INPAGER_THREAD_SLOT, "map thread")?;
-        super::task::run_thread(
-            thread.cap(),
-            task.cap(),
-            INPAGER_PAGER_SLOT,
-            UTCB_AREA,
-            ipager.plan.entry,
-            sp,
-        )
-        .map_err(|e| e.of("internal pager"))?;
-        Ok((task, thread, gate, server))
-    };
-    let (task, thread, gate, server) = start().map_err(|e: LoaderError| e.of(path))?;
+    let (task, thread, gate, server) =
+        start_inpager(label, 12, &ipager, sp, |_| Ok(())).map_err(|e| e.of(path))?;
     line(&format!("{path}: internal pager started in a new task"));
     let mut child = Child::new(path, (task, thread, gate), ipager);
     child.prefilled = prefilled;
     child.internal = Some(Internal {
-        _program: program,
+        _program: Some(program),
+        l4re: false,
         entry: plan.entry,
         loadable_pages: plan.loadable_pages,
         regions,
         _attached: attached,
+        anon,
+        server,
+        thread: None,
+        pager_stats: None,
+    });
+    Ok(child)
+}
+
+/// Loads an ordinary L4Re program (`--l4re`) as ned does: the internal
+/// pager starts in a new task as L4Re's in-task pager
+/// (`loader::in_task`), with an L4Re environment (our factory, scheduler
+/// and memory allocator, the log, the namespace `fs` with the program,
+/// the capabilities of `--cap`), the KIP mapped, the gate "server" made
+/// here, and this loader as its parent and outer region map; it opens,
+/// loads and starts the program itself, whose exit comes here through
+/// `L4Re::Parent`.
+fn load_l4re(
+    ns: Cap<Namespace>,
+    job: &Job<'_>,
+    inpager: &str,
+    label: u64,
+) -> Result<Child, LoaderError> {
+    use super::l4re_slots as slots;
+    let path = job.path;
+    if !job.attach.is_empty() {
+        return Err(LoaderError::Unusable(
+            path.into(),
+            "--attach is for the loader's own programs; an L4Re program attaches what it needs",
+        ));
+    }
+    if job.caps.len() > slots::MAX_HANDED_ON {
+        return Err(LoaderError::Unusable(path.into(), "too many --cap"));
+    }
+    // The capabilities handed on, from our own environment.
+    let mut handed_on = Vec::new();
+    for (i, name) in job.caps.iter().enumerate() {
+        let c = env()
+            .get_cap::<Untyped>(name)
+            .ok_or_else(|| LoaderError::NotFound(format!("capability {name:?}"), None))?;
+        handed_on.push((*name, c.idx(), slots::HANDED_ON + i as u64));
+    }
+    let binary = format!("fs/{}", path.trim_start_matches('/'));
+    let ipager = open_inpager(ns, inpager)?;
+    let names: Vec<(&str, u64)> = handed_on.iter().map(|(n, _, s)| (*n, *s)).collect();
+    let (prefilled, sp) = super::task::l4re_inpager_stack(&binary, &job.args, &names)?;
+    let anon = anon_memory(path)?;
+    // The KIP, mapped on from our own task.
+    let kip = l4re::kobj::Kip::present_page();
+    let snapshot = l4re::fiasco::env_snapshot();
+    let more = |task: Cap<Task>| {
+        map_cap(task, env().factory().idx(), slots::FACTORY, "map factory")?;
+        map_cap(
+            task,
+            env().scheduler().idx(),
+            slots::SCHEDULER,
+            "map scheduler",
+        )?;
+        map_cap(
+            task,
+            snapshot.mem_alloc,
+            slots::MEM_ALLOC,
+            "map memory allocator",
+        )?;
+        map_cap(task, ns.idx(), slots::FS, "map fs")?;
+        for (_, c, slot) in &handed_on {
+            map_cap(task, *c, *slot, "map a handed-on capability")?;
+        }
+        task.map_from(
+            env().task(),
+            Fpage::mem(kip, 12, Rights::R),
+            crate::l4re_start::DEFAULT_KIP_ADDR,
+        )
+        .map_err(call("map KIP"))
+    };
+    line(&format!(
+        "{path}: an L4Re program, started by the internal pager {inpager} as L4Re's in-task pager"
+    ));
+    let (task, thread, gate, server) =
+        start_inpager(label, L4RE_UTCB_LOG2, &ipager, sp, more).map_err(|e| e.of(path))?;
+    let mut child = Child::new(path, (task, thread, gate), ipager);
+    child.prefilled = prefilled;
+    child.internal = Some(Internal {
+        _program: None,
+        l4re: true,
+        entry: 0,
+        loadable_pages: 0,
+        regions: Vec::new(),
+        _attached: Vec::new(),
         anon,
         server,
         thread: None,

@@ -86,8 +86,31 @@ pub const INPAGER_THREAD_SLOT: u64 = 3;
 /// With an internal pager: slot of the program's thread.
 pub const PROGRAM_THREAD_SLOT: u64 = 4;
 
-/// Where the loaded task's UTCB area (one page) lies.
+/// Where the loaded task's UTCB area lies (one page: the internal pager's
+/// UTCB and the program's; [`L4RE_UTCB_LOG2`] for an ordinary L4Re
+/// program, whose threads take theirs from it).
 pub const UTCB_AREA: u64 = 0x7ff0_0000;
+/// log2 of the UTCB area of a task running an ordinary L4Re program
+/// (`--l4re`): 64 KiB, 64 threads.
+pub const L4RE_UTCB_LOG2: u8 = 16;
+/// Slots of an ordinary L4Re program's environment the loader maps into
+/// its task (`--l4re`), as L4Re's `Remote_app_std_caps` numbers them:
+/// the factory, the scheduler, the memory allocator; the namespace `fs`
+/// the program came from and the capabilities handed on follow.
+pub mod l4re_slots {
+    /// The factory (also `l4re::env::env().factory()`).
+    pub const FACTORY: u64 = 2;
+    /// The scheduler.
+    pub const SCHEDULER: u64 = 7;
+    /// The memory allocator.
+    pub const MEM_ALLOC: u64 = 0x11;
+    /// The namespace `fs` (l4fs).
+    pub const FS: u64 = 0x20;
+    /// The first of the capabilities handed on with `--cap`.
+    pub const HANDED_ON: u64 = 0x21;
+    /// Most capabilities handed on.
+    pub const MAX_HANDED_ON: usize = 16;
+}
 /// Where the program's UTCB lies under an internal pager (after the
 /// internal pager's, which is first in the area).
 pub const PROGRAM_UTCB: u64 = UTCB_AREA + crate::l4re_start::UTCB_OFFSET;

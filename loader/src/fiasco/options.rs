@@ -2,7 +2,8 @@
 //! gets attached besides its own file.
 //!
 //! ```text
-//! ext-loader [--tap] [--sequential] ([--inpager=PATH] [--attach=SOURCE@ADDR[:rw]]... PROGRAM)...
+//! ext-loader [--tap] [--sequential]
+//!            ([--inpager=PATH] [--l4re] [--arg=ARG]... [--cap=NAME]... [--attach=SOURCE@ADDR[:rw]]... PROGRAM)...
 //! ```
 //!
 //! * `--tap` prints the checks of the run as TAP ([`super::check`]);
@@ -17,6 +18,17 @@
 //!   module from the namespace `"rom"`), `fs:PATH` (a file of l4fs) or
 //!   `cap:NAME` (a dataspace capability the loader was given under NAME).
 //!   Needs the internal pager: the external pager hands out copies.
+//! * `--l4re` runs the next program, an ordinary L4Re program (L4Re's
+//!   libc, `crt0`, possibly dynamically linked), as ned would: the
+//!   internal pager starts as L4Re's in-task pager in the task
+//!   (`loader::in_task`), with an L4Re environment (memory allocator,
+//!   factory, scheduler, log, the namespace `fs` it was loaded from) and
+//!   the gate `"server"` made here; the program's exit status comes back
+//!   through `L4Re::Parent`. Needs `--inpager`;
+//! * `--arg=ARG` adds ARG to the next program's arguments (after its name;
+//!   `--l4re` programs only);
+//! * `--cap=NAME` hands the loader's own initial capability NAME on to the
+//!   next program under the same name (`--l4re` programs only);
 //! * PROGRAM is a path in l4fs, with an optional expectation
 //!   ([`super::check::parse_arg`]).
 
@@ -69,6 +81,13 @@ pub struct Job<'a> {
     pub inpager: Option<&'a str>,
     /// Dataspaces attached besides its own file.
     pub attach: Vec<Attach<'a>>,
+    /// An ordinary L4Re program, started by the internal pager as L4Re's
+    /// in-task pager.
+    pub l4re: bool,
+    /// Its arguments after its name.
+    pub args: Vec<&'a str>,
+    /// The loader's capabilities it gets, by name.
+    pub caps: Vec<&'a str>,
 }
 
 /// The whole command line.
@@ -121,6 +140,9 @@ pub fn parse<'a>(args: impl IntoIterator<Item = &'a str>) -> Result<Options<'a>,
     let mut options = Options::default();
     let mut inpager = None;
     let mut attach = Vec::new();
+    let mut l4re = false;
+    let mut prog_args = Vec::new();
+    let mut caps = Vec::new();
     for arg in args {
         if arg == "--tap" {
             options.tap = true;
@@ -130,6 +152,15 @@ pub fn parse<'a>(args: impl IntoIterator<Item = &'a str>) -> Result<Options<'a>,
             inpager = Some(p);
         } else if let Some(a) = arg.strip_prefix("--attach=") {
             attach.push(parse_attach(a)?);
+        } else if arg == "--l4re" {
+            l4re = true;
+        } else if let Some(a) = arg.strip_prefix("--arg=") {
+            prog_args.push(a);
+        } else if let Some(c) = arg.strip_prefix("--cap=") {
+            if c.is_empty() || c.len() > 16 {
+                return Err(format!("{arg}: a capability name has 1 to 16 characters"));
+            }
+            caps.push(c);
         } else if arg.starts_with("--") {
             return Err(format!("{arg}: unknown option"));
         } else {
@@ -139,16 +170,25 @@ pub fn parse<'a>(args: impl IntoIterator<Item = &'a str>) -> Result<Options<'a>,
                     "{path}: --attach needs --inpager (the external pager hands out copies, which cannot be shared)"
                 ));
             }
+            if l4re && inpager.is_none() {
+                return Err(format!("{path}: --l4re needs --inpager"));
+            }
+            if !l4re && (!prog_args.is_empty() || !caps.is_empty()) {
+                return Err(format!("{path}: --arg and --cap are for --l4re programs"));
+            }
             options.jobs.push(Job {
                 path,
                 expect,
                 inpager,
                 attach: core::mem::take(&mut attach),
+                l4re: core::mem::take(&mut l4re),
+                args: core::mem::take(&mut prog_args),
+                caps: core::mem::take(&mut caps),
             });
         }
     }
-    if !attach.is_empty() {
-        return Err("--attach after the last program".into());
+    if !attach.is_empty() || l4re || !prog_args.is_empty() || !caps.is_empty() {
+        return Err("--attach, --l4re, --arg or --cap after the last program".into());
     }
     Ok(options)
 }
@@ -225,5 +265,36 @@ mod tests {
         assert!(e.contains("after the last program"), "{e}");
         assert!(parse(["--verbose"]).unwrap_err().contains("unknown option"));
         assert!(parse(["bin/a=maybe"]).is_err());
+    }
+
+    #[test]
+    fn l4re_programs_get_their_arguments_and_capabilities() {
+        let o = parse([
+            "--inpager=bin/inpager",
+            "--l4re",
+            "--arg=-v",
+            "--arg=two words",
+            "--cap=rom",
+            "bin/hello",
+            "bin/pagetest",
+        ])
+        .unwrap();
+        assert!(o.jobs[0].l4re);
+        assert_eq!(o.jobs[0].args, ["-v", "two words"]);
+        assert_eq!(o.jobs[0].caps, ["rom"]);
+        // Each applies to the next program only.
+        assert!(!o.jobs[1].l4re && o.jobs[1].args.is_empty() && o.jobs[1].caps.is_empty());
+        assert!(
+            parse(["--l4re", "bin/hello"])
+                .unwrap_err()
+                .contains("needs --inpager")
+        );
+        assert!(
+            parse(["--inpager=x", "--arg=1", "bin/p"])
+                .unwrap_err()
+                .contains("for --l4re programs")
+        );
+        assert!(parse(["--inpager=x", "--cap=", "--l4re", "p"]).is_err());
+        assert!(parse(["--inpager=x", "p", "--l4re"]).is_err());
     }
 }

@@ -120,10 +120,11 @@ pub fn map_cap(
 pub fn create_task(
     label: u64,
     gate_slot: u64,
+    utcb_log2: u8,
 ) -> Result<(OwnedCap<Task>, OwnedCap<IpcGate>), LoaderError> {
     let factory = env().factory();
     let (task, _) = factory
-        .create_task(Fpage::mem(UTCB_AREA, 12, Rights::RW))
+        .create_task(Fpage::mem(UTCB_AREA, utcb_log2, Rights::RW))
         .map_err(call("create task"))?;
     let gate = factory
         .create_gate(Some(current_thread()), label)
@@ -176,6 +177,87 @@ pub fn start_thread(
     Ok(thread)
 }
 
+/// The pages of the internal pager's initial stack for an ordinary L4Re
+/// program (`--l4re`): what ned's loader gives L4Re's in-task pager —
+/// argv (the program's name and `args`), an `l4re_env_t` with the loader
+/// as parent and outer region map, the standard slots
+/// ([`super::l4re_slots`]), the caps `server`, `fs` and `handed_on`, the
+/// UTCB area of [`super::L4RE_UTCB_LOG2`], and an `l4re_aux_t` naming
+/// `binary` with [`crate::in_task::LDR_FLAG_SERVER_GATE`] (the gate
+/// "server" is made here). Returns the pages by address and the stack
+/// pointer.
+pub fn l4re_inpager_stack(
+    binary: &str,
+    args: &[&str],
+    handed_on: &[(&str, u64)],
+) -> Result<(BTreeMap<u64, Vec<u8>>, u64), LoaderError> {
+    use super::l4re_slots as slots;
+    let entry = |name: &str, slot| {
+        CapEntry::new(name.as_bytes(), slot).ok_or(LoaderError::Unusable(
+            format!("capability {name:?}"),
+            "bad name",
+        ))
+    };
+    let mut caps = alloc::vec![entry("server", CHILD_PAGER_SLOT)?, entry("fs", slots::FS)?];
+    for (name, slot) in handed_on {
+        caps.push(entry(name, *slot)?);
+    }
+    let env = L4reEnv {
+        parent: Some(INPAGER_PAGER_SLOT),
+        rm: Some(INPAGER_PAGER_SLOT),
+        mem_alloc: Some(slots::MEM_ALLOC),
+        log: Some(CHILD_LOG_SLOT),
+        main_thread: Some(INPAGER_THREAD_SLOT),
+        factory: Some(slots::FACTORY),
+        scheduler: Some(slots::SCHEDULER),
+        itas: None,
+        dbg_events: None,
+        first_free_cap: 0x40,
+        first_free_reply_cap: 0,
+        utcb_area: UtcbArea {
+            start: UTCB_AREA,
+            log2_size: super::L4RE_UTCB_LOG2,
+        },
+        first_free_utcb: UTCB_AREA + l4re_start::UTCB_OFFSET,
+        caps,
+    };
+    let mut argv = alloc::vec![binary.as_bytes()];
+    argv.extend(args.iter().map(|a| a.as_bytes()));
+    let spec = StartSpec {
+        argv,
+        envp: Vec::new(),
+        env: &env,
+        aux: Some(l4re_start::L4reAux {
+            binary: binary.as_bytes(),
+            kip_ds: None,
+            dbg_lvl: 0,
+            ldr_flags: crate::in_task::LDR_FLAG_SERVER_GATE,
+            ldr_base: 0,
+        }),
+        kip: l4re_start::DEFAULT_KIP_ADDR,
+        phdrs: None,
+        dynamic: None,
+    };
+    stack_pages(&spec)
+}
+
+/// The pages of the initial stack `spec` describes, below
+/// `layout::STACK_TOP` (the internal pager's), by address, and the stack
+/// pointer.
+fn stack_pages(spec: &StartSpec<'_>) -> Result<(BTreeMap<u64, Vec<u8>>, u64), LoaderError> {
+    let built = l4re_start::build(layout::STACK_TOP, spec).map_err(LoaderError::Stack)?;
+    // The stack from the start of its lowest page (STACK_TOP is page-aligned).
+    let bottom = layout::STACK_TOP - built.stack.bytes.len() as u64;
+    let first = bottom & !(PAGE - 1);
+    let mut padded = alloc::vec![0u8; (bottom - first) as usize];
+    padded.extend_from_slice(&built.stack.bytes);
+    let pages = padded.chunks(PAGE as usize).enumerate();
+    let pages = pages
+        .map(|(i, c)| (first + i as u64 * PAGE, c.to_vec()))
+        .collect();
+    Ok((pages, built.stack.sp))
+}
+
 /// The pages of the internal pager's initial stack: argv `inpager`, its
 /// `l4re_env_t` (parent and pager: the loader; the gate "server"; log; its
 /// thread) found through `AT_L4_ENV`. Returns them by address and the
@@ -210,17 +292,7 @@ pub fn inpager_stack() -> Result<(BTreeMap<u64, Vec<u8>>, u64), LoaderError> {
         phdrs: None,
         dynamic: None,
     };
-    let built = l4re_start::build(layout::STACK_TOP, &spec).map_err(LoaderError::Stack)?;
-    // The stack from the start of its lowest page (STACK_TOP is page-aligned).
-    let bottom = layout::STACK_TOP - built.stack.bytes.len() as u64;
-    let first = bottom & !(PAGE - 1);
-    let mut padded = alloc::vec![0u8; (bottom - first) as usize];
-    padded.extend_from_slice(&built.stack.bytes);
-    let pages = padded.chunks(PAGE as usize).enumerate();
-    let pages = pages
-        .map(|(i, c)| (first + i as u64 * PAGE, c.to_vec()))
-        .collect();
-    Ok((pages, built.stack.sp))
+    stack_pages(&spec)
 }
 
 /// The program's regions in one line.
