@@ -447,11 +447,15 @@ mod tests {
         }
     }
 
-    #[test]
-    fn rm_protocol_through_ipc() -> Result<()> {
-        let map = Arc::new(SpinLock::new(RegionMap::new(0x1000, 1 << 47)));
-        let log = Arc::new(Log::default());
-        let svc = Arc::new(RmService::new(map.clone(), log.clone()));
+    /// Serves `svc` on a new gate in a thread of its own for `requests`
+    /// requests; returns the gate and the thread to join.
+    fn serve<B: RmBackend + 'static>(
+        svc: Arc<RmService<B>>,
+        requests: usize,
+    ) -> Result<(
+        l4re::OwnedCap<l4re::cap::IpcGate>,
+        std::thread::JoinHandle<()>,
+    )> {
         let gate = env().factory().create_gate(None, 0)?;
         let g = gate.cap();
         let (_t, h) = l4re::host::spawn_thread(move || {
@@ -460,10 +464,19 @@ mod tests {
             let mut n = 0;
             s.serve(l4re::Timeout::Never, |_| {
                 n += 1;
-                n < 9
+                n < requests
             })
             .unwrap();
         })?;
+        Ok((gate, h))
+    }
+
+    #[test]
+    fn rm_protocol_through_ipc() -> Result<()> {
+        let map = Arc::new(SpinLock::new(RegionMap::new(0x1000, 1 << 47)));
+        let log = Arc::new(Log::default());
+        let svc = Arc::new(RmService::new(map.clone(), log.clone()));
+        let (gate, h) = serve(svc, 9)?;
         let rm: l4re::Cap<Rm> = gate.cap().cast();
         // Fixed attach of anonymous memory.
         let a = rm.attach(0x10_0000, 0x3000, flags::RW, None, 0, 12, 0, "heap", 0)?;
@@ -535,18 +548,8 @@ mod tests {
     fn rm_opcodes_5_to_10_and_bad_requests() -> Result<()> {
         let map = Arc::new(SpinLock::new(RegionMap::new(0x1000, 1 << 47)));
         let svc = Arc::new(RmService::new(map.clone(), InTask));
-        let gate = env().factory().create_gate(None, 0)?;
-        let g = gate.cap();
-        let (_t, h) = l4re::host::spawn_thread(move || {
-            let mut s = Server::new();
-            s.register_gate(g, svc).unwrap();
-            let mut n = 0;
-            s.serve(l4re::Timeout::Never, |_| {
-                n += 1;
-                n < 44 // the requests below
-            })
-            .unwrap();
-        })?;
+        // 44: the requests below.
+        let (gate, h) = serve(svc, 44)?;
         let rm: l4re::Cap<Rm> = gate.cap().cast();
         // 25 regions: more than one reply holds (21).
         for i in 0..25u64 {
