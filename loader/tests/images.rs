@@ -8,6 +8,9 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+mod common;
+use common::{assert_same_as_native, status};
+
 const LOADER: &str = env!("CARGO_BIN_EXE_loader");
 
 const PROG: &str = r#"
@@ -25,13 +28,6 @@ int main(int argc, char **argv) {
     return argc == 1 ? 0 : 6;
 }
 "#;
-
-fn status(o: &Output) -> i32 {
-    use std::os::unix::process::ExitStatusExt;
-    o.status
-        .code()
-        .unwrap_or_else(|| 128 + o.status.signal().unwrap_or(0))
-}
 
 fn tmp(name: &str) -> PathBuf {
     let d = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
@@ -119,17 +115,7 @@ fn programs_from_ext2_image_equal_native() {
                     .output()
                     .unwrap();
                 let what = format!("{in_image} {args:?} ({mode}, run {round})");
-                assert_eq!(
-                    String::from_utf8_lossy(&l.stdout),
-                    String::from_utf8_lossy(&native.stdout),
-                    "{what}: stdout"
-                );
-                assert_eq!(
-                    String::from_utf8_lossy(&l.stderr),
-                    String::from_utf8_lossy(&native.stderr),
-                    "{what}: stderr"
-                );
-                assert_eq!(status(&l), status(&native), "{what}: status");
+                assert_same_as_native(&what, &l, &native);
             }
         }
     }

@@ -4,16 +4,12 @@
 //! native runs. Programs that are not installed are skipped with a note.
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
+
+mod common;
+use common::assert_same_as_native;
 
 const LOADER: &str = env!("CARGO_BIN_EXE_loader");
-
-fn status(o: &Output) -> i32 {
-    use std::os::unix::process::ExitStatusExt;
-    o.status
-        .code()
-        .unwrap_or_else(|| 128 + o.status.signal().unwrap_or(0))
-}
 
 fn compare(prog: &str, args: &[&str]) {
     if !Path::new(prog).exists() {
@@ -32,17 +28,7 @@ fn compare(prog: &str, args: &[&str]) {
             .output()
             .unwrap();
         let what = format!("{prog} {args:?} ({mode})");
-        assert_eq!(
-            String::from_utf8_lossy(&l.stdout),
-            String::from_utf8_lossy(&native.stdout),
-            "{what}: stdout"
-        );
-        assert_eq!(
-            String::from_utf8_lossy(&l.stderr),
-            String::from_utf8_lossy(&native.stderr),
-            "{what}: stderr"
-        );
-        assert_eq!(status(&l), status(&native), "{what}: status");
+        assert_same_as_native(&what, &l, &native);
     }
 }
 
