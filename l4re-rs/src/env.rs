@@ -47,6 +47,16 @@ impl Env {
         Cap::from_idx(well_known::LOG)
     }
 
+    /// The memory allocator (`L4Re::Mem_alloc`, a factory of dataspaces:
+    /// [`Cap::<Factory>::alloc_dataspace`](crate::kobj)). On Fiasco this is
+    /// `l4re_env()->mem_alloc`.
+    pub fn mem_alloc(&self) -> Cap<Factory> {
+        #[cfg(feature = "fiasco")]
+        return Cap::from_idx(crate::platform::fiasco::env_snapshot().mem_alloc);
+        #[cfg(not(feature = "fiasco"))]
+        Cap::from_idx(well_known::MEM_ALLOC)
+    }
+
     /// The scheduler.
     pub fn scheduler(&self) -> Cap<Scheduler> {
         Cap::from_idx(well_known::SCHEDULER)

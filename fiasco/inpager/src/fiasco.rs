@@ -25,9 +25,6 @@ use l4re_rt::Args;
 
 use crate::window::{self, PAGE};
 
-/// `L4_PROTO_EXCEPTION`.
-const LABEL_EXCEPTION: i64 = -5;
-
 pub(crate) fn line(text: &str) {
     log_line(&format!("inpager: {text}"));
 }
@@ -335,7 +332,7 @@ impl InPager {
 
 const PROTOCOLS: &[(i64, &str)] = &[
     (pager::LABEL, "page-fault"),
-    (LABEL_EXCEPTION, "exception"),
+    (pager::EXCEPTION_LABEL, "exception"),
     (<Rm as Protocol>::LABEL, "L4Re::Rm"),
     (<Parent as Protocol>::LABEL, "L4Re::Parent"),
 ];
@@ -348,7 +345,7 @@ impl ServerObject for InPager {
     fn dispatch(&self, req: &mut Request<'_>) -> Result<MsgTag> {
         match req.tag().label() {
             pager::LABEL => PageFault::dispatch(self, req),
-            LABEL_EXCEPTION => {
+            pager::EXCEPTION_LABEL => {
                 let regs = l4re::fiasco::exception_regs();
                 match self.rm.rescue_for(regs.ip) {
                     // `Rm::add_rescue_jump`: resume at the rescue address.

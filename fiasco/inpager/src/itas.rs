@@ -287,11 +287,10 @@ fn start(info: StartInfo) -> Result<(Arc<InPager>, Server), String> {
     let regions = map.len();
 
     // Anonymous memory from the program's allocator, as it fills up.
-    let mem: Cap<l4re::cap::Factory> = Cap::from_idx(CapIdx::from_slot(
-        own_env()
-            .mem_alloc
-            .ok_or("no memory allocator in the environment")?,
-    ));
+    let mem = env().mem_alloc();
+    if !mem.idx().is_valid() {
+        return Err("no memory allocator in the environment".into());
+    }
     let first = mem
         .alloc_dataspace(ANON_CHUNK, 0, 12)
         .map_err(|e| format!("no anonymous memory: {e}"))?;

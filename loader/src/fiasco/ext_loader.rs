@@ -668,8 +668,8 @@ fn start_inpager(
 
 /// Anonymous memory for an internal pager, from our allocator.
 fn anon_memory(path: &str) -> Result<OwnedCap<Dataspace>, LoaderError> {
-    let mem_alloc: Cap<l4re::cap::Factory> = Cap::from_idx(l4re::fiasco::env_snapshot().mem_alloc);
-    mem_alloc
+    env()
+        .mem_alloc()
         .alloc_dataspace(ANON_SIZE, 0, 0)
         .map_err(|e| LoaderError::Call("anonymous memory", e).of(path))
 }
