@@ -26,7 +26,7 @@ use goblin::elf::header::{self, Header};
 use goblin::elf::program_header::{self, ProgramHeader};
 
 /// Page size of the target.
-pub const PAGE: u64 = 4096;
+pub use l4re::fpage::PAGE_SIZE as PAGE;
 /// Highest user address + 1 (x86-64, 4-level paging, minus the guard page).
 pub const USER_END: u64 = 0x7fff_ffff_f000;
 /// Lowest address a segment may use (Linux's default `mmap_min_addr`).

@@ -26,8 +26,7 @@ use l4re::proto::rm::{RangeEntry, flags};
 use crate::elf::{self, ElfError, Plan};
 use crate::layout::{self, LayoutError};
 
-/// Page size.
-const PAGE: u64 = 4096;
+use l4re::fpage::PAGE_SIZE as PAGE;
 /// Stack of the program's first thread (L4Re's default:
 /// `Default_stack_words` of `libloader/include/elf`, 0x40000 words).
 pub const STACK_SIZE: u64 = 0x40000 * 8;

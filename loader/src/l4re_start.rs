@@ -70,7 +70,7 @@ pub const INVALID_CAP: u64 = !0u64 << (CAP_SHIFT - 1);
 /// `L4_UTCB_OFFSET` on amd64 (`l4sys/include/ARCH-amd64/arch/utcb.h`).
 pub const UTCB_OFFSET: u64 = 1024;
 /// `L4_PAGESIZE`.
-pub const PAGE_SIZE: u64 = 4096;
+pub use l4re::fpage::PAGE_SIZE;
 /// `L4_KIP_ADDR` for amd64 (`mk/arch/Makeconf.amd64`; the default of
 /// `l4_global_kip` and the `L4RE_ELF_AUX_T_KIP_ADDR` entry `crti.o` puts
 /// into every program's `PT_L4_AUX`).

@@ -41,7 +41,7 @@ use alloc::vec::Vec;
 use l4re::{Error, Result};
 
 /// The page size the cache works in.
-pub const PAGE_SIZE: u64 = 4096;
+pub use l4re::fpage::PAGE_SIZE;
 /// log2 of [`PAGE_SIZE`].
 pub const PAGE_SHIFT: u8 = 12;
 

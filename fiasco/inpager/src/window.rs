@@ -1,7 +1,7 @@
 //! Receive windows for mapping a region's pages around a fault.
 
 /// Page size.
-pub const PAGE: u64 = 4096;
+pub use l4re::fpage::PAGE_SIZE as PAGE;
 /// Largest window asked for (2 MiB: a superpage).
 pub const MAX_ORDER: u8 = 21;
 

@@ -29,9 +29,10 @@ use std::path::{Path, PathBuf};
 use l4pager::host::{LOG_COUNT_MASK, LOG_ENTRIES};
 use l4pager::region::{Backing, RegionMap};
 
+use l4re::fpage::PAGE_SIZE as PAGE;
+
 const MAGIC: u64 = u64::from_le_bytes(*b"L4PFPROF");
 const VERSION: u64 = 1;
-const PAGE: u64 = 4096;
 
 /// FNV-1a, 64 bits (stable across builds, unlike std's hasher).
 pub fn fnv(data: &[u8]) -> u64 {

@@ -30,7 +30,7 @@ use crate::utcb::Utcb;
 /// log2 of the page size.
 pub const PAGE_SHIFT: u8 = 12;
 /// The page size.
-pub const PAGE_SIZE: u64 = 1 << PAGE_SHIFT;
+pub use crate::fpage::PAGE_SIZE;
 
 fn code(r: i64) -> Result<()> {
     if r < 0 {
