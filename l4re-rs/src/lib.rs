@@ -37,6 +37,7 @@ pub mod platform;
 pub mod proto;
 pub mod rpc;
 pub mod server;
+pub mod tap;
 pub mod utcb;
 
 pub use cap::{Cap, CapIdx, CapKind, CapRights, OwnedCap};

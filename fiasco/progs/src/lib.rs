@@ -20,7 +20,7 @@ extern crate alloc;
 pub mod objects;
 pub mod proto;
 pub mod suite;
-pub mod tap;
+pub use l4re::tap;
 
 #[cfg(feature = "fiasco")]
 pub mod fiasco;

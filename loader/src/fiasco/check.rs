@@ -10,7 +10,7 @@
 
 use alloc::collections::BTreeSet;
 use alloc::format;
-use alloc::string::{String, ToString};
+use alloc::string::String;
 use alloc::vec::Vec;
 
 use l4pager::task::PagerStats;
@@ -235,17 +235,9 @@ pub fn checks(records: &[Record]) -> Vec<(bool, String)> {
     out
 }
 
-/// The whole TAP block, one line each.
+/// The whole TAP block, one line each ([`l4re::tap::Tap`]).
 pub fn tap_block(checks: &[(bool, String)]) -> Vec<String> {
-    let mut out = Vec::with_capacity(checks.len() + 3);
-    out.push("TAP TEST START".to_string());
-    for (i, (ok, what)) in checks.iter().enumerate() {
-        let word = if *ok { "ok" } else { "not ok" };
-        out.push(format!("{word} {} - {what}", i + 1));
-    }
-    out.push(format!("1..{}", checks.len()));
-    out.push("TAP TEST FINISH".to_string());
-    out
+    l4re::tap::Tap::from(checks.to_vec()).lines()
 }
 
 #[cfg(test)]

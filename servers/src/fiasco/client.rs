@@ -9,6 +9,7 @@
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
+use l4re::tap::Tap;
 
 use l4re::cap::{self, IpcGate, OwnedCap, Untyped};
 use l4re::env::{env, log_line};
@@ -33,31 +34,6 @@ pub const RW_SIZE: u64 = 64 << 10;
 /// Byte `i` of the pattern files (as `mkimage.sh` writes them).
 pub fn pattern_byte(i: u64) -> u8 {
     (i as u8) ^ ((i >> 12) as u8).wrapping_mul(31)
-}
-
-#[derive(Default)]
-struct Tap {
-    n: usize,
-    failed: usize,
-}
-
-impl Tap {
-    fn ok(&mut self, passed: bool, name: &str) {
-        self.n += 1;
-        if !passed {
-            self.failed += 1;
-        }
-        let word = if passed { "ok" } else { "not ok" };
-        log_line(&format!("{word} {} - {name}", self.n));
-    }
-
-    fn eq<T: PartialEq + core::fmt::Debug>(&mut self, name: &str, got: T, want: T) {
-        if got == want {
-            self.ok(true, name);
-        } else {
-            self.ok(false, &format!("{name} (got {got:?}, want {want:?})"));
-        }
-    }
 }
 
 struct File {
@@ -132,8 +108,7 @@ fn pattern(offset: u64, len: usize) -> Vec<u8> {
 }
 
 fn l4fs_client_main(args: Args) -> i32 {
-    let mut t = Tap::default();
-    log_line("TAP TEST START");
+    let mut t = Tap::new();
     if args.iter().any(|a| a == "--read-only") {
         run_read_only(&mut t);
     } else {
@@ -142,9 +117,10 @@ fn l4fs_client_main(args: Args) -> i32 {
     // Let the server (started with --log-stats 1) log its statistics.
     // SAFETY: a receive from nobody with a timeout: a sleep.
     unsafe { l4_sys::l4_ipc_sleep_ms(300) };
-    log_line(&format!("1..{}", t.n));
-    log_line("TAP TEST FINISH");
-    i32::from(t.failed != 0)
+    for line in t.lines() {
+        log_line(&line);
+    }
+    i32::from(!t.all_passed())
 }
 l4re_rt::entry!(l4fs_client = l4fs_client_main);
 

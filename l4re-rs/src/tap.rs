@@ -1,5 +1,8 @@
 //! Test Anything Protocol output in the form L4Re's test harness reads: a
-//! block between `TAP TEST START` and `TAP TEST FINISH` lines.
+//! block between `TAP TEST START` and `TAP TEST FINISH` lines, the plan
+//! (`1..N`) after the results (TAP allows it there; the count is known
+//! only then). Every Rust test program of the project prints its checks
+//! through this.
 
 use alloc::format;
 use alloc::string::String;
@@ -37,17 +40,33 @@ impl Tap {
         self.results.iter().all(|r| r.0)
     }
 
+    /// The number of tests recorded.
+    pub fn len(&self) -> usize {
+        self.results.len()
+    }
+
+    /// Whether no test was recorded.
+    pub fn is_empty(&self) -> bool {
+        self.results.is_empty()
+    }
+
     /// The TAP block, one line per element.
     pub fn lines(&self) -> Vec<String> {
         let mut out = Vec::with_capacity(self.results.len() + 3);
         out.push("TAP TEST START".into());
-        out.push(format!("1..{}", self.results.len()));
         for (i, (passed, name)) in self.results.iter().enumerate() {
             let word = if *passed { "ok" } else { "not ok" };
             out.push(format!("{word} {} - {name}", i + 1));
         }
+        out.push(format!("1..{}", self.results.len()));
         out.push("TAP TEST FINISH".into());
         out
+    }
+}
+
+impl From<Vec<(bool, String)>> for Tap {
+    fn from(results: Vec<(bool, String)>) -> Self {
+        Tap { results }
     }
 }
 
@@ -62,9 +81,9 @@ mod tests {
             t.lines(),
             [
                 "TAP TEST START",
-                "1..2",
                 "ok 1 - a",
                 "not ok 2 - b (got 1, want 2)",
+                "1..2",
                 "TAP TEST FINISH"
             ]
         );
