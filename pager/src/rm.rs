@@ -14,7 +14,9 @@ use alloc::vec::Vec;
 use l4re::cap::CapIdx;
 use l4re::fpage::{PAGE_SIZE, Rights};
 use l4re::msg::{MsgTag, ReceivedCap};
-use l4re::proto::rm::{ATTACH_MASK, PageIn, RangeEntry, RangeList, detach_result, flags};
+use l4re::proto::rm::{
+    ATTACH_MASK, DetachedRange, Found, PageIn, RangeEntry, RangeList, detach_result, flags,
+};
 use l4re::proto::{Rm, RmServer};
 use l4re::rpc::{Request, WithCode};
 use l4re::server::ServerObject;
@@ -253,7 +255,7 @@ impl<B: RmBackend> RmServer for RmService<B> {
         addr: u64,
         size: u64,
         _flags: u32,
-    ) -> Result<WithCode<(u64, u64, u64)>> {
+    ) -> Result<WithCode<DetachedRange>> {
         let d = self.map.lock().detach(addr, size)?;
         self.backend.detached(&d.region, d.start, d.size);
         let mut code = if d.split {
@@ -273,10 +275,17 @@ impl<B: RmBackend> RmServer for RmService<B> {
             Backing::File { ds, .. } => ds.0,
             _ => CapIdx::INVALID.0,
         };
-        Ok(WithCode(code, (d.start, d.size, mem)))
+        Ok(WithCode(
+            code,
+            DetachedRange {
+                start: d.start,
+                size: d.size,
+                mem,
+            },
+        ))
     }
 
-    fn find(&self, _: &mut Request<'_>, addr: u64, size: u64) -> Result<(u64, u64, u32, u64, u64)> {
+    fn find(&self, _: &mut Request<'_>, addr: u64, size: u64) -> Result<Found> {
         let map = self.map.lock();
         let r = map.lookup(addr).ok_or(Error::NoEnt)?;
         if addr.saturating_add(size) > r.end() && size > 0 && !r.contains(addr + size - 1) {
@@ -288,7 +297,13 @@ impl<B: RmBackend> RmServer for RmService<B> {
             Backing::Pager { pager } => (0, pager.0),
             _ => (0, CapIdx::INVALID.0),
         };
-        Ok((r.start, r.size, region_flags(r), offset, mem))
+        Ok(Found {
+            start: r.start,
+            size: r.size,
+            flags: region_flags(r),
+            offset,
+            mem,
+        })
     }
 
     fn reserve_area(
@@ -504,15 +519,15 @@ mod tests {
             rm.attach(0x20_0000, 0x1000, flags::R, None, 0, 12, 0, "refuse", 0),
             Err(Error::NoMem)
         );
-        let (s, z, fl, _, mem) = rm.find(0x10_1234, 1)?;
-        assert_eq!((s, z), (0x10_0000, 0x3000));
-        assert_eq!(fl & 7, flags::RW);
-        assert!(!CapIdx(mem).is_valid());
+        let f = rm.find(0x10_1234, 1)?;
+        assert_eq!((f.start, f.size), (0x10_0000, 0x3000));
+        assert_eq!(f.flags & 7, flags::RW);
+        assert!(!CapIdx(f.mem).is_valid());
         assert_eq!(rm.find(0x20_0000, 1), Err(Error::NoEnt));
         // Detach the middle page: split.
-        let WithCode(code, (ds, dz, _)) = rm.detach(0x10_1000, 0x1000, 0)?;
+        let WithCode(code, d) = rm.detach(0x10_1000, 0x1000, 0)?;
         assert_eq!(code, detach_result::SPLIT_DS);
-        assert_eq!((ds, dz), (0x10_1000, 0x1000));
+        assert_eq!((d.start, d.size), (0x10_1000, 0x1000));
         let area = rm.reserve_area(0x40_0000, 0x10_0000, 0, 12)?;
         assert_eq!(area, 0x40_0000);
         rm.free_area(area)?;

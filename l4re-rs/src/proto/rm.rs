@@ -89,6 +89,37 @@ pub const NO_EAGER_MAP: u32 = 0x10_0000;
 /// Mask of the region flags (`L4Re::Rm::F::Region_flags_mask`).
 pub const REGION_FLAGS_MASK: u32 = 0xffff;
 
+crate::wire_struct! {
+    /// What `find` answers: the region (or area) that contains the address
+    /// (L4Re's out-parameters `addr, size, flags, offset, m`, in order).
+    pub struct Found {
+        /// Its start.
+        pub start: u64,
+        /// Its size in bytes.
+        pub size: u64,
+        /// Its region flags (rights, `PRIVATE`, `ANONYMOUS`, …).
+        pub flags: u32,
+        /// Offset of its start in the dataspace.
+        pub offset: u64,
+        /// The dataspace's capability index (as the region manager holds
+        /// it), or `L4_INVALID_CAP`.
+        pub mem: u64,
+    }
+}
+
+crate::wire_struct! {
+    /// What `detach` answers besides its result code: the range that was
+    /// detached and the dataspace that was behind it.
+    pub struct DetachedRange {
+        /// Start of the detached range.
+        pub start: u64,
+        /// Its size.
+        pub size: u64,
+        /// The dataspace's capability index, or `L4_INVALID_CAP`.
+        pub mem: u64,
+    }
+}
+
 /// One entry of `get_regions` (`L4Re::Rm::Region`) or `get_areas`
 /// (`L4Re::Rm::Area`): 24 bytes on the wire, `end` inclusive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -176,9 +207,9 @@ protocol! {
         0 => fn attach(start: u64, size: u64, flags: u32, mem: Option<crate::msg::SendCap<Dataspace>>,
                        offs: u64, align: u8, client_cap: u64, name: &str, backing_offset: u64) -> u64;
         /// Detaches the region(s) in `[addr, addr+size)`.
-        1 => fn detach(addr: u64, size: u64, flags: u32) -> WithCode<(u64, u64, u64)>;
+        1 => fn detach(addr: u64, size: u64, flags: u32) -> WithCode<DetachedRange>;
         /// Finds the region containing `[addr, addr+size)`.
-        2 => fn find(addr: u64, size: u64) -> (u64, u64, u32, u64, u64);
+        2 => fn find(addr: u64, size: u64) -> Found;
         /// Reserves an area; returns its start.
         3 => fn reserve_area(start: u64, size: u64, flags: u32, align: u8) -> u64;
         /// Frees an area.

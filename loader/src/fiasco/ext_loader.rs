@@ -363,10 +363,10 @@ impl RmServer for Loaded {
         _: u64,
         _: u64,
         _: u32,
-    ) -> l4re::Result<l4re::rpc::WithCode<(u64, u64, u64)>> {
+    ) -> l4re::Result<l4re::rpc::WithCode<l4re::proto::rm::DetachedRange>> {
         Err(Error::NoSys)
     }
-    fn find(&self, _: &mut Request<'_>, _: u64, _: u64) -> l4re::Result<(u64, u64, u32, u64, u64)> {
+    fn find(&self, _: &mut Request<'_>, _: u64, _: u64) -> l4re::Result<l4re::proto::rm::Found> {
         Err(Error::NoSys)
     }
     fn reserve_area(

@@ -359,9 +359,9 @@ fn shared_writable_file_region_through_rm_reaches_the_file() {
             0,
         )
         .unwrap();
-    let (s, z, fl, off, _) = rm.find(at + 10, 1).unwrap();
+    let f = rm.find(at + 10, 1).unwrap();
     assert_eq!(
-        (s, z, fl & 7, off),
+        (f.start, f.size, f.flags & 7, f.offset),
         (at, 2 * PAGE_SIZE, flags::RW, PAGE_SIZE)
     );
     // Write through the mapping (real faults, resolved by the pager).
@@ -378,8 +378,8 @@ fn shared_writable_file_region_through_rm_reaches_the_file() {
     let o = PAGE_SIZE as usize + 100;
     assert_eq!(&data[o..o + msg.len()], msg);
     // Detach through Rm unmaps.
-    let l4re::rpc::WithCode(code, (ds, dz, _)) = rm.detach(at, 2 * PAGE_SIZE, 0).unwrap();
-    assert_eq!((code, ds, dz), (0, at, 2 * PAGE_SIZE));
+    let l4re::rpc::WithCode(code, d) = rm.detach(at, 2 * PAGE_SIZE, 0).unwrap();
+    assert_eq!((code, d.start, d.size), (0, at, 2 * PAGE_SIZE));
     let _ = std::fs::remove_dir_all(&dir);
 }
 
