@@ -288,7 +288,9 @@ impl<B: RmBackend> RmServer for RmService<B> {
     fn find(&self, _: &mut Request<'_>, addr: u64, size: u64) -> Result<Found> {
         let map = self.map.lock();
         let r = map.lookup(addr).ok_or(Error::NoEnt)?;
-        if addr.saturating_add(size) > r.end() && size > 0 && !r.contains(addr + size - 1) {
+        // `addr + size` may pass the end of the address space (a client's
+        // numbers): saturate rather than overflow.
+        if size > 0 && !r.contains(addr.saturating_add(size - 1)) {
             // L4Re's find reports the region that contains `addr`.
             log::trace!("rm: find range exceeds the region");
         }
@@ -537,6 +539,23 @@ mod tests {
             ["+0x100000", "+0x103000", "-0x101000+0x1000"]
         );
         assert!(map.lock().lookup(0x10_2000).is_some());
+        Ok(())
+    }
+
+    /// `find` of a range that runs past the end of the address space (a
+    /// client's numbers) answers with the region at `addr` instead of
+    /// overflowing (found by the `rm_dispatch` fuzz target).
+    #[test]
+    fn find_of_a_range_past_the_address_space_end() -> Result<()> {
+        let map = Arc::new(SpinLock::new(RegionMap::new(0x1000, 1 << 47)));
+        let svc = RmService::new(map, NoBackend);
+        svc.attach_region(0x40_0000, 0x2000, flags::RW, None, 0, 12, "data")?;
+        let mut rcv = l4re::msg::RcvCapSlots::new(&[]);
+        let mut req = Request::new(l4re::MsgTag::new(0, 0, 0, 0), 0, &mut rcv);
+        for size in [u64::MAX, u64::MAX - 0x40_0000, 1 << 63] {
+            let (s, z, ..) = svc.find(&mut req, 0x40_1000, size)?;
+            assert_eq!((s, z), (0x40_0000, 0x2000));
+        }
         Ok(())
     }
 
