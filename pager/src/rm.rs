@@ -553,8 +553,8 @@ mod tests {
         let mut rcv = l4re::msg::RcvCapSlots::new(&[]);
         let mut req = Request::new(l4re::MsgTag::new(0, 0, 0, 0), 0, &mut rcv);
         for size in [u64::MAX, u64::MAX - 0x40_0000, 1 << 63] {
-            let (s, z, ..) = svc.find(&mut req, 0x40_1000, size)?;
-            assert_eq!((s, z), (0x40_0000, 0x2000));
+            let f = svc.find(&mut req, 0x40_1000, size)?;
+            assert_eq!((f.start, f.size), (0x40_0000, 0x2000));
         }
         Ok(())
     }
