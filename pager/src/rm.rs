@@ -85,6 +85,95 @@ pub struct RescueJump {
 /// library that copies across protection boundaries).
 pub const MAX_RESCUE_JUMPS: usize = 64;
 
+/// What an `attach` request does to a region map: checks L4Re's flags
+/// (unknown bits, alignment, offset), picks the backing (`RESERVED`,
+/// `KERNEL`, `PAGER` with `ds` as the pager, a dataspace, or anonymous
+/// memory) and attaches at `start` or, with `SEARCH_ADDR`, the first free
+/// aligned range from there. Returns the start. The one place these rules
+/// live, for [`RmService`] and for a loader that is a task's region map
+/// without one.
+#[allow(clippy::too_many_arguments)]
+pub fn attach_to(
+    map: &mut RegionMap,
+    start: u64,
+    size: u64,
+    fl: u32,
+    ds: Option<CapIdx>,
+    offs: u64,
+    align: u8,
+    name: &str,
+) -> Result<u64> {
+    if fl & !KNOWN_ATTACH_FLAGS != 0 || align >= 64 || offs % PAGE_SIZE != 0 {
+        return Err(Error::Inval);
+    }
+    let rights = Rights::from_bits_truncate((fl & 7) as u8);
+    let size = size
+        .checked_next_multiple_of(PAGE_SIZE)
+        .ok_or(Error::Inval)?;
+    let backing = if fl & flags::RESERVED != 0 {
+        Backing::Reserved
+    } else if fl & flags::KERNEL != 0 {
+        Backing::Kernel
+    } else if fl & flags::PAGER != 0 {
+        Backing::Pager {
+            pager: ds.ok_or(Error::Inval)?,
+        }
+    } else {
+        match ds {
+            Some(ds) if fl & flags::ANONYMOUS == 0 => Backing::File {
+                ds,
+                offset: offs,
+                file_len: size,
+            },
+            _ => Backing::Anon,
+        }
+    };
+    // Anonymous memory is private by nature.
+    let private = fl & flags::PRIVATE != 0 || backing == Backing::Anon;
+    let align = 1u64.checked_shl(align as u32).unwrap_or(PAGE_SIZE);
+    Ok(map.attach(
+        start,
+        size,
+        rights,
+        backing,
+        private,
+        name,
+        fl & flags::SEARCH_ADDR != 0,
+        fl & flags::IN_AREA != 0,
+        align,
+    )?)
+}
+
+/// The answer of `find` for region `r`.
+pub fn found(r: &Region) -> Found {
+    let (offset, mem) = match r.backing {
+        Backing::File { ds, offset, .. } => (offset, ds.0),
+        Backing::Pager { pager } => (0, pager.0),
+        _ => (0, CapIdx::INVALID.0),
+    };
+    Found {
+        start: r.start,
+        size: r.size,
+        flags: region_flags(r),
+        offset,
+        mem,
+    }
+}
+
+/// The `get_regions` answer of `map` from `start` on.
+pub fn regions_from(map: &RegionMap, start: u64) -> RangeList {
+    RangeList(
+        map.regions_from(start)
+            .take(RangeList::MAX)
+            .map(|r| RangeEntry {
+                start: r.start,
+                end: r.end() - 1,
+                flags: region_flags(r) as u16,
+            })
+            .collect(),
+    )
+}
+
 /// The region flags L4Re reports for `r` (`L4Re::Rm::Region::flags`).
 pub fn region_flags(r: &Region) -> u32 {
     let mut fl = r.rights.bits() as u32;
@@ -152,45 +241,8 @@ impl<B: RmBackend> RmService<B> {
         align: u8,
         name: &str,
     ) -> Result<u64> {
-        if fl & !KNOWN_ATTACH_FLAGS != 0 || align >= 64 || offs % PAGE_SIZE != 0 {
-            return Err(Error::Inval);
-        }
-        let rights = Rights::from_bits_truncate((fl & 7) as u8);
-        let size = size
-            .checked_next_multiple_of(PAGE_SIZE)
-            .ok_or(Error::Inval)?;
-        let backing = if fl & flags::RESERVED != 0 {
-            Backing::Reserved
-        } else if fl & flags::KERNEL != 0 {
-            Backing::Kernel
-        } else if fl & flags::PAGER != 0 {
-            Backing::Pager {
-                pager: ds.ok_or(Error::Inval)?,
-            }
-        } else {
-            match ds {
-                Some(ds) if fl & flags::ANONYMOUS == 0 => Backing::File {
-                    ds,
-                    offset: offs,
-                    file_len: size,
-                },
-                _ => Backing::Anon,
-            }
-        };
-        // Anonymous memory is private by nature.
-        let private = fl & flags::PRIVATE != 0 || backing == Backing::Anon;
-        let align = 1u64.checked_shl(align as u32).unwrap_or(PAGE_SIZE);
-        let start = self.map.lock().attach(
-            start,
-            size,
-            rights,
-            backing,
-            private,
-            name,
-            fl & flags::SEARCH_ADDR != 0,
-            fl & flags::IN_AREA != 0,
-            align,
-        )?;
+        let start = attach_to(&mut self.map.lock(), start, size, fl, ds, offs, align, name)?;
+        let size = size.next_multiple_of(PAGE_SIZE);
         let region = self.map.lock().lookup(start).cloned().ok_or(Error::Fault)?;
         if let Err(e) = self.backend.attached(&region) {
             let _ = self.map.lock().detach(start, size);
@@ -294,18 +346,7 @@ impl<B: RmBackend> RmServer for RmService<B> {
             // L4Re's find reports the region that contains `addr`.
             log::trace!("rm: find range exceeds the region");
         }
-        let (offset, mem) = match r.backing {
-            Backing::File { ds, offset, .. } => (offset, ds.0),
-            Backing::Pager { pager } => (0, pager.0),
-            _ => (0, CapIdx::INVALID.0),
-        };
-        Ok(Found {
-            start: r.start,
-            size: r.size,
-            flags: region_flags(r),
-            offset,
-            mem,
-        })
+        Ok(found(r))
     }
 
     fn reserve_area(
@@ -334,17 +375,7 @@ impl<B: RmBackend> RmServer for RmService<B> {
     }
 
     fn get_regions(&self, _: &mut Request<'_>, start: u64) -> Result<RangeList> {
-        let map = self.map.lock();
-        Ok(RangeList(
-            map.regions_from(start)
-                .take(RangeList::MAX)
-                .map(|r| RangeEntry {
-                    start: r.start,
-                    end: r.end() - 1,
-                    flags: region_flags(r) as u16,
-                })
-                .collect(),
-        ))
+        Ok(regions_from(&self.map.lock(), start))
     }
 
     fn get_areas(&self, _: &mut Request<'_>, start: u64) -> Result<RangeList> {

@@ -90,6 +90,54 @@ struct Child {
     prefilled: BTreeMap<u64, Vec<u8>>,
     /// The program, when an internal pager pages it.
     internal: Option<Internal>,
+    /// An ordinary L4Re program paged by the loader itself, which is then
+    /// also its region map.
+    external: Option<External>,
+}
+
+/// What the loader keeps for an ordinary L4Re program it pages itself
+/// (`--l4re` without `--inpager`): the dataspaces the program attached
+/// through `L4Re::Rm` are mirrored in areas of this task, whose pages the
+/// loader maps on to the program (shared: the same pages), or copies for
+/// private regions.
+#[derive(Default)]
+struct External {
+    /// Region start → where its mirror begins in this task.
+    mirrors: BTreeMap<u64, u64>,
+    /// The areas of this task reserved for mirrors, with their sizes
+    /// (unmapped and freed with the task).
+    areas: Vec<(u64, u64)>,
+    /// The dataspace capabilities the program attached (released with the
+    /// task).
+    caps: Vec<OwnedCap<Untyped>>,
+    /// Pool frames mapped into the program, by the program's page.
+    frames: BTreeMap<u64, u64>,
+    /// Rescue jumps the program registered (`Rm::add_rescue_jump`):
+    /// `[begin, end)` → rescue address.
+    rescue: Vec<(u64, u64, u64)>,
+}
+
+impl External {
+    /// The rescue address for a fault of the instruction at `pc`, if a
+    /// rescue jump covers it.
+    fn rescue_for(&self, pc: u64) -> Option<u64> {
+        self.rescue
+            .iter()
+            .find(|(b, e, _)| pc >= *b && pc < *e)
+            .map(|j| j.2)
+    }
+
+    /// Where the mirror of the program's page `page` lies in this task.
+    fn mirror_page(&self, map: &RegionMap, page: u64) -> Result<u64, String> {
+        let r = map
+            .lookup(page)
+            .ok_or_else(|| format!("no region at {page:#x}"))?;
+        let base = self
+            .mirrors
+            .get(&r.start)
+            .ok_or_else(|| format!("region {r} has no mirror"))?;
+        Ok(base + (page - r.start))
+    }
 }
 
 /// A program paged by an internal pager (which is what [`Child`]'s own
@@ -143,6 +191,7 @@ impl Child {
             last_fault: (u64::MAX, 0),
             prefilled: BTreeMap::new(),
             internal: None,
+            external: None,
         }
     }
 
@@ -164,7 +213,40 @@ impl Child {
         } else {
             self.last_fault = (pfa, 0);
         }
-        let (valid, offset, rights, from_file) = match fault::resolve(&self.map, addr, access, pc) {
+        let decision = fault::resolve(&self.map, addr, access, pc);
+        let own_file = self.image.ds.idx();
+        let mut mirror_src = None;
+        if let Some(ext) = &self.external {
+            match decision {
+                Decision::MapShared {
+                    ds, offset, rights, ..
+                } if ds != own_file => {
+                    let at = ext.mirror_page(&self.map, page)?;
+                    Cap::<Dataspace>::from_idx(ds)
+                        .map(offset, at, rights.bits() as u64, RcvBuf::window(at, 12))
+                        .map_err(|e| {
+                            format!("{access} fault at {addr:#x}: the dataspace's map failed: {e}")
+                        })?;
+                    self.stats.record(page, true);
+                    return Ok(SndFpage::mem(
+                        Fpage::mem(at, 12, rights),
+                        page,
+                        MapType::Map,
+                    ));
+                }
+                Decision::CopyPrivate { ds, offset, .. } if ds != own_file => {
+                    let at = ext.mirror_page(&self.map, page)?;
+                    Cap::<Dataspace>::from_idx(ds)
+                        .map(offset, at, map_flags::R, RcvBuf::window(at, 12))
+                        .map_err(|e| {
+                            format!("{access} fault at {addr:#x}: the dataspace's map failed: {e}")
+                        })?;
+                    mirror_src = Some(at);
+                }
+                _ => {}
+            }
+        }
+        let (valid, offset, rights, from_file) = match decision {
             Decision::Error(report) => {
                 self.stats.record_invalid();
                 return Err(report.to_string());
@@ -191,8 +273,13 @@ impl Child {
         let img = self.image.bytes();
         let from = (offset as usize).min(img.len());
         let n = (valid as usize).min(img.len() - from);
-        let src = match self.prefilled.get(&page) {
-            Some(content) if !from_file => &content[..],
+        // SAFETY: a mirror page was just mapped readable in this task from
+        // the dataspace, and stays mapped while the copy is made.
+        let mirrored = mirror_src
+            .map(|at| unsafe { core::slice::from_raw_parts(at as *const u8, valid as usize) });
+        let src = match (mirrored, self.prefilled.get(&page)) {
+            (Some(m), _) => m,
+            (None, Some(content)) if !from_file => &content[..],
             _ => &img[from..from + n],
         };
         // SAFETY: `own` is a whole page of the pool, present and writable
@@ -203,6 +290,9 @@ impl Child {
             core::ptr::write_bytes(dst.add(src.len()), 0, PAGE as usize - src.len());
         }
         self.frames.push(own);
+        if let Some(ext) = &mut self.external {
+            ext.frames.insert(page, own);
+        }
         self.stats.record(page, from_file);
         Ok(SndFpage::mem(
             Fpage::mem(own, 12, rights),
@@ -227,6 +317,12 @@ impl Child {
             let _ = env().task().delete_obj(c);
         }
         pool.free.append(&mut self.frames);
+        if let Some(ext) = self.external.take() {
+            for (a, size) in ext.areas {
+                unmap_range(a, size);
+                let _ = l4re::fiasco::mem::free_area(a);
+            }
+        }
     }
 }
 
@@ -260,6 +356,18 @@ impl PageFaultServer for Loaded {
             .resolve(&mut self.shared.pool.borrow_mut(), pfa, pc);
         match resolved {
             Ok(item) => Ok(Some(item)),
+            // Inside a registered rescue range: a negative answer makes the
+            // kernel raise an exception, which resumes the thread there.
+            Err(_)
+                if self
+                    .child
+                    .borrow()
+                    .external
+                    .as_ref()
+                    .is_some_and(|x| x.rescue_for(pc).is_some()) =>
+            {
+                Err(Error::Fault)
+            }
             Err(report) => Err(self.end(End::Ended(format!("invalid access: {report}")))),
         }
     }
@@ -335,55 +443,195 @@ impl TaskSetupServer for Loaded {
     }
 }
 
-/// For an internal pager running as L4Re's in-task pager (`--l4re`), the
-/// loader is the task's outer region map: it lists the internal pager's
-/// own regions (paged here), the KIP and the UTCB area, which the internal
-/// pager takes over into the program's region map. It changes nothing:
-/// the program's requests go to the internal pager.
+/// Unmaps `[start, start + size)` of this task, in naturally aligned
+/// blocks, from here and from every task it was mapped on to.
+fn unmap_range(start: u64, size: u64) {
+    let mut a = start & !(PAGE - 1);
+    let end = start.saturating_add(size);
+    while a < end {
+        let mut order = 12u8;
+        while order < 40 && a % (1 << (order + 1)) == 0 && a + (1 << (order + 1)) <= end {
+            order += 1;
+        }
+        // Nothing to report where nothing was mapped.
+        let _ = env().task().unmap(Fpage::mem(a, order, Rights::RWX), true);
+        a += 1 << order;
+    }
+}
+
+/// The region map of a task: for an ordinary L4Re program the loader
+/// pages itself (`--l4re` without `--inpager`) the program's own
+/// (`l4pager::rm` rules over the task's region map, with mirrors of the
+/// attached dataspaces); for an internal pager running as L4Re's in-task
+/// pager (`--l4re` with `--inpager`) the outer region map, which lists the
+/// internal pager's own regions, the KIP and the UTCB area and changes
+/// nothing. Other tasks have none.
 impl RmServer for Loaded {
     #[allow(clippy::too_many_arguments)]
     fn attach(
         &self,
         _: &mut Request<'_>,
+        start: u64,
+        size: u64,
+        fl: u32,
+        mem: Option<ReceivedCap>,
+        offs: u64,
+        align: u8,
         _: u64,
-        _: u64,
-        _: u32,
-        _: Option<ReceivedCap>,
-        _: u64,
-        _: u8,
-        _: u64,
-        _: String,
+        name: String,
         _: u64,
     ) -> l4re::Result<u64> {
-        Err(Error::NoSys)
+        let mut child = self.child.borrow_mut();
+        let child = &mut *child;
+        let ext = child.external.as_mut().ok_or(Error::NoSys)?;
+        let mut ds = mem.map(|c| c.idx);
+        let mut fl = fl;
+        let mut offs = offs;
+        let plain = fl & (rm_flags::RESERVED | rm_flags::KERNEL | rm_flags::PAGER) == 0;
+        if plain && (ds.is_none() || fl & rm_flags::ANONYMOUS != 0) && fl & 7 != 0 {
+            // Anonymous memory: a dataspace of its own from our allocator,
+            // not the pool (which is for the loader's small programs).
+            let bytes = size.checked_next_multiple_of(PAGE).ok_or(Error::Inval)?;
+            let anon = env().mem_alloc().alloc_dataspace(bytes, 0, 12)?;
+            ds = Some(anon.into_cap().idx());
+            fl &= !(rm_flags::ANONYMOUS | rm_flags::PRIVATE);
+            offs = 0;
+        }
+        let at =
+            match l4pager::rm::attach_to(&mut child.map, start, size, fl, ds, offs, align, &name) {
+                Ok(at) => at,
+                Err(e) => {
+                    // A dataspace made above (or received) is not kept.
+                    if let Some(ds) = ds {
+                        drop(OwnedCap::<Untyped>::from_cap(Cap::from_idx(ds)));
+                    }
+                    return Err(e);
+                }
+            };
+        let region = child.map.lookup(at).cloned().ok_or(Error::Fault)?;
+        if let Backing::File { ds, .. } = region.backing {
+            // The dataspace's pages come to the program through a mirror
+            // in this task.
+            match l4re::fiasco::mem::reserve_area(region.size, 12) {
+                Ok(area) => {
+                    ext.mirrors.insert(region.start, area);
+                    ext.areas.push((area, region.size));
+                    // The server handed us the slot it received the cap in.
+                    ext.caps.push(OwnedCap::from_cap(Cap::from_idx(ds)));
+                }
+                Err(e) => {
+                    let _ = child.map.detach(region.start, region.size);
+                    return Err(e);
+                }
+            }
+        }
+        Ok(at)
     }
     fn detach(
         &self,
         _: &mut Request<'_>,
-        _: u64,
-        _: u64,
+        addr: u64,
+        size: u64,
         _: u32,
     ) -> l4re::Result<l4re::rpc::WithCode<l4re::proto::rm::DetachedRange>> {
-        Err(Error::NoSys)
+        let mut child = self.child.borrow_mut();
+        let child = &mut *child;
+        let ext = child.external.as_mut().ok_or(Error::NoSys)?;
+        let d = child.map.detach(addr, size)?;
+        let end = d.start + d.size;
+        // The pool's pages there: revoked from the program, back to the pool.
+        let pages: Vec<(u64, u64)> = ext
+            .frames
+            .range(d.start..end)
+            .map(|(p, f)| (*p, *f))
+            .collect();
+        let mut pool = self.shared.pool.borrow_mut();
+        for (p, frame) in pages {
+            ext.frames.remove(&p);
+            let _ = l4re::fiasco::mem::unmap(frame, 12, Rights::RWX, false);
+            if let Some(i) = child.frames.iter().position(|f| *f == frame) {
+                child.frames.swap_remove(i);
+            }
+            pool.free.push(frame);
+        }
+        // The mirror's pages there: unmapped here and so from the program.
+        if let Some(base) = ext.mirrors.remove(&d.region.start) {
+            unmap_range(base + (d.start - d.region.start), d.size);
+            // What is left of the region keeps its part of the mirror.
+            for piece in child.map.iter() {
+                if piece.start >= d.region.start
+                    && piece.end() <= d.region.end()
+                    && !ext.mirrors.contains_key(&piece.start)
+                {
+                    ext.mirrors
+                        .insert(piece.start, base + (piece.start - d.region.start));
+                }
+            }
+        }
+        let mut code = if d.split {
+            l4re::proto::rm::detach_result::SPLIT_DS
+        } else if d.kept {
+            l4re::proto::rm::detach_result::KEPT_DS
+        } else {
+            l4re::proto::rm::detach_result::DETACHED_DS
+        };
+        if d.again {
+            code |= l4re::proto::rm::detach_result::DETACH_AGAIN;
+        }
+        let mem = match d.region.backing {
+            Backing::File { ds, .. } => ds.0,
+            _ => CapIdx::INVALID.0,
+        };
+        Ok(l4re::rpc::WithCode(
+            code | l4re::proto::rm::detach_result::UNMAPPED_RANGE,
+            l4re::proto::rm::DetachedRange {
+                start: d.start,
+                size: d.size,
+                mem,
+            },
+        ))
     }
-    fn find(&self, _: &mut Request<'_>, _: u64, _: u64) -> l4re::Result<l4re::proto::rm::Found> {
-        Err(Error::NoSys)
+    fn find(&self, _: &mut Request<'_>, addr: u64, _: u64) -> l4re::Result<l4re::proto::rm::Found> {
+        let child = self.child.borrow();
+        if child.external.is_none() {
+            return Err(Error::NoSys);
+        }
+        let r = child.map.lookup(addr).ok_or(Error::NoEnt)?;
+        Ok(l4pager::rm::found(r))
     }
     fn reserve_area(
         &self,
         _: &mut Request<'_>,
-        _: u64,
-        _: u64,
-        _: u32,
-        _: u8,
+        start: u64,
+        size: u64,
+        fl: u32,
+        align: u8,
     ) -> l4re::Result<u64> {
-        Err(Error::NoSys)
+        let mut child = self.child.borrow_mut();
+        if child.external.is_none() {
+            return Err(Error::NoSys);
+        }
+        if align >= 64 {
+            return Err(Error::Inval);
+        }
+        let size = size.checked_next_multiple_of(PAGE).ok_or(Error::Inval)?;
+        let align = 1u64.checked_shl(align as u32).unwrap_or(PAGE);
+        Ok(child
+            .map
+            .reserve_area(start, size, fl & rm_flags::SEARCH_ADDR != 0, align)?)
     }
-    fn free_area(&self, _: &mut Request<'_>, _: u64) -> l4re::Result<()> {
-        Err(Error::NoSys)
+    fn free_area(&self, _: &mut Request<'_>, addr: u64) -> l4re::Result<()> {
+        let mut child = self.child.borrow_mut();
+        if child.external.is_none() {
+            return Err(Error::NoSys);
+        }
+        Ok(child.map.free_area(addr)?)
     }
     fn get_regions(&self, _: &mut Request<'_>, start: u64) -> l4re::Result<RangeList> {
         let child = self.child.borrow();
+        if child.external.is_some() {
+            return Ok(l4pager::rm::regions_from(&child.map, start));
+        }
         if !child.internal.as_ref().is_some_and(|i| i.l4re) {
             return Err(Error::NoSys);
         }
@@ -415,17 +663,65 @@ impl RmServer for Loaded {
                 .collect(),
         ))
     }
-    fn get_areas(&self, _: &mut Request<'_>, _: u64) -> l4re::Result<RangeList> {
-        Ok(RangeList(Vec::new()))
+    fn get_areas(&self, _: &mut Request<'_>, start: u64) -> l4re::Result<RangeList> {
+        let child = self.child.borrow();
+        if child.external.is_none() {
+            return Ok(RangeList(Vec::new()));
+        }
+        Ok(RangeList(
+            child
+                .map
+                .areas()
+                .into_iter()
+                .filter(|(s, _)| *s >= start)
+                .take(RangeList::MAX)
+                .map(|(s, e)| RangeEntry {
+                    start: s,
+                    end: e - 1,
+                    flags: rm_flags::RESERVED as u16,
+                })
+                .collect(),
+        ))
     }
-    fn get_info(&self, _: &mut Request<'_>, _: u64) -> l4re::Result<(String, u64)> {
-        Err(Error::NoSys)
+    fn get_info(&self, _: &mut Request<'_>, addr: u64) -> l4re::Result<(String, u64)> {
+        let child = self.child.borrow();
+        if child.external.is_none() {
+            return Err(Error::NoSys);
+        }
+        let r = child.map.lookup(addr).ok_or(Error::NoEnt)?;
+        Ok((r.name.clone(), l4pager::rm::found(r).offset))
     }
-    fn add_rescue_jump(&self, _: &mut Request<'_>, _: u64, _: u64, _: u64) -> l4re::Result<()> {
-        Err(Error::NoSys)
+    fn add_rescue_jump(
+        &self,
+        _: &mut Request<'_>,
+        begin: u64,
+        end: u64,
+        rescue: u64,
+    ) -> l4re::Result<()> {
+        let mut child = self.child.borrow_mut();
+        let ext = child.external.as_mut().ok_or(Error::NoSys)?;
+        if begin >= end {
+            return Err(Error::Inval);
+        }
+        if ext.rescue.iter().any(|(b, e, _)| begin < *e && *b < end) {
+            return Err(Error::Exist);
+        }
+        if ext.rescue.len() >= l4pager::rm::MAX_RESCUE_JUMPS {
+            return Err(Error::NoMem);
+        }
+        ext.rescue.push((begin, end, rescue));
+        Ok(())
     }
-    fn remove_rescue_jump(&self, _: &mut Request<'_>, _: u64) -> l4re::Result<()> {
-        Err(Error::NoSys)
+    fn remove_rescue_jump(&self, _: &mut Request<'_>, pc: u64) -> l4re::Result<()> {
+        let mut child = self.child.borrow_mut();
+        let ext = child.external.as_mut().ok_or(Error::NoSys)?;
+        let i = ext
+            .rescue
+            .iter()
+            .position(|(b, e, _)| pc >= *b && pc < *e)
+            .ok_or(Error::NoEnt)?;
+        ext.rescue.swap_remove(i);
+        Ok(())
     }
     fn page_in(&self, _: &mut Request<'_>, _: u64, _: u64, _: u16) -> l4re::Result<PageIn> {
         Err(Error::NoSys)
@@ -448,7 +744,19 @@ impl ServerObject for Loaded {
     fn dispatch(&self, req: &mut Request<'_>) -> l4re::Result<MsgTag> {
         match req.tag().label() {
             pager::LABEL => PageFault::dispatch(self, req),
-            pager::EXCEPTION_LABEL => Err(self.end(End::Ended(l4re::fiasco::exception_report()))),
+            pager::EXCEPTION_LABEL => {
+                let regs = l4re::fiasco::exception_regs();
+                let rescue = self
+                    .child
+                    .borrow()
+                    .external
+                    .as_ref()
+                    .and_then(|x| x.rescue_for(regs.ip));
+                match rescue {
+                    Some(at) => Ok(l4re::fiasco::exception_resume_at(at)),
+                    None => Err(self.end(End::Ended(l4re::fiasco::exception_report()))),
+                }
+            }
             task::LABEL => TaskSetup::dispatch(self, req),
             l if l == <Rm as Protocol>::LABEL => Rm::dispatch(self, req),
             _ => Parent::dispatch(self, req),
@@ -758,7 +1066,6 @@ fn load_l4re(
     inpager: &str,
     label: u64,
 ) -> Result<Child, LoaderError> {
-    use super::l4re_slots as slots;
     let path = job.path;
     if !job.attach.is_empty() {
         return Err(LoaderError::Unusable(
@@ -766,50 +1073,13 @@ fn load_l4re(
             "--attach is for the loader's own programs; an L4Re program attaches what it needs",
         ));
     }
-    if job.caps.len() > slots::MAX_HANDED_ON {
-        return Err(LoaderError::Unusable(path.into(), "too many --cap"));
-    }
-    // The capabilities handed on, from our own environment.
-    let mut handed_on = Vec::new();
-    for (i, name) in job.caps.iter().enumerate() {
-        let c = env()
-            .get_cap::<Untyped>(name)
-            .ok_or_else(|| LoaderError::NotFound(format!("capability {name:?}"), None))?;
-        handed_on.push((*name, c.idx(), slots::HANDED_ON + i as u64));
-    }
+    let handed_on = handed_on(job)?;
     let binary = format!("fs/{}", path.trim_start_matches('/'));
     let ipager = open_inpager(ns, inpager)?;
     let names: Vec<(&str, u64)> = handed_on.iter().map(|(n, _, s)| (*n, *s)).collect();
     let (prefilled, sp) = super::task::l4re_inpager_stack(&binary, &job.args, &names)?;
     let anon = anon_memory(path)?;
-    // The KIP, mapped on from our own task.
-    let kip = l4re::kobj::Kip::present_page();
-    let snapshot = l4re::fiasco::env_snapshot();
-    let more = |task: Cap<Task>| {
-        map_cap(task, env().factory().idx(), slots::FACTORY, "map factory")?;
-        map_cap(
-            task,
-            env().scheduler().idx(),
-            slots::SCHEDULER,
-            "map scheduler",
-        )?;
-        map_cap(
-            task,
-            snapshot.mem_alloc,
-            slots::MEM_ALLOC,
-            "map memory allocator",
-        )?;
-        map_cap(task, ns.idx(), slots::FS, "map fs")?;
-        for (_, c, slot) in &handed_on {
-            map_cap(task, *c, *slot, "map a handed-on capability")?;
-        }
-        task.map_from(
-            env().task(),
-            Fpage::mem(kip, 12, Rights::R),
-            crate::l4re_start::DEFAULT_KIP_ADDR,
-        )
-        .map_err(call("map KIP"))
-    };
+    let more = |task: Cap<Task>| map_l4re_caps(task, ns, &handed_on);
     line(&format!(
         "{path}: an L4Re program, started by the internal pager {inpager} as L4Re's in-task pager"
     ));
@@ -829,6 +1099,126 @@ fn load_l4re(
         thread: None,
         pager_stats: None,
     });
+    Ok(child)
+}
+
+/// The capabilities `--cap` hands on, from our own environment, with the
+/// slots they get in the task.
+fn handed_on<'a>(job: &Job<'a>) -> Result<Vec<(&'a str, CapIdx, u64)>, LoaderError> {
+    use super::l4re_slots as slots;
+    if job.caps.len() > slots::MAX_HANDED_ON {
+        return Err(LoaderError::Unusable(job.path.into(), "too many --cap"));
+    }
+    let mut out = Vec::new();
+    for (i, name) in job.caps.iter().enumerate() {
+        let c = env()
+            .get_cap::<Untyped>(name)
+            .ok_or_else(|| LoaderError::NotFound(format!("capability {name:?}"), None))?;
+        out.push((*name, c.idx(), slots::HANDED_ON + i as u64));
+    }
+    Ok(out)
+}
+
+/// Maps an ordinary L4Re program's standard capabilities into `task`:
+/// factory, scheduler, memory allocator, the namespace `fs`, those handed
+/// on, and the KIP at its default address.
+fn map_l4re_caps(
+    task: Cap<Task>,
+    ns: Cap<Namespace>,
+    handed_on: &[(&str, CapIdx, u64)],
+) -> Result<(), LoaderError> {
+    use super::l4re_slots as slots;
+    map_cap(task, env().factory().idx(), slots::FACTORY, "map factory")?;
+    map_cap(
+        task,
+        env().scheduler().idx(),
+        slots::SCHEDULER,
+        "map scheduler",
+    )?;
+    map_cap(
+        task,
+        env().mem_alloc().idx(),
+        slots::MEM_ALLOC,
+        "map memory allocator",
+    )?;
+    map_cap(task, ns.idx(), slots::FS, "map fs")?;
+    for (_, c, slot) in handed_on {
+        map_cap(task, *c, *slot, "map a handed-on capability")?;
+    }
+    task.map_from(
+        env().task(),
+        Fpage::mem(l4re::kobj::Kip::present_page(), 12, Rights::R),
+        crate::l4re_start::DEFAULT_KIP_ADDR,
+    )
+    .map_err(call("map KIP"))
+}
+
+/// Loads an ordinary L4Re program (`--l4re` without `--inpager`) that the
+/// loader pages itself and whose region map it is: its file's pages come
+/// from the pool as for the loader's own programs; the dataspaces it
+/// attaches (memory from its allocator, files) are mirrored here and
+/// mapped on. Static programs only (the external pager loads no
+/// interpreter).
+fn load_l4re_external(ns: Cap<Namespace>, job: &Job<'_>, label: u64) -> Result<Child, LoaderError> {
+    let path = job.path;
+    if !job.attach.is_empty() {
+        return Err(LoaderError::Unusable(
+            path.into(),
+            "--attach is for the loader's own programs; an L4Re program attaches what it needs",
+        ));
+    }
+    let handed_on = handed_on(job)?;
+    let mut planned = Planned::open(ns, path, STACK_TOP, STACK_SIZE)?;
+    // The KIP and the UTCB area: the kernel's, kept out of the program's
+    // searches.
+    for (start, size, name) in [
+        (crate::l4re_start::DEFAULT_KIP_ADDR, PAGE, "[kip]"),
+        (UTCB_AREA, 1u64 << L4RE_UTCB_LOG2, "[utcb]"),
+    ] {
+        planned
+            .map
+            .attach_at(start, size, Rights::R, Backing::Kernel, false, name)
+            .map_err(|e| {
+                LoaderError::Overlap(format!("{name} [{start:#x}, {:#x}): {e:?}", start + size))
+                    .of(path)
+            })?;
+    }
+    let binary = format!("fs/{}", path.trim_start_matches('/'));
+    let names: Vec<(&str, u64)> = handed_on.iter().map(|(n, _, s)| (*n, *s)).collect();
+    let (prefilled, sp) =
+        super::task::l4re_program_stack(&planned.plan, &binary, &job.args, &names, STACK_TOP)?;
+    line(&format!(
+        "{path}: an L4Re program, entry {:#x}, paged and served here (external pager)",
+        planned.plan.entry
+    ));
+    let entry = planned.plan.entry;
+    let start = || {
+        let (task, gate) = super::task::create_task(label, CHILD_PAGER_SLOT, L4RE_UTCB_LOG2)?;
+        map_l4re_caps(task.cap(), ns, &handed_on)?;
+        let thread = env()
+            .factory()
+            .create_thread()
+            .map_err(call("create thread"))?;
+        map_cap(
+            task.cap(),
+            thread.idx(),
+            super::l4re_slots::THREAD,
+            "map thread",
+        )?;
+        super::task::run_thread(
+            thread.cap(),
+            task.cap(),
+            CHILD_PAGER_SLOT,
+            UTCB_AREA,
+            entry,
+            sp,
+        )?;
+        Ok((task, thread, gate))
+    };
+    let caps = start().map_err(|e: LoaderError| e.of(path))?;
+    let mut child = Child::new(path, caps, planned);
+    child.prefilled = prefilled;
+    child.external = Some(External::default());
     Ok(child)
 }
 
@@ -859,6 +1249,7 @@ impl<'a, J: Iterator<Item = (&'a Job<'a>, u64)>> Run<J> {
     fn start(&mut self, server: &mut Server, job: &Job<'_>, label: u64) -> bool {
         let loaded = match job.inpager {
             Some(pager) => load_internal(self.ns, job, pager, label),
+            None if job.l4re => load_l4re_external(self.ns, job, label),
             None => load(self.ns, job.path, label),
         };
         let end = match loaded {

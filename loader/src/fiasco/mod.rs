@@ -100,6 +100,8 @@ pub const L4RE_UTCB_LOG2: u8 = 16;
 pub mod l4re_slots {
     /// The factory (also `l4re::env::env().factory()`).
     pub const FACTORY: u64 = 2;
+    /// The program's thread (its `main_thread`) when the loader pages it.
+    pub const THREAD: u64 = 3;
     /// The scheduler.
     pub const SCHEDULER: u64 = 7;
     /// The memory allocator.

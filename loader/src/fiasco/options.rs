@@ -3,14 +3,15 @@
 //!
 //! ```text
 //! ext-loader [--tap] [--sequential]
-//!            ([--inpager=PATH] [--l4re] [--arg=ARG]... [--cap=NAME]... [--attach=SOURCE@ADDR[:rw]]... PROGRAM)...
+//!            ([--inpager=PATH | --external] [--l4re] [--arg=ARG]... [--cap=NAME]... [--attach=SOURCE@ADDR[:rw]]... PROGRAM)...
 //! ```
 //!
 //! * `--tap` prints the checks of the run as TAP ([`super::check`]);
 //! * `--sequential` starts each program only when the one before it has
 //!   ended (otherwise all start at once);
 //! * `--inpager=PATH` runs the programs after it under the internal pager
-//!   loaded from PATH;
+//!   loaded from PATH; `--external` the programs after it under the
+//!   external pager again (the default);
 //! * `--attach=SOURCE@ADDR[:rw]` attaches a dataspace into the address
 //!   space of the *next* program, at `ADDR` (hexadecimal, page-aligned),
 //!   read-only or, with `:rw`, read-write, shared with every other holder
@@ -19,12 +20,13 @@
 //!   `cap:NAME` (a dataspace capability the loader was given under NAME).
 //!   Needs the internal pager: the external pager hands out copies.
 //! * `--l4re` runs the next program, an ordinary L4Re program (L4Re's
-//!   libc, `crt0`, possibly dynamically linked), as ned would: the
-//!   internal pager starts as L4Re's in-task pager in the task
-//!   (`loader::in_task`), with an L4Re environment (memory allocator,
-//!   factory, scheduler, log, the namespace `fs` it was loaded from) and
-//!   the gate `"server"` made here; the program's exit status comes back
-//!   through `L4Re::Parent`. Needs `--inpager`;
+//!   libc, `crt0`), as ned would, with an L4Re environment (memory
+//!   allocator, factory, scheduler, log, the namespace `fs` it was loaded
+//!   from); its exit status comes back through `L4Re::Parent`. With
+//!   `--inpager` the internal pager starts as L4Re's in-task pager in the
+//!   task (`loader::in_task`; static, static-pie and dynamically linked
+//!   programs) with the gate `"server"` made here; without it the loader
+//!   is the program's pager and region map (static programs);
 //! * `--arg=ARG` adds ARG to the next program's arguments (after its name;
 //!   `--l4re` programs only);
 //! * `--cap=NAME` hands the loader's own initial capability NAME on to the
@@ -150,6 +152,8 @@ pub fn parse<'a>(args: impl IntoIterator<Item = &'a str>) -> Result<Options<'a>,
             options.sequential = true;
         } else if let Some(p) = arg.strip_prefix("--inpager=") {
             inpager = Some(p);
+        } else if arg == "--external" {
+            inpager = None;
         } else if let Some(a) = arg.strip_prefix("--attach=") {
             attach.push(parse_attach(a)?);
         } else if arg == "--l4re" {
@@ -169,9 +173,6 @@ pub fn parse<'a>(args: impl IntoIterator<Item = &'a str>) -> Result<Options<'a>,
                 return Err(format!(
                     "{path}: --attach needs --inpager (the external pager hands out copies, which cannot be shared)"
                 ));
-            }
-            if l4re && inpager.is_none() {
-                return Err(format!("{path}: --l4re needs --inpager"));
             }
             if !l4re && (!prog_args.is_empty() || !caps.is_empty()) {
                 return Err(format!("{path}: --arg and --cap are for --l4re programs"));
@@ -284,11 +285,12 @@ mod tests {
         assert_eq!(o.jobs[0].caps, ["rom"]);
         // Each applies to the next program only.
         assert!(!o.jobs[1].l4re && o.jobs[1].args.is_empty() && o.jobs[1].caps.is_empty());
-        assert!(
-            parse(["--l4re", "bin/hello"])
-                .unwrap_err()
-                .contains("needs --inpager")
-        );
+        // Without --inpager, or after --external: the external pager.
+        let o = parse(["--l4re", "bin/hello"]).unwrap();
+        assert!(o.jobs[0].l4re && o.jobs[0].inpager.is_none());
+        let o = parse(["--inpager=p", "a", "--external", "b"]).unwrap();
+        assert_eq!(o.jobs[0].inpager, Some("p"));
+        assert_eq!(o.jobs[1].inpager, None);
         assert!(
             parse(["--inpager=x", "--arg=1", "bin/p"])
                 .unwrap_err()

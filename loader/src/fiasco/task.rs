@@ -241,13 +241,84 @@ pub fn l4re_inpager_stack(
     stack_pages(&spec)
 }
 
+/// The pages of an ordinary L4Re program's initial stack when the loader
+/// pages it itself (`--l4re` without `--inpager`): argv (`binary` and
+/// `args`), an `l4re_env_t` with the loader (the task's slot
+/// [`CHILD_PAGER_SLOT`]) as parent and region map, its thread in slot 3,
+/// the standard slots ([`super::l4re_slots`]), the caps `fs` and
+/// `handed_on`, and the program headers of `plan`. Returns them by address
+/// (below `stack_top`) and the stack pointer.
+pub fn l4re_program_stack(
+    plan: &elf::Plan,
+    binary: &str,
+    args: &[&str],
+    handed_on: &[(&str, u64)],
+    stack_top: u64,
+) -> Result<(BTreeMap<u64, Vec<u8>>, u64), LoaderError> {
+    use super::l4re_slots as slots;
+    let entry = |name: &str, slot| {
+        CapEntry::new(name.as_bytes(), slot).ok_or(LoaderError::Unusable(
+            format!("capability {name:?}"),
+            "bad name",
+        ))
+    };
+    let mut caps = alloc::vec![entry("fs", slots::FS)?];
+    for (name, slot) in handed_on {
+        caps.push(entry(name, *slot)?);
+    }
+    let env = L4reEnv {
+        parent: Some(CHILD_PAGER_SLOT),
+        rm: Some(CHILD_PAGER_SLOT),
+        mem_alloc: Some(slots::MEM_ALLOC),
+        log: Some(CHILD_LOG_SLOT),
+        main_thread: Some(slots::THREAD),
+        factory: Some(slots::FACTORY),
+        scheduler: Some(slots::SCHEDULER),
+        itas: None,
+        dbg_events: None,
+        first_free_cap: 0x40,
+        first_free_reply_cap: 0,
+        utcb_area: UtcbArea {
+            start: UTCB_AREA,
+            log2_size: super::L4RE_UTCB_LOG2,
+        },
+        first_free_utcb: UTCB_AREA + l4re_start::UTCB_OFFSET,
+        caps,
+    };
+    let mut argv = alloc::vec![binary.as_bytes()];
+    argv.extend(args.iter().map(|a| a.as_bytes()));
+    let spec = StartSpec {
+        argv,
+        envp: Vec::new(),
+        env: &env,
+        aux: None,
+        kip: l4re_start::DEFAULT_KIP_ADDR,
+        phdrs: (plan.phnum > 0).then_some(l4re_start::Phdrs {
+            addr: plan.phdr,
+            num: plan.phnum,
+            entsize: plan.phent,
+        }),
+        dynamic: None,
+    };
+    stack_pages_at(&spec, stack_top)
+}
+
 /// The pages of the initial stack `spec` describes, below
 /// `layout::STACK_TOP` (the internal pager's), by address, and the stack
 /// pointer.
 fn stack_pages(spec: &StartSpec<'_>) -> Result<(BTreeMap<u64, Vec<u8>>, u64), LoaderError> {
-    let built = l4re_start::build(layout::STACK_TOP, spec).map_err(LoaderError::Stack)?;
-    // The stack from the start of its lowest page (STACK_TOP is page-aligned).
-    let bottom = layout::STACK_TOP - built.stack.bytes.len() as u64;
+    stack_pages_at(spec, layout::STACK_TOP)
+}
+
+/// The pages of the initial stack `spec` describes, below the
+/// page-aligned `top`, by address, and the stack pointer.
+fn stack_pages_at(
+    spec: &StartSpec<'_>,
+    top: u64,
+) -> Result<(BTreeMap<u64, Vec<u8>>, u64), LoaderError> {
+    let built = l4re_start::build(top, spec).map_err(LoaderError::Stack)?;
+    // The stack from the start of its lowest page.
+    let bottom = top - built.stack.bytes.len() as u64;
     let first = bottom & !(PAGE - 1);
     let mut padded = alloc::vec![0u8; (bottom - first) as usize];
     padded.extend_from_slice(&built.stack.bytes);

@@ -286,3 +286,12 @@ pub fn unmap(addr: u64, order: u8, rights: Rights, all_spaces: bool) -> Result<U
         }
     })
 }
+
+/// Frees an area reserved with [`reserve_area`] (`l4re_rm_free_area`).
+pub fn free_area(addr: u64) -> Result<()> {
+    Utcb::with(|_| {
+        // SAFETY: the region map only forgets the area; nothing is mapped
+        // or unmapped.
+        code(unsafe { sys::l4re_rm_free_area(addr as _) } as i64)
+    })
+}
