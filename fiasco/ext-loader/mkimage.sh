@@ -15,6 +15,9 @@ trap 'rm -rf "$dir"' EXIT
 mkdir -p "$dir/bin"
 for p in "$@" ; do cp "$p" "$dir/bin/" ; done
 printf 'not an ELF file\n' > "$dir/bin/notelf"
+# What itas-mmap reads through the namespace "fs" (as in l4fs.img).
+printf 'Hello from l4fs, an ext2 image served by a Rust server on Fiasco.OC!\n' > "$dir/hello.txt"
+perl -e 'my $s = ""; for my $i (0 .. 1048575) { $s .= chr(($i & 255) ^ ((($i >> 12) * 31) & 255)) } print $s' > "$dir/big.bin"
 # Two pages of zeros that sharewrite and shareread map shared.
 mkdir -p "$dir/data"
 head -c 8192 /dev/zero > "$dir/data/shared"

@@ -364,6 +364,19 @@ impl<'u> MsgReader<'u> {
         Ok(v)
     }
 
+    /// The next item, without reading it.
+    pub fn next_item(&self) -> Option<SndFpage> {
+        if self.item >= self.items {
+            return None;
+        }
+        let w = self.words + 2 * self.item;
+        let mr = self.utcb.mr_ref();
+        Some(SndFpage {
+            base: mr[w],
+            fpage: crate::fpage::Fpage(mr[w + 1]),
+        })
+    }
+
     /// Reads the next item.
     pub fn get_item(&mut self) -> Result<SndFpage> {
         if self.item >= self.items {
@@ -775,9 +788,15 @@ impl<T: CapKind> OptProbe for Cap<T> {
     }
 }
 
+/// An optional capability argument is there when an item is left and it
+/// brought a capability (mapped, or as a local id). An item that brought
+/// none — L4Re's C API sends a dataspace to a region manager without
+/// rights, which reaches only a manager in the same task — reads as absent,
+/// as the C++ framework's `Opt<Snd_fpage>` leaves it to the server to look.
 impl<T: CapKind> OptProbe for SendCap<T> {
     fn present(r: &MsgReader<'_>) -> bool {
-        r.remaining_items() > 0
+        r.next_item()
+            .is_some_and(|it| it.cap_received() || it.local_id_received())
     }
 }
 

@@ -118,6 +118,13 @@ impl Utcb {
         unsafe { &mut *self.mr }
     }
 
+    /// The message registers, to read.
+    pub fn mr_ref(&self) -> &[u64; MR_WORDS] {
+        // SAFETY: the pointer is valid (see `with`/`from_regs`); the shared
+        // borrow of `self` keeps every `&mut` derived from it away.
+        unsafe { &*self.mr }
+    }
+
     /// The buffer registers.
     pub fn br(&mut self) -> &mut [u64; BR_WORDS] {
         // SAFETY: as for `mr`.

@@ -477,7 +477,7 @@ impl RmServer for Loaded {
         mem: Option<ReceivedCap>,
         offs: u64,
         align: u8,
-        _: u64,
+        client_cap: u64,
         name: String,
         _: u64,
     ) -> l4re::Result<u64> {
@@ -485,6 +485,26 @@ impl RmServer for Loaded {
         let child = &mut *child;
         let ext = child.external.as_mut().ok_or(Error::NoSys)?;
         let mut ds = mem.map(|c| c.idx);
+        let wants_ds = fl
+            & (rm_flags::RESERVED | rm_flags::KERNEL | rm_flags::PAGER | rm_flags::ANONYMOUS)
+            == 0
+            && fl & 7 != 0;
+        if ds.is_none() && wants_ds && CapIdx(client_cap).is_valid() {
+            // L4Re's C API sent the dataspace without rights, so no
+            // capability came: take it from the program's own slot
+            // (`client_cap`), which this loader can map out of its task.
+            let slot = cap::alloc::<Untyped>()?;
+            env()
+                .task()
+                .map_obj(
+                    child.task.cap(),
+                    CapIdx(client_cap),
+                    CapRights::RWS,
+                    slot.idx(),
+                )
+                .map_err(|_| Error::Inval)?;
+            ds = Some(slot.into_cap().idx());
+        }
         let mut fl = fl;
         let mut offs = offs;
         let plain = fl & (rm_flags::RESERVED | rm_flags::KERNEL | rm_flags::PAGER) == 0;
