@@ -144,6 +144,64 @@ pub fn attach_to(
     )?)
 }
 
+/// The result code of `detach` for `d` (L4Re's `Detach_result`), with
+/// `Unmapped_range` when the region manager unmapped the pages itself.
+pub fn detach_code(d: &crate::region::Detached, unmapped: bool) -> i64 {
+    let mut code = if d.split {
+        detach_result::SPLIT_DS
+    } else if d.kept {
+        detach_result::KEPT_DS
+    } else {
+        detach_result::DETACHED_DS
+    };
+    if d.again {
+        code |= detach_result::DETACH_AGAIN;
+    }
+    if unmapped {
+        code |= detach_result::UNMAPPED_RANGE;
+    }
+    code
+}
+
+/// The rescue jumps of a task (`add_rescue_jump`): non-overlapping pc
+/// ranges, at most [`MAX_RESCUE_JUMPS`].
+#[derive(Debug, Default, Clone)]
+pub struct RescueJumps(Vec<RescueJump>);
+
+impl RescueJumps {
+    /// Registers `[begin, end)` → `rescue` (`-EINVAL` for an empty range,
+    /// `-EEXIST` for an overlap, `-ENOMEM` past the limit).
+    pub fn add(&mut self, begin: u64, end: u64, rescue: u64) -> Result<()> {
+        if begin >= end {
+            return Err(Error::Inval);
+        }
+        if self.0.iter().any(|j| begin < j.end && j.begin < end) {
+            return Err(Error::Exist);
+        }
+        if self.0.len() >= MAX_RESCUE_JUMPS {
+            return Err(Error::NoMem);
+        }
+        self.0.push(RescueJump { begin, end, rescue });
+        Ok(())
+    }
+
+    /// Removes the jump covering `pc` (`-ENOENT` if none does).
+    pub fn remove(&mut self, pc: u64) -> Result<()> {
+        let i = self
+            .0
+            .iter()
+            .position(|j| pc >= j.begin && pc < j.end)
+            .ok_or(Error::NoEnt)?;
+        self.0.swap_remove(i);
+        Ok(())
+    }
+
+    /// The jump covering `pc`.
+    pub fn covering(&self, pc: u64) -> Option<RescueJump> {
+        self.0.iter().find(|j| pc >= j.begin && pc < j.end).copied()
+    }
+}
+
 /// The answer of `find` for region `r`.
 pub fn found(r: &Region) -> Found {
     let (offset, mem) = match r.backing {
@@ -194,7 +252,7 @@ pub fn region_flags(r: &Region) -> u32 {
 pub struct RmService<B: RmBackend> {
     map: Arc<SpinLock<RegionMap>>,
     backend: B,
-    rescue: SpinLock<Vec<RescueJump>>,
+    rescue: SpinLock<RescueJumps>,
 }
 
 impl<B: RmBackend> RmService<B> {
@@ -203,7 +261,7 @@ impl<B: RmBackend> RmService<B> {
         RmService {
             map,
             backend,
-            rescue: SpinLock::new(Vec::new()),
+            rescue: SpinLock::new(RescueJumps::default()),
         }
     }
 
@@ -219,11 +277,7 @@ impl<B: RmBackend> RmService<B> {
 
     /// The rescue jump covering `pc`, if one was registered.
     pub fn rescue_for(&self, pc: u64) -> Option<RescueJump> {
-        self.rescue
-            .lock()
-            .iter()
-            .find(|j| pc >= j.begin && pc < j.end)
-            .copied()
+        self.rescue.lock().covering(pc)
     }
 
     /// Attaches a region directly (what an `attach` request does, without
@@ -310,19 +364,7 @@ impl<B: RmBackend> RmServer for RmService<B> {
     ) -> Result<WithCode<DetachedRange>> {
         let d = self.map.lock().detach(addr, size)?;
         self.backend.detached(&d.region, d.start, d.size);
-        let mut code = if d.split {
-            detach_result::SPLIT_DS
-        } else if d.kept {
-            detach_result::KEPT_DS
-        } else {
-            detach_result::DETACHED_DS
-        };
-        if d.again {
-            code |= detach_result::DETACH_AGAIN;
-        }
-        if self.backend.unmaps_on_detach() {
-            code |= detach_result::UNMAPPED_RANGE;
-        }
+        let code = detach_code(&d, self.backend.unmaps_on_detach());
         let mem = match d.region.backing {
             Backing::File { ds, .. } => ds.0,
             _ => CapIdx::INVALID.0,
@@ -409,32 +451,11 @@ impl<B: RmBackend> RmServer for RmService<B> {
         pc_end: u64,
         rescue_pc: u64,
     ) -> Result<()> {
-        if pc_begin >= pc_end {
-            return Err(Error::Inval);
-        }
-        let mut jumps = self.rescue.lock();
-        if jumps.iter().any(|j| pc_begin < j.end && j.begin < pc_end) {
-            return Err(Error::Exist);
-        }
-        if jumps.len() >= MAX_RESCUE_JUMPS {
-            return Err(Error::NoMem);
-        }
-        jumps.push(RescueJump {
-            begin: pc_begin,
-            end: pc_end,
-            rescue: rescue_pc,
-        });
-        Ok(())
+        self.rescue.lock().add(pc_begin, pc_end, rescue_pc)
     }
 
     fn remove_rescue_jump(&self, _: &mut Request<'_>, pc: u64) -> Result<()> {
-        let mut jumps = self.rescue.lock();
-        let i = jumps
-            .iter()
-            .position(|j| pc >= j.begin && pc < j.end)
-            .ok_or(Error::NoEnt)?;
-        jumps.swap_remove(i);
-        Ok(())
+        self.rescue.lock().remove(pc)
     }
 
     fn page_in(

@@ -30,22 +30,9 @@ pub(crate) fn line(text: &str) {
 }
 
 /// Unmaps `[start, start + size)` from this task (and whatever was mapped
-/// on from it), in naturally aligned flexpages.
+/// on from it).
 pub(crate) fn unmap_range(start: u64, size: u64) {
-    let mut addr = start & !(PAGE - 1);
-    let end = start.saturating_add(size);
-    while addr < end {
-        let mut order = 12u8;
-        while order < 40 && addr % (1 << (order + 1)) == 0 && addr + (1 << (order + 1)) <= end {
-            order += 1;
-        }
-        // A range the region map no longer covers: nothing to report if
-        // nothing was mapped.
-        let _ = env()
-            .task()
-            .unmap(Fpage::mem(addr, order, Rights::RWX), true);
-        addr += 1 << order;
-    }
+    l4re::fiasco::mem::unmap_range(start, size)
 }
 
 /// Removes the write right from the page at `page` (mapped writable only

@@ -112,19 +112,15 @@ struct External {
     caps: Vec<OwnedCap<Untyped>>,
     /// Pool frames mapped into the program, by the program's page.
     frames: BTreeMap<u64, u64>,
-    /// Rescue jumps the program registered (`Rm::add_rescue_jump`):
-    /// `[begin, end)` → rescue address.
-    rescue: Vec<(u64, u64, u64)>,
+    /// Rescue jumps the program registered (`Rm::add_rescue_jump`).
+    rescue: l4pager::rm::RescueJumps,
 }
 
 impl External {
     /// The rescue address for a fault of the instruction at `pc`, if a
     /// rescue jump covers it.
     fn rescue_for(&self, pc: u64) -> Option<u64> {
-        self.rescue
-            .iter()
-            .find(|(b, e, _)| pc >= *b && pc < *e)
-            .map(|j| j.2)
+        self.rescue.covering(pc).map(|j| j.rescue)
     }
 
     /// Where the mirror of the program's page `page` lies in this task.
@@ -319,7 +315,7 @@ impl Child {
         pool.free.append(&mut self.frames);
         if let Some(ext) = self.external.take() {
             for (a, size) in ext.areas {
-                unmap_range(a, size);
+                l4re::fiasco::mem::unmap_range(a, size);
                 let _ = l4re::fiasco::mem::free_area(a);
             }
         }
@@ -443,22 +439,6 @@ impl TaskSetupServer for Loaded {
     }
 }
 
-/// Unmaps `[start, start + size)` of this task, in naturally aligned
-/// blocks, from here and from every task it was mapped on to.
-fn unmap_range(start: u64, size: u64) {
-    let mut a = start & !(PAGE - 1);
-    let end = start.saturating_add(size);
-    while a < end {
-        let mut order = 12u8;
-        while order < 40 && a % (1 << (order + 1)) == 0 && a + (1 << (order + 1)) <= end {
-            order += 1;
-        }
-        // Nothing to report where nothing was mapped.
-        let _ = env().task().unmap(Fpage::mem(a, order, Rights::RWX), true);
-        a += 1 << order;
-    }
-}
-
 /// The region map of a task: for an ordinary L4Re program the loader
 /// pages itself (`--l4re` without `--inpager`) the program's own
 /// (`l4pager::rm` rules over the task's region map, with mirrors of the
@@ -576,7 +556,7 @@ impl RmServer for Loaded {
         }
         // The mirror's pages there: unmapped here and so from the program.
         if let Some(base) = ext.mirrors.remove(&d.region.start) {
-            unmap_range(base + (d.start - d.region.start), d.size);
+            l4re::fiasco::mem::unmap_range(base + (d.start - d.region.start), d.size);
             // What is left of the region keeps its part of the mirror.
             for piece in child.map.iter() {
                 if piece.start >= d.region.start
@@ -588,22 +568,13 @@ impl RmServer for Loaded {
                 }
             }
         }
-        let mut code = if d.split {
-            l4re::proto::rm::detach_result::SPLIT_DS
-        } else if d.kept {
-            l4re::proto::rm::detach_result::KEPT_DS
-        } else {
-            l4re::proto::rm::detach_result::DETACHED_DS
-        };
-        if d.again {
-            code |= l4re::proto::rm::detach_result::DETACH_AGAIN;
-        }
+        let code = l4pager::rm::detach_code(&d, true);
         let mem = match d.region.backing {
             Backing::File { ds, .. } => ds.0,
             _ => CapIdx::INVALID.0,
         };
         Ok(l4re::rpc::WithCode(
-            code | l4re::proto::rm::detach_result::UNMAPPED_RANGE,
+            code,
             l4re::proto::rm::DetachedRange {
                 start: d.start,
                 size: d.size,
@@ -720,28 +691,12 @@ impl RmServer for Loaded {
     ) -> l4re::Result<()> {
         let mut child = self.child.borrow_mut();
         let ext = child.external.as_mut().ok_or(Error::NoSys)?;
-        if begin >= end {
-            return Err(Error::Inval);
-        }
-        if ext.rescue.iter().any(|(b, e, _)| begin < *e && *b < end) {
-            return Err(Error::Exist);
-        }
-        if ext.rescue.len() >= l4pager::rm::MAX_RESCUE_JUMPS {
-            return Err(Error::NoMem);
-        }
-        ext.rescue.push((begin, end, rescue));
-        Ok(())
+        ext.rescue.add(begin, end, rescue)
     }
     fn remove_rescue_jump(&self, _: &mut Request<'_>, pc: u64) -> l4re::Result<()> {
         let mut child = self.child.borrow_mut();
         let ext = child.external.as_mut().ok_or(Error::NoSys)?;
-        let i = ext
-            .rescue
-            .iter()
-            .position(|(b, e, _)| pc >= *b && pc < *e)
-            .ok_or(Error::NoEnt)?;
-        ext.rescue.swap_remove(i);
-        Ok(())
+        ext.rescue.remove(pc)
     }
     fn page_in(&self, _: &mut Request<'_>, _: u64, _: u64, _: u16) -> l4re::Result<PageIn> {
         Err(Error::NoSys)

@@ -295,3 +295,19 @@ pub fn free_area(addr: u64) -> Result<()> {
         code(unsafe { sys::l4re_rm_free_area(addr as _) } as i64)
     })
 }
+
+/// Unmaps `[start, start + size)` of this task, in naturally aligned
+/// flexpages, from this task and from every task it was mapped on to
+/// (nothing to report where nothing was mapped).
+pub fn unmap_range(start: u64, size: u64) {
+    let mut a = start & !(PAGE_SIZE - 1);
+    let end = start.saturating_add(size);
+    while a < end {
+        let mut order = PAGE_SHIFT;
+        while order < 40 && a % (1 << (order + 1)) == 0 && a + (1 << (order + 1)) <= end {
+            order += 1;
+        }
+        let _ = unmap(a, order, Rights::RWX, true);
+        a += 1 << order;
+    }
+}
