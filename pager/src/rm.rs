@@ -202,6 +202,51 @@ impl RescueJumps {
     }
 }
 
+/// What a `reserve_area` request does to a region map: checks the
+/// alignment order, rounds the size to pages and reserves at `start` or,
+/// with `SEARCH_ADDR`, the first free aligned range from there.
+pub fn reserve_area_in(
+    map: &mut RegionMap,
+    start: u64,
+    size: u64,
+    fl: u32,
+    align: u8,
+) -> Result<u64> {
+    if align >= 64 {
+        return Err(Error::Inval);
+    }
+    let size = size
+        .checked_next_multiple_of(PAGE_SIZE)
+        .ok_or(Error::Inval)?;
+    let align = 1u64.checked_shl(align as u32).unwrap_or(PAGE_SIZE);
+    Ok(map.reserve_area(start, size, fl & flags::SEARCH_ADDR != 0, align)?)
+}
+
+/// The `get_areas` answer of `map` from `start` on.
+pub fn areas_from(map: &RegionMap, start: u64) -> RangeList {
+    RangeList(
+        map.areas_from(start)
+            .take(RangeList::MAX)
+            .map(|(s, e)| RangeEntry {
+                start: s,
+                end: e - 1,
+                flags: flags::RESERVED as u16,
+            })
+            .collect(),
+    )
+}
+
+/// The `get_info` answer for the region at `addr`: its name and the
+/// offset of its start in its dataspace.
+pub fn info(map: &RegionMap, addr: u64) -> Result<(String, u64)> {
+    let r = map.lookup(addr).ok_or(Error::NoEnt)?;
+    let offset = match r.backing {
+        Backing::File { offset, .. } => offset,
+        _ => 0,
+    };
+    Ok((r.name.clone(), offset))
+}
+
 /// The answer of `find` for region `r`.
 pub fn found(r: &Region) -> Found {
     let (offset, mem) = match r.backing {
@@ -399,17 +444,7 @@ impl<B: RmBackend> RmServer for RmService<B> {
         fl: u32,
         align: u8,
     ) -> Result<u64> {
-        if align >= 64 {
-            return Err(Error::Inval);
-        }
-        let size = size
-            .checked_next_multiple_of(PAGE_SIZE)
-            .ok_or(Error::Inval)?;
-        let align = 1u64.checked_shl(align as u32).unwrap_or(PAGE_SIZE);
-        Ok(self
-            .map
-            .lock()
-            .reserve_area(start, size, fl & flags::SEARCH_ADDR != 0, align)?)
+        reserve_area_in(&mut self.map.lock(), start, size, fl, align)
     }
 
     fn free_area(&self, _: &mut Request<'_>, addr: u64) -> Result<()> {
@@ -421,27 +456,11 @@ impl<B: RmBackend> RmServer for RmService<B> {
     }
 
     fn get_areas(&self, _: &mut Request<'_>, start: u64) -> Result<RangeList> {
-        let map = self.map.lock();
-        Ok(RangeList(
-            map.areas_from(start)
-                .take(RangeList::MAX)
-                .map(|(s, e)| RangeEntry {
-                    start: s,
-                    end: e - 1,
-                    flags: flags::RESERVED as u16,
-                })
-                .collect(),
-        ))
+        Ok(areas_from(&self.map.lock(), start))
     }
 
     fn get_info(&self, _: &mut Request<'_>, addr: u64) -> Result<(String, u64)> {
-        let map = self.map.lock();
-        let r = map.lookup(addr).ok_or(Error::NoEnt)?;
-        let offset = match r.backing {
-            Backing::File { offset, .. } => offset,
-            _ => 0,
-        };
-        Ok((r.name.clone(), offset))
+        info(&self.map.lock(), addr)
     }
 
     fn add_rescue_jump(

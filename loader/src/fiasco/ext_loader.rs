@@ -602,14 +602,7 @@ impl RmServer for Loaded {
         if child.external.is_none() {
             return Err(Error::NoSys);
         }
-        if align >= 64 {
-            return Err(Error::Inval);
-        }
-        let size = size.checked_next_multiple_of(PAGE).ok_or(Error::Inval)?;
-        let align = 1u64.checked_shl(align as u32).unwrap_or(PAGE);
-        Ok(child
-            .map
-            .reserve_area(start, size, fl & rm_flags::SEARCH_ADDR != 0, align)?)
+        l4pager::rm::reserve_area_in(&mut child.map, start, size, fl, align)
     }
     fn free_area(&self, _: &mut Request<'_>, addr: u64) -> l4re::Result<()> {
         let mut child = self.child.borrow_mut();
@@ -659,28 +652,14 @@ impl RmServer for Loaded {
         if child.external.is_none() {
             return Ok(RangeList(Vec::new()));
         }
-        Ok(RangeList(
-            child
-                .map
-                .areas()
-                .into_iter()
-                .filter(|(s, _)| *s >= start)
-                .take(RangeList::MAX)
-                .map(|(s, e)| RangeEntry {
-                    start: s,
-                    end: e - 1,
-                    flags: rm_flags::RESERVED as u16,
-                })
-                .collect(),
-        ))
+        Ok(l4pager::rm::areas_from(&child.map, start))
     }
     fn get_info(&self, _: &mut Request<'_>, addr: u64) -> l4re::Result<(String, u64)> {
         let child = self.child.borrow();
         if child.external.is_none() {
             return Err(Error::NoSys);
         }
-        let r = child.map.lookup(addr).ok_or(Error::NoEnt)?;
-        Ok((r.name.clone(), l4pager::rm::found(r).offset))
+        l4pager::rm::info(&child.map, addr)
     }
     fn add_rescue_jump(
         &self,

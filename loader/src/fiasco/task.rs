@@ -177,6 +177,59 @@ pub fn start_thread(
     Ok(thread)
 }
 
+/// The `l4re_env_t` a loader gives an ordinary L4Re program or the
+/// in-task pager that starts one: parent and region map in
+/// `pager_slot`, the thread in `thread_slot`, the standard slots
+/// ([`super::l4re_slots`]), the log, the UTCB area of
+/// [`super::L4RE_UTCB_LOG2`] with its first UTCB taken, and the caps
+/// `first` (if any), `fs` and `handed_on`.
+fn l4re_env(
+    pager_slot: u64,
+    thread_slot: u64,
+    first: Option<(&str, u64)>,
+    handed_on: &[(&str, u64)],
+) -> Result<L4reEnv, LoaderError> {
+    use super::l4re_slots as slots;
+    let caps = first
+        .into_iter()
+        .chain([("fs", slots::FS)])
+        .chain(handed_on.iter().copied())
+        .map(|(name, slot)| {
+            CapEntry::new(name.as_bytes(), slot).ok_or(LoaderError::Unusable(
+                format!("capability {name:?}"),
+                "bad name",
+            ))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(L4reEnv {
+        parent: Some(pager_slot),
+        rm: Some(pager_slot),
+        mem_alloc: Some(slots::MEM_ALLOC),
+        log: Some(CHILD_LOG_SLOT),
+        main_thread: Some(thread_slot),
+        factory: Some(slots::FACTORY),
+        scheduler: Some(slots::SCHEDULER),
+        itas: None,
+        dbg_events: None,
+        first_free_cap: 0x40,
+        first_free_reply_cap: 0,
+        utcb_area: UtcbArea {
+            start: UTCB_AREA,
+            log2_size: super::L4RE_UTCB_LOG2,
+        },
+        first_free_utcb: UTCB_AREA + l4re_start::UTCB_OFFSET,
+        caps,
+    })
+}
+
+/// argv: the binary's name, then `args`.
+fn argv_of<'a>(binary: &'a str, args: &[&'a str]) -> Vec<&'a [u8]> {
+    core::iter::once(binary)
+        .chain(args.iter().copied())
+        .map(str::as_bytes)
+        .collect()
+}
+
 /// The pages of the internal pager's initial stack for an ordinary L4Re
 /// program (`--l4re`): what ned's loader gives L4Re's in-task pager —
 /// argv (the program's name and `args`), an `l4re_env_t` with the loader
@@ -191,38 +244,13 @@ pub fn l4re_inpager_stack(
     args: &[&str],
     handed_on: &[(&str, u64)],
 ) -> Result<(BTreeMap<u64, Vec<u8>>, u64), LoaderError> {
-    use super::l4re_slots as slots;
-    let entry = |name: &str, slot| {
-        CapEntry::new(name.as_bytes(), slot).ok_or(LoaderError::Unusable(
-            format!("capability {name:?}"),
-            "bad name",
-        ))
-    };
-    let mut caps = alloc::vec![entry("server", CHILD_PAGER_SLOT)?, entry("fs", slots::FS)?];
-    for (name, slot) in handed_on {
-        caps.push(entry(name, *slot)?);
-    }
-    let env = L4reEnv {
-        parent: Some(INPAGER_PAGER_SLOT),
-        rm: Some(INPAGER_PAGER_SLOT),
-        mem_alloc: Some(slots::MEM_ALLOC),
-        log: Some(CHILD_LOG_SLOT),
-        main_thread: Some(INPAGER_THREAD_SLOT),
-        factory: Some(slots::FACTORY),
-        scheduler: Some(slots::SCHEDULER),
-        itas: None,
-        dbg_events: None,
-        first_free_cap: 0x40,
-        first_free_reply_cap: 0,
-        utcb_area: UtcbArea {
-            start: UTCB_AREA,
-            log2_size: super::L4RE_UTCB_LOG2,
-        },
-        first_free_utcb: UTCB_AREA + l4re_start::UTCB_OFFSET,
-        caps,
-    };
-    let mut argv = alloc::vec![binary.as_bytes()];
-    argv.extend(args.iter().map(|a| a.as_bytes()));
+    let env = l4re_env(
+        INPAGER_PAGER_SLOT,
+        INPAGER_THREAD_SLOT,
+        Some(("server", CHILD_PAGER_SLOT)),
+        handed_on,
+    )?;
+    let argv = argv_of(binary, args);
     let spec = StartSpec {
         argv,
         envp: Vec::new(),
@@ -255,38 +283,8 @@ pub fn l4re_program_stack(
     handed_on: &[(&str, u64)],
     stack_top: u64,
 ) -> Result<(BTreeMap<u64, Vec<u8>>, u64), LoaderError> {
-    use super::l4re_slots as slots;
-    let entry = |name: &str, slot| {
-        CapEntry::new(name.as_bytes(), slot).ok_or(LoaderError::Unusable(
-            format!("capability {name:?}"),
-            "bad name",
-        ))
-    };
-    let mut caps = alloc::vec![entry("fs", slots::FS)?];
-    for (name, slot) in handed_on {
-        caps.push(entry(name, *slot)?);
-    }
-    let env = L4reEnv {
-        parent: Some(CHILD_PAGER_SLOT),
-        rm: Some(CHILD_PAGER_SLOT),
-        mem_alloc: Some(slots::MEM_ALLOC),
-        log: Some(CHILD_LOG_SLOT),
-        main_thread: Some(slots::THREAD),
-        factory: Some(slots::FACTORY),
-        scheduler: Some(slots::SCHEDULER),
-        itas: None,
-        dbg_events: None,
-        first_free_cap: 0x40,
-        first_free_reply_cap: 0,
-        utcb_area: UtcbArea {
-            start: UTCB_AREA,
-            log2_size: super::L4RE_UTCB_LOG2,
-        },
-        first_free_utcb: UTCB_AREA + l4re_start::UTCB_OFFSET,
-        caps,
-    };
-    let mut argv = alloc::vec![binary.as_bytes()];
-    argv.extend(args.iter().map(|a| a.as_bytes()));
+    let env = l4re_env(CHILD_PAGER_SLOT, super::l4re_slots::THREAD, None, handed_on)?;
+    let argv = argv_of(binary, args);
     let spec = StartSpec {
         argv,
         envp: Vec::new(),
