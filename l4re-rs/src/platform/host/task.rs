@@ -406,10 +406,15 @@ fn peek_magic(fd: BorrowedFd<'_>) -> bool {
     ) && u64::from_ne_bytes(w) == BOOT_MAGIC
 }
 
-fn parse_bootstrap(
+/// Reads one packet in the bootstrap format (what [`send_caps`] writes)
+/// from `fd`, without waiting: the tag and, per named capability, its
+/// description and its descriptors. The socket's error, or
+/// [`Error::Inval`] for a short, truncated or malformed packet or
+/// descriptors that do not add up.
+#[allow(clippy::type_complexity)]
+fn read_caps_packet(
     fd: BorrowedFd<'_>,
-    table: &mut Table,
-) -> Option<(String, Vec<(String, CapIdx)>)> {
+) -> Result<(String, Vec<(String, crate::host::wire::Desc, Vec<OwnedFd>)>)> {
     let mut buf = vec![0u8; 1 << 16];
     let mut space =
         vec![std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(SCM_MAX_FD))];
@@ -421,41 +426,57 @@ fn parse_bootstrap(
         &mut control,
         RecvFlags::DONTWAIT | RecvFlags::CMSG_CLOEXEC,
     )
-    .ok()?;
+    .map_err(errno_to_error)?;
     let mut fds: Vec<OwnedFd> = Vec::new();
     for msg in control.drain() {
         if let RecvAncillaryMessage::ScmRights(f) = msg {
             fds.extend(f);
         }
     }
-    if r.flags
-        .intersects(rustix::net::ReturnFlags::TRUNC | rustix::net::ReturnFlags::CTRUNC)
+    if r.bytes == 0
+        || r.flags
+            .intersects(rustix::net::ReturnFlags::TRUNC | rustix::net::ReturnFlags::CTRUNC)
     {
-        return None;
+        return Err(Error::Inval);
     }
-    let mut rd = WordReader::new(&buf[..r.bytes]);
-    if rd.word()? != BOOT_MAGIC {
-        return None;
-    }
-    let tag = String::from_utf8(rd.bytes(MAX_NAME)?.to_vec()).ok()?;
-    let n = usize::try_from(rd.word()?)
-        .ok()
-        .filter(|n| *n <= MAX_NAMED)?;
-    let mut items = Vec::with_capacity(n);
-    let mut total = 0usize;
-    for _ in 0..n {
-        let name = String::from_utf8(rd.bytes(MAX_NAME)?.to_vec()).ok()?;
-        let desc = rd.desc()?;
-        total += desc.nfds as usize;
-        items.push((name, desc));
-    }
-    if !rd.at_end() || total != fds.len() {
-        return None;
-    }
+    let parsed = || {
+        let mut rd = WordReader::new(&buf[..r.bytes]);
+        if rd.word()? != BOOT_MAGIC {
+            return None;
+        }
+        let tag = String::from_utf8(rd.bytes(MAX_NAME)?.to_vec()).ok()?;
+        let n = usize::try_from(rd.word()?)
+            .ok()
+            .filter(|n| *n <= MAX_NAMED)?;
+        let mut items = Vec::with_capacity(n);
+        let mut total = 0usize;
+        for _ in 0..n {
+            let name = String::from_utf8(rd.bytes(MAX_NAME)?.to_vec()).ok()?;
+            let desc = rd.desc()?;
+            total += desc.nfds as usize;
+            items.push((name, desc));
+        }
+        (rd.at_end() && total == fds.len()).then_some((tag, items))
+    };
+    let (tag, items) = parsed().ok_or(Error::Inval)?;
     let mut fds = fds.into_iter();
-    let mut named = Vec::with_capacity(n);
-    for (i, (name, desc)) in items.into_iter().enumerate() {
-        let item_fds: Vec<OwnedFd> = fds.by_ref().take(desc.nfds as usize).collect();
+    let items = items
+        .into_iter()
+        .map(|(name, desc)| {
+            let item_fds = fds.by_ref().take(desc.nfds as usize).collect();
+            (name, desc, item_fds)
+        })
+        .collect();
+    Ok((tag, items))
+}
+
+fn parse_bootstrap(
+    fd: BorrowedFd<'_>,
+    table: &mut Table,
+) -> Option<(String, Vec<(String, CapIdx)>)> {
+    let (tag, items) = read_caps_packet(fd).ok()?;
+    let mut named = Vec::with_capacity(items.len());
+    for (i, (name, desc, item_fds)) in items.into_iter().enumerate() {
         let idx = CapIdx::from_slot(well_known::FIRST_NAMED.slot() + i as u64);
         match import(desc, item_fds) {
             Some(entry) => {
@@ -523,58 +544,10 @@ pub fn recv_caps(
     if !matches!(rustix::event::poll(&mut pfd, Some(&ts)), Ok(1)) {
         return Err(Error::Ipc(crate::error::IpcError::RecvTimeout));
     }
-    let mut buf = vec![0u8; 1 << 16];
-    let mut space =
-        vec![std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(SCM_MAX_FD))];
-    let mut control = RecvAncillaryBuffer::new(&mut space);
-    let mut iov = [rustix::io::IoSliceMut::new(&mut buf)];
-    let r = rustix::net::recvmsg(
-        sock,
-        &mut iov,
-        &mut control,
-        RecvFlags::DONTWAIT | RecvFlags::CMSG_CLOEXEC,
-    )
-    .map_err(errno_to_error)?;
-    let mut fds: Vec<OwnedFd> = Vec::new();
-    for msg in control.drain() {
-        if let RecvAncillaryMessage::ScmRights(f) = msg {
-            fds.extend(f);
-        }
-    }
-    let bad = || Error::Inval;
-    if r.bytes == 0
-        || r.flags
-            .intersects(rustix::net::ReturnFlags::TRUNC | rustix::net::ReturnFlags::CTRUNC)
-    {
-        return Err(bad());
-    }
-    let mut rd = WordReader::new(&buf[..r.bytes]);
-    if rd.word() != Some(BOOT_MAGIC) {
-        return Err(bad());
-    }
-    let tag = String::from_utf8(rd.bytes(MAX_NAME).ok_or_else(bad)?.to_vec()).map_err(|_| bad())?;
-    let n = rd
-        .word()
-        .and_then(|n| usize::try_from(n).ok())
-        .filter(|n| *n <= MAX_NAMED)
-        .ok_or_else(bad)?;
-    let mut items = Vec::with_capacity(n);
-    let mut total = 0usize;
-    for _ in 0..n {
-        let name =
-            String::from_utf8(rd.bytes(MAX_NAME).ok_or_else(bad)?.to_vec()).map_err(|_| bad())?;
-        let desc = rd.desc().ok_or_else(bad)?;
-        total += desc.nfds as usize;
-        items.push((name, desc));
-    }
-    if !rd.at_end() || total != fds.len() {
-        return Err(bad());
-    }
-    let mut fds = fds.into_iter();
-    let mut out = Vec::with_capacity(n);
-    for (name, desc) in items {
-        let item_fds: Vec<OwnedFd> = fds.by_ref().take(desc.nfds as usize).collect();
-        let entry = import(desc, item_fds).ok_or_else(bad)?;
+    let (tag, items) = read_caps_packet(sock)?;
+    let mut out = Vec::with_capacity(items.len());
+    for (name, desc, item_fds) in items {
+        let entry = import(desc, item_fds).ok_or(Error::Inval)?;
         let slot = cap_alloc()?;
         drop(lock(&process().table).install(slot, entry));
         out.push((name, slot));
