@@ -16,6 +16,7 @@
  * project's Rust code is written for (see shared/REFERENCE.md, section 1).
  * If L4Re ever changes one of these, the build stops here, not at run time.
  */
+#include <stddef.h>
 #include "wrapper.h"
 
 /* Words: l4_umword_t is a pointer-sized machine word; message tags,
@@ -52,16 +53,47 @@ _Static_assert(L4_ITEM_MAP == 8 && L4_ITEM_CONT == 1, "message item bits changed
  * internal pager) have no TLS: there it is a plain static.
  */
 #ifdef L4RE_RS_SINGLE_THREADED
-static unsigned char l4re_rs_utcb_borrowed;
+/*
+ * Without TLS, one flag per UTCB slot of the task: a single-threaded
+ * program still has other threads run its code, e.g. the in-task pager's
+ * page-fault trampoline handler, run by the program's threads. Slots are
+ * L4_UTCB_OFFSET apart in one UTCB area, so up to L4RE_RS_UTCB_FLAGS
+ * threads never share a flag.
+ */
+#define L4RE_RS_UTCB_FLAGS 256
+static unsigned char l4re_rs_utcb_borrowed[L4RE_RS_UTCB_FLAGS];
+
+unsigned char *l4re_rs_utcb_borrow_flag(void);
+unsigned char *l4re_rs_utcb_borrow_flag(void)
+{
+  unsigned long slot = (unsigned long)l4_utcb() / L4_UTCB_OFFSET;
+  return &l4re_rs_utcb_borrowed[slot % L4RE_RS_UTCB_FLAGS];
+}
 #else
 static __thread unsigned char l4re_rs_utcb_borrowed;
-#endif
 
 unsigned char *l4re_rs_utcb_borrow_flag(void);
 unsigned char *l4re_rs_utcb_borrow_flag(void)
 {
   return &l4re_rs_utcb_borrowed;
 }
+#endif
+
+/* l4_pf_trampoline_t as l4re::platform::fiasco::pf_trampoline mirrors it. */
+_Static_assert(offsetof(l4_pf_trampoline_t, handler_ip) == 0, "pf trampoline layout changed");
+_Static_assert(offsetof(l4_pf_trampoline_t, user_data) == 8, "pf trampoline layout changed");
+_Static_assert(offsetof(l4_pf_trampoline_t, saved_mr0) == 24, "pf trampoline layout changed");
+_Static_assert(offsetof(l4_pf_trampoline_t, flags) == 32, "pf trampoline layout changed");
+_Static_assert(offsetof(l4_pf_trampoline_t, state) == 40, "pf trampoline layout changed");
+_Static_assert(offsetof(l4_pf_trampoline_regs_t, pfa) == 88, "pf trampoline layout changed");
+_Static_assert(offsetof(l4_pf_trampoline_regs_t, ip) == 144, "pf trampoline layout changed");
+_Static_assert(sizeof(l4_pf_trampoline_t) == 40 + 23 * 8, "pf trampoline layout changed");
+/* The words saved around a trampoline handler: MRs, BDR, BRs, error. */
+_Static_assert(L4_UTCB_THREAD_REGS_OFFSET + sizeof(l4_umword_t) <= L4_UTCB_OFFSET, "UTCB layout changed");
 
 /* Layout of the L4Re initial stack that loader::l4re_start writes. */
 #include "l4re_start_checks.h"
+
+/* l4re::platform::fiasco::current_utcb computes the register blocks as
+ * these offsets from the UTCB, as l4_utcb_mr_u/_br_u/_tcr_u do. */
+_Static_assert(L4_UTCB_MSG_REGS_OFFSET == 0, "UTCB layout changed");

@@ -27,6 +27,7 @@
 #include <l4/sys/kip.h>
 #include <l4/sys/vcon.h>
 #include <l4/sys/debugger.h>
+#include <l4/sys/pf_trampoline.h>
 
 /* L4Re runtime environment and its C interface: l4re-core/l4re, l4re_c */
 #include <l4/re/env.h>

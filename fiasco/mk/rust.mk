@@ -45,6 +45,7 @@ $(call rust_staticlib,$(1)): rust-staticlib-always
 	cd $$(RUST_WORKSPACE) && \
 	env L4RE_OBJ=$$(OBJ_BASE) L4DIR=$$(L4DIR_ABS) L4RE_ARCH=$$(ARCH) \
 	    CARGO_TARGET_DIR=$$(RUST_TARGET_DIR) CARGO_PROFILE_RELEASE_PANIC=abort \
+	    CARGO_PROFILE_RELEASE_LTO=fat CARGO_PROFILE_RELEASE_CODEGEN_UNITS=1 \
 	    $$(CARGO) rustc --quiet -p $(1) --lib --release \
 	      --target $$(RUST_TARGET) --no-default-features --features "$(2)" \
 	      --crate-type staticlib

@@ -59,13 +59,49 @@ pub struct ThreadAttr {
     pub bind: Option<(u64, crate::cap::CapIdx)>,
 }
 
+/// What a page-fault trampoline handler did with a fault.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PfOutcome {
+    /// The page is mapped: the faulting instruction runs again
+    /// (`l4_thread_pf_trampoline_resume`).
+    Resolved,
+    /// The fault goes to the thread's exception handler as an exception
+    /// IPC (`l4_thread_pf_trampoline_reflect`).
+    Reflect,
+}
+
+/// A page-fault handler run by the faulting thread itself (Fiasco's
+/// page-fault trampoline, [`Cap::<Thread>::pf_trampoline_setup`]).
+///
+/// It runs on a stack of its own, in the faulting thread, while the code
+/// it interrupted waits; it runs concurrently with every other thread of
+/// the task, hence `Sync`. What it must keep to:
+///
+/// * **UTCB.** The first 8 message registers, the buffer descriptor, the
+///   first 4 buffer registers and the error register are saved around it
+///   (with this crate's UTCB borrow), so it may make IPC calls whose
+///   messages, replies and receive buffers fit in those. A handler that
+///   needs more must not return (it ends the program); the registers
+///   beyond are the interrupted code's.
+/// * **Faults.** A page fault it takes itself goes to the thread's pager
+///   as IPC: it must not hold a lock that pager needs while it may fault
+///   (touching memory not yet mapped, code or data), or the two wait for
+///   each other.
+pub trait PfHandler: Sync {
+    /// Resolves the fault at `pfa` of the instruction at `ip`. `pfa` is
+    /// the word of the page-fault protocol
+    /// ([`Fault::from_pfa`](crate::proto::pager::Fault::from_pfa)
+    /// decodes it), as in page-fault IPC.
+    fn page_fault(&self, pfa: u64, ip: u64) -> PfOutcome;
+}
+
 /// `L4RE_MAIN_THREAD_PRIO`: the priority L4Re gives a program's first
 /// thread.
 pub const MAIN_THREAD_PRIO: u32 = 2;
 
 #[cfg(feature = "fiasco")]
 mod fiasco_objects {
-    use super::ThreadAttr;
+    use super::{PfHandler, ThreadAttr};
     use crate::cap::{self, Cap, CapIdx, Factory, OwnedCap, Scheduler, Task, Thread};
     use crate::error::Result;
     use crate::fpage::Fpage;
@@ -125,6 +161,42 @@ mod fiasco_objects {
         /// there once the scheduler runs it.
         pub fn ex_regs(self, ip: u64, sp: u64, flags: u64) -> Result<()> {
             k::thread_ex_regs(self.idx(), ip, sp, flags)
+        }
+
+        /// Lets the thread handle its own page faults
+        /// (`l4_thread_pf_trampoline_setup`, kernel feature `pf_tramp`):
+        /// from now on a fault runs `handler` in the faulting thread, on
+        /// `stack`, instead of sending page-fault IPC to its pager (which
+        /// still gets the faults the handler itself takes). The thread
+        /// must be bound to this task. See [`PfHandler`] for what a
+        /// handler may do.
+        pub fn pf_trampoline_setup(
+            self,
+            state: PfTrampolineState,
+            stack: &'static mut [u64],
+            handler: &'static dyn PfHandler,
+        ) -> Result<()> {
+            // The top of the stack, kept 16-aligned by the entry stub.
+            let top = stack.as_mut_ptr_range().end as u64;
+            crate::platform::fiasco::pf_trampoline::setup(self.idx().0 as _, state.0, top, handler)
+        }
+    }
+
+    /// Kernel-user memory for one thread's page-fault trampoline state
+    /// (`l4_pf_trampoline_t`), taken like a UTCB from the task's UTCB area
+    /// (`l4re_env()->first_free_utcb`), as `l4re_itas` places it.
+    #[derive(Debug)]
+    pub struct PfTrampolineState(u64);
+
+    impl PfTrampolineState {
+        /// Takes the next free UTCB slot of this task for a trampoline
+        /// state.
+        pub fn take() -> Self {
+            const _: () = assert!(
+                crate::platform::fiasco::pf_trampoline::STATE_SIZE
+                    <= l4_sys::L4_UTCB_OFFSET as usize
+            );
+            PfTrampolineState(crate::platform::fiasco::take_utcb())
         }
     }
 
@@ -208,4 +280,4 @@ mod fiasco_objects {
 }
 
 #[cfg(feature = "fiasco")]
-pub use fiasco_objects::Kip;
+pub use fiasco_objects::{Kip, PfTrampolineState};

@@ -101,6 +101,39 @@ const fn align_up(off: usize, align: usize) -> usize {
     (off + align - 1) & !(align - 1)
 }
 
+/// Stores a scalar of `N` bytes at byte `off` of the message registers,
+/// little-endian as the registers are laid out. `off` is a multiple of `N`
+/// (natural alignment), so a scalar of up to 8 bytes lies in one word and
+/// is stored with one masked write: this is on every IPC's path.
+fn put_scalar_at<const N: usize>(mr: &mut [u64; MR_WORDS], off: usize, bytes: [u8; N]) {
+    if N <= 8 && N.is_power_of_two() {
+        let mut word = [0u8; 8];
+        word[..N].copy_from_slice(&bytes);
+        let value = u64::from_le_bytes(word);
+        let (w, shift) = (off / 8, (off % 8) * 8);
+        let mask = if N == 8 {
+            !0
+        } else {
+            ((1u64 << (N * 8)) - 1) << shift
+        };
+        mr[w] = (mr[w] & !mask) | (value << shift);
+    } else {
+        put_bytes(mr, off, &bytes);
+    }
+}
+
+/// Loads what [`put_scalar_at`] stored.
+fn get_scalar_at<const N: usize>(mr: &[u64; MR_WORDS], off: usize) -> [u8; N] {
+    let mut b = [0u8; N];
+    if N <= 8 && N.is_power_of_two() {
+        let word = (mr[off / 8] >> ((off % 8) * 8)).to_le_bytes();
+        b.copy_from_slice(&word[..N]);
+    } else {
+        get_bytes(mr, off, &mut b);
+    }
+    b
+}
+
 fn put_bytes(mr: &mut [u64; MR_WORDS], off: usize, bytes: &[u8]) {
     for (i, b) in bytes.iter().enumerate() {
         let at = off + i;
@@ -118,10 +151,15 @@ fn get_bytes(mr: &[u64; MR_WORDS], off: usize, out: &mut [u8]) {
 
 /// Writes a message into the UTCB: data from byte 0, items staged and placed
 /// after the data, receive buffers into the buffer registers.
+///
+/// Items are staged at the top of the message registers, the last one
+/// lowest, and moved behind the data by [`finish`](Self::finish); data may
+/// grow up to the staged items. The writer itself is a few words: it is on
+/// the path of every IPC.
 pub struct MsgWriter<'u> {
     utcb: &'u mut Utcb,
     off: usize,
-    items: heapless::Vec<SndFpage, MAX_ITEMS>,
+    items: usize,
     br: usize,
 }
 
@@ -131,9 +169,14 @@ impl<'u> MsgWriter<'u> {
         MsgWriter {
             utcb,
             off: 0,
-            items: heapless::Vec::new(),
+            items: 0,
             br: 0,
         }
+    }
+
+    /// Bytes data may take: the registers below the staged items.
+    fn data_limit(&self) -> usize {
+        (MR_WORDS - 2 * self.items) * 8
     }
 
     /// Byte offset of the next data value.
@@ -144,10 +187,10 @@ impl<'u> MsgWriter<'u> {
     /// Appends a scalar's bytes at its natural alignment.
     pub fn put_scalar<const N: usize>(&mut self, bytes: [u8; N]) -> Result<()> {
         let off = align_up(self.off, N);
-        if off + N > MR_BYTES {
+        if off + N > self.data_limit() {
             return Err(Error::MsgTooLong);
         }
-        put_bytes(self.utcb.mr(), off, &bytes);
+        put_scalar_at(self.utcb.mr(), off, bytes);
         self.off = off + N;
         Ok(())
     }
@@ -163,7 +206,7 @@ impl<'u> MsgWriter<'u> {
             .checked_mul(T::SIZE)
             .and_then(|n| n.checked_add(off))
             .ok_or(Error::MsgTooLong)?;
-        if end > MR_BYTES {
+        if end > self.data_limit() {
             return Err(Error::MsgTooLong);
         }
         let mr = self.utcb.mr();
@@ -178,34 +221,38 @@ impl<'u> MsgWriter<'u> {
 
     /// Appends an item (placed after the data when the message is finished).
     pub fn put_item(&mut self, item: SndFpage) -> Result<()> {
-        self.items.push(item).map_err(|_| Error::MsgTooLong)
+        let n = self.items + 1;
+        if align_up(self.off, 8) / 8 + 2 * n > MR_WORDS {
+            return Err(Error::MsgTooLong);
+        }
+        let at = MR_WORDS - 2 * n;
+        let mr = self.utcb.mr();
+        mr[at] = item.base;
+        mr[at + 1] = item.fpage.0;
+        self.items = n;
+        Ok(())
     }
 
     /// Appends a receive buffer to the buffer registers.
     pub fn put_buffer(&mut self, buf: RcvBuf) -> Result<()> {
-        let words: heapless::Vec<u64, 2> = match buf {
-            RcvBuf::Window(fp) => {
-                heapless::Vec::from_slice(&[crate::fpage::ITEM_MAP, fp.0]).unwrap()
-            }
+        let (words, len) = match buf {
+            RcvBuf::Window(fp) => ([crate::fpage::ITEM_MAP, fp.0], 2),
             RcvBuf::Cap { slot, local_id } => {
                 let lid = if local_id {
                     crate::fpage::RCV_ITEM_LOCAL_ID
                 } else {
                     0
                 };
-                heapless::Vec::from_slice(&[slot.0 | crate::fpage::RCV_ITEM_SINGLE_CAP | lid])
-                    .unwrap()
+                ([slot.0 | crate::fpage::RCV_ITEM_SINGLE_CAP | lid, 0], 1)
             }
         };
         // Leave room for the terminating zero word.
-        if self.br + words.len() + 1 > BR_WORDS {
+        if self.br + len + 1 > BR_WORDS {
             return Err(Error::MsgTooLong);
         }
-        let br = self.utcb.br();
-        for w in &words {
-            br[self.br] = *w;
-            self.br += 1;
-        }
+        let at = self.br;
+        self.utcb.br()[at..at + len].copy_from_slice(&words[..len]);
+        self.br += len;
         Ok(())
     }
 
@@ -213,7 +260,8 @@ impl<'u> MsgWriter<'u> {
     /// it, terminates the buffer registers, and returns the tag.
     pub fn finish(self, label: i64) -> Result<MsgTag> {
         let words = align_up(self.off, 8) / 8;
-        if words + 2 * self.items.len() > MR_WORDS {
+        let n = self.items;
+        if words + 2 * n > MR_WORDS {
             return Err(Error::MsgTooLong);
         }
         // Clear the padding of the last data word so messages are
@@ -223,16 +271,23 @@ impl<'u> MsgWriter<'u> {
             let keep = (1u64 << ((self.off % 8) * 8)) - 1;
             self.utcb.mr()[w] &= keep;
         }
-        let mr = self.utcb.mr();
-        for (i, it) in self.items.iter().enumerate() {
-            mr[words + 2 * i] = it.base;
-            mr[words + 2 * i + 1] = it.fpage.0;
+        // The staged items in their order (item i was staged at
+        // MR_WORDS - 2(i + 1)), then behind the data.
+        if n > 0 {
+            let mr = self.utcb.mr();
+            let staged = MR_WORDS - 2 * n;
+            for i in 0..n / 2 {
+                let (a, b) = (MR_WORDS - 2 * (i + 1), staged + 2 * i);
+                mr.swap(a, b);
+                mr.swap(a + 1, b + 1);
+            }
+            mr.copy_within(staged..MR_WORDS, words);
         }
         *self.utcb.bdr() = 0;
         if self.br < BR_WORDS {
             self.utcb.br()[self.br] = 0;
         }
-        Ok(MsgTag::new(label, words, self.items.len(), 0))
+        Ok(MsgTag::new(label, words, n, 0))
     }
 }
 
@@ -336,8 +391,7 @@ impl<'u> MsgReader<'u> {
         if off + N > self.limit {
             return Err(Error::MsgTooShort);
         }
-        let mut b = [0u8; N];
-        get_bytes(self.utcb.mr(), off, &mut b);
+        let b = get_scalar_at(self.utcb.mr_ref(), off);
         self.off = off + N;
         Ok(b)
     }
@@ -988,9 +1042,25 @@ mod tests {
                 0u64.write(&mut w).unwrap();
             }
             assert_eq!(0u8.write(&mut w), Err(Error::MsgTooLong));
-            w.put_item(SndFpage::NONE).unwrap();
-            // 63 data words plus an item do not fit.
-            assert_eq!(w.finish(0), Err(Error::MsgTooLong));
+            // 63 data words plus an item do not fit; the data alone does.
+            assert_eq!(w.put_item(SndFpage::NONE), Err(Error::MsgTooLong));
+            assert_eq!(
+                w.finish(0).map(|t| (t.words(), t.items())),
+                Ok((MR_WORDS, 0))
+            );
+        });
+        let mut regs = UtcbRegs::new();
+        Utcb::from_regs(&mut regs, |u| {
+            // Staged items leave the data less room.
+            let mut w = MsgWriter::new(u);
+            for _ in 0..30 {
+                w.put_item(SndFpage::NONE).unwrap();
+            }
+            for _ in 0..3 {
+                0u64.write(&mut w).unwrap();
+            }
+            assert_eq!(0u8.write(&mut w), Err(Error::MsgTooLong));
+            assert_eq!(w.finish(0).map(|t| (t.words(), t.items())), Ok((3, 30)));
         });
         let big = [0u8; MR_BYTES];
         let mut regs = UtcbRegs::new();

@@ -216,6 +216,12 @@ impl RegionMap {
             .checked_sub(1)
     }
 
+    /// The region at `index` in address order (the index a
+    /// [`Decision`](crate::fault::Decision) names).
+    pub fn get(&self, index: usize) -> Option<&Region> {
+        self.regions.get(index)
+    }
+
     /// The region containing `addr`, in O(log n).
     pub fn lookup(&self, addr: u64) -> Option<&Region> {
         self.lookup_indexed(addr).map(|(_, r)| r)

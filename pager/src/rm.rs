@@ -10,6 +10,7 @@
 use alloc::string::String;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
+use core::sync::atomic::{AtomicU64, Ordering};
 
 use l4re::cap::CapIdx;
 use l4re::fpage::{PAGE_SIZE, Rights};
@@ -298,6 +299,8 @@ pub struct RmService<B: RmBackend> {
     map: Arc<SpinLock<RegionMap>>,
     backend: B,
     rescue: SpinLock<RescueJumps>,
+    /// Detaches carried out (see [`generation`](Self::generation)).
+    detaches: AtomicU64,
 }
 
 impl<B: RmBackend> RmService<B> {
@@ -307,7 +310,18 @@ impl<B: RmBackend> RmService<B> {
             map,
             backend,
             rescue: SpinLock::new(RescueJumps::default()),
+            detaches: AtomicU64::new(0),
         }
+    }
+
+    /// How many detaches this service carried out. Counted under the
+    /// map's lock, before the detached pages are unmapped: a pager that
+    /// maps a page after looking its region up (the map unlocked in
+    /// between) reads it with the lookup and again after mapping; if it
+    /// changed, the page may belong to a detached region and must be
+    /// unmapped again.
+    pub fn generation(&self) -> u64 {
+        self.detaches.load(Ordering::SeqCst)
     }
 
     /// The region map.
@@ -407,7 +421,12 @@ impl<B: RmBackend> RmServer for RmService<B> {
         size: u64,
         _flags: u32,
     ) -> Result<WithCode<DetachedRange>> {
-        let d = self.map.lock().detach(addr, size)?;
+        let d = {
+            let mut map = self.map.lock();
+            let d = map.detach(addr, size)?;
+            self.detaches.fetch_add(1, Ordering::SeqCst);
+            d
+        };
         self.backend.detached(&d.region, d.start, d.size);
         let code = detach_code(&d, self.backend.unmaps_on_detach());
         let mem = match d.region.backing {

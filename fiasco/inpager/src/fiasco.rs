@@ -2,7 +2,6 @@
 
 use alloc::format;
 use alloc::sync::Arc;
-use core::cell::{Cell, RefCell};
 
 use l4pager::fault::{self, Access, Decision};
 use l4pager::region::{Region, RegionMap};
@@ -120,26 +119,42 @@ pub(crate) enum Ending {
 }
 
 /// The object behind the gate `"server"`.
+///
+/// Faults are resolved by the gate's thread (page-fault IPC) and, in an
+/// in-task pager with the kernel's page-fault trampoline, by the program's
+/// threads themselves ([`l4re::kobj::PfHandler`]): every field is safe to
+/// share. No lock is held across a call that can fault (see
+/// [`crate::itas`] on why that matters).
 pub(crate) struct InPager {
     pub(crate) rm: RmService<Unmapper>,
-    pub(crate) anon: RefCell<Anon>,
-    pub(crate) stats: Cell<PagerStats>,
+    pub(crate) anon: SpinLock<Anon>,
+    pub(crate) stats: SpinLock<PagerStats>,
     pub(crate) ending: Ending,
-    /// A page of the task where file pages are read for private copies.
-    pub(crate) scratch: u64,
+    /// A page of the task where file pages are read for private copies;
+    /// the lock serializes its users.
+    pub(crate) scratch: SpinLock<u64>,
 }
 
 impl InPager {
+    /// A pager for `map` that takes anonymous memory from `anon`.
+    pub(crate) fn new(map: RegionMap, anon: Anon, ending: Ending, scratch: u64) -> Self {
+        InPager {
+            rm: RmService::new(Arc::new(SpinLock::new(map)), Unmapper),
+            anon: SpinLock::new(anon),
+            stats: SpinLock::new(PagerStats::default()),
+            ending,
+            scratch: SpinLock::new(scratch),
+        }
+    }
+
     fn update(&self, f: impl FnOnce(&mut PagerStats)) {
-        let mut s = self.stats.get();
-        f(&mut s);
-        self.stats.set(s);
+        f(&mut self.stats.lock());
     }
 
     /// Maps a fresh page of anonymous memory at `page` with `rights`.
     fn anon_page(&self, page: u64, rights: Rights) -> Result<()> {
         let (ds, off) = {
-            let mut a = self.anon.borrow_mut();
+            let mut a = self.anon.lock();
             if a.next + PAGE > a.size {
                 match a.more {
                     Some(alloc) if a.total < ANON_LIMIT => {
@@ -168,26 +183,40 @@ impl InPager {
         Ok(())
     }
 
-    fn resolve(&self, pfa: u64, pc: u64) -> Result<()> {
+    /// Resolves the fault at `pfa` of the instruction at `pc` (the
+    /// gate's thread for page-fault IPC, or the faulting thread itself),
+    /// counted as a fault of the program if `fault` (not when the pager
+    /// maps pages for itself).
+    pub(crate) fn resolve(&self, pfa: u64, pc: u64, fault: bool) -> Result<()> {
+        let fault = u64::from(fault);
         let access = Access::from_pfa(pfa);
         let addr = pfa & !7;
-        let (decision, bounds) = {
+        let (decision, bounds, generation) = {
             let map = self.rm.map().lock();
             let d = fault::resolve(&map, addr, access, pc);
-            let bounds = map.lookup(addr).map(|r| (r.start, r.end()));
-            (d, bounds)
+            let bounds = match &d {
+                Decision::MapShared { region, .. } => map.get(*region).map(|r| (r.start, r.end())),
+                _ => None,
+            };
+            (d, bounds, self.rm.generation())
         };
-        match decision {
+        // What was mapped into which window: unmapped again below if its
+        // region was detached meanwhile (the map is not locked here).
+        let window = match decision {
             Decision::Error(_) if self.rm.rescue_for(pc).is_some() => {
                 // A rescue jump covers the instruction: a negative reply
                 // makes the kernel raise an exception, whose handler
                 // (below) resumes the thread at the rescue address.
-                Err(Error::Fault)
+                self.update(|s| s.faults += fault);
+                return Err(Error::Fault);
             }
             Decision::Error(report) => {
                 // The faulting thread stays blocked until the loader
                 // deletes the task.
-                self.update(|s| s.invalid += 1);
+                self.update(|s| {
+                    s.faults += fault;
+                    s.invalid += 1;
+                });
                 self.end(task::STATUS_KILLED, &format!("invalid access: {report}"))
             }
             Decision::Forward { pager, page, .. } => {
@@ -195,7 +224,8 @@ impl InPager {
                 // this task through the window.
                 let p: Cap<PageFault> = Cap::from_idx(pager);
                 p.page_fault(pfa, pc, RcvBuf::window(page, 12))?;
-                Ok(())
+                self.update(|s| s.faults += fault);
+                return Ok(());
             }
             Decision::MapShared {
                 ds,
@@ -217,10 +247,11 @@ impl InPager {
                 // the window.
                 let got = item.received_order().unwrap_or(12).clamp(12, order);
                 self.update(|s| {
+                    s.faults += fault;
                     s.shared += 1;
                     s.shared_pages += 1 << (got - 12);
                 });
-                Ok(())
+                (base, 1u64 << order)
             }
             Decision::CopyPrivate {
                 ds,
@@ -233,39 +264,55 @@ impl InPager {
                 // The copy is written in place: writable first.
                 self.anon_page(page, rights | Rights::R | Rights::W)?;
                 let ds: Cap<Dataspace> = Cap::from_idx(ds);
-                let scratch = self.scratch;
-                ds.map(offset, scratch, map_flags::R, RcvBuf::window(scratch, 12))?;
+                let scratch = self.scratch.lock();
+                let at = *scratch;
+                ds.map(offset, at, map_flags::R, RcvBuf::window(at, 12))?;
                 // SAFETY: `page` was just mapped writable here from our
                 // anonymous memory and nothing else uses it yet (the
-                // faulting thread waits for our reply); `scratch` holds
-                // the dataspace page, readable; `valid <= PAGE`.
+                // faulting thread waits for us); `at` holds the
+                // dataspace page, readable, ours while the lock is held;
+                // `valid <= PAGE`.
                 unsafe {
                     core::ptr::copy_nonoverlapping(
-                        scratch as *const u8,
+                        at as *const u8,
                         page as *mut u8,
                         valid as usize,
                     );
                     core::ptr::write_bytes((page + valid) as *mut u8, 0, (PAGE - valid) as usize);
                 }
-                unmap_range(scratch, PAGE);
+                unmap_range(at, PAGE);
+                drop(scratch);
                 if !rights.contains(Rights::W) {
                     write_protect(page);
                 }
-                self.update(|s| s.copied += 1);
-                Ok(())
+                self.update(|s| {
+                    s.faults += fault;
+                    s.copied += 1;
+                });
+                (page, PAGE)
             }
             Decision::Zero { page, rights, .. } => {
                 self.anon_page(page, rights)?;
-                self.update(|s| s.zero += 1);
-                Ok(())
+                self.update(|s| {
+                    s.faults += fault;
+                    s.zero += 1;
+                });
+                (page, PAGE)
             }
+        };
+        if self.rm.generation() != generation {
+            // Detached while we mapped: what we mapped may be a page of
+            // the region that is gone. Unmap it; if the address is still
+            // attached, the next access faults again.
+            unmap_range(window.0, window.1);
         }
+        Ok(())
     }
 
     /// The program ended: statistics, then whoever started the task
     /// deletes it.
     fn end(&self, status: i64, why: &str) -> ! {
-        let stats = self.stats.get();
+        let stats = *self.stats.lock();
         line(&format!("program {why}"));
         line(&format!("fault statistics: {}", stats.line()));
         let told = match self.ending {
@@ -288,10 +335,9 @@ impl PageFaultServer for InPager {
         pfa: u64,
         pc: u64,
     ) -> Result<Option<l4re::fpage::SndFpage>> {
-        self.update(|s| s.faults += 1);
         // The mapping is made into this task by the dataspace's server;
         // the reply carries nothing.
-        self.resolve(pfa, pc).map(|()| None)
+        self.resolve(pfa, pc, true).map(|()| None)
     }
 }
 
@@ -310,7 +356,7 @@ impl InPager {
     pub(crate) fn fault_in_for_write(&self, start: u64, end: u64) -> Result<()> {
         let mut a = start & !(PAGE - 1);
         while a < end {
-            self.resolve(a | pager::PFA_WRITE, 0)?;
+            self.resolve(a | pager::PFA_WRITE, 0, false)?;
             a += PAGE;
         }
         Ok(())
@@ -397,10 +443,10 @@ fn set_up(loader: Cap<TaskSetup>) -> Result<InPager> {
     ));
     Ok(InPager {
         rm,
-        anon: RefCell::new(anon),
-        stats: Cell::new(PagerStats::default()),
+        anon: SpinLock::new(anon),
+        stats: SpinLock::new(PagerStats::default()),
         ending: Ending::Loader(loader),
-        scratch: layout::SCRATCH,
+        scratch: SpinLock::new(layout::SCRATCH),
     })
 }
 

@@ -38,17 +38,14 @@
 use alloc::format;
 use alloc::string::String;
 use alloc::sync::Arc;
-use core::cell::{Cell, RefCell};
 
 use alloc::vec::Vec;
 use l4pager::region::RegionMap;
-use l4pager::rm::RmService;
-use l4pager::sync::SpinLock;
-use l4pager::task::{PagerStats, SERVER_LABEL};
+use l4pager::task::SERVER_LABEL;
 use l4re::Cap;
 use l4re::cap::{CapIdx, CapRights, well_known};
 use l4re::env::env;
-use l4re::kobj::{MAIN_THREAD_PRIO, ThreadAttr};
+use l4re::kobj::{Kip, MAIN_THREAD_PRIO, PfHandler, PfOutcome, PfTrampolineState, ThreadAttr};
 use l4re::proto::rm::{RangeEntry, RangeList, flags};
 use l4re::proto::{Dataspace, DataspaceClient, RmClient};
 use l4re::server::Server;
@@ -56,8 +53,24 @@ use l4re_rt::freestanding::StartInfo;
 use loader::in_task;
 use loader::l4re_start::{self, CapEntry, L4reAux, L4reEnv, Phdrs, StartSpec, UtcbArea};
 
-use crate::fiasco::{ANON_CHUNK, Anon, Ending, InPager, Unmapper, line};
+use crate::fiasco::{ANON_CHUNK, Anon, Ending, InPager, line};
 use crate::window::PAGE;
+
+/// Words of the stack the page-fault trampoline handler runs on.
+const HANDLER_STACK_WORDS: usize = 4096;
+
+/// The program's threads with a trampoline resolve their own faults
+/// ([`InPager::resolve`], the same as for page-fault IPC).
+impl PfHandler for InPager {
+    fn page_fault(&self, pfa: u64, ip: u64) -> PfOutcome {
+        match self.resolve(pfa, ip, true) {
+            Ok(()) => PfOutcome::Resolved,
+            // As a negative reply to page-fault IPC: an exception for the
+            // gate (a rescue jump, or the end of the program).
+            Err(_) => PfOutcome::Reflect,
+        }
+    }
+}
 
 /// Runs the in-task pager; returns only on failure (the exit status).
 pub(crate) fn run(info: StartInfo) -> i32 {
@@ -314,14 +327,7 @@ fn start(info: StartInfo) -> Result<(Arc<InPager>, Server), String> {
             .into_cap(),
     };
     let parent: Cap<l4re::proto::Parent> = env().parent().cast();
-    #[allow(clippy::arc_with_non_send_sync)]
-    let pager = Arc::new(InPager {
-        rm: RmService::new(Arc::new(SpinLock::new(map)), Unmapper),
-        anon: RefCell::new(anon),
-        stats: Cell::new(PagerStats::default()),
-        ending: Ending::Parent(parent),
-        scratch,
-    });
+    let pager = Arc::new(InPager::new(map, anon, Ending::Parent(parent), scratch));
     let mut server = Server::new();
     // The program sends its dataspaces from this very task.
     server.receive_local_ids(true);
@@ -336,6 +342,9 @@ fn start(info: StartInfo) -> Result<(Arc<InPager>, Server), String> {
         .map_err(|e| format!("cannot create the program's thread: {e}"))?
         .into_cap();
     let utcb = l4re::fiasco::take_utcb();
+    // The trampoline state goes next to the thread's UTCB, before the
+    // program's environment records the first free UTCB.
+    let trampoline = Kip::has_feature("pf_tramp").then(PfTrampolineState::take);
     let penv = own_env().for_program(gate.idx().slot(), thread.idx().slot(), utcb);
     let (argv, envp) = (info.args(), info.vars());
     // The program gets our `l4re_aux_t` too: ned reads the KIP's
@@ -381,6 +390,19 @@ fn start(info: StartInfo) -> Result<(Arc<InPager>, Server), String> {
             bind: Some((utcb, well_known::TASK)),
         })
         .map_err(|e| format!("cannot set up the program's thread: {e}"))?;
+    if let Some(state) = trampoline {
+        // The thread resolves its own faults (no page-fault IPC), as under
+        // `l4re_itas`; faults the handler takes itself come to the gate.
+        // All our code and data are mapped first: the handler then takes
+        // none while it holds a lock this thread needs.
+        l4re_rt::freestanding::touch_image();
+        let stack: &'static mut [u64] = Vec::leak(alloc::vec![0u64; HANDLER_STACK_WORDS]);
+        let handler: &'static Arc<InPager> =
+            alloc::boxed::Box::leak(alloc::boxed::Box::new(pager.clone()));
+        thread
+            .pf_trampoline_setup(state, stack, &**handler)
+            .map_err(|e| format!("cannot set up the page-fault trampoline: {e}"))?;
+    }
     env()
         .scheduler()
         .run_thread(thread, MAIN_THREAD_PRIO)

@@ -12,6 +12,33 @@ pub const MAX_ORDER: u8 = 21;
 /// own region manager lets it, with the region as bounds).
 pub fn around(page: u64, start: u64, end: u64) -> (u64, u8) {
     let page = page & !(PAGE - 1);
+    if page < start || page >= end {
+        return (page, 12);
+    }
+    // The window of order k is `page` with its low k bits cleared, up to
+    // `page` with them set. It starts at or above `start` for every k up
+    // to the highest bit in which `page` and `start - 1` differ, and ends
+    // at or below `end - 1` for every k up to the highest bit in which
+    // `page` and `end - 1` differ, or up to the trailing ones of
+    // `end - 1` (a fault is on every path, so no loop over the orders).
+    let highest_difference = |a: u64, b: u64| match a ^ b {
+        0 => 0,
+        x => 63 - x.leading_zeros(),
+    };
+    let low = match start {
+        0 => 64,
+        s => highest_difference(page, s - 1),
+    };
+    let last = end - 1;
+    let high = highest_difference(page, last).max(last.trailing_ones());
+    let order = low.min(high).clamp(12, u32::from(MAX_ORDER)) as u8;
+    (page & !((1u64 << order) - 1), order)
+}
+
+/// [`around`] as a search over the orders, kept to check it against.
+#[cfg(test)]
+fn around_by_search(page: u64, start: u64, end: u64) -> (u64, u8) {
+    let page = page & !(PAGE - 1);
     let mut best = (page, 12);
     for order in 13..=MAX_ORDER {
         let size = 1u64 << order;
@@ -42,6 +69,32 @@ mod tests {
         assert_eq!(around(0x40_8000, 0x40_3000, 0x48_0000), (0x40_8000, 15));
         // Never above MAX_ORDER, even in a huge region.
         assert_eq!(around(0x1234_5000, 0, 1 << 40).1, MAX_ORDER);
+    }
+
+    #[test]
+    fn closed_form_equals_the_search() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for _ in 0..200_000 {
+            let bits = 12 + next() % 36;
+            let start = (next() % (1 << bits)) & !(PAGE - 1);
+            let len = PAGE * (1 + next() % (1 << (next() % 14)));
+            let Some(end) = start.checked_add(len) else {
+                continue;
+            };
+            let page = (start + next() % len) & !(PAGE - 1);
+            assert_eq!(
+                around(page, start, end),
+                around_by_search(page, start, end),
+                "page {page:#x} in [{start:#x}, {end:#x})"
+            );
+        }
+        assert_eq!(around(0, 0, 1 << 40), around_by_search(0, 0, 1 << 40));
     }
 
     #[test]

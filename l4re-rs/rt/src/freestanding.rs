@@ -38,7 +38,7 @@
 use core::ffi::{c_char, c_int, c_ulong};
 use core::fmt;
 use core::mem::MaybeUninit;
-use core::ptr::addr_of_mut;
+use core::ptr::{addr_of, addr_of_mut};
 use core::sync::atomic::{AtomicU64, Ordering};
 
 use l4_sys as sys;
@@ -492,6 +492,31 @@ pub unsafe extern "C" fn strlen(s: *const c_char) -> usize {
     n
 }
 
+/// `strcmp` (`l4_kip_kernel_has_feature` compares the KIP's feature
+/// strings with it).
+///
+/// # Safety
+/// As C's: `a` and `b` point to NUL-terminated strings.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn strcmp(a: *const c_char, b: *const c_char) -> c_int {
+    let mut i = 0;
+    loop {
+        // SAFETY: the caller's guarantee; we stop at the first NUL of
+        // either string. Volatile reads keep the loop from becoming a call
+        // of `strcmp` itself.
+        let (x, y) = unsafe {
+            (
+                a.add(i).read_volatile() as u8,
+                b.add(i).read_volatile() as u8,
+            )
+        };
+        if x != y || x == 0 {
+            return c_int::from(x) - c_int::from(y);
+        }
+        i += 1;
+    }
+}
+
 /// `bcmp` (equality only).
 ///
 /// # Safety
@@ -507,4 +532,59 @@ pub unsafe extern "C" fn bcmp(a: *const u8, b: *const u8, n: usize) -> c_int {
 #[unsafe(no_mangle)]
 pub extern "C" fn _Unwind_Resume() -> ! {
     exit_program(102)
+}
+
+unsafe extern "C" {
+    /// The program's ELF header, mapped with its first segment (GNU ld's
+    /// and lld's `__ehdr_start`).
+    static __ehdr_start: [u8; 64];
+}
+
+/// Reads one byte of every page of this program's loaded segments but the
+/// heap arena, so that all its code and data are mapped in the task. A
+/// thread whose page faults this program's code handles on the thread
+/// itself (a page-fault trampoline) must not fault on the code that
+/// handles them while it holds a lock the program's pager thread needs.
+/// Returns the number of pages read.
+pub fn touch_image() -> usize {
+    let ehdr = addr_of!(__ehdr_start) as *const u8;
+    let arena = addr_of!(ARENA) as u64;
+    let arena = arena..arena + HEAP_SIZE as u64;
+    // SAFETY: the ELF header and the program headers it points to are
+    // part of the first loaded segment (the linker placed them there for
+    // `__ehdr_start` to exist); unaligned reads take them as they are.
+    let (phoff, phentsize, phnum) = unsafe {
+        (
+            (ehdr.add(32) as *const u64).read_unaligned(),
+            (ehdr.add(54) as *const u16).read_unaligned() as usize,
+            (ehdr.add(56) as *const u16).read_unaligned() as usize,
+        )
+    };
+    let mut pages = 0;
+    for i in 0..phnum {
+        // SAFETY: as above: program header `i` of `phnum`.
+        let (kind, vaddr, memsz) = unsafe {
+            let ph = ehdr.add(phoff as usize + i * phentsize);
+            (
+                (ph as *const u32).read_unaligned(),
+                (ph.add(16) as *const u64).read_unaligned(),
+                (ph.add(40) as *const u64).read_unaligned(),
+            )
+        };
+        const PT_LOAD: u32 = 1;
+        if kind != PT_LOAD {
+            continue;
+        }
+        let mut page = vaddr & !0xfff;
+        while page < vaddr + memsz {
+            if !arena.contains(&page) || !arena.contains(&(page + 0xfff)) {
+                // SAFETY: `page` lies in a loaded segment of this program,
+                // mapped (on first touch) for its whole life.
+                unsafe { core::ptr::read_volatile(page.max(vaddr) as *const u8) };
+                pages += 1;
+            }
+            page += 0x1000;
+        }
+    }
+    pages
 }

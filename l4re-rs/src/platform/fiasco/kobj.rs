@@ -5,17 +5,12 @@
 
 use l4_sys as sys;
 
-use super::{check, l4_result};
+use super::{check, l4_result, utcb};
 use crate::cap::CapIdx;
 use crate::error::{Error, Result};
 use crate::fpage::Fpage;
 use crate::kobj::ThreadAttr;
 use crate::utcb::Utcb;
-
-fn utcb() -> *mut sys::l4_utcb_t {
-    // SAFETY: reads this thread's UTCB pointer.
-    unsafe { sys::l4_utcb() }
-}
 
 fn fpage(f: Fpage) -> sys::l4_fpage_t {
     sys::l4_fpage_t { raw: f.0 as _ }

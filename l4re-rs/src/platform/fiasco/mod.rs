@@ -12,6 +12,7 @@ use l4_sys as sys;
 
 pub(crate) mod kobj;
 pub mod mem;
+pub(crate) mod pf_trampoline;
 
 use crate::cap::CapIdx;
 use crate::error::{Error, IpcError, Result};
@@ -26,10 +27,27 @@ unsafe extern "C" {
     fn l4re_rs_utcb_borrow_flag() -> *mut u8;
 }
 
-fn utcb() -> *mut sys::l4_utcb_t {
-    // SAFETY: `l4_utcb` only reads the thread's UTCB pointer (a segment
-    // register on amd64).
-    unsafe { sys::l4_utcb() }
+/// This thread's UTCB (`l4_utcb`). On amd64 it is what l4sys's
+/// `l4_utcb_direct` reads, the first word of the `gs` segment, read here
+/// without a call: every IPC and every trampoline fault needs it.
+#[inline(always)]
+pub(crate) fn utcb() -> *mut sys::l4_utcb_t {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let u: *mut sys::l4_utcb_t;
+        // SAFETY: Fiasco points `gs` of every thread of an amd64 task at a
+        // word holding the thread's UTCB address (l4sys
+        // `ARCH-amd64/arch/utcb.h`); reading it has no side effect.
+        unsafe {
+            core::arch::asm!("mov {}, gs:[0]", out(reg) u, options(nostack, readonly, preserves_flags));
+        }
+        u
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        // SAFETY: `l4_utcb` only reads the thread's UTCB pointer.
+        unsafe { sys::l4_utcb() }
+    }
 }
 
 pub(crate) fn current_utcb() -> (RegPtrs, *const Cell<bool>) {
@@ -39,9 +57,13 @@ pub(crate) fn current_utcb() -> (RegPtrs, *const Cell<bool>) {
     // of a `bool` (one byte holding 0 or 1), which the C flag is, and it is
     // zero-initialised TLS of this thread.
     unsafe {
-        let mr = sys::l4_utcb_mr_u(u) as *mut [u64; MR_WORDS];
-        let br = sys::l4_utcb_br_u(u);
-        let tcr = sys::l4_utcb_tcr_u(u);
+        // `l4_utcb_mr_u`, `l4_utcb_br_u` and `l4_utcb_tcr_u` are these
+        // offsets (they are on every IPC's path: no calls).
+        let mr = u as *mut [u64; MR_WORDS];
+        let br =
+            (u as *mut u8).add(sys::L4_UTCB_BUF_REGS_OFFSET as usize) as *mut sys::l4_buf_regs_t;
+        let tcr = (u as *mut u8).add(sys::L4_UTCB_THREAD_REGS_OFFSET as usize)
+            as *mut sys::l4_thread_regs_t;
         let regs = RegPtrs {
             mr,
             bdr: &raw mut (*br).bdr,

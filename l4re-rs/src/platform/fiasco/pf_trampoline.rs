@@ -1,0 +1,211 @@
+//! Fiasco's page-fault trampoline (kernel feature `pf_tramp`, l4sys
+//! `pf_trampoline.h`): a page fault of a thread that has one set up is not
+//! sent to its pager as IPC; the kernel saves the thread's registers into
+//! the thread's [`l4_pf_trampoline_t`](TrampolineState) (kernel-user
+//! memory) and lets the thread itself continue at the state's `handler_ip`
+//! with `rdi` = the state's address and `rsi` = the fault address word of
+//! the page-fault protocol (`thread-pf_trampoline-ia32.cpp`). The handler
+//! resolves the fault and ends with `pf_trampoline_resume` (the kernel
+//! restores the saved registers: the faulting instruction runs again) or
+//! `pf_trampoline_reflect` (the fault goes to the thread's exception
+//! handler as an exception IPC). A fault while the handler runs goes to the
+//! pager as IPC, as without a trampoline.
+//!
+//! Conventions of this crate, which `l4re_itas`'s `thread_pf_handler` does
+//! in C++ (`region.cc`):
+//!
+//! * `handler_ip` is [`ENTRY`]'s stub. It switches to a stack of the
+//!   handler's own (`user_data[0]`: so that a fault on the thread's stack,
+//!   or a thread near its stack's end, never runs the handler on unmapped
+//!   memory) and calls [`dispatch`], which finds the
+//!   [`PfHandler`](crate::kobj::PfHandler) through `user_data[1]`.
+//! * [`dispatch`] saves the registers of the thread's UTCB a handler's
+//!   IPC may change (the interrupted code may be in the middle of writing
+//!   a message): the first [`SAVED_MRS`] message registers, the buffer
+//!   descriptor and the first [`SAVED_BRS`] buffer registers, the error
+//!   register, and this crate's UTCB borrow flag; it calls the handler and
+//!   restores them before resuming. `l4re_itas` saves all 124 words; the
+//!   handler's calls need 14, and each word is an instruction on every
+//!   fault. The contract on handlers is in [`PfHandler`].
+
+use core::arch::global_asm;
+
+use l4_sys as sys;
+
+use super::current_utcb;
+use crate::error::{Error, Result};
+use crate::kobj::{PfHandler, PfOutcome};
+use crate::utcb::Utcb;
+
+/// `l4_pf_trampoline_regs_t` on amd64 (opaque in l4sys but for `pfa` and
+/// `ip`); layout checked in `ffi/shims.c`.
+#[repr(C)]
+struct TrampolineRegs {
+    reserved1: [u64; 11],
+    pfa: u64,
+    reserved2: [u64; 4],
+    reserved3: [u64; 2],
+    ip: u64,
+    reserved4: [u64; 4],
+}
+
+/// `l4_pf_trampoline_t`; layout checked in `ffi/shims.c`.
+#[repr(C)]
+struct TrampolineState {
+    handler_ip: u64,
+    user_data: [u64; 2],
+    saved_mr0: u64,
+    flags: u64,
+    state: TrampolineRegs,
+}
+
+/// Bytes of kernel-user memory a trampoline state takes.
+pub(crate) const STATE_SIZE: usize = core::mem::size_of::<TrampolineState>();
+
+/// Message registers saved around a handler.
+pub(crate) const SAVED_MRS: usize = 8;
+/// Buffer registers saved around a handler (after the buffer descriptor).
+pub(crate) const SAVED_BRS: usize = 4;
+/// UTCB word of the buffer descriptor register.
+const BDR_WORD: usize = sys::L4_UTCB_BUF_REGS_OFFSET as usize / 8;
+/// UTCB word of the error register.
+const ERROR_WORD: usize = sys::L4_UTCB_THREAD_REGS_OFFSET as usize / 8;
+
+/// The UTCB words a handler's calls may change, saved while it runs.
+struct SavedRegs {
+    mr: [u64; SAVED_MRS],
+    br: [u64; 1 + SAVED_BRS],
+    error: u64,
+}
+
+impl SavedRegs {
+    /// # Safety
+    /// `utcb` is the current thread's UTCB, nobody else's in use.
+    unsafe fn save(utcb: *const u64) -> Self {
+        // SAFETY: the caller's guarantee; every index lies below
+        // `L4_UTCB_OFFSET` bytes.
+        unsafe {
+            SavedRegs {
+                mr: core::ptr::read(utcb as *const [u64; SAVED_MRS]),
+                br: core::ptr::read(utcb.add(BDR_WORD) as *const [u64; 1 + SAVED_BRS]),
+                error: utcb.add(ERROR_WORD).read(),
+            }
+        }
+    }
+
+    /// # Safety
+    /// As for [`save`](Self::save).
+    unsafe fn restore(&self, utcb: *mut u64) {
+        // SAFETY: as in `save`.
+        unsafe {
+            core::ptr::write(utcb as *mut [u64; SAVED_MRS], self.mr);
+            core::ptr::write(utcb.add(BDR_WORD) as *mut [u64; 1 + SAVED_BRS], self.br);
+            utcb.add(ERROR_WORD).write(self.error);
+        }
+    }
+}
+
+// The entry stub: `rdi` = state, `rsi` = fault address word. It switches
+// to the handler stack kept in `user_data[0]` (offset 8), aligns it as a
+// call expects and calls `dispatch(state, pfa)`, which never returns.
+global_asm!(
+    ".globl l4re_rs_pf_trampoline_entry",
+    ".type l4re_rs_pf_trampoline_entry, @function",
+    "l4re_rs_pf_trampoline_entry:",
+    "mov rsp, [rdi + 8]",
+    "and rsp, -16",
+    "cld",
+    "call {dispatch}",
+    "ud2",
+    dispatch = sym dispatch,
+);
+
+unsafe extern "C" {
+    fn l4re_rs_pf_trampoline_entry();
+}
+
+/// The entry stub's address: what `handler_ip` holds.
+pub(crate) fn entry() -> u64 {
+    l4re_rs_pf_trampoline_entry as *const () as u64
+}
+
+/// Runs the handler for one trampoline fault and resumes the thread.
+///
+/// # Safety
+///
+/// Called only by the entry stub, on the handler stack, with the state the
+/// kernel handed over, whose `user_data[1]` [`setup`] set.
+unsafe extern "C" fn dispatch(state: *const TrampolineState, pfa: u64) -> ! {
+    // SAFETY: `state` is this thread's trampoline state (kernel-user
+    // memory, mapped for the task's life); `user_data[1]` points to the
+    // handler reference `setup` leaked, which lives for ever.
+    let (handler, ip): (&'static dyn PfHandler, u64) = unsafe {
+        let s = &*state;
+        (
+            *(s.user_data[1] as *const &'static dyn PfHandler),
+            s.state.ip,
+        )
+    };
+    let (regs, flag) = current_utcb();
+    let utcb = regs.mr as *mut u64;
+    // SAFETY: the UTCB is this thread's; `flag` is this thread's borrow
+    // flag. The interrupted code cannot run until we resume it, so nothing
+    // else uses either.
+    let (saved, borrowed) = unsafe { (SavedRegs::save(utcb), (*flag).replace(false)) };
+    let outcome = handler.page_fault(pfa, ip);
+    // SAFETY: as above.
+    unsafe {
+        saved.restore(utcb);
+        (*flag).set(borrowed);
+    }
+    // The kernel puts MR0 back itself (`saved_mr0`); the other registers
+    // the calls below write are the ones restored above but MR0.
+    let invalid = sys::L4_INVALID_CAP as sys::l4_cap_idx_t;
+    // SAFETY: the invalid capability names the invoking thread ("self"):
+    // the kernel resumes it from the saved state, or raises the exception.
+    unsafe {
+        match outcome {
+            PfOutcome::Resolved => sys::l4_thread_pf_trampoline_resume(invalid),
+            PfOutcome::Reflect => sys::l4_thread_pf_trampoline_reflect(invalid),
+        };
+    }
+    // Only an invalid state gets here (the kernel refuses resume when no
+    // trampoline fault is in progress): nothing to go back to.
+    super::sleep_forever()
+}
+
+/// Sets up the trampoline of `thread` with its state at `state` (kernel-user
+/// memory of the thread's task, [`STATE_SIZE`] bytes, 16-aligned) and
+/// `handler` running on the stack that ends at `stack_top`.
+pub(crate) fn setup(
+    thread: sys::l4_cap_idx_t,
+    state: u64,
+    stack_top: u64,
+    handler: &'static dyn PfHandler,
+) -> Result<()> {
+    if state & 15 != 0 || state == 0 {
+        return Err(Error::Inval);
+    }
+    let handler: &'static &'static dyn PfHandler =
+        alloc::boxed::Box::leak(alloc::boxed::Box::new(handler));
+    let s = state as *mut TrampolineState;
+    // SAFETY: the caller hands us `STATE_SIZE` bytes of kernel-user
+    // memory at `state`, not yet in use by the kernel (set up below).
+    unsafe {
+        core::ptr::write(
+            s,
+            TrampolineState {
+                handler_ip: entry(),
+                user_data: [stack_top, handler as *const _ as u64],
+                saved_mr0: 0,
+                flags: 0,
+                state: core::mem::zeroed(),
+            },
+        );
+    }
+    Utcb::with(|_| {
+        // SAFETY: the borrow makes us the UTCB's only user; the kernel
+        // checks that `state` is kernel-user memory of the thread's task.
+        super::l4_result(unsafe { sys::l4_thread_pf_trampoline_setup(thread, state as _) })
+    })
+}
