@@ -81,10 +81,14 @@
 //! * The factory, the log, the scheduler and task objects cannot be
 //!   invoked by IPC (the platform functions cover what the crate needs).
 
+mod mapping;
 mod objects;
 mod shm;
+pub mod signal;
+pub mod sys;
 mod task;
 mod transport;
+pub mod uffd;
 mod wire;
 
 #[cfg(test)]
@@ -97,6 +101,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use objects::{Entry, GateObj, Object, ThreadEndpoint};
+pub use mapping::{Mapping, Prot, Source};
 pub use shm::{ReservedRange, SharedMem, forget_mappings, memfd_behind};
 pub use task::{BOOTSTRAP_ENV, ChildTask, SpawnOptions, recv_caps, send_caps, spawn, spawn_with};
 pub(crate) use transport::{ipc_call, ipc_reply, ipc_reply_and_wait, ipc_send, ipc_wait};
