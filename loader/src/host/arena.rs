@@ -67,8 +67,11 @@ impl Arena {
         }
         // The arena owns the reservation for the process's life (no
         // allocation on this path: `Mapping` makes the system call only).
-        let Ok(m) = Mapping::new(ARENA_SIZE, Prot::READ | Prot::WRITE, Source::AnonymousNoReserve)
-        else {
+        let Ok(m) = Mapping::new(
+            ARENA_SIZE,
+            Prot::READ | Prot::WRITE,
+            Source::AnonymousNoReserve,
+        ) else {
             return false;
         };
         let p = m.leak();
@@ -119,7 +122,8 @@ unsafe impl GlobalAlloc for Arena {
         let head = self.free[c].load(Ordering::Relaxed);
         let p = if head != 0 {
             // SAFETY: `head` is a freed block of this class; its first word
-            // holds the next free block.
+            // holds the next free block. (Stays here: the allocator's own
+            // free list.)
             let next = unsafe { (head as *const usize).read() };
             self.free[c].store(next, Ordering::Relaxed);
             head
@@ -149,7 +153,8 @@ unsafe impl GlobalAlloc for Arena {
         let c = Self::class(size, align);
         self.lock();
         // SAFETY: the block is ours, at least 16 bytes, and no longer used
-        // by the caller: its first word links the free list.
+        // by the caller: its first word links the free list. (Stays here:
+        // the allocator's own free list.)
         unsafe { (ptr as *mut usize).write(self.free[c].load(Ordering::Relaxed)) };
         self.free[c].store(ptr as usize, Ordering::Relaxed);
         self.unlock();
@@ -165,6 +170,7 @@ mod tests {
         let a = Arena::new();
         let l = Layout::from_size_align(24, 8).unwrap();
         // SAFETY: layouts are valid; blocks are freed with the same layout.
+        // (Stays here: `GlobalAlloc`'s methods are unsafe to call.)
         unsafe {
             let p = a.alloc(l);
             let q = a.alloc(l);

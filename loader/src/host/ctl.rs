@@ -378,7 +378,8 @@ mod tests {
         let t = std::thread::spawn(move || {
             let c = Channel::connect(&name).unwrap();
             let f = std::fs::File::open("/proc/self/exe").unwrap();
-            c.send(kind::HELLO, b"hi", &[std::os::fd::AsFd::as_fd(&f)]).unwrap();
+            c.send(kind::HELLO, b"hi", &[std::os::fd::AsFd::as_fd(&f)])
+                .unwrap();
         });
         let c = l.accept(5000, std::process::id()).unwrap();
         let (k, p, fds) = c.recv().unwrap();

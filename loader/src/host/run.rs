@@ -210,7 +210,8 @@ impl FsTask {
         let what = |e: String| err(format!("file server socket {}: {e}", path.display()));
         let sock = seqpacket_socket().map_err(|e| what(e.to_string()))?;
         let addr = unix_addr(path).map_err(|e| what(e.to_string()))?;
-        rustix::net::connect(&sock, &addr).map_err(|e| what(std::io::Error::from(e).to_string()))?;
+        rustix::net::connect(&sock, &addr)
+            .map_err(|e| what(std::io::Error::from(e).to_string()))?;
         let (tag, caps) = l4re::host::recv_caps(sock.as_fd(), Duration::from_secs(5))
             .map_err(|e| what(format!("no answer: {e}")))?;
         let Some((_, idx)) = caps.into_iter().find(|(n, _)| n == "fs") else {
@@ -385,7 +386,8 @@ pub fn serve(store: &Store, socket: &Path, pool_pages: Option<usize>) -> i32 {
         Ok(a) => a,
         Err(e) => return fail(format!("{}: {e}", socket.display())),
     };
-    let bound = rustix::net::bind(&listener, &addr).and_then(|()| rustix::net::listen(&listener, 64));
+    let bound =
+        rustix::net::bind(&listener, &addr).and_then(|()| rustix::net::listen(&listener, 64));
     if let Err(e) = bound {
         return fail(format!("{}: {}", socket.display(), std::io::Error::from(e)));
     }

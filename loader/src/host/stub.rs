@@ -280,7 +280,8 @@ pub fn main(arena: &'static Arena, args: &[String]) -> ! {
     }
     unregister_rseq();
     // SAFETY: the program is mapped and its stack built by `launch`; from
-    // here on this thread runs only program code.
+    // here on this thread runs only program code. (Stays here: entering
+    // the program is the stub's own `execve`.)
     unsafe { enter(entry, sp) }
 }
 
@@ -316,7 +317,8 @@ fn unregister_rseq() {
     const RSEQ_FLAG_UNREGISTER: i32 = 1;
     // SAFETY: reads two glibc variables and the thread pointer (fs:0 holds
     // the TCB's own address on x86-64); the rseq system call only compares
-    // the area and signature with what the kernel registered.
+    // the area and signature with what the kernel registered. (Stays
+    // here: glibc's private rseq variables, read only by this stub.)
     unsafe {
         let size = __rseq_size;
         if size == 0 {
@@ -594,6 +596,8 @@ fn launch(
     // the kernel refuses) the rest is set alone.
     let set = |mm: &PrctlMmMap| {
         // SAFETY: PR_SET_MM_MAP reads `mm` and the auxv words it points to.
+        // (Stays here: it moves the heap break and the argument area, which
+        // is only sound right before the program is entered.)
         unsafe {
             libc::prctl(
                 libc::PR_SET_MM,
@@ -694,7 +698,9 @@ fn detach_from_exe() -> bool {
         let len = b - a;
         // SAFETY: a fresh anonymous mapping, filled from our own mapping
         // of the same length at `a` (readable when `prot` says so), then
-        // moved over it; the bytes at `a` stay what they were.
+        // moved over it; the bytes at `a` stay what they were. (Stays
+        // here: it swaps the running executable's own text and data, only
+        // sound while the stub is single-threaded.)
         unsafe {
             let n = libc::mmap(
                 core::ptr::null_mut(),

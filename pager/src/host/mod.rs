@@ -192,13 +192,9 @@ impl SharedStats {
         // is never unmapped (leaked above), large enough for both (the
         // counters fit the first page), and both types consist of atomics
         // only, for which every byte pattern another process may write is
-        // a valid value.
-        let (counters, log) = unsafe {
-            (
-                &*(at as *const Counters),
-                &*((at + 4096) as *const PageLog),
-            )
-        };
+        // a valid value. (Stays here: the layout is the pager's.)
+        let (counters, log) =
+            unsafe { (&*(at as *const Counters), &*((at + 4096) as *const PageLog)) };
         Ok(SharedStats { counters, log })
     }
 }

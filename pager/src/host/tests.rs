@@ -6,12 +6,12 @@ use crate::region::{Backing, RegionMap};
 use l4re::env::env;
 use l4re::fpage::{MapType, SndFpage};
 use l4re::host::SharedMem;
-use std::os::fd::AsRawFd;
 use l4re::msg::{MsgTag, ReceivedCap};
 use l4re::proto::DataspaceServer;
 use l4re::proto::dataspace::Stats;
 use l4re::rpc::Request;
 use l4re::server::{Server, ServerObject};
+use std::os::fd::AsRawFd;
 
 /// A file as a dataspace: a memfd whose pages are filled on `map` (as the
 /// filesystem server does), counting the loads.
@@ -190,7 +190,9 @@ fn real_faults_shared_private_anonymous_and_revocation() {
     // address range freed below.
     pager.view(ds.idx()).unwrap().load(0).unwrap();
     // Free a reservation so the regions can be mapped there.
-    let b = ReservedRange::new(64 * PAGE_SIZE as usize).unwrap().release() as u64;
+    let b = ReservedRange::new(64 * PAGE_SIZE as usize)
+        .unwrap()
+        .release() as u64;
     let file = |offset, file_len| Backing::File {
         ds: ds.idx(),
         offset,
@@ -425,7 +427,9 @@ fn many_threads_on_the_same_pages_duplicate_events_are_woken() {
         Box::new(|r, _| panic!("unexpected invalid access: {r}")),
     ));
     pager.view(ds.idx()).unwrap().load(0).unwrap();
-    let b = ReservedRange::new(64 * PAGE_SIZE as usize).unwrap().release() as u64;
+    let b = ReservedRange::new(64 * PAGE_SIZE as usize)
+        .unwrap()
+        .release() as u64;
     {
         let mut m = map.lock();
         let file = Backing::File {

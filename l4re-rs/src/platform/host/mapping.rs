@@ -69,12 +69,22 @@ fn map(place: Place, len: usize, prot: Prot, src: Source<'_>) -> Result<usize, E
                 }
                 rustix::mm::mmap_anonymous(hint as *mut _, len, prot, flags)
             }
-            Source::Shared(fd, offset) => {
-                rustix::mm::mmap(hint as *mut _, len, prot, MapFlags::SHARED | fixed, fd, offset)
-            }
-            Source::Private(fd, offset) => {
-                rustix::mm::mmap(hint as *mut _, len, prot, MapFlags::PRIVATE | fixed, fd, offset)
-            }
+            Source::Shared(fd, offset) => rustix::mm::mmap(
+                hint as *mut _,
+                len,
+                prot,
+                MapFlags::SHARED | fixed,
+                fd,
+                offset,
+            ),
+            Source::Private(fd, offset) => rustix::mm::mmap(
+                hint as *mut _,
+                len,
+                prot,
+                MapFlags::PRIVATE | fixed,
+                fd,
+                offset,
+            ),
         }
     }? as usize;
     if let Place::Free(a) = place {
@@ -109,7 +119,12 @@ impl Mapping {
     /// Maps `len` bytes of `src` with `prot` exactly at `addr`, if nothing
     /// is mapped in that range (else `EEXIST`). Corresponds to
     /// `mmap(addr, len, prot, flags | MAP_FIXED_NOREPLACE, fd, offset)`.
-    pub fn new_at(addr: usize, len: usize, prot: Prot, src: Source<'_>) -> std::io::Result<Mapping> {
+    pub fn new_at(
+        addr: usize,
+        len: usize,
+        prot: Prot,
+        src: Source<'_>,
+    ) -> std::io::Result<Mapping> {
         let addr = map(Place::Free(addr), len, prot, src)?;
         Ok(Mapping { addr, len })
     }
@@ -325,7 +340,11 @@ mod tests {
         assert_eq!(m.read_byte(4097), 7);
         assert_eq!(m.resident_pages(4096, 4096).unwrap(), 1);
         m.discard(4096, 4096).unwrap();
-        assert_eq!(m.read_byte(4097), 0, "private anonymous memory reads zeros again");
+        assert_eq!(
+            m.read_byte(4097),
+            0,
+            "private anonymous memory reads zeros again"
+        );
         // Nothing is mapped over an existing mapping by `new_at`.
         let e = Mapping::new_at(m.addr(), 4096, Prot::READ, Source::Anonymous).unwrap_err();
         assert_eq!(e.raw_os_error(), Some(Errno::EXIST.raw_os_error()));

@@ -100,8 +100,8 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
-use objects::{Entry, GateObj, Object, ThreadEndpoint};
 pub use mapping::{Mapping, Prot, Source};
+use objects::{Entry, GateObj, Object, ThreadEndpoint};
 pub use shm::{ReservedRange, SharedMem, forget_mappings, memfd_behind};
 pub use task::{BOOTSTRAP_ENV, ChildTask, SpawnOptions, recv_caps, send_caps, spawn, spawn_with};
 pub(crate) use transport::{ipc_call, ipc_reply, ipc_reply_and_wait, ipc_send, ipc_wait};

@@ -19,11 +19,11 @@ use std::collections::{BTreeMap, HashMap};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 
-use rustix::fs::{FileType, MemfdFlags, Mode, OFlags, SealFlags};
 use super::mapping::{Mapping, Prot, Source};
 use super::{errno_to_error, lock};
 use crate::error::{Error, Result};
 use crate::fpage::{Fpage, PAGE_SIZE, Rights};
+use rustix::fs::{FileType, MemfdFlags, Mode, OFlags, SealFlags};
 
 /// A memfd as the registry knows it.
 ///
@@ -319,8 +319,13 @@ impl SharedMem {
         let base = reserve(total)?;
         let head = base.addr().next_multiple_of(align) - base.addr();
         let map = base.trim(head, len);
-        map.replace(0, len, Prot::READ | Prot::WRITE, Source::Shared(fd.as_fd(), 0))
-            .map_err(io_to_error)?;
+        map.replace(
+            0,
+            len,
+            Prot::READ | Prot::WRITE,
+            Source::Shared(fd.as_fd(), 0),
+        )
+        .map_err(io_to_error)?;
         let start = map.addr();
         let file = MemFile::intern(fd, true)?;
         register(start as u64, len as u64, file.clone(), 0);

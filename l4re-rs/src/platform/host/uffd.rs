@@ -326,7 +326,13 @@ impl Uffd {
     /// `ioctl(UFFDIO_COPY)` with `UFFDIO_COPY_MODE_DONTWAKE`.
     pub fn copy_nowake(&self, dst: u64, src: &[u8]) -> (u64, Result<(), i32>) {
         let len = src.len() as u64;
-        let mut c = [dst, src.as_ptr() as u64, len, UFFDIO_COPY_MODE_DONTWAKE, 0u64];
+        let mut c = [
+            dst,
+            src.as_ptr() as u64,
+            len,
+            UFFDIO_COPY_MODE_DONTWAKE,
+            0u64,
+        ];
         let r = ioctl(&self.fd, UFFDIO_COPY, &mut c);
         ranged(r, c[4] as i64, len)
     }
