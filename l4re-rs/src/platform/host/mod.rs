@@ -33,6 +33,13 @@
 //! * **Memory items** carry memfd-backed memory ([`SharedMem`], or memory
 //!   received through memory items) and are mapped `MAP_SHARED` into the
 //!   receiver's receive window.
+//! * **Memory and page faults.** A [`Mapping`] owns a range of the
+//!   address space (`mmap`/`mprotect`/`madvise`/`mincore`, volatile byte
+//!   access); [`ReservedRange`] and [`SharedMem`] are built on it. The
+//!   [`uffd`] module is the host's page-fault mechanism (userfaultfd and
+//!   its ioctls), which the pagers serve as they serve fault IPC on
+//!   Fiasco. [`signal`] and [`sys`] wrap the process-level calls the
+//!   host's tasks need that `rustix` lacks.
 //!
 //! # Differences from Fiasco, and what servers must know
 //!
