@@ -39,7 +39,8 @@ fn sockaddr(name: &str) -> std::io::Result<SocketAddrUnix> {
     Ok(SocketAddrUnix::new_abstract_name(name.as_bytes())?)
 }
 
-fn socket() -> std::io::Result<OwnedFd> {
+/// A new `SOCK_SEQPACKET` Unix socket (close-on-exec).
+pub fn seqpacket_socket() -> std::io::Result<OwnedFd> {
     Ok(rustix::net::socket_with(
         AddressFamily::UNIX,
         SocketType::SEQPACKET,
@@ -58,7 +59,7 @@ impl Listener {
     /// Binds a fresh name.
     pub fn new() -> std::io::Result<Listener> {
         static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        let fd = socket()?;
+        let fd = seqpacket_socket()?;
         let name = format!(
             "l4loader.{}.{}.{}",
             std::process::id(),
@@ -119,7 +120,7 @@ pub struct Channel {
 impl Channel {
     /// Connects to the loader's socket `name`.
     pub fn connect(name: &str) -> std::io::Result<Channel> {
-        let fd = socket()?;
+        let fd = seqpacket_socket()?;
         rustix::net::connect(&fd, &sockaddr(name)?)?;
         Ok(Channel { fd })
     }

@@ -41,7 +41,7 @@ use l4re::msg::LongBytes;
 use l4re::proto::{Dataspace, Rm, RmClient};
 
 use super::children::Children;
-use super::ctl::{Dec, Listener, Start, kind};
+use super::ctl::{Dec, Listener, Start, kind, seqpacket_socket};
 use super::profile;
 use crate::elf::{self, PAGE, Plan};
 
@@ -278,17 +278,6 @@ impl Drop for FsTask {
             let _ = t.wait(Some(Duration::from_secs(5)));
         }
     }
-}
-
-/// A new `SOCK_SEQPACKET` Unix socket.
-fn seqpacket_socket() -> std::io::Result<OwnedFd> {
-    use rustix::net::{AddressFamily, SocketFlags, SocketType};
-    Ok(rustix::net::socket_with(
-        AddressFamily::UNIX,
-        SocketType::SEQPACKET,
-        SocketFlags::CLOEXEC,
-        None,
-    )?)
 }
 
 /// The socket address of `path`.

@@ -99,10 +99,14 @@ fn map(place: Place, len: usize, prot: Prot, src: Source<'_>) -> Result<usize, E
     Ok(p)
 }
 
-/// An owned mapping of this process's address space: unmapped on drop.
+/// An owned mapping of this process's address space: unmapped on drop
+/// (unless [leaked](Self::leak)).
 ///
-/// See the [module docs](self) for why its memory is only reached through
-/// volatile accesses and raw pointers.
+/// It never hands out Rust references into its memory: the memory may be
+/// shared with other processes, filled by a pager through userfaultfd or
+/// replaced by other mappings, so it is reached through volatile byte
+/// accesses or the raw pointer. That is what makes replacing, protecting
+/// and discarding parts of it safe operations: no Rust value lives there.
 pub struct Mapping {
     addr: usize,
     len: usize,
