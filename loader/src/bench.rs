@@ -415,8 +415,7 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        // SAFETY: signals our own child.
-        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
+        let _ = l4re::host::signal::kill(self.0.id() as i32, libc::SIGTERM);
         let _ = self.0.wait();
     }
 }

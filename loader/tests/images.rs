@@ -375,8 +375,8 @@ fn persistent_server_serves_runs_and_stops_cleanly() {
     // only for read-ahead).
     assert!(num(&s, "minor") > 0.0, "{s}");
     // SIGTERM: the server syncs and ends.
-    // SAFETY: kill(2) of our own child with SIGTERM.
-    unsafe { libc_kill(server.id() as i32, 15) };
+    // SIGTERM to our own child.
+    l4re::host::signal::kill(server.id() as i32, 15).unwrap();
     let out = server.wait_with_output().unwrap();
     assert!(out.status.success(), "{out:?}");
     assert!(!sock.exists(), "socket removed");
@@ -405,9 +405,4 @@ fn persistent_server_serves_runs_and_stops_cleanly() {
         .output()
         .unwrap();
     assert_eq!(status(&o), 127);
-}
-
-unsafe extern "C" {
-    #[link_name = "kill"]
-    fn libc_kill(pid: i32, sig: i32) -> i32;
 }

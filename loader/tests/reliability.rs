@@ -117,8 +117,7 @@ fn wait_gone(pids: &[u32], within: Duration) -> Vec<u32> {
 }
 
 fn kill(pid: u32, sig: i32) {
-    // SAFETY: plain system call.
-    unsafe { libc::kill(pid as i32, sig) };
+    let _ = l4re::host::signal::kill(pid as i32, sig);
 }
 
 /// Starts `loader run --pager MODE PROGRAM ARGS` with piped output and
@@ -423,8 +422,7 @@ fn busybox_applets_through_proc_self_exe_equal_native() {
         eprintln!("{bb} not installed (busybox-static): skipped");
         return;
     }
-    // SAFETY: plain system call.
-    if unsafe { libc::geteuid() } != 0 {
+    if !rustix::process::geteuid().is_root() {
         eprintln!("not root: /proc/self/exe cannot be changed (CAP_CHECKPOINT_RESTORE): skipped");
         return;
     }
@@ -490,8 +488,7 @@ impl Drop for Restore {
 #[test]
 fn unprivileged_user_runs_programs() {
     let bb = "/bin/busybox";
-    // SAFETY: plain system call.
-    let root = unsafe { libc::geteuid() } == 0;
+    let root = rustix::process::geteuid().is_root();
     let setpriv = Command::new("setpriv").arg("--version").output().is_ok();
     if !root || !setpriv || !Path::new(bb).exists() || !Path::new("/dev/userfaultfd").exists() {
         eprintln!("needs root, setpriv, {bb} and /dev/userfaultfd: skipped");

@@ -52,6 +52,7 @@ impl<T> Deref for SpinGuard<'_, T> {
     type Target = T;
     fn deref(&self) -> &T {
         // SAFETY: the guard exists only while the lock is held by us.
+        // (Stays here: the lock primitive itself.)
         unsafe { &*self.lock.value.get() }
     }
 }
@@ -59,6 +60,7 @@ impl<T> Deref for SpinGuard<'_, T> {
 impl<T> DerefMut for SpinGuard<'_, T> {
     fn deref_mut(&mut self) -> &mut T {
         // SAFETY: as in `deref`; `&mut self` makes this the only access.
+        // (Stays here: the lock primitive itself.)
         unsafe { &mut *self.lock.value.get() }
     }
 }

@@ -120,28 +120,29 @@ impl Window {
     /// present).
     pub fn read_byte(&self, offset: usize) -> u8 {
         assert!(offset < self.len());
-        // SAFETY: in the window, which the caller mapped; volatile because
-        // other tasks write the shared page.
-        unsafe { core::ptr::read_volatile((self.addr() + offset) as *const u8) }
+        // Volatile: other tasks write the shared page.
+        self.range.read_byte(offset)
     }
 
     /// Writes a byte through the mapping (mapped writable).
     pub fn write_byte(&self, offset: usize, v: u8) {
         assert!(offset < self.len());
-        // SAFETY: as in `read_byte`; the page is mapped writable.
-        unsafe { core::ptr::write_volatile((self.addr() + offset) as *mut u8, v) }
+        self.range.write_byte(offset, v)
+    }
+
+    /// The window's memory (the received mappings and the reservation
+    /// around them): to change protections, replace or populate pages.
+    pub fn mapping(&self) -> &l4re::host::Mapping {
+        &self.range
     }
 
     /// Whether the page at `offset` is resident in the memory behind the
     /// mapping (`mincore`: for a shared memfd mapping, whether the memfd
     /// still holds the page — false once the server punched it out).
     pub fn resident(&self, offset: usize) -> bool {
-        let mut v = 0u8;
-        let addr = (self.addr() + (offset & !0xfff)) as *mut libc::c_void;
-        // SAFETY: mincore only reads the page tables for one page of our
-        // own reservation and writes one byte into `v`.
-        let r = unsafe { libc::mincore(addr, 4096, &mut v) };
-        r == 0 && v & 1 != 0
+        self.range
+            .resident_pages(offset & !0xfff, 4096)
+            .is_ok_and(|n| n == 1)
     }
 
     /// The physical frame number behind the page at `offset`, from

@@ -126,19 +126,7 @@ impl Backend for HostDir {
 /// 5.8), which checks permissions and read-only mounts without opening
 /// anything.
 fn may_write(fd: &OwnedFd) -> bool {
-    use std::os::fd::AsRawFd;
-    // SAFETY: faccessat2 with a valid descriptor and an empty
-    // NUL-terminated path; it only reads them.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_faccessat2,
-            fd.as_raw_fd(),
-            c"".as_ptr(),
-            libc::W_OK,
-            libc::AT_EACCESS | libc::AT_EMPTY_PATH,
-        )
-    };
-    r == 0
+    l4re::host::sys::may_write(std::os::fd::AsFd::as_fd(fd))
 }
 
 /// A file of the host directory: read through a read-only descriptor;
@@ -278,12 +266,11 @@ impl MemfdIo {
     }
 
     fn range_mut(&mut self, offset: u64, len: usize) -> &mut [u8] {
-        assert!(offset as usize + len <= self.mem.len());
-        // SAFETY: the range lies inside the mapping (checked above), which
-        // lives as long as `self.mem`. The pages handed to the backing store
-        // here are written back (read by the kernel only); clients that
-        // write a page concurrently only change bytes, never the mapping.
-        unsafe { core::slice::from_raw_parts_mut(self.mem.as_ptr().add(offset as usize), len) }
+        // The pages handed to the backing store here are written back
+        // (read by the kernel only); clients that write a page
+        // concurrently only change bytes, never the mapping (see
+        // `SharedMem::as_mut_slice`).
+        &mut self.mem.as_mut_slice()[offset as usize..offset as usize + len]
     }
 }
 

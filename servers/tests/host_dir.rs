@@ -5,6 +5,7 @@ mod common;
 use common::*;
 use l4fs::client::{Window, open, query};
 use l4fs::proto::{FileOpsClient, FsOpsClient, mode};
+use l4re::host::{Prot, Source};
 use l4re::proto::dataspace::map_flags;
 use l4re::proto::{DataspaceClient, Namespace};
 use l4re::{Cap, Error, Result};
@@ -162,24 +163,15 @@ fn private_copies_never_reach_the_file() -> Result<()> {
     let ro = query(srv.root().cast(), "elf")?;
     let w = Window::new(2 * 4096)?;
     w.map(ro.ds(), 0, map_flags::R)?;
-    let addr = w.addr() as *mut libc::c_void;
-    // SAFETY: mprotect on a page of our own window; expected to fail.
-    let r = unsafe { libc::mprotect(addr, 4096, libc::PROT_READ | libc::PROT_WRITE) };
-    assert_eq!(r, -1, "a read-only mapping must not become writable");
+    let rw = Prot::READ | Prot::WRITE;
+    // mprotect on a page of our own window; expected to fail.
+    let r = w.mapping().protect(0, 4096, rw);
+    assert!(r.is_err(), "a read-only mapping must not become writable");
     // Copy-on-write as the pager does it: copy, replace by private memory.
     let copy: Vec<u8> = (0..4096).map(|i| w.read_byte(i)).collect();
-    // SAFETY: replaces one page of our own window with private memory.
-    let p = unsafe {
-        libc::mmap(
-            addr,
-            4096,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED,
-            -1,
-            0,
-        )
-    };
-    assert_eq!(p, addr);
+    // Replaces one page of our own window with private memory.
+    let p = w.mapping().replace(0, 4096, rw, Source::Anonymous);
+    assert!(p.is_ok(), "{p:?}");
     for (i, &b) in copy.iter().enumerate() {
         w.write_byte(i, b);
     }

@@ -14,6 +14,8 @@
 use core::alloc::{GlobalAlloc, Layout};
 use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
+use l4re::host::{Mapping, Prot, Source};
+
 /// Size of the arena reservation.
 pub const ARENA_SIZE: usize = 1 << 30;
 /// Largest block served from size classes; larger ones are mapped.
@@ -63,23 +65,18 @@ impl Arena {
         if self.base.load(Ordering::Relaxed) != 0 {
             return true;
         }
-        // SAFETY: a fresh private anonymous reservation at an address of
-        // the kernel's choosing.
-        let p = unsafe {
-            libc::mmap(
-                core::ptr::null_mut(),
-                ARENA_SIZE,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
-                -1,
-                0,
-            )
-        };
-        if p == libc::MAP_FAILED {
+        // The arena owns the reservation for the process's life (no
+        // allocation on this path: `Mapping` makes the system call only).
+        let Ok(m) = Mapping::new(
+            ARENA_SIZE,
+            Prot::READ | Prot::WRITE,
+            Source::AnonymousNoReserve,
+        ) else {
             return false;
-        }
-        self.base.store(p as usize, Ordering::Relaxed);
-        self.next.store(p as usize, Ordering::Relaxed);
+        };
+        let p = m.leak();
+        self.base.store(p, Ordering::Relaxed);
+        self.next.store(p, Ordering::Relaxed);
         true
     }
 
@@ -107,21 +104,13 @@ unsafe impl GlobalAlloc for Arena {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         let (size, align) = (layout.size(), layout.align());
         if size.max(align) > MAX_CLASS {
-            // SAFETY: a fresh private anonymous mapping.
-            let p = unsafe {
-                libc::mmap(
-                    core::ptr::null_mut(),
-                    size.next_multiple_of(4096),
-                    libc::PROT_READ | libc::PROT_WRITE,
-                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                    -1,
-                    0,
-                )
+            // A large block is a mapping of its own, owned by the caller
+            // until `dealloc`.
+            let len = size.next_multiple_of(4096);
+            return match Mapping::new(len, Prot::READ | Prot::WRITE, Source::Anonymous) {
+                Ok(m) if align <= 4096 => m.leak() as *mut u8,
+                _ => core::ptr::null_mut(),
             };
-            if p == libc::MAP_FAILED || align > 4096 {
-                return core::ptr::null_mut();
-            }
-            return p.cast();
         }
         let c = Self::class(size, align);
         let bs = 16usize << c;
@@ -133,7 +122,8 @@ unsafe impl GlobalAlloc for Arena {
         let head = self.free[c].load(Ordering::Relaxed);
         let p = if head != 0 {
             // SAFETY: `head` is a freed block of this class; its first word
-            // holds the next free block.
+            // holds the next free block. (Stays here: the allocator's own
+            // free list.)
             let next = unsafe { (head as *const usize).read() };
             self.free[c].store(next, Ordering::Relaxed);
             head
@@ -154,14 +144,17 @@ unsafe impl GlobalAlloc for Arena {
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         let (size, align) = (layout.size(), layout.align());
         if size.max(align) > MAX_CLASS {
-            // SAFETY: large blocks are whole mappings made by `alloc`.
-            unsafe { libc::munmap(ptr.cast(), size.next_multiple_of(4096)) };
+            // SAFETY: large blocks are whole mappings made (and leaked) by
+            // `alloc` with this length, which the caller no longer uses.
+            // (Stays here: `GlobalAlloc` hands out raw blocks.)
+            drop(unsafe { Mapping::from_raw(ptr as usize, size.next_multiple_of(4096)) });
             return;
         }
         let c = Self::class(size, align);
         self.lock();
         // SAFETY: the block is ours, at least 16 bytes, and no longer used
-        // by the caller: its first word links the free list.
+        // by the caller: its first word links the free list. (Stays here:
+        // the allocator's own free list.)
         unsafe { (ptr as *mut usize).write(self.free[c].load(Ordering::Relaxed)) };
         self.free[c].store(ptr as usize, Ordering::Relaxed);
         self.unlock();
@@ -177,6 +170,7 @@ mod tests {
         let a = Arena::new();
         let l = Layout::from_size_align(24, 8).unwrap();
         // SAFETY: layouts are valid; blocks are freed with the same layout.
+        // (Stays here: `GlobalAlloc`'s methods are unsafe to call.)
         unsafe {
             let p = a.alloc(l);
             let q = a.alloc(l);

@@ -8,7 +8,15 @@
 //! (for the external pager) and the statistics page travel here. Capability
 //! transfer (the IPC gate, the file's dataspace) goes through L4 IPC.
 
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::mem::MaybeUninit;
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
+
+use rustix::event::{PollFd, PollFlags, Timespec};
+use rustix::io::Errno;
+use rustix::net::{
+    AddressFamily, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SendAncillaryBuffer,
+    SendAncillaryMessage, SendFlags, SocketAddrUnix, SocketFlags, SocketType,
+};
 
 /// Message kinds.
 pub mod kind {
@@ -26,32 +34,19 @@ pub mod kind {
     pub const FORK: u32 = 5;
 }
 
-fn errno() -> std::io::Error {
-    std::io::Error::last_os_error()
+/// The abstract socket address `name` (a leading NUL, not a path).
+fn sockaddr(name: &str) -> std::io::Result<SocketAddrUnix> {
+    Ok(SocketAddrUnix::new_abstract_name(name.as_bytes())?)
 }
 
-fn sockaddr(name: &str) -> (libc::sockaddr_un, libc::socklen_t) {
-    // SAFETY: all-zero bytes are a valid sockaddr_un.
-    let mut a: libc::sockaddr_un = unsafe { core::mem::zeroed() };
-    a.sun_family = libc::AF_UNIX as _;
-    // Abstract namespace: leading NUL.
-    let b = name.as_bytes();
-    let n = b.len().min(a.sun_path.len() - 1);
-    for (i, c) in b[..n].iter().enumerate() {
-        a.sun_path[i + 1] = *c as libc::c_char;
-    }
-    let len = core::mem::size_of::<libc::sa_family_t>() + 1 + n;
-    (a, len as libc::socklen_t)
-}
-
-fn socket() -> std::io::Result<OwnedFd> {
-    // SAFETY: plain system call.
-    let fd = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC, 0) };
-    if fd < 0 {
-        return Err(errno());
-    }
-    // SAFETY: a new descriptor we own.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+/// A new `SOCK_SEQPACKET` Unix socket (close-on-exec).
+pub fn seqpacket_socket() -> std::io::Result<OwnedFd> {
+    Ok(rustix::net::socket_with(
+        AddressFamily::UNIX,
+        SocketType::SEQPACKET,
+        SocketFlags::CLOEXEC,
+        None,
+    )?)
 }
 
 /// A listening control socket with a unique abstract name.
@@ -64,7 +59,7 @@ impl Listener {
     /// Binds a fresh name.
     pub fn new() -> std::io::Result<Listener> {
         static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        let fd = socket()?;
+        let fd = seqpacket_socket()?;
         let name = format!(
             "l4loader.{}.{}.{}",
             std::process::id(),
@@ -74,15 +69,8 @@ impl Listener {
                 .map(|d| d.subsec_nanos())
                 .unwrap_or(0)
         );
-        let (a, len) = sockaddr(&name);
-        // SAFETY: `a` is a valid sockaddr_un of `len` bytes.
-        if unsafe { libc::bind(fd.as_raw_fd(), (&a as *const libc::sockaddr_un).cast(), len) } < 0 {
-            return Err(errno());
-        }
-        // SAFETY: plain system call on our socket.
-        if unsafe { libc::listen(fd.as_raw_fd(), 4) } < 0 {
-            return Err(errno());
-        }
+        rustix::net::bind(&fd, &sockaddr(&name)?)?;
+        rustix::net::listen(&fd, 4)?;
         Ok(Listener { fd, name })
     }
 
@@ -94,11 +82,6 @@ impl Listener {
     /// Accepts the stub's connection, waiting at most `timeout_ms`, and
     /// only from process `pid` (checked with `SO_PEERCRED`).
     pub fn accept(&self, timeout_ms: i32, pid: u32) -> std::io::Result<Channel> {
-        let mut pfd = libc::pollfd {
-            fd: self.fd.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
         let deadline =
             std::time::Instant::now() + std::time::Duration::from_millis(timeout_ms as u64);
         loop {
@@ -109,32 +92,17 @@ impl Listener {
                     "the task did not connect",
                 ));
             }
-            // SAFETY: one valid pollfd.
-            let r = unsafe { libc::poll(&mut pfd, 1, left.as_millis() as i32) };
-            if r < 0 {
-                let e = errno();
-                if e.kind() == std::io::ErrorKind::Interrupted {
-                    continue;
-                }
-                return Err(e);
+            let mut pfd = [PollFd::new(&self.fd, PollFlags::IN)];
+            let wait = Timespec::try_from(left).unwrap_or(Timespec {
+                tv_sec: i64::MAX,
+                tv_nsec: 0,
+            });
+            match rustix::event::poll(&mut pfd, Some(&wait)) {
+                Ok(0) | Err(Errno::INTR) => continue,
+                Ok(_) => {}
+                Err(e) => return Err(e.into()),
             }
-            if r == 0 {
-                continue;
-            }
-            // SAFETY: accept on our listening socket, no address wanted.
-            let c = unsafe {
-                libc::accept4(
-                    self.fd.as_raw_fd(),
-                    core::ptr::null_mut(),
-                    core::ptr::null_mut(),
-                    libc::SOCK_CLOEXEC,
-                )
-            };
-            if c < 0 {
-                return Err(errno());
-            }
-            // SAFETY: accept4 returned a new descriptor that we own.
-            let fd = unsafe { OwnedFd::from_raw_fd(c) };
+            let fd = rustix::net::accept_with(&self.fd, SocketFlags::CLOEXEC)?;
             let ch = Channel { fd };
             if ch.peer_pid() == Some(pid) {
                 return Ok(ch);
@@ -152,33 +120,15 @@ pub struct Channel {
 impl Channel {
     /// Connects to the loader's socket `name`.
     pub fn connect(name: &str) -> std::io::Result<Channel> {
-        let fd = socket()?;
-        let (a, len) = sockaddr(name);
-        // SAFETY: `a` is a valid sockaddr_un of `len` bytes.
-        if unsafe { libc::connect(fd.as_raw_fd(), (&a as *const libc::sockaddr_un).cast(), len) }
-            < 0
-        {
-            return Err(errno());
-        }
+        let fd = seqpacket_socket()?;
+        rustix::net::connect(&fd, &sockaddr(name)?)?;
         Ok(Channel { fd })
     }
 
-    /// The peer's process id.
+    /// The peer's process id (`SO_PEERCRED`).
     pub fn peer_pid(&self) -> Option<u32> {
-        // SAFETY: all-zero is a valid ucred.
-        let mut cred: libc::ucred = unsafe { core::mem::zeroed() };
-        let mut len = core::mem::size_of::<libc::ucred>() as libc::socklen_t;
-        // SAFETY: getsockopt writes at most `len` bytes into `cred`.
-        let r = unsafe {
-            libc::getsockopt(
-                self.fd.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_PEERCRED,
-                (&mut cred as *mut libc::ucred).cast(),
-                &mut len,
-            )
-        };
-        (r == 0).then_some(cred.pid as u32)
+        let cred = rustix::net::sockopt::socket_peercred(&self.fd).ok()?;
+        Some(cred.pid.as_raw_nonzero().get() as u32)
     }
 
     /// The descriptor (for signal handlers that write raw).
@@ -187,87 +137,41 @@ impl Channel {
     }
 
     /// Sends a message with descriptors.
-    pub fn send(&self, kind: u32, payload: &[u8], fds: &[RawFd]) -> std::io::Result<()> {
+    pub fn send(&self, kind: u32, payload: &[u8], fds: &[BorrowedFd<'_>]) -> std::io::Result<()> {
         let mut buf = Vec::with_capacity(4 + payload.len());
         buf.extend_from_slice(&kind.to_le_bytes());
         buf.extend_from_slice(payload);
-        let mut iov = libc::iovec {
-            iov_base: buf.as_mut_ptr().cast(),
-            iov_len: buf.len(),
-        };
-        let mut cbuf = [0u64; 16];
-        // SAFETY: all-zero is a valid msghdr.
-        let mut msg: libc::msghdr = unsafe { core::mem::zeroed() };
-        msg.msg_iov = &mut iov;
-        msg.msg_iovlen = 1;
+        let mut space = [MaybeUninit::<u8>::uninit(); 128];
+        let mut control = SendAncillaryBuffer::new(&mut space);
         if !fds.is_empty() {
-            let bytes = core::mem::size_of_val(fds);
-            // SAFETY: CMSG_SPACE is a pure computation.
-            let space = unsafe { libc::CMSG_SPACE(bytes as u32) } as usize;
-            assert!(space <= core::mem::size_of_val(&cbuf), "too many fds");
-            msg.msg_control = cbuf.as_mut_ptr().cast();
-            msg.msg_controllen = space;
-            // SAFETY: the control buffer is large enough (checked) and
-            // aligned (u64); the CMSG macros stay inside it.
-            unsafe {
-                let c = libc::CMSG_FIRSTHDR(&msg);
-                (*c).cmsg_level = libc::SOL_SOCKET;
-                (*c).cmsg_type = libc::SCM_RIGHTS;
-                (*c).cmsg_len = libc::CMSG_LEN(bytes as u32) as usize;
-                core::ptr::copy_nonoverlapping(
-                    fds.as_ptr(),
-                    libc::CMSG_DATA(c).cast::<RawFd>(),
-                    fds.len(),
-                );
-            }
+            assert!(
+                control.push(SendAncillaryMessage::ScmRights(fds)),
+                "too many fds"
+            );
         }
-        // SAFETY: `msg` points to live buffers set up above.
-        let r = unsafe { libc::sendmsg(self.fd.as_raw_fd(), &msg, libc::MSG_NOSIGNAL) };
-        if r < 0 { Err(errno()) } else { Ok(()) }
+        let iov = [std::io::IoSlice::new(&buf)];
+        rustix::net::sendmsg(&self.fd, &iov, &mut control, SendFlags::NOSIGNAL)?;
+        Ok(())
     }
 
     /// Receives a message: kind, payload, descriptors. End of file (the
     /// peer is gone) is an error of kind `UnexpectedEof`.
     pub fn recv(&self) -> std::io::Result<(u32, Vec<u8>, Vec<OwnedFd>)> {
         let mut buf = vec![0u8; 1 << 16];
-        let mut iov = libc::iovec {
-            iov_base: buf.as_mut_ptr().cast(),
-            iov_len: buf.len(),
-        };
-        let mut cbuf = [0u64; 16];
-        // SAFETY: all-zero is a valid msghdr.
-        let mut msg: libc::msghdr = unsafe { core::mem::zeroed() };
-        msg.msg_iov = &mut iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = cbuf.as_mut_ptr().cast();
-        msg.msg_controllen = core::mem::size_of_val(&cbuf);
+        let mut space = [MaybeUninit::<u8>::uninit(); 128];
+        let mut control = RecvAncillaryBuffer::new(&mut space);
         let n = loop {
-            // SAFETY: `msg` points to live buffers set up above.
-            let n = unsafe { libc::recvmsg(self.fd.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC) };
-            if n < 0 {
-                let e = errno();
-                if e.kind() == std::io::ErrorKind::Interrupted {
-                    continue;
-                }
-                return Err(e);
+            let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+            match rustix::net::recvmsg(&self.fd, &mut iov, &mut control, RecvFlags::CMSG_CLOEXEC) {
+                Ok(r) => break r.bytes,
+                Err(Errno::INTR) => continue,
+                Err(e) => return Err(e.into()),
             }
-            break n as usize;
         };
         let mut fds = Vec::new();
-        // SAFETY: the kernel filled the control buffer; the CMSG macros
-        // walk it within `msg_controllen`.
-        unsafe {
-            let mut c = libc::CMSG_FIRSTHDR(&msg);
-            while !c.is_null() {
-                if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_RIGHTS {
-                    let data = libc::CMSG_DATA(c).cast::<RawFd>();
-                    let n = ((*c).cmsg_len - libc::CMSG_LEN(0) as usize)
-                        / core::mem::size_of::<RawFd>();
-                    for i in 0..n {
-                        fds.push(OwnedFd::from_raw_fd(data.add(i).read_unaligned()));
-                    }
-                }
-                c = libc::CMSG_NXTHDR(&msg, c);
+        for m in control.drain() {
+            if let RecvAncillaryMessage::ScmRights(rights) = m {
+                fds.extend(rights);
             }
         }
         if n == 0 {
@@ -475,7 +379,8 @@ mod tests {
         let t = std::thread::spawn(move || {
             let c = Channel::connect(&name).unwrap();
             let f = std::fs::File::open("/proc/self/exe").unwrap();
-            c.send(kind::HELLO, b"hi", &[f.as_raw_fd()]).unwrap();
+            c.send(kind::HELLO, b"hi", &[std::os::fd::AsFd::as_fd(&f)])
+                .unwrap();
         });
         let c = l.accept(5000, std::process::id()).unwrap();
         let (k, p, fds) = c.recv().unwrap();

@@ -22,7 +22,7 @@
 //!    killed).
 
 use std::io::Write;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 
 use l4pager::fault::{self, Access, FaultCause};
 use l4pager::host::uffd::{Event, Uffd};
-use l4pager::host::{self as ph, Counters, DsView, MAX_REGIONS, Mode, PageLog, Pager};
+use l4pager::host::{self as ph, Counters, DsView, MAX_REGIONS, Mode, Pager};
 use l4pager::region::{Backing, RegionMap};
 use l4pager::sync::SpinLock;
 use l4re::CapRights;
@@ -41,7 +41,7 @@ use l4re::msg::LongBytes;
 use l4re::proto::{Dataspace, Rm, RmClient};
 
 use super::children::Children;
-use super::ctl::{Dec, Listener, Start, kind};
+use super::ctl::{Dec, Listener, Start, kind, seqpacket_socket};
 use super::profile;
 use crate::elf::{self, PAGE, Plan};
 
@@ -209,19 +209,9 @@ impl FsTask {
         use std::os::fd::AsFd;
         let what = |e: String| err(format!("file server socket {}: {e}", path.display()));
         let sock = seqpacket_socket().map_err(|e| what(e.to_string()))?;
-        let (addr, len) = unix_addr(path).map_err(|e| what(e.to_string()))?;
-        // SAFETY: connect with a valid socket and a sockaddr_un of `len`
-        // bytes.
-        let r = unsafe {
-            libc::connect(
-                sock.as_raw_fd(),
-                &addr as *const libc::sockaddr_un as *const libc::sockaddr,
-                len,
-            )
-        };
-        if r != 0 {
-            return Err(what(std::io::Error::last_os_error().to_string()));
-        }
+        let addr = unix_addr(path).map_err(|e| what(e.to_string()))?;
+        rustix::net::connect(&sock, &addr)
+            .map_err(|e| what(std::io::Error::from(e).to_string()))?;
         let (tag, caps) = l4re::host::recv_caps(sock.as_fd(), Duration::from_secs(5))
             .map_err(|e| what(format!("no answer: {e}")))?;
         let Some((_, idx)) = caps.into_iter().find(|(n, _)| n == "fs") else {
@@ -290,33 +280,15 @@ impl Drop for FsTask {
     }
 }
 
-/// A new `SOCK_SEQPACKET` Unix socket.
-fn seqpacket_socket() -> std::io::Result<OwnedFd> {
-    use std::os::fd::FromRawFd;
-    // SAFETY: plain socket(2); the descriptor is new and ours.
-    let fd = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC, 0) };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: a new descriptor we own.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
-/// The `sockaddr_un` of `path` and its length.
-fn unix_addr(path: &Path) -> std::io::Result<(libc::sockaddr_un, libc::socklen_t)> {
+/// The socket address of `path`.
+fn unix_addr(path: &Path) -> std::io::Result<rustix::net::SocketAddrUnix> {
     use std::os::unix::ffi::OsStrExt;
-    // SAFETY: sockaddr_un is plain data; all zeros is valid.
-    let mut a: libc::sockaddr_un = unsafe { core::mem::zeroed() };
-    a.sun_family = libc::AF_UNIX as libc::sa_family_t;
     let b = path.as_os_str().as_bytes();
-    if b.is_empty() || b.len() >= a.sun_path.len() {
+    // sun_path has 108 bytes, with the NUL.
+    if b.is_empty() || b.len() >= 108 {
         return Err(std::io::Error::other("socket path empty or too long"));
     }
-    for (d, s) in a.sun_path.iter_mut().zip(b) {
-        *d = *s as libc::c_char;
-    }
-    let len = core::mem::size_of::<libc::sa_family_t>() + b.len() + 1;
-    Ok((a, len as libc::socklen_t))
+    Ok(rustix::net::SocketAddrUnix::new(path)?)
 }
 
 /// The default socket of `loader serve`: `$L4FS_SOCKET` if set, else
@@ -327,8 +299,10 @@ pub fn default_socket() -> PathBuf {
     }
     match std::env::var_os("XDG_RUNTIME_DIR").filter(|v| !v.is_empty()) {
         Some(d) => PathBuf::from(d).join("l4fs.sock"),
-        // SAFETY: getuid cannot fail.
-        None => PathBuf::from(format!("/tmp/l4fs-{}.sock", unsafe { libc::getuid() })),
+        None => PathBuf::from(format!(
+            "/tmp/l4fs-{}.sock",
+            rustix::process::getuid().as_raw()
+        )),
     }
 }
 
@@ -384,17 +358,8 @@ pub fn serve(store: &Store, socket: &Path, pool_pages: Option<usize>) -> i32 {
     };
     // Every thread blocks the stop signals (the mask is inherited); the
     // main thread waits for them.
-    // SAFETY: sigset operations on a local set; pthread_sigmask changes
-    // this thread's mask only.
-    let set = unsafe {
-        let mut set: libc::sigset_t = core::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        for s in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
-            libc::sigaddset(&mut set, s);
-        }
-        libc::pthread_sigmask(libc::SIG_BLOCK, &set, core::ptr::null_mut());
-        set
-    };
+    let set = l4re::host::signal::SigSet::of(&[libc::SIGTERM, libc::SIGINT, libc::SIGHUP]);
+    set.block();
     let server_gate = gate.cap();
     let server = std::thread::Builder::new()
         .name("l4fs".into())
@@ -406,54 +371,25 @@ pub fn serve(store: &Store, socket: &Path, pool_pages: Option<usize>) -> i32 {
         Ok(s) => s,
         Err(e) => return fail(format!("socket: {e}")),
     };
-    let (addr, len) = match unix_addr(socket) {
+    let addr = match unix_addr(socket) {
         Ok(a) => a,
         Err(e) => return fail(format!("{}: {e}", socket.display())),
     };
-    // SAFETY: bind and listen with a valid socket and a sockaddr_un of
-    // `len` bytes.
-    let r = unsafe {
-        let r = libc::bind(
-            listener.as_raw_fd(),
-            &addr as *const libc::sockaddr_un as *const libc::sockaddr,
-            len,
-        );
-        if r == 0 {
-            libc::listen(listener.as_raw_fd(), 64)
-        } else {
-            r
-        }
-    };
-    if r != 0 {
-        return fail(format!(
-            "{}: {}",
-            socket.display(),
-            std::io::Error::last_os_error()
-        ));
+    let bound =
+        rustix::net::bind(&listener, &addr).and_then(|()| rustix::net::listen(&listener, 64));
+    if let Err(e) = bound {
+        return fail(format!("{}: {}", socket.display(), std::io::Error::from(e)));
     }
     let gate_idx = gate.idx();
-    let lfd = listener.as_raw_fd();
     let acceptor = std::thread::Builder::new()
         .name("accept".into())
         .spawn(move || {
-            use std::os::fd::{AsFd, FromRawFd};
-            let _keep = listener;
+            use std::os::fd::AsFd;
             loop {
-                // SAFETY: accept4 on our listening socket; a new
-                // descriptor we own.
-                let c = unsafe {
-                    libc::accept4(
-                        lfd,
-                        core::ptr::null_mut(),
-                        core::ptr::null_mut(),
-                        libc::SOCK_CLOEXEC,
-                    )
-                };
-                if c < 0 {
+                let Ok(c) = rustix::net::accept_with(&listener, rustix::net::SocketFlags::CLOEXEC)
+                else {
                     continue;
-                }
-                // SAFETY: see above.
-                let c = unsafe { OwnedFd::from_raw_fd(c) };
+                };
                 let caps = [("fs", gate_idx, CapRights::RW)];
                 if let Err(e) = l4re::host::send_caps(c.as_fd(), &tag, &caps) {
                     log::debug!("loader serve: a client got nothing: {e}");
@@ -472,9 +408,7 @@ pub fn serve(store: &Store, socket: &Path, pool_pages: Option<usize>) -> i32 {
         socket.display(),
         std::process::id()
     );
-    let mut sig: i32 = 0;
-    // SAFETY: sigwait on the set blocked above.
-    unsafe { libc::sigwait(&set, &mut sig) };
+    let sig = set.wait();
     SERVE_STOP.store(sig, Ordering::Relaxed);
     let _ = std::fs::remove_file(socket);
     let fs: Cap<l4fs::FsOps> = gate.cap().cast();
@@ -569,7 +503,7 @@ fn serve_arena(uffd: Uffd, count: Arc<AtomicU64>) {
     while let Ok(Some(ev)) = uffd.read_event() {
         if let Event::Fault(f) = ev {
             let page = f.addr & !(PAGE - 1);
-            if uffd.copy(page, ZERO.as_ptr(), PAGE).is_ok() {
+            if uffd.copy(page, &ZERO[..PAGE as usize]).is_ok() {
                 count.fetch_add(1, Ordering::Relaxed);
             }
         }
@@ -701,27 +635,12 @@ pub fn run(opts: &RunOpts) -> Result<Outcome, RunError> {
     // FORK messages come only from an internal pager with fork events.
     let forks = opts.mode == Mode::Internal && features & ph::uffd::features::EVENT_FORK != 0;
     let counters_fd: OwnedFd = fds.remove(0);
-    // SAFETY: maps the stub's statistics page (a 4096-byte memfd) shared;
-    // it stays mapped for our life and is only used as `Counters`.
-    let counters: &'static Counters = unsafe {
-        let p = libc::mmap(
-            core::ptr::null_mut(),
-            ph::SHARED_BYTES,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_SHARED,
-            counters_fd.as_raw_fd(),
-            0,
-        );
-        if p == libc::MAP_FAILED {
-            return Err(err("cannot map the task's statistics page"));
-        }
-        COUNTERS_AT.store(p as usize, Ordering::Relaxed);
-        Counters::at(p as usize)
-    };
-    // SAFETY: the page log follows the counters in the same mapping
-    // (SHARED_BYTES), which stays mapped for our life.
-    let page_log: &'static PageLog =
-        unsafe { PageLog::at(COUNTERS_AT.load(Ordering::Relaxed) + 4096) };
+    // The stub's statistics page and page log, mapped for our life.
+    let ph::SharedStats {
+        counters,
+        log: page_log,
+    } = ph::SharedStats::open(counters_fd.as_fd())
+        .map_err(|_| err("cannot map the task's statistics page"))?;
     let self_faults = Arc::new(AtomicU64::new(0));
     {
         let arena = Uffd::from_fd(fds.remove(0), 0);
@@ -754,10 +673,9 @@ pub fn run(opts: &RunOpts) -> Result<Outcome, RunError> {
         opts.mode,
         Box::new(|r, f| {
             eprintln!("loader: {r}");
-            // SAFETY: signals the forked descendant (thread `f.tid`)
-            // whose access was invalid; kill() of a thread id reaches
-            // its process.
-            unsafe { libc::kill(f.tid as i32, libc::SIGSEGV) };
+            // Signals the forked descendant (thread `f.tid`) whose access
+            // was invalid; kill() of a thread id reaches its process.
+            let _ = l4re::host::signal::kill(f.tid as i32, libc::SIGSEGV);
         }),
     ));
     children.pager().set_fault_around(opts.fault_around);
@@ -773,8 +691,8 @@ pub fn run(opts: &RunOpts) -> Result<Outcome, RunError> {
             Mode::External,
             Box::new(move |r, _| {
                 eprintln!("loader: {r}");
-                // SAFETY: signals the task (our child) whose access was invalid.
-                unsafe { libc::kill(pid, libc::SIGSEGV) };
+                // Signals the task (our child) whose access was invalid.
+                let _ = l4re::host::signal::kill(pid, libc::SIGSEGV);
             }),
         ));
         pager.set_fault_around(opts.fault_around);
@@ -878,7 +796,7 @@ pub fn run(opts: &RunOpts) -> Result<Outcome, RunError> {
     }
     // The program's file itself, for /proc/self/exe in the task (if we
     // can open it; resolved beneath the root as the server does).
-    let exe_fds: Vec<i32> = exe.iter().map(|f| f.as_raw_fd()).collect();
+    let exe_fds: Vec<_> = exe.iter().map(|f| f.as_fd()).collect();
     trace(t0, "attached");
     ch.send(kind::START, &start.encode(), &exe_fds)
         .map_err(|e| err(format!("the task is gone: {e}")))?;
@@ -1000,35 +918,17 @@ pub fn run(opts: &RunOpts) -> Result<Outcome, RunError> {
 /// Opens `path` read-only beneath `root` (`openat2(RESOLVE_BENEATH)`, as
 /// the file server resolves names); `None` if that fails.
 fn open_beneath(root: &Path, path: &str) -> Option<OwnedFd> {
-    use std::os::fd::FromRawFd;
+    use rustix::fs::{Mode, OFlags, ResolveFlags};
     let dir = std::fs::File::open(root).ok()?;
     let rel = std::ffi::CString::new(path.trim_start_matches('/')).ok()?;
-    #[repr(C)]
-    struct OpenHow {
-        flags: u64,
-        mode: u64,
-        resolve: u64,
-    }
-    const RESOLVE_NO_MAGICLINKS: u64 = 0x02;
-    const RESOLVE_BENEATH: u64 = 0x08;
-    let how = OpenHow {
-        flags: (libc::O_RDONLY | libc::O_CLOEXEC) as u64,
-        mode: 0,
-        resolve: RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS,
-    };
-    // SAFETY: openat2 with a valid directory descriptor, a NUL-terminated
-    // path and an `open_how` of the size passed.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_openat2,
-            dir.as_raw_fd(),
-            rel.as_ptr(),
-            &how as *const OpenHow,
-            core::mem::size_of::<OpenHow>(),
-        )
-    };
-    // SAFETY: a new descriptor we own.
-    (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd as i32) })
+    rustix::fs::openat2(
+        &dir,
+        rel.as_c_str(),
+        OFlags::RDONLY | OFlags::CLOEXEC,
+        Mode::empty(),
+        ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS,
+    )
+    .ok()
 }
 
 /// How a process ended, in words.
@@ -1045,27 +945,12 @@ fn describe_status(st: std::process::ExitStatus) -> String {
 /// the loader as usual).
 static SIGTERM_TO: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
 
-extern "C" fn on_sigterm(sig: i32) {
-    let pid = SIGTERM_TO.load(Ordering::Relaxed);
-    // SAFETY: kill, signal and raise are async-signal-safe.
-    unsafe {
-        if pid > 0 {
-            libc::kill(pid, sig);
-        } else {
-            libc::signal(sig, libc::SIG_DFL);
-            libc::raise(sig);
-        }
-    }
-}
-
 /// Forwards SIGTERM to `pid` from now on (0: stop forwarding: SIGTERM
 /// ends us, and our tasks with us, `PR_SET_PDEATHSIG`).
 fn forward_sigterm(pid: i32) {
     SIGTERM_TO.store(pid, Ordering::Relaxed);
     if pid > 0 {
-        // SAFETY: installs a handler that only calls async-signal-safe
-        // functions.
-        unsafe { libc::signal(libc::SIGTERM, on_sigterm as *const () as libc::sighandler_t) };
+        l4re::host::signal::forward(libc::SIGTERM, &SIGTERM_TO);
     }
 }
 
@@ -1276,9 +1161,6 @@ fn trace(t0: Instant, what: &str) {
     }
 }
 
-/// Where the counters are mapped in this process.
-static COUNTERS_AT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-
 /// What learned prefetch does in this run.
 pub enum Prof {
     /// Nothing (`--no-prefetch-profile`, or no cache directory).
@@ -1346,14 +1228,8 @@ fn exe_copy(view: &DsView, name: &str) -> Option<OwnedFd> {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "program".into());
     let cname = std::ffi::CString::new(base).ok()?;
-    // SAFETY: memfd_create with a NUL-terminated name; a new descriptor.
-    let fd = unsafe { libc::memfd_create(cname.as_ptr(), libc::MFD_CLOEXEC) };
-    if fd < 0 {
-        return None;
-    }
-    use std::os::fd::FromRawFd;
-    // SAFETY: a new descriptor we own.
-    let f = unsafe { std::fs::File::from_raw_fd(fd) };
+    let fd = rustix::fs::memfd_create(cname.as_c_str(), rustix::fs::MemfdFlags::CLOEXEC).ok()?;
+    let f = std::fs::File::from(fd);
     use std::os::unix::fs::FileExt;
     f.write_all_at(&buf, 0).ok()?;
     Some(f.into())

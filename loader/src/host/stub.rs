@@ -27,26 +27,25 @@
 //!    (internal mode; see [`fork_barrier`]), which serves it for as long
 //!    as the child lives.
 
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 
 use l4pager::host::uffd::{Event, Uffd, features};
-use l4pager::host::{self as ph, Counters, Mode, PageLog, Pager};
+use l4pager::host::{self as ph, Mode, Pager, SharedStats};
 use l4pager::region::{Region, RegionMap};
 use l4pager::rm::{RmBackend, RmService};
 use l4pager::sync::SpinLock;
 use l4re::Result;
 use l4re::cap::IpcGate;
+use l4re::host::signal::{self, CrashRecord, SigSet};
+use l4re::host::{Mapping, Prot, Source};
 use l4re::server::Server;
 
 use super::arena::Arena;
 use super::ctl::{Channel, Enc, Start, kind};
 use crate::elf::{PAGE, USER_END};
 use crate::stack::{self, StackSpec, at};
-
-/// The statistics page, for the signal handler.
-static COUNTERS: AtomicUsize = AtomicUsize::new(0);
 
 /// The Rm backend of the stub: attaching maps and registers the region.
 struct Backend {
@@ -87,8 +86,8 @@ pub fn main(arena: &'static Arena, args: &[String]) -> ! {
     } else {
         Mode::Internal
     };
-    // SAFETY: plain prctl; the stub dies with its loader.
-    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
+    // The stub dies with its loader.
+    let _ = rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL));
     // While still single-threaded: so that /proc/self/exe can name the
     // program later (see `detach_from_exe`).
     let exe_detached = may_set_exe() && detach_from_exe();
@@ -102,11 +101,10 @@ pub fn main(arena: &'static Arena, args: &[String]) -> ! {
     };
 
     // The statistics page, shared with the loader.
-    let counters = match counters_page() {
+    let (counters_fd, stats) = match SharedStats::create() {
         Ok(x) => x,
         Err(e) => fail(&ch, &format!("statistics page: {e}")),
     };
-    COUNTERS.store(counters.1 as *const Counters as usize, Ordering::Relaxed);
 
     // The program's uffd: fork events if we may.
     let uffd = match Uffd::open(ph::wanted_features(true)) {
@@ -135,9 +133,9 @@ pub fn main(arena: &'static Arena, args: &[String]) -> ! {
         .u64(astart as u64)
         .u64(alen as u64)
         .u64(uffd.features());
-    let mut fds = vec![counters.0.as_raw_fd(), self_uffd.fd().as_raw_fd()];
+    let mut fds = vec![counters_fd.as_fd(), self_uffd.fd().as_fd()];
     if mode == Mode::External {
-        fds.push(uffd.fd().as_raw_fd());
+        fds.push(uffd.fd().as_fd());
     }
     if let Err(e) = ch.send(kind::HELLO, &hello.0, &fds) {
         eprintln!("l4task: cannot reach the loader: {e}");
@@ -159,13 +157,13 @@ pub fn main(arena: &'static Arena, args: &[String]) -> ! {
     let pid = std::process::id() as i32;
     let pager = Arc::new(Pager::new(
         map.clone(),
-        counters.1,
+        stats.counters,
         mode,
         Box::new(move |report, _| {
             eprintln!("l4task: {report}");
-            // SAFETY: sends SIGSEGV to our own process (the program
-            // thread's invalid access ends the task).
-            unsafe { libc::kill(pid, libc::SIGSEGV) };
+            // SIGSEGV to our own process (the program thread's invalid
+            // access ends the task).
+            let _ = signal::kill(pid, libc::SIGSEGV);
         }),
     ));
     // Forked children are served by the loader, which outlives this task:
@@ -225,10 +223,7 @@ pub fn main(arena: &'static Arena, args: &[String]) -> ! {
     };
     pager.set_fault_around(start.fault_around);
     if start.record {
-        // SAFETY: the page log follows the counters page in the shared
-        // memory `counters_page` mapped (SHARED_BYTES), never unmapped.
-        let log = unsafe { PageLog::at(counters.1 as *const Counters as usize + 4096) };
-        pager.set_log(log);
+        pager.set_log(stats.log);
     }
     {
         let mut m = map.lock();
@@ -274,9 +269,8 @@ pub fn main(arena: &'static Arena, args: &[String]) -> ! {
             loop {
                 std::thread::sleep(std::time::Duration::from_millis(200));
                 if !program_threads_left() {
-                    // SAFETY: ends the process; nothing of the program is
-                    // left.
-                    unsafe { libc::syscall(libc::SYS_exit_group, leader_exit_status()) };
+                    // Nothing of the program is left.
+                    l4re::host::sys::exit_group(leader_exit_status() as i32);
                 }
             }
         });
@@ -286,7 +280,8 @@ pub fn main(arena: &'static Arena, args: &[String]) -> ! {
     }
     unregister_rseq();
     // SAFETY: the program is mapped and its stack built by `launch`; from
-    // here on this thread runs only program code.
+    // here on this thread runs only program code. (Stays here: entering
+    // the program is the stub's own `execve`.)
     unsafe { enter(entry, sp) }
 }
 
@@ -322,7 +317,8 @@ fn unregister_rseq() {
     const RSEQ_FLAG_UNREGISTER: i32 = 1;
     // SAFETY: reads two glibc variables and the thread pointer (fs:0 holds
     // the TCB's own address on x86-64); the rseq system call only compares
-    // the area and signature with what the kernel registered.
+    // the area and signature with what the kernel registered. (Stays
+    // here: glibc's private rseq variables, read only by this stub.)
     unsafe {
         let size = __rseq_size;
         if size == 0 {
@@ -356,21 +352,11 @@ fn unregister_rseq() {
 /// handover.
 fn fork_barrier() -> std::result::Result<Uffd, String> {
     let b = Uffd::open(features::EVENT_FORK)?;
-    // SAFETY: a fresh private anonymous page at an address of the kernel's
-    // choosing; nothing reads or writes it (it is only registered).
-    let p = unsafe {
-        libc::mmap(
-            core::ptr::null_mut(),
-            PAGE as usize,
-            libc::PROT_READ,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-            -1,
-            0,
-        )
-    };
-    if p == libc::MAP_FAILED {
-        return Err(std::io::Error::last_os_error().to_string());
-    }
+    // A page nothing reads or writes (it is only registered), kept for the
+    // life of the task.
+    let p = Mapping::new(PAGE as usize, Prot::READ, Source::Anonymous)
+        .map_err(|e| e.to_string())?
+        .leak();
     b.register(p as u64, PAGE, l4pager::host::uffd::mode::MISSING)
         .map_err(|e| format!("register: errno {e}"))?;
     b.set_nonblocking()
@@ -383,7 +369,7 @@ fn fork_barrier() -> std::result::Result<Uffd, String> {
 /// barrier's fork event, which lets the parent's `fork` return.
 fn hand_over(ch: Arc<Channel>, barrier: Uffd) -> l4pager::host::OnFork {
     Box::new(move |child: Uffd| {
-        if let Err(e) = ch.send(kind::FORK, &[], &[child.fd().as_raw_fd()]) {
+        if let Err(e) = ch.send(kind::FORK, &[], &[child.fd().as_fd()]) {
             eprintln!("l4task: cannot hand a forked child to the loader: {e}");
         }
         drop(child);
@@ -435,109 +421,26 @@ fn set_thread_name(name: &[u8]) {
     let mut buf = [0u8; 16];
     let n = name.len().min(15);
     buf[..n].copy_from_slice(&name[..n]);
-    // SAFETY: PR_SET_NAME reads a NUL-terminated string of at most 16
-    // bytes from `buf`.
-    unsafe { libc::prctl(libc::PR_SET_NAME, buf.as_ptr()) };
-}
-
-/// Makes the shared statistics page (a memfd).
-fn counters_page() -> std::io::Result<(OwnedFd, &'static Counters)> {
-    // SAFETY: memfd_create with a static NUL-terminated name.
-    let fd = unsafe { libc::memfd_create(c"l4task-stats".as_ptr(), libc::MFD_CLOEXEC) };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: a new descriptor we own.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    // SAFETY: plain system calls on our memfd.
-    let p = unsafe {
-        if libc::ftruncate(fd.as_raw_fd(), l4pager::host::SHARED_BYTES as i64) < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        libc::mmap(
-            core::ptr::null_mut(),
-            l4pager::host::SHARED_BYTES,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_SHARED,
-            fd.as_raw_fd(),
-            0,
-        )
-    };
-    if p == libc::MAP_FAILED {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: a page-aligned shared mapping of 4096 zeroed bytes that we
-    // never unmap, used only as `Counters` (atomics) here and in the loader.
-    let c = unsafe { Counters::at(p as usize) };
-    c.magic
-        .store(l4pager::host::COUNTERS_MAGIC, Ordering::Relaxed);
-    Ok((fd, c))
-}
-
-/// Records a crash in the statistics page, then lets it happen for real.
-extern "C" fn on_fault(sig: i32, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
-    let c = COUNTERS.load(Ordering::Relaxed);
-    // SAFETY: the kernel passes a valid siginfo and ucontext to an
-    // SA_SIGINFO handler; the counters page stays mapped for the life of
-    // the process. Only atomics and async-signal-safe calls are used.
-    unsafe {
-        let code = (*info).si_code;
-        if c != 0 {
-            let c = Counters::at(c);
-            if c.crash_signo.load(Ordering::Relaxed) == 0 {
-                let uc = ctx as *const libc::ucontext_t;
-                let g = &(*uc).uc_mcontext.gregs;
-                c.crash_code.store(code as i64 as u64, Ordering::Relaxed);
-                c.crash_addr
-                    .store((*info).si_addr() as u64, Ordering::Relaxed);
-                c.crash_pc
-                    .store(g[libc::REG_RIP as usize] as u64, Ordering::Relaxed);
-                c.crash_err
-                    .store(g[libc::REG_ERR as usize] as u64, Ordering::Relaxed);
-                c.crash_signo.store(sig as u64, Ordering::Relaxed);
-            }
-        }
-        // The handler was reset on entry (SA_RESETHAND): a fault raised by
-        // the kernel happens again on return and ends the task; a signal
-        // sent by someone is raised again.
-        if code <= 0 {
-            libc::raise(sig);
-        }
+    if let Ok(name) = std::ffi::CStr::from_bytes_until_nul(&buf) {
+        let _ = rustix::thread::set_name(name);
     }
 }
 
 /// Resets the signal state the stub's runtime left (Rust ignores SIGPIPE
 /// and handles SIGSEGV/SIGBUS for stack overflows; the main thread has an
 /// alternate stack) and installs the crash recorder for SIGSEGV/SIGBUS.
-fn reset_signals() {
-    // SAFETY: sigaction with valid, initialized structures; only the
-    // process's dispositions change (no thread of the program runs yet).
-    unsafe {
-        for sig in 1..=64 {
-            if sig == libc::SIGKILL || sig == libc::SIGSTOP || (32..=33).contains(&sig) {
-                continue;
-            }
-            let mut sa: libc::sigaction = core::mem::zeroed();
-            sa.sa_sigaction = libc::SIG_DFL;
-            libc::sigemptyset(&mut sa.sa_mask);
-            libc::sigaction(sig, &sa, core::ptr::null_mut());
-        }
-        for sig in [libc::SIGSEGV, libc::SIGBUS] {
-            let mut sa: libc::sigaction = core::mem::zeroed();
-            sa.sa_sigaction = on_fault as *const () as usize;
-            sa.sa_flags = libc::SA_SIGINFO | libc::SA_RESETHAND | libc::SA_NODEFER;
-            libc::sigemptyset(&mut sa.sa_mask);
-            libc::sigaction(sig, &sa, core::ptr::null_mut());
-        }
-        // The alternate stack is per thread: disable this thread's, on
-        // which the program will run.
-        let ss = libc::stack_t {
-            ss_sp: core::ptr::null_mut(),
-            ss_flags: libc::SS_DISABLE,
-            ss_size: 0,
-        };
-        libc::sigaltstack(&ss, core::ptr::null_mut());
-    }
+fn reset_signals(c: &'static l4pager::host::Counters) {
+    signal::reset_dispositions();
+    signal::record_crashes(
+        &[libc::SIGSEGV, libc::SIGBUS],
+        CrashRecord {
+            signo: &c.crash_signo,
+            code: &c.crash_code,
+            addr: &c.crash_addr,
+            pc: &c.crash_pc,
+            err: &c.crash_err,
+        },
+    );
 }
 
 /// `struct prctl_mm_map`.
@@ -567,10 +470,8 @@ fn launch(
     exe: Option<&OwnedFd>,
 ) -> std::result::Result<(u64, u64), String> {
     let mut random = [0u8; 16];
-    // SAFETY: getrandom writes at most 16 bytes into `random`.
-    unsafe { libc::getrandom(random.as_mut_ptr().cast(), 16, 0) };
-    // SAFETY: getauxval only reads our own auxiliary vector.
-    let aux = |t: u64| unsafe { libc::getauxval(t) };
+    let _ = rustix::rand::getrandom(&mut random, rustix::rand::GetRandomFlags::empty());
+    let aux = l4re::host::sys::auxval;
     let mut auxv = vec![
         (at::SYSINFO_EHDR, aux(at::SYSINFO_EHDR)),
         (at::MINSIGSTKSZ, aux(at::MINSIGSTKSZ)),
@@ -624,7 +525,7 @@ fn launch(
                 *b = st.bytes[(x - base) as usize];
             }
         }
-        uffd.copy(a, page.as_ptr(), PAGE)
+        uffd.copy(a, &page)
             .map_err(|e| format!("cannot map the initial stack at {a:#x}: errno {e}"))?;
         pager
             .counters()
@@ -664,7 +565,7 @@ fn launch(
             pager.prefetch(uffd, below);
         }
     }
-    reset_signals();
+    reset_signals(pager.counters());
     // The process's memory layout as execve would have set it.
     let auxv_words: Vec<u64> = {
         let base = top - st.bytes.len() as u64;
@@ -695,6 +596,8 @@ fn launch(
     // the kernel refuses) the rest is set alone.
     let set = |mm: &PrctlMmMap| {
         // SAFETY: PR_SET_MM_MAP reads `mm` and the auxv words it points to.
+        // (Stays here: it moves the heap break and the argument area, which
+        // is only sound right before the program is entered.)
         unsafe {
             libc::prctl(
                 libc::PR_SET_MM,
@@ -795,7 +698,9 @@ fn detach_from_exe() -> bool {
         let len = b - a;
         // SAFETY: a fresh anonymous mapping, filled from our own mapping
         // of the same length at `a` (readable when `prot` says so), then
-        // moved over it; the bytes at `a` stay what they were.
+        // moved over it; the bytes at `a` stay what they were. (Stays
+        // here: it swaps the running executable's own text and data, only
+        // sound while the stub is single-threaded.)
         unsafe {
             let n = libc::mmap(
                 core::ptr::null_mut(),
@@ -841,11 +746,10 @@ fn detach_from_exe() -> bool {
 /// `sp` its initial stack as [`stack::build`] lays it out; nothing of the
 /// calling thread's stack or state is used again.
 unsafe fn enter(entry: u64, sp: u64) -> ! {
-    // SAFETY: see the function's contract; the mask is this thread's.
+    SigSet::empty().set_mask();
+    // SAFETY: see the function's contract. (Stays here: a jump into the
+    // program, the stub's own exec.)
     unsafe {
-        let mut empty: libc::sigset_t = core::mem::zeroed();
-        libc::sigemptyset(&mut empty);
-        libc::pthread_sigmask(libc::SIG_SETMASK, &empty, core::ptr::null_mut());
         core::arch::asm!(
             "mov rsp, rdi",
             "xor edx, edx",

@@ -40,7 +40,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use l4re::cap::{Cap, CapIdx};
 use l4re::fpage::{PAGE_SIZE, RcvBuf, Rights};
-use l4re::host::{ReservedRange, memfd_behind};
+use l4re::host::{Mapping, Prot, ReservedRange, Source, memfd_behind};
 use l4re::proto::dataspace::map_flags;
 use l4re::proto::{Dataspace, DataspaceClient};
 use l4re::{Error, Result};
@@ -156,17 +156,50 @@ pub struct PageLog {
     pub entries: [AtomicU64; LOG_ENTRIES],
 }
 
-impl PageLog {
-    /// The log at `addr` (memory shared with another process).
-    ///
-    /// # Safety
-    ///
-    /// As [`Counters::at`], for `size_of::<PageLog>()` bytes.
-    pub unsafe fn at(addr: usize) -> &'static PageLog {
-        // SAFETY: see the function's contract.
-        unsafe { &*(addr as *const PageLog) }
+// The counters fit the page before the log.
+const _: () = assert!(core::mem::size_of::<Counters>() <= 4096);
+
+/// The memory a task shares with its creator ([`SHARED_BYTES`]): the
+/// [`Counters`] page, then the [`PageLog`]. It stays mapped for the rest
+/// of the process's life, so the references are `'static`.
+#[derive(Debug, Clone, Copy)]
+pub struct SharedStats {
+    /// The counters (the first page).
+    pub counters: &'static Counters,
+    /// The page log (after the first page).
+    pub log: &'static PageLog,
+}
+
+impl SharedStats {
+    /// Makes the memory: a memfd of [`SHARED_BYTES`] (zeros), mapped
+    /// shared, its counters marked with [`COUNTERS_MAGIC`]. Returns the
+    /// memfd, for the creator to [`open`](Self::open).
+    pub fn create() -> std::io::Result<(std::os::fd::OwnedFd, SharedStats)> {
+        let fd = rustix::fs::memfd_create("l4task-stats", rustix::fs::MemfdFlags::CLOEXEC)?;
+        rustix::fs::ftruncate(&fd, SHARED_BYTES as u64)?;
+        let s = SharedStats::open(std::os::fd::AsFd::as_fd(&fd))?;
+        s.counters.magic.store(COUNTERS_MAGIC, Ordering::Relaxed);
+        Ok((fd, s))
     }
 
+    /// Maps the memory a task made ([`create`](Self::create)) from its
+    /// memfd, shared, for the rest of the process's life.
+    pub fn open(fd: std::os::fd::BorrowedFd<'_>) -> std::io::Result<SharedStats> {
+        let prot = Prot::READ | Prot::WRITE;
+        let map = Mapping::new(SHARED_BYTES, prot, Source::Shared(fd, 0))?;
+        let at = map.leak();
+        // SAFETY: `[at, at + SHARED_BYTES)` is a page-aligned mapping that
+        // is never unmapped (leaked above), large enough for both (the
+        // counters fit the first page), and both types consist of atomics
+        // only, for which every byte pattern another process may write is
+        // a valid value. (Stays here: the layout is the pager's.)
+        let (counters, log) =
+            unsafe { (&*(at as *const Counters), &*((at + 4096) as *const PageLog)) };
+        Ok(SharedStats { counters, log })
+    }
+}
+
+impl PageLog {
     /// Appends a run of `pages` pages from `addr` (`fault`: it starts with
     /// the faulting page).
     pub fn push(&self, addr: u64, pages: u64, fault: bool) {
@@ -209,25 +242,39 @@ struct Replay {
 impl Counters {
     /// A zeroed block, ready for use.
     pub fn new() -> Counters {
-        // SAFETY: `Counters` consists of atomics only, for which all-zero
-        // bytes are a valid value.
-        let c: Counters = unsafe { core::mem::zeroed() };
-        c.magic.store(COUNTERS_MAGIC, Ordering::Relaxed);
-        c
-    }
-
-    /// The block at `addr` (memory shared with another process).
-    ///
-    /// # Safety
-    ///
-    /// `addr` must point to at least `size_of::<Counters>()` bytes of
-    /// readable and writable memory, aligned to 8, that stays mapped for
-    /// the rest of the process's life, and that is only accessed as
-    /// `Counters` (atomics) by every process sharing it.
-    pub unsafe fn at(addr: usize) -> &'static Counters {
-        // SAFETY: see the function's contract; all-zero or any bytes are
-        // valid atomics.
-        unsafe { &*(addr as *const Counters) }
+        Counters {
+            magic: AtomicU64::new(COUNTERS_MAGIC),
+            faults: AtomicU64::new(0),
+            minor: AtomicU64::new(0),
+            missing: AtomicU64::new(0),
+            shared_maps: AtomicU64::new(0),
+            private_copies: AtomicU64::new(0),
+            zero_pages: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            retries: AtomicU64::new(0),
+            pages_mapped: AtomicU64::new(0),
+            server_maps: AtomicU64::new(0),
+            bytes_from_server: AtomicU64::new(0),
+            file_pages_touched: AtomicU64::new(0),
+            prefetched: AtomicU64::new(0),
+            forks: AtomicU64::new(0),
+            region_faults: [const { AtomicU64::new(0) }; MAX_REGIONS],
+            crash_signo: AtomicU64::new(0),
+            crash_code: AtomicU64::new(0),
+            crash_addr: AtomicU64::new(0),
+            crash_pc: AtomicU64::new(0),
+            crash_err: AtomicU64::new(0),
+            pager_error_addr: AtomicU64::new(0),
+            pager_error_access: AtomicU64::new(0),
+            child_faults: AtomicU64::new(0),
+            child_file_pages_touched: AtomicU64::new(0),
+            server_lost_addr: AtomicU64::new(0),
+            server_lost: AtomicU64::new(0),
+            profile_pages: AtomicU64::new(0),
+            profile_prefetched: AtomicU64::new(0),
+            profile_used: AtomicU64::new(0),
+            profile_diverged: AtomicU64::new(0),
+        }
     }
 
     fn add(c: &AtomicU64, n: u64) {
@@ -369,20 +416,8 @@ impl DsView {
             // Map the whole file into the view once; later items land on
             // the same file pages.
             let len = self.range.len();
-            // SAFETY: the range is our reservation (ReservedRange), which no
-            // Rust reference points into; replacing it with a read-only
-            // shared mapping of the file only changes what reads see there.
-            let r = unsafe {
-                libc::mmap(
-                    self.range.addr() as *mut _,
-                    len,
-                    libc::PROT_READ,
-                    libc::MAP_SHARED | libc::MAP_FIXED,
-                    std::os::fd::AsRawFd::as_raw_fd(&fd),
-                    0,
-                )
-            };
-            if r == libc::MAP_FAILED {
+            let file = Source::Shared(std::os::fd::AsFd::as_fd(&fd), 0);
+            if self.range.replace(0, len, Prot::READ, file).is_err() {
                 return Err(Error::NoMem);
             }
             let _ = self.memfd.set((fd, writable));
@@ -440,78 +475,59 @@ impl DsView {
         let Some((fd, _)) = self.memfd.get() else {
             return 0;
         };
-        let fd = std::os::fd::AsRawFd::as_raw_fd(fd);
         let n = pages.len().min(1024); // IOV_MAX
         let pages = &mut pages[..n];
-        let mut iov: Vec<libc::iovec> = Vec::with_capacity(pages.len());
+        // The part of each page to read (the rest, past the end of the
+        // file, is zeros), as what is left of it to read.
+        let mut left: Vec<&mut [u8]> = Vec::with_capacity(pages.len());
         let mut want = 0;
         for (i, p) in pages.iter_mut().enumerate() {
             let file = self.size.saturating_sub(offset + i as u64 * PAGE_SIZE);
             let n = (file as usize).min(p.len());
             p[n..].fill(0);
             want += n;
-            iov.push(libc::iovec {
-                iov_base: p.as_mut_ptr().cast(),
-                iov_len: n,
-            });
+            left.push(&mut p[..n]);
         }
         let (mut done, mut first) = (0, 0);
         while done < want {
-            // SAFETY: every iovec from `first` on describes a part of a
-            // page of `pages`, which we borrow mutably; preadv writes at
-            // most that much into them.
-            let r = unsafe {
-                libc::preadv(
-                    fd,
-                    iov[first..].as_ptr(),
-                    (iov.len() - first) as i32,
-                    (offset + done as u64) as i64,
-                )
+            let mut iov: Vec<std::io::IoSliceMut<'_>> = left[first..]
+                .iter_mut()
+                .map(|p| std::io::IoSliceMut::new(p))
+                .collect();
+            let r = match rustix::io::preadv(fd, &mut iov, offset + done as u64) {
+                Ok(0) => break,
+                Ok(r) => r,
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(_) => break,
             };
-            if r <= 0 {
-                if r < 0
-                    && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted
-                {
-                    continue;
-                }
-                break;
-            }
-            let mut r = r as usize;
+            drop(iov);
+            let mut r = r;
             done += r;
-            while r > 0 && first < iov.len() {
-                let take = r.min(iov[first].iov_len);
-                // SAFETY: `take` is at most the iovec's length: the new
-                // base stays within (or just past the end of) its page.
-                iov[first].iov_base = unsafe { iov[first].iov_base.cast::<u8>().add(take).cast() };
-                iov[first].iov_len -= take;
+            while r > 0 && first < left.len() {
+                let take = r.min(left[first].len());
+                let rest = core::mem::take(&mut left[first]);
+                left[first] = &mut rest[take..];
                 r -= take;
-                if iov[first].iov_len == 0 {
+                if left[first].is_empty() {
                     first += 1;
                 }
             }
-            while first < iov.len() && iov[first].iov_len == 0 {
+            while first < left.len() && left[first].is_empty() {
                 first += 1;
             }
         }
         // Pages copied whole: those before the first one left unfinished.
-        let whole = iov.iter().take_while(|v| v.iov_len == 0).count();
-        // Which are still there: the pages of a file mapping that are in
-        // its page cache, whether this process touched them or not.
-        let mut vec = vec![0u8; whole];
-        let at = self.range.addr() as u64 + offset;
-        // SAFETY: `[at, at + whole pages)` lies in our view, which maps the
-        // file (its memfd is known); `vec` has a byte per page.
-        let r = unsafe {
-            libc::mincore(
-                at as usize as *mut _,
-                whole * PAGE_SIZE as usize,
-                vec.as_mut_ptr(),
-            )
-        };
-        if r != 0 {
+        let whole = left.iter().take_while(|p| p.is_empty()).count();
+        if whole == 0 {
             return 0;
         }
-        vec.iter().take_while(|&&b| b & 1 != 0).count() as u64
+        // Which are still there: the pages of a file mapping that are in
+        // its page cache, whether this process touched them or not.
+        let len = whole * PAGE_SIZE as usize;
+        match self.range.resident_pages(offset as usize, len) {
+            Ok(n) => n as u64,
+            Err(_) => 0,
+        }
     }
 
     /// Whether we hold the memfd read-write.
@@ -960,7 +976,7 @@ impl Pager {
             let valid = valid_end.saturating_sub(at).min(PAGE_SIZE) as usize;
             page[valid..].fill(0);
         }
-        let (done, _) = uffd.copy_nowake(p, buf.as_ptr(), good as u64 * PAGE_SIZE);
+        let (done, _) = uffd.copy_nowake(p, &buf[..good * PAGE_SIZE as usize]);
         let k = done / PAGE_SIZE;
         if k == 0 {
             return None;
@@ -1248,7 +1264,7 @@ impl Pager {
                 p += PAGE_SIZE;
                 continue;
             }
-            let (done, _) = uffd.copy_nowake(p, buf.as_ptr(), buf.len() as u64);
+            let (done, _) = uffd.copy_nowake(p, &buf);
             self.record(p, done / PAGE_SIZE, false);
             n += done / PAGE_SIZE;
             if p == run_end {
@@ -1358,7 +1374,7 @@ impl Pager {
             _ => page + PAGE_SIZE,
         };
         let r = uffd
-            .copy(page, buf.as_ptr(), PAGE_SIZE)
+            .copy(page, &buf[..PAGE_SIZE as usize])
             .map_err(|e| ioctl_error("UFFDIO_COPY", page, e))?;
         if r == Resolved::Done && shared.is_some() {
             self.last_end.store(run_end, Ordering::Relaxed);
@@ -1529,16 +1545,16 @@ impl Pager {
 }
 
 /// The `mmap` protection of `rights`.
-pub fn prot_of(rights: Rights) -> i32 {
-    let mut p = libc::PROT_NONE;
+pub fn prot_of(rights: Rights) -> Prot {
+    let mut p = Prot::empty();
     if rights.contains(Rights::R) {
-        p |= libc::PROT_READ;
+        p |= Prot::READ;
     }
     if rights.contains(Rights::W) {
-        p |= libc::PROT_WRITE;
+        p |= Prot::WRITE;
     }
     if rights.contains(Rights::X) {
-        p |= libc::PROT_EXEC;
+        p |= Prot::EXEC;
     }
     p
 }
@@ -1558,7 +1574,7 @@ pub fn realize_region(pager: &Pager, uffd: &Uffd, r: &crate::region::Region) -> 
     use crate::region::Backing;
     let prot = prot_of(r.rights);
     let (addr, len) = (r.start as usize, r.size as usize);
-    let shared_file = match r.backing {
+    let view = match r.backing {
         Backing::File { ds, offset, .. } if !r.private && pager.mode == Mode::Internal => {
             let view = pager.view(ds)?;
             if view.memfd().is_none() {
@@ -1575,62 +1591,44 @@ pub fn realize_region(pager: &Pager, uffd: &Uffd, r: &crate::region::Region) -> 
                 );
                 return Err(Error::Access);
             }
-            let fd = view.memfd().ok_or(Error::Fault)?;
+            Some((view, offset))
+        }
+        _ => None,
+    };
+    let shared_file = match &view {
+        Some((view, offset)) => {
+            let fd = std::os::fd::AsFd::as_fd(view.memfd().ok_or(Error::Fault)?);
             // uffd registration needs VM_MAYWRITE: a read-only memfd can
             // only be registered as a MAP_PRIVATE mapping. Without write
             // rights nothing is ever copied: CONTINUE maps the page-cache
             // page itself, shared with every other task.
-            let flags = if r.rights.contains(Rights::W) && view.writable() {
-                libc::MAP_SHARED
+            Some(if r.rights.contains(Rights::W) && view.writable() {
+                Source::Shared(fd, *offset)
             } else {
-                libc::MAP_PRIVATE
-            };
-            Some((std::os::fd::AsRawFd::as_raw_fd(fd), offset, flags))
+                Source::Private(fd, *offset)
+            })
         }
-        _ => None,
+        None => None,
     };
-    // SAFETY: MAP_FIXED_NOREPLACE never replaces an existing mapping: it
-    // fails if anything is mapped in the range, so no memory of ours is
-    // affected; the new mapping is owned by the region map from now on.
-    let p = unsafe {
-        match (r.backing, shared_file) {
-            (_, Some((fd, offset, flags))) => libc::mmap(
-                addr as *mut _,
-                len,
-                prot,
-                flags | libc::MAP_FIXED_NOREPLACE,
-                fd,
-                offset as i64,
-            ),
-            (Backing::Reserved, _) => libc::mmap(
-                addr as *mut _,
-                len,
-                libc::PROT_NONE,
-                libc::MAP_PRIVATE
-                    | libc::MAP_ANONYMOUS
-                    | libc::MAP_FIXED_NOREPLACE
-                    | libc::MAP_NORESERVE,
-                -1,
-                0,
-            ),
-            _ => libc::mmap(
-                addr as *mut _,
-                len,
-                prot,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE,
-                -1,
-                0,
-            ),
+    // MAP_FIXED_NOREPLACE: nothing of ours is replaced; the mapping is
+    // owned by the region map from now on (leaked below, unmapped by
+    // `unrealize` at detach).
+    let mapped = match (r.backing, shared_file) {
+        (_, Some(file)) => Mapping::new_at(addr, len, prot, file),
+        (Backing::Reserved, _) => {
+            Mapping::new_at(addr, len, Prot::empty(), Source::AnonymousNoReserve)
+        }
+        _ => Mapping::new_at(addr, len, prot, Source::Anonymous),
+    };
+    let mapping = match mapped {
+        Ok(m) => m,
+        Err(e) => {
+            log::warn!("pager: cannot map region {r}: {e}");
+            return Err(Error::AddrNotAvail);
         }
     };
-    if p == libc::MAP_FAILED || p as usize != addr {
-        log::warn!(
-            "pager: cannot map region {r}: {}",
-            std::io::Error::last_os_error()
-        );
-        return Err(Error::AddrNotAvail);
-    }
     if r.backing == Backing::Reserved {
+        mapping.leak();
         return Ok(());
     }
     let mode = if shared_file.is_some() {
@@ -1643,19 +1641,21 @@ pub fn realize_region(pager: &Pager, uffd: &Uffd, r: &crate::region::Region) -> 
             "pager: cannot register region {r}: {}",
             std::io::Error::from_raw_os_error(e)
         );
-        // SAFETY: we mapped this range just above.
-        unsafe { libc::munmap(addr as *mut _, len) };
+        // Dropping the mapping unmaps it.
         return Err(Error::Io);
     }
+    mapping.leak();
     Ok(())
 }
 
 /// Removes `[start, start + size)` from this process's address space
 /// (after a detach).
 pub fn unrealize(start: u64, size: u64) {
-    // SAFETY: the range belonged to a region of the region map, which
-    // only the paged program uses; the region is gone.
-    unsafe { libc::munmap(start as usize as *mut _, size as usize) };
+    // SAFETY: the range was mapped by `realize_region` for a region of the
+    // region map, which owns it (the mapping was leaked to it) and which
+    // only the paged program uses; the region is gone. (Stays here: the
+    // region map, not a Rust value, owns the range.)
+    drop(unsafe { Mapping::from_raw(start as usize, size as usize) });
 }
 
 /// The uffd features the pagers use: minor and missing faults on shared
@@ -1679,27 +1679,16 @@ pub fn signal_thread(tid: u32, sig: i32) {
                 .find_map(|l| l.strip_prefix("Tgid:"))
                 .and_then(|v| v.trim().parse::<i32>().ok())
         });
-    // SAFETY: plain system calls with integer arguments.
-    unsafe {
-        match tgid {
-            Some(g) if libc::syscall(libc::SYS_tgkill, g, tid as i32, sig) == 0 => {}
-            _ => {
-                libc::kill(tid as i32, sig);
-            }
-        }
+    let sent = tgid.is_some_and(|g| l4re::host::signal::signal_thread(g, tid as i32, sig).is_ok());
+    if !sent {
+        let _ = l4re::host::signal::kill(tid as i32, sig);
     }
 }
 
 /// Blocks every signal in the calling thread (pager threads must not
 /// take the program's signals).
 pub fn block_signals() {
-    // SAFETY: sigfillset initializes the set; pthread_sigmask only changes
-    // this thread's mask.
-    unsafe {
-        let mut set: libc::sigset_t = core::mem::zeroed();
-        libc::sigfillset(&mut set);
-        libc::pthread_sigmask(libc::SIG_BLOCK, &set, core::ptr::null_mut());
-    }
+    l4re::host::signal::block_all();
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@ use l4re::proto::DataspaceServer;
 use l4re::proto::dataspace::Stats;
 use l4re::rpc::Request;
 use l4re::server::{Server, ServerObject};
+use std::os::fd::AsRawFd;
 
 /// A file as a dataspace: a memfd whose pages are filled on `map` (as the
 /// filesystem server does), counting the loads.
@@ -136,10 +137,38 @@ fn serve_file_clustered(
     (gate.into_cap().cast(), fd)
 }
 
+// Raw access to the regions under test. They are owned by the region map
+// (`realize_region` leaks their mappings to it), not by a Rust value that
+// could offer these accesses safely: so they stay here, as the program's
+// own loads and stores would be.
+
 fn read_byte(addr: u64) -> u8 {
     // SAFETY: the address lies in a region mapped by `realize_region`,
     // readable, whose pages the pager supplies on fault.
     unsafe { core::ptr::read_volatile(addr as *const u8) }
+}
+
+fn write_byte(addr: u64, v: u8) {
+    // SAFETY: the address lies in a region mapped writable by
+    // `realize_region`, whose pages the pager supplies on fault; no Rust
+    // value lives there.
+    unsafe { core::ptr::write_volatile(addr as *mut u8, v) }
+}
+
+/// Drops the pages of `[addr, addr + len)` of a region: the next accesses
+/// fault again (`MADV_DONTNEED`).
+fn discard(addr: u64, len: u64) {
+    // SAFETY: the range lies in a region mapped by `realize_region`, which
+    // holds no Rust data: dropping its pages only makes the next accesses
+    // fault again.
+    unsafe {
+        rustix::mm::madvise(
+            addr as usize as *mut _,
+            len as usize,
+            rustix::mm::Advice::LinuxDontNeed,
+        )
+    }
+    .unwrap();
 }
 
 #[test]
@@ -160,11 +189,10 @@ fn real_faults_shared_private_anonymous_and_revocation() {
     // Make the pager's view of the file now, so that it does not take the
     // address range freed below.
     pager.view(ds.idx()).unwrap().load(0).unwrap();
-    let base = ReservedRange::new(64 * PAGE_SIZE as usize).unwrap();
-    let b = base.addr() as u64;
-    // Free the reservation so the regions can be mapped there.
-    // SAFETY: the range is ours and unused.
-    unsafe { libc::munmap(b as usize as *mut _, base.len()) };
+    // Free a reservation so the regions can be mapped there.
+    let b = ReservedRange::new(64 * PAGE_SIZE as usize)
+        .unwrap()
+        .release() as u64;
     let file = |offset, file_len| Backing::File {
         ds: ds.idx(),
         offset,
@@ -220,8 +248,8 @@ fn real_faults_shared_private_anonymous_and_revocation() {
     assert_eq!(read_byte(d + 5), pattern(4 * PAGE_SIZE + 5));
     assert_eq!(read_byte(d + PAGE_SIZE + 9), pattern(5 * PAGE_SIZE + 9));
     assert_eq!(read_byte(d + PAGE_SIZE + 10), 0);
-    // SAFETY: the data region is writable and private.
-    unsafe { core::ptr::write_volatile(d as *mut u8, 0xee) };
+    // The data region is writable and private.
+    write_byte(d, 0xee);
     assert_eq!(read_byte(d), 0xee);
     // Anonymous: zeros.
     assert_eq!(read_byte(b + 13 * PAGE_SIZE + 77), 0);
@@ -367,8 +395,8 @@ fn shared_writable_file_region_through_rm_reaches_the_file() {
     // Write through the mapping (real faults, resolved by the pager).
     let msg = b"written through Rm";
     for (i, b) in msg.iter().enumerate() {
-        // SAFETY: the region is mapped writable and shared by the pager.
-        unsafe { core::ptr::write_volatile((at + 100 + i as u64) as *mut u8, *b) };
+        // The region is mapped writable and shared by the pager.
+        write_byte(at + 100 + i as u64, *b);
     }
     assert_eq!(read_byte(at + 100), b'w');
     assert_eq!(read_byte(at + PAGE_SIZE), b'.', "file content visible");
@@ -399,10 +427,9 @@ fn many_threads_on_the_same_pages_duplicate_events_are_woken() {
         Box::new(|r, _| panic!("unexpected invalid access: {r}")),
     ));
     pager.view(ds.idx()).unwrap().load(0).unwrap();
-    let base = ReservedRange::new(64 * PAGE_SIZE as usize).unwrap();
-    let b = base.addr() as u64;
-    // SAFETY: the range is ours and unused.
-    unsafe { libc::munmap(b as usize as *mut _, base.len()) };
+    let b = ReservedRange::new(64 * PAGE_SIZE as usize)
+        .unwrap()
+        .release() as u64;
     {
         let mut m = map.lock();
         let file = Backing::File {
@@ -452,7 +479,6 @@ fn many_threads_on_the_same_pages_duplicate_events_are_woken() {
     assert_eq!(Counters::get(&counters.pages_mapped), 32);
     assert_eq!(Counters::get(&counters.shared_maps), 16);
     assert_eq!(Counters::get(&counters.zero_pages), 16);
-    drop(base);
 }
 
 #[test]
@@ -464,19 +490,8 @@ fn forked_child_is_served_until_it_is_gone() {
         return;
     };
     let len = 4 * PAGE_SIZE;
-    // SAFETY: a fresh private anonymous mapping at an address of the
-    // kernel's choosing, used only through raw reads below.
-    let base = unsafe {
-        libc::mmap(
-            core::ptr::null_mut(),
-            len as usize,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-            -1,
-            0,
-        )
-    } as u64;
-    assert_ne!(base, libc::MAP_FAILED as u64);
+    let mapping = Mapping::new(len as usize, Prot::READ | Prot::WRITE, Source::Anonymous).unwrap();
+    let base = mapping.addr() as u64;
     u.register(base, len, uffd::mode::MISSING).unwrap();
     let mut map = RegionMap::new(0x10000, 0x7fff_ffff_f000);
     map.attach_at(
@@ -505,22 +520,22 @@ fn forked_child_is_served_until_it_is_gone() {
             }
         }
     });
-    let (mut to_child, mut from_child) = ([0i32; 2], [0i32; 2]);
-    // SAFETY: plain pipe creation, then the fork system call (not glibc's
-    // fork, which holds the allocator's locks until the kernel's fork
-    // returns, i.e. until the reader thread, perhaps still starting and
-    // allocating, has read the fork event): the child only reads memory
-    // and makes raw system calls (no allocation, no locks) before _exit.
+    let (to_child, from_child) = (rustix::pipe::pipe().unwrap(), rustix::pipe::pipe().unwrap());
+    let to_child_w = to_child.1.as_raw_fd();
+    // SAFETY: the fork system call (not glibc's fork, which holds the
+    // allocator's locks until the kernel's fork returns, i.e. until the
+    // reader thread, perhaps still starting and allocating, has read the
+    // fork event): the child only reads memory and makes raw system calls
+    // (no allocation, no locks) before _exit. (Stays here: a fork of a
+    // multi-threaded process, which no safe wrapper can offer.)
     let pid = unsafe {
-        assert_eq!(libc::pipe(to_child.as_mut_ptr()), 0);
-        assert_eq!(libc::pipe(from_child.as_mut_ptr()), 0);
         let pid = libc::syscall(libc::SYS_fork) as i32;
         if pid == 0 {
             let b = core::ptr::read_volatile((base + PAGE_SIZE + 5) as *const u8) + 1;
-            libc::write(from_child[1], (&b as *const u8).cast(), 1);
-            libc::close(to_child[1]);
+            libc::write(from_child.1.as_raw_fd(), (&b as *const u8).cast(), 1);
+            libc::close(to_child_w);
             let mut x = 0u8;
-            libc::read(to_child[0], (&mut x as *mut u8).cast(), 1);
+            libc::read(to_child.0.as_raw_fd(), (&mut x as *mut u8).cast(), 1);
             libc::_exit(0);
         }
         pid
@@ -530,32 +545,24 @@ fn forked_child_is_served_until_it_is_gone() {
     let _u = reader.join().unwrap();
     let (p, c) = (pager.clone(), child.clone());
     let server = std::thread::spawn(move || p.serve_child(c));
-    let mut b = 0u8;
-    // SAFETY: reads one byte from our pipe into `b`.
-    let n = unsafe { libc::read(from_child[0], (&mut b as *mut u8).cast(), 1) };
+    let mut b = [0u8];
+    let n = rustix::io::read(&from_child.0, &mut b).unwrap();
     assert_eq!(n, 1);
-    assert_eq!(b, 1, "the child read a zero page");
+    assert_eq!(b[0], 1, "the child read a zero page");
     assert!(child.mm_alive(pager.unregistered_page()));
     assert_eq!(Counters::get(&counters.child_faults), 1);
-    // SAFETY: closing our pipe end lets the child exit; we reap it.
-    unsafe {
-        libc::close(to_child[1]);
-        let mut st = 0;
-        assert_eq!(libc::waitpid(pid, &mut st, 0), pid);
-    }
+    // Closing our pipe end lets the child exit; we reap it.
+    drop(to_child.1);
+    let child_pid = rustix::process::Pid::from_raw(pid).unwrap();
+    let reaped = rustix::process::waitpid(Some(child_pid), rustix::process::WaitOptions::empty());
+    assert_eq!(reaped.unwrap().map(|(p, _)| p), Some(child_pid));
     let t = std::time::Instant::now();
     while !server.is_finished() {
         assert!(t.elapsed().as_secs() < 5, "serve_child did not end");
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
     assert!(!child.mm_alive(pager.unregistered_page()));
-    // SAFETY: our mapping and pipe ends.
-    unsafe {
-        libc::munmap(base as *mut _, len as usize);
-        for fd in [to_child[0], from_child[0], from_child[1]] {
-            libc::close(fd);
-        }
-    }
+    drop(mapping);
 }
 
 /// A pager in `mode` serving one read-only shared file region of 64 pages
@@ -569,7 +576,6 @@ struct Fixture {
     b: u64,
     /// The file's memfd (to punch pages and find holes).
     memfd: std::os::fd::OwnedFd,
-    _range: ReservedRange,
 }
 
 /// The page the [`Fixture`]'s server leaves out of its clusters.
@@ -595,10 +601,11 @@ fn fixture(mode: Mode) -> Option<Fixture> {
     let u = Arc::new(u);
     // Tests run in parallel threads, which may map something into the
     // range freed for the region before it is mapped: then try again.
-    let (b, range) = (0..10)
+    let b = (0..10)
         .find_map(|_| {
+            // A free range for the region.
             let range = ReservedRange::new(128 * PAGE_SIZE as usize).unwrap();
-            let b = (range.addr() as u64).next_multiple_of(64 * PAGE_SIZE);
+            let b = (range.release() as u64).next_multiple_of(64 * PAGE_SIZE);
             let file = Backing::File {
                 ds: ds.idx(),
                 offset: 0,
@@ -610,10 +617,8 @@ fn fixture(mode: Mode) -> Option<Fixture> {
                     .unwrap();
                 m.lookup(b).cloned().unwrap()
             };
-            // SAFETY: the range is ours and unused.
-            unsafe { libc::munmap(b as usize as *mut _, 64 * PAGE_SIZE as usize) };
             if realize_region(&pager, &u, &r).is_ok() {
-                return Some((b, range));
+                return Some(b);
             }
             map.lock().detach(b, 64 * PAGE_SIZE).unwrap();
             None
@@ -626,7 +631,6 @@ fn fixture(mode: Mode) -> Option<Fixture> {
         counters,
         b,
         memfd,
-        _range: range,
     })
 }
 
@@ -706,15 +710,9 @@ fn fault_around_maps_cached_neighbours_never_holes() {
     // Cached pages, mappings dropped: an isolated minor fault maps its page
     // alone, without asking the server; a fault continuing a sequential
     // stream maps the rest of its window.
-    // SAFETY: the region is ours; dropping its mappings only makes the
-    // next accesses fault again.
-    unsafe {
-        libc::madvise(
-            t.b as usize as *mut _,
-            64 * PAGE_SIZE as usize,
-            libc::MADV_DONTNEED,
-        )
-    };
+    // The region is ours; dropping its mappings only makes the next
+    // accesses fault again.
+    discard(t.b, 64 * PAGE_SIZE);
     let (f0, maps) = (t.c(|c| &c.faults), t.c(|c| &c.server_maps));
     t.check_page(8);
     assert_eq!(t.c(|c| &c.faults), f0 + 1);
@@ -752,15 +750,9 @@ fn external_pager_keeps_whole_blocks_and_copies_around() {
     // Its copies are its own: a revocation does not take them away, and
     // a fault on them needs no round trip.
     t.punch(21);
-    // SAFETY: the region is ours; dropping its pages only makes the next
+    // The region is ours; dropping its pages only makes the next
     // accesses fault again.
-    unsafe {
-        libc::madvise(
-            (t.b + 16 * PAGE_SIZE) as usize as *mut _,
-            16 * PAGE_SIZE as usize,
-            libc::MADV_DONTNEED,
-        )
-    };
+    discard(t.b + 16 * PAGE_SIZE, 16 * PAGE_SIZE);
     for p in 16..32 {
         t.check_page(p);
     }
@@ -926,11 +918,10 @@ fn writable_shared_pages_go_one_by_one_and_only_they_are_dirty() {
     // fault of its own (nothing is mapped around a writable page), and a
     // write needs no second fault (the page is mapped writable).
     assert_eq!(read_byte(at + 3 * PAGE_SIZE), b'.');
-    // SAFETY: the region is mapped writable and shared by the pager.
-    unsafe { core::ptr::write_volatile((at + 7 * PAGE_SIZE) as *mut u8, b'7') };
+    // The region is mapped writable and shared by the pager.
+    write_byte(at + 7 * PAGE_SIZE, b'7');
     assert_eq!(read_byte(at + 4 * PAGE_SIZE + 1), b'.');
-    // SAFETY: as above.
-    unsafe { core::ptr::write_volatile((at + 4 * PAGE_SIZE) as *mut u8, b'4') };
+    write_byte(at + 4 * PAGE_SIZE, b'4');
     assert_eq!(read_byte(at + 5 * PAGE_SIZE), b'.');
     assert_eq!(Counters::get(&counters.faults), faults + 4);
     assert_eq!(Counters::get(&counters.server_maps), 1 + 4);

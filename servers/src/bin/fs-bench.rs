@@ -17,7 +17,9 @@
 //! memory items without populating them). Each figure is the median of
 //! three runs; the kernel mmap runs touch the pages in the same order.
 
-use std::os::fd::AsRawFd;
+use std::os::fd::AsFd;
+
+use l4re::host::{Mapping, Prot, Source};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -58,11 +60,8 @@ fn parse() -> Args {
 
 fn drop_kernel_cache(path: &Path) {
     let f = std::fs::File::open(path).expect("open");
-    // SAFETY: plain system calls on our own fd.
-    unsafe {
-        libc::fdatasync(f.as_raw_fd());
-        libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED);
-    }
+    let _ = rustix::fs::fdatasync(&f);
+    let _ = rustix::fs::fadvise(&f, 0, None, rustix::fs::Advice::DontNeed);
 }
 
 fn order(pages: usize, random: bool) -> Vec<usize> {
@@ -84,26 +83,14 @@ fn kernel_mmap(path: &Path, pages: &[usize]) -> f64 {
     let f = std::fs::File::open(path).expect("open");
     let len = pages.len() * 4096;
     let t = Instant::now();
-    // SAFETY: a fresh read-only shared mapping of our file, unmapped below.
-    let p = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            len,
-            libc::PROT_READ,
-            libc::MAP_SHARED,
-            f.as_raw_fd(),
-            0,
-        )
-    };
-    assert_ne!(p, libc::MAP_FAILED);
+    // A read-only shared mapping of our file, unmapped below.
+    let m = Mapping::new(len, Prot::READ, Source::Shared(f.as_fd(), 0)).expect("mmap");
     let mut sum = 0u64;
     for &pg in pages {
-        // SAFETY: inside the mapping.
-        sum += unsafe { std::ptr::read_volatile((p as *const u8).add(pg * 4096)) } as u64;
+        sum += m.read_byte(pg * 4096) as u64;
     }
     let dt = t.elapsed().as_secs_f64();
-    // SAFETY: our mapping.
-    unsafe { libc::munmap(p, len) };
+    drop(m);
     std::hint::black_box(sum);
     pages.len() as f64 / dt
 }
@@ -137,15 +124,10 @@ fn through_server(
                 *m = true;
             }
             if populate {
-                // SAFETY: advice on a range of our own window that was
-                // just mapped.
-                unsafe {
-                    libc::madvise(
-                        (w.addr() + first * 4096) as *mut libc::c_void,
-                        (last - first) * 4096,
-                        libc::MADV_POPULATE_READ,
-                    )
-                };
+                // Advice on a range of our own window that was just mapped.
+                let _ = w
+                    .mapping()
+                    .populate_read(first * 4096, (last - first) * 4096);
             }
         }
         sum += w.read_byte(pg * 4096) as u64;

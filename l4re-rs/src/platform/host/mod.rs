@@ -33,6 +33,13 @@
 //! * **Memory items** carry memfd-backed memory ([`SharedMem`], or memory
 //!   received through memory items) and are mapped `MAP_SHARED` into the
 //!   receiver's receive window.
+//! * **Memory and page faults.** A [`Mapping`] owns a range of the
+//!   address space (`mmap`/`mprotect`/`madvise`/`mincore`, volatile byte
+//!   access); [`ReservedRange`] and [`SharedMem`] are built on it. The
+//!   [`uffd`] module is the host's page-fault mechanism (userfaultfd and
+//!   its ioctls), which the pagers serve as they serve fault IPC on
+//!   Fiasco. [`signal`] and [`sys`] wrap the process-level calls the
+//!   host's tasks need that `rustix` lacks.
 //!
 //! # Differences from Fiasco, and what servers must know
 //!
@@ -81,10 +88,14 @@
 //! * The factory, the log, the scheduler and task objects cannot be
 //!   invoked by IPC (the platform functions cover what the crate needs).
 
+mod mapping;
 mod objects;
 mod shm;
+pub mod signal;
+pub mod sys;
 mod task;
 mod transport;
+pub mod uffd;
 mod wire;
 
 #[cfg(test)]
@@ -96,6 +107,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
+pub use mapping::{Mapping, Prot, Source};
 use objects::{Entry, GateObj, Object, ThreadEndpoint};
 pub use shm::{ReservedRange, SharedMem, forget_mappings, memfd_behind};
 pub use task::{BOOTSTRAP_ENV, ChildTask, SpawnOptions, recv_caps, send_caps, spawn, spawn_with};

@@ -19,12 +19,11 @@ use std::collections::{BTreeMap, HashMap};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 
-use rustix::fs::{FileType, MemfdFlags, Mode, OFlags, SealFlags};
-use rustix::mm::{MapFlags, ProtFlags};
-
+use super::mapping::{Mapping, Prot, Source};
 use super::{errno_to_error, lock};
 use crate::error::{Error, Result};
 use crate::fpage::{Fpage, PAGE_SIZE, Rights};
+use rustix::fs::{FileType, MemfdFlags, Mode, OFlags, SealFlags};
 
 /// A memfd as the registry knows it.
 ///
@@ -293,6 +292,8 @@ pub struct SharedMem {
     addr: u64,
     len: usize,
     file: Arc<MemFile>,
+    /// The memfd's mapping (unmapped on drop, after `unregister`).
+    _map: Mapping,
 }
 
 impl SharedMem {
@@ -316,42 +317,23 @@ impl SharedMem {
             .map_err(errno_to_error)?;
         let total = len.checked_add(align - page).ok_or(Error::NoMem)?;
         let base = reserve(total)?;
-        let start = base.next_multiple_of(align);
-        // SAFETY: `[start, start + len)` lies inside the reservation made
-        // just above, which nothing else refers to, so replacing it with the
-        // memfd mapping cannot affect other memory.
-        let mapped = unsafe {
-            rustix::mm::mmap(
-                start as *mut _,
-                len,
-                ProtFlags::READ | ProtFlags::WRITE,
-                MapFlags::SHARED | MapFlags::FIXED,
-                &fd,
-                0,
-            )
-        };
-        if let Err(e) = mapped {
-            // SAFETY: the reservation is ours and unused.
-            let _ = unsafe { rustix::mm::munmap(base as *mut _, total) };
-            return Err(errno_to_error(e));
-        }
-        // SAFETY: the head and tail of the reservation outside
-        // `[start, start + len)` are ours and unused.
-        unsafe {
-            if start > base {
-                let _ = rustix::mm::munmap(base as *mut _, start - base);
-            }
-            let tail = start + len;
-            if base + total > tail {
-                let _ = rustix::mm::munmap(tail as *mut _, base + total - tail);
-            }
-        }
+        let head = base.addr().next_multiple_of(align) - base.addr();
+        let map = base.trim(head, len);
+        map.replace(
+            0,
+            len,
+            Prot::READ | Prot::WRITE,
+            Source::Shared(fd.as_fd(), 0),
+        )
+        .map_err(io_to_error)?;
+        let start = map.addr();
         let file = MemFile::intern(fd, true)?;
         register(start as u64, len as u64, file.clone(), 0);
         Ok(SharedMem {
             addr: start as u64,
             len,
             file,
+            _map: map,
         })
     }
 
@@ -448,10 +430,9 @@ impl SharedMem {
 
 impl Drop for SharedMem {
     fn drop(&mut self) {
+        // The mapping itself goes with the `_map` field (`read`/`write`
+        // borrow `self`, so no access is in progress).
         unregister(self.addr, self.len as u64);
-        // SAFETY: the mapping was made by `new` and belongs to this value;
-        // `read`/`write` borrow `self`, so no access is in progress.
-        let _ = unsafe { rustix::mm::munmap(self.addr as *mut _, self.len) };
     }
 }
 
@@ -463,26 +444,23 @@ impl Drop for SharedMem {
 ///
 /// This is how a program owns a window range as the receive path requires
 /// (see "Memory items and receive windows" in the [module docs](super)).
+///
+/// It dereferences to its [`Mapping`], through which the range is reached
+/// (volatile bytes, protection, discarding pages, residency).
 pub struct ReservedRange {
-    addr: usize,
+    map: Mapping,
     order: u8,
 }
 
+/// The nearest L4 error of a failed memory system call.
+fn io_to_error(e: std::io::Error) -> Error {
+    errno_to_error(rustix::io::Errno::from_io_error(&e).unwrap_or(rustix::io::Errno::IO))
+}
+
 /// Reserves `len` bytes of address space (`PROT_NONE`, no memory behind
-/// it) where the kernel chooses; returns its start.
-fn reserve(len: usize) -> Result<usize> {
-    // SAFETY: a fresh anonymous PROT_NONE reservation at an address of the
-    // kernel's choosing cannot overlap any existing mapping.
-    let base = unsafe {
-        rustix::mm::mmap_anonymous(
-            core::ptr::null_mut(),
-            len,
-            ProtFlags::empty(),
-            MapFlags::PRIVATE | MapFlags::NORESERVE,
-        )
-    }
-    .map_err(errno_to_error)?;
-    Ok(base as usize)
+/// it) where the kernel chooses.
+fn reserve(len: usize) -> Result<Mapping> {
+    Mapping::new(len, Prot::empty(), Source::AnonymousNoReserve).map_err(io_to_error)
 }
 
 impl ReservedRange {
@@ -495,27 +473,25 @@ impl ReservedRange {
             .ok_or(Error::NoMem)?;
         let total = size.checked_mul(2).ok_or(Error::NoMem)?;
         let base = reserve(total)?;
-        let addr = base.next_multiple_of(size);
-        // SAFETY: the parts of our fresh reservation outside
-        // `[addr, addr + size)` are unused.
-        unsafe {
-            if addr > base {
-                let _ = rustix::mm::munmap(base as *mut _, addr - base);
-            }
-            let tail = addr + size;
-            if base + total > tail {
-                let _ = rustix::mm::munmap(tail as *mut _, base + total - tail);
-            }
-        }
+        let head = base.addr().next_multiple_of(size) - base.addr();
         Ok(ReservedRange {
-            addr,
+            map: base.trim(head, size),
             order: size.trailing_zeros() as u8,
         })
     }
 
+    /// Gives the range up: unmaps it and returns its start. The range is
+    /// then free (until something else maps there): for mapping at a
+    /// fixed address that must not replace anything (`MAP_FIXED_NOREPLACE`,
+    /// [`Mapping::new_at`]), which fails safely if the range was taken
+    /// meanwhile.
+    pub fn release(self) -> usize {
+        self.addr()
+    }
+
     /// Start address.
     pub fn addr(&self) -> usize {
-        self.addr
+        self.map.addr()
     }
 
     /// log2 of the size.
@@ -535,22 +511,29 @@ impl ReservedRange {
 
     /// The whole range as a memory receive window.
     pub fn window(&self) -> crate::fpage::RcvBuf {
-        crate::fpage::RcvBuf::window(self.addr as u64, self.order)
+        crate::fpage::RcvBuf::window(self.addr() as u64, self.order)
+    }
+}
+
+impl core::ops::Deref for ReservedRange {
+    type Target = Mapping;
+    fn deref(&self) -> &Mapping {
+        &self.map
     }
 }
 
 impl Drop for ReservedRange {
     fn drop(&mut self) {
-        unregister(self.addr as u64, self.len() as u64);
-        // SAFETY: the range is ours (reserved by `new`, then filled only by
-        // mappings we received into it); nothing borrows it as Rust data.
-        let _ = unsafe { rustix::mm::munmap(self.addr as *mut _, self.len()) };
+        // The range (reserved by `new`, then filled only by mappings we
+        // received into it or put there through the `Mapping`) goes with
+        // the `map` field.
+        unregister(self.addr() as u64, self.len() as u64);
     }
 }
 
 impl core::fmt::Debug for ReservedRange {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        write!(f, "ReservedRange({:#x}+{:#x})", self.addr, self.len())
+        write!(f, "ReservedRange({:#x}+{:#x})", self.addr(), self.len())
     }
 }
 

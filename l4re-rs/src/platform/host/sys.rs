@@ -1,0 +1,38 @@
+//! Process-level system calls of the host that `rustix` does not offer.
+
+use std::os::fd::{AsRawFd, BorrowedFd};
+
+/// The value of entry `kind` (`AT_*`) of this process's auxiliary vector,
+/// 0 if there is none. Corresponds to `getauxval(3)`.
+pub fn auxval(kind: u64) -> u64 {
+    // SAFETY: getauxval only reads the process's own auxiliary vector.
+    unsafe { libc::getauxval(kind as _) }
+}
+
+/// Whether this process may write the file `fd` refers to (an `O_PATH`
+/// descriptor will do), by its effective ids. Corresponds to
+/// `faccessat2(fd, "", W_OK, AT_EACCESS | AT_EMPTY_PATH)`.
+pub fn may_write(fd: BorrowedFd<'_>) -> bool {
+    // SAFETY: faccessat2 with a valid descriptor and an empty
+    // NUL-terminated path; it only reads them.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_faccessat2,
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            libc::W_OK,
+            libc::AT_EACCESS | libc::AT_EMPTY_PATH,
+        )
+    };
+    r == 0
+}
+
+/// Ends the process at once, every thread of it, with `status`, without
+/// running exit handlers or flushing buffers. Corresponds to
+/// `exit_group(2)`.
+pub fn exit_group(status: i32) -> ! {
+    // SAFETY: a system call with an integer argument only; it does not
+    // return.
+    unsafe { libc::syscall(libc::SYS_exit_group, status) };
+    unreachable!("exit_group returned")
+}
