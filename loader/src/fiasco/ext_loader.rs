@@ -278,13 +278,14 @@ impl Child {
             (None, Some(content)) if !from_file => &content[..],
             _ => &img[from..from + n],
         };
-        // SAFETY: `own` is a whole page of the pool, present and writable
-        // in this task and mapped nowhere else yet; `src` is at most a page.
-        unsafe {
-            let dst = own as *mut u8;
-            core::ptr::copy_nonoverlapping(src.as_ptr(), dst, src.len());
-            core::ptr::write_bytes(dst.add(src.len()), 0, PAGE as usize - src.len());
-        }
+        let at = own - pool.region.addr();
+        pool.region
+            .write(at, src)
+            .and_then(|()| {
+                pool.region
+                    .fill(at + src.len() as u64, PAGE as usize - src.len(), 0)
+            })
+            .map_err(|e| format!("filling a pool page failed: {e}"))?;
         self.frames.push(own);
         if let Some(ext) = &mut self.external {
             ext.frames.insert(page, own);

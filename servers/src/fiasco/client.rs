@@ -95,8 +95,7 @@ fn first_query(ns: Cap<Namespace>, path: &str) -> Result<File> {
         match query(ns, path) {
             Err(Error::Ipc(IpcError::NotExistent)) if tries < 500 => {
                 tries += 1;
-                // SAFETY: a receive from nobody with a timeout: a sleep.
-                unsafe { l4_sys::l4_ipc_sleep_ms(10) };
+                l4re::fiasco::sleep_ms(10);
             }
             r => return r,
         }
@@ -115,8 +114,7 @@ fn l4fs_client_main(args: Args) -> i32 {
         run(&mut t);
     }
     // Let the server (started with --log-stats 1) log its statistics.
-    // SAFETY: a receive from nobody with a timeout: a sleep.
-    unsafe { l4_sys::l4_ipc_sleep_ms(300) };
+    l4re::fiasco::sleep_ms(300);
     for line in t.lines() {
         log_line(&line);
     }
