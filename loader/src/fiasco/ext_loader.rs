@@ -1295,7 +1295,7 @@ pub fn run<'a>(args: impl IntoIterator<Item = &'a str>) -> i32 {
     let options = match options::parse(args) {
         Ok(o) => o,
         Err(e) => {
-            line(&e);
+            line(&e.to_string());
             return 1;
         }
     };
