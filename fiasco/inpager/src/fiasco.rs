@@ -13,7 +13,7 @@ use l4re::cap::{self, CapIdx, IpcGate, OwnedCap};
 use l4re::env::{env, log_line};
 use l4re::fpage::{Fpage, RcvBuf, Rights};
 use l4re::msg::MsgTag;
-use l4re::proto::dataspace::map_flags;
+use l4re::proto::dataspace::Flags as DsFlags;
 use l4re::proto::parent::SIGNAL_EXIT;
 use l4re::proto::rm::PageIn;
 use l4re::proto::{Dataspace, DataspaceClient, PageFault, Parent, ParentClient, ParentServer, Rm};
@@ -163,7 +163,7 @@ impl InPager {
             a.next += PAGE;
             (a.ds, a.next - PAGE)
         };
-        ds.map(off, page, rights.bits() as u64, RcvBuf::window(page, 12))?;
+        ds.map(off, page, DsFlags::from(rights), RcvBuf::window(page, 12))?;
         self.update(|s| s.anon_pages += 1);
         Ok(())
     }
@@ -210,7 +210,7 @@ impl InPager {
                 let item = ds.map(
                     offset,
                     page,
-                    rights.bits() as u64,
+                    DsFlags::from(rights),
                     RcvBuf::window(base, order),
                 )?;
                 // Pages mapped: the smaller of what the server sent and
@@ -234,7 +234,7 @@ impl InPager {
                 self.anon_page(page, rights | Rights::R | Rights::W)?;
                 let ds: Cap<Dataspace> = Cap::from_idx(ds);
                 let scratch = self.scratch;
-                ds.map(offset, scratch, map_flags::R, RcvBuf::window(scratch, 12))?;
+                ds.map(offset, scratch, DsFlags::R, RcvBuf::window(scratch, 12))?;
                 // SAFETY: `page` was just mapped writable here from our
                 // anonymous memory and nothing else uses it yet (the
                 // faulting thread waits for our reply); `scratch` holds

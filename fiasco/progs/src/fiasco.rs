@@ -9,7 +9,7 @@ use l4re::env::{env, log_line};
 use l4re::fpage::{PAGE_SIZE, RcvBuf};
 use l4re::ipc::Timeout;
 use l4re::proto::DataspaceClient;
-use l4re::proto::dataspace::map_flags;
+use l4re::proto::dataspace::Flags as DsFlags;
 use l4re::server::Server;
 use l4re::{Error, IpcError, Result};
 use l4re_rt::Args;
@@ -143,7 +143,7 @@ fn rust_ipc_client_main(_: Args) -> i32 {
                 let r = ds.map(
                     offset as u64,
                     win + offset as u64,
-                    map_flags::R,
+                    DsFlags::R,
                     RcvBuf::window(win, 16),
                 );
                 let ok = r.is_ok_and(|item| item.is_valid())

@@ -9,7 +9,7 @@ use l4re::cap::{Cap, CapIdx, CapRights, OwnedCap};
 use l4re::fpage::{Fpage, MapType, PAGE_SIZE, Rights, SndFpage};
 use l4re::msg::{LongBytesBuf, MsgTag, ReceivedCap};
 use l4re::pages::PageBuf;
-use l4re::proto::dataspace::{Stats, map_flags};
+use l4re::proto::dataspace::{Flags as DsFlags, Stats};
 use l4re::proto::{Dataspace, DataspaceClient, DataspaceServer, Namespace, NamespaceServer};
 use l4re::rpc::{Request, WithCode};
 use l4re::server::ServerObject;
@@ -142,15 +142,15 @@ pub fn pattern_byte(i: usize) -> u8 {
 }
 
 impl DataspaceServer for MemDs {
-    fn map(&self, _: &mut Request<'_>, offset: u64, spot: u64, flags: u64) -> Result<SndFpage> {
+    fn map(&self, _: &mut Request<'_>, offset: u64, spot: u64, flags: DsFlags) -> Result<SndFpage> {
         if offset >= self.size() {
             return Err(Error::Range);
         }
-        if flags & map_flags::W != 0 {
+        if flags.contains(DsFlags::W) {
             return Err(Error::Perm);
         }
         let page = offset & !(PAGE_SIZE - 1);
-        let rights = Rights::from_bits_truncate((flags & map_flags::RX) as u8) | Rights::R;
+        let rights = (flags & DsFlags::RX).rights() | Rights::R;
         let fpage = Fpage::mem(self.mem.addr() + page, 12, rights);
         Ok(SndFpage::mem(fpage, spot, MapType::Map))
     }
@@ -162,7 +162,7 @@ impl DataspaceServer for MemDs {
     fn info(&self, _: &mut Request<'_>) -> Result<Stats> {
         Ok(Stats {
             size: self.size(),
-            flags: map_flags::RX,
+            flags: DsFlags::RX,
         })
     }
 
@@ -290,7 +290,7 @@ mod tests {
             0i32.write(w).unwrap();
             0x2345u64.write(w).unwrap();
             0x7000_2345u64.write(w).unwrap();
-            map_flags::R.write(w).unwrap();
+            DsFlags::R.write(w).unwrap();
         });
         let mut req = Request::new(tag, 0x10, &mut rcv);
         let reply = Dataspace::dispatch(&ds, &mut req).unwrap();
@@ -304,7 +304,7 @@ mod tests {
             0i32.write(w).unwrap();
             0u64.write(w).unwrap();
             0u64.write(w).unwrap();
-            map_flags::RW.write(w).unwrap();
+            DsFlags::RW.write(w).unwrap();
         });
         let mut req = Request::new(tag, 0x10, &mut rcv);
         assert_eq!(Dataspace::dispatch(&ds, &mut req), Err(Error::Perm));
@@ -312,7 +312,7 @@ mod tests {
             0i32.write(w).unwrap();
             0x10_0000u64.write(w).unwrap();
             0u64.write(w).unwrap();
-            map_flags::R.write(w).unwrap();
+            DsFlags::R.write(w).unwrap();
         });
         let mut req = Request::new(tag, 0x10, &mut rcv);
         assert_eq!(Dataspace::dispatch(&ds, &mut req), Err(Error::Range));

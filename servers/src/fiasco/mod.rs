@@ -261,7 +261,7 @@ impl ModuleDev {
         let cap: l4re::Cap<Dataspace> = l4re::Cap::from_idx(ds);
         let info = cap.info()?;
         let size = info.size;
-        let ds_writable = info.flags & l4re::proto::dataspace::map_flags::W != 0;
+        let ds_writable = info.flags.contains(l4re::proto::dataspace::Flags::W);
         let image = mem::Attachment::new(ds, size, ds_writable)?;
         let mem = if !copy || ds_writable {
             ModuleMem::Attached(image)
