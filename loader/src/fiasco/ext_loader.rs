@@ -14,7 +14,7 @@ use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::cell::RefCell;
 
-use l4fs::proto::{FsOps, FsOpsClient, mode as fs_mode};
+use l4fs_api::{FsOps, FsOpsClient, mode as fs_mode};
 use l4pager::fault::{self, Access, Decision};
 use l4pager::region::{Backing, RegionMap};
 use l4pager::task::{self, PagerStats, RegionInfo, TaskSetup, TaskSetupServer, layout};
