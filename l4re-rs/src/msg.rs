@@ -1080,5 +1080,16 @@ mod tests {
             assert_eq!(RmFlags::read(&mut r), Err(Error::Inval));
             assert_eq!(DsFlags::read(&mut r), Err(Error::Inval));
         });
+        // Replies keep what the server sent (moe's `Cow_enabled`, 0x100).
+        use crate::proto::dataspace::Stats;
+        let stats = Stats {
+            size: 4096,
+            flags: DsFlags::from_bits_retain(0x105),
+        };
+        let (tag, mut regs) = encode(|w| stats.write(w), 0);
+        Utcb::from_regs(&mut regs, |u| {
+            let mut r = MsgReader::new(u, tag).unwrap();
+            assert_eq!(Stats::read(&mut r), Ok(stats));
+        });
     }
 }

@@ -11,7 +11,9 @@
 
 use bitflags::bitflags;
 
+use crate::error::Result;
 use crate::fpage::{RcvBuf, Rights, SndFpage};
+use crate::msg::{Marshal, MsgReader, MsgWriter};
 use crate::protocol;
 
 bitflags! {
@@ -65,13 +67,28 @@ crate::wire_flags!(Flags: u64);
 #[allow(non_camel_case_types)]
 pub type map_flags = Flags;
 
-crate::wire_struct! {
-    /// `L4Re::Dataspace::Stats`.
-    pub struct Stats {
-        /// Size in bytes.
-        pub size: u64,
-        /// Dataspace flags (the rights the caller's capability grants).
-        pub flags: Flags,
+/// `L4Re::Dataspace::Stats`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Stats {
+    /// Size in bytes.
+    pub size: u64,
+    /// Dataspace flags: the rights the caller's capability grants, and
+    /// whatever else the server sets (moe: its `Cow_enabled`, 0x100).
+    pub flags: Flags,
+}
+
+impl Marshal for Stats {
+    type Decoded = Stats;
+    fn write(&self, w: &mut MsgWriter<'_>) -> Result<()> {
+        self.size.write(w)?;
+        self.flags.write(w)
+    }
+    fn read(r: &mut MsgReader<'_>) -> Result<Stats> {
+        let size = u64::read(r)?;
+        // A reply: the flags as the server sent them, bits of its own
+        // included (only requests refuse unknown bits).
+        let flags = Flags::from_bits_retain(u64::read(r)?);
+        Ok(Stats { size, flags })
     }
 }
 

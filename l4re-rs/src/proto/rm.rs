@@ -39,26 +39,28 @@ bitflags! {
     /// any other bit is refused with `-L4_EINVAL` when it is decoded.
     #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
     pub struct Flags: u32 {
+        // The rights and caching bits are the Dataspace map flags', as in
+        // L4Re (`R = Dataspace::F::R`, …).
         /// `X`: executable region.
-        const X = 1;
+        const X = DsFlags::X.bits() as u32;
         /// `W`: writable region.
-        const W = 2;
+        const W = DsFlags::W.bits() as u32;
         /// `R`: readable region.
-        const R = 4;
-        /// `RW`.
-        const RW = Self::R.bits() | Self::W.bits();
-        /// `RX`.
-        const RX = Self::R.bits() | Self::X.bits();
-        /// `RWX`.
-        const RWX = Self::R.bits() | Self::W.bits() | Self::X.bits();
-        /// `Rights_mask`: the rights bits.
-        const RIGHTS_MASK = 0x0f;
-        /// `Cache_buffered`: buffered (write-combining) memory.
-        const CACHE_BUFFERED = 0x10;
-        /// `Cache_uncached`: uncached memory.
-        const CACHE_UNCACHED = 0x20;
-        /// `Caching_mask`: the caching bits.
-        const CACHING_MASK = 0x30;
+        const R = DsFlags::R.bits() as u32;
+        /// `RW`: readable and writable region.
+        const RW = DsFlags::RW.bits() as u32;
+        /// `RX`: readable and executable region.
+        const RX = DsFlags::RX.bits() as u32;
+        /// `RWX`: readable, writable and executable region.
+        const RWX = DsFlags::RWX.bits() as u32;
+        /// `Rights_mask`.
+        const RIGHTS_MASK = DsFlags::RIGHTS_MASK.bits() as u32;
+        /// `Cache_buffered` (`Dataspace::F::Bufferable`).
+        const CACHE_BUFFERED = DsFlags::BUFFERABLE.bits() as u32;
+        /// `Cache_uncached` (`Dataspace::F::Uncacheable`).
+        const CACHE_UNCACHED = DsFlags::UNCACHEABLE.bits() as u32;
+        /// `Caching_mask`.
+        const CACHING_MASK = DsFlags::CACHING_MASK.bits() as u32;
         /// `Ds_map_mask`: the bits that are Dataspace map flags (rights and
         /// caching).
         const DS_MAP_MASK = 0xff;
@@ -146,21 +148,47 @@ pub mod detach_result {
     pub const UNMAPPED_RANGE: i64 = 8;
 }
 
-crate::wire_struct! {
-    /// What `find` answers: the region (or area) that contains the address
-    /// (L4Re's out-parameters `addr, size, flags, offset, m`, in order).
-    pub struct Found {
-        /// Its start.
-        pub start: u64,
-        /// Its size in bytes.
-        pub size: u64,
-        /// Its region flags (rights, `PRIVATE`, `ANONYMOUS`, …).
-        pub flags: Flags,
-        /// Offset of its start in the dataspace.
-        pub offset: u64,
-        /// The dataspace's capability index (as the region manager holds
-        /// it), or `L4_INVALID_CAP`.
-        pub mem: u64,
+/// What `find` answers: the region (or area) that contains the address
+/// (L4Re's out-parameters `addr, size, flags, offset, m`, in order).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Found {
+    /// Its start.
+    pub start: u64,
+    /// Its size in bytes.
+    pub size: u64,
+    /// Its region flags (rights, `PRIVATE`, `ANONYMOUS`, …), as the
+    /// region manager sent them.
+    pub flags: Flags,
+    /// Offset of its start in the dataspace.
+    pub offset: u64,
+    /// The dataspace's capability index (as the region manager holds it),
+    /// or `L4_INVALID_CAP`.
+    pub mem: u64,
+}
+
+impl Marshal for Found {
+    type Decoded = Found;
+    fn write(&self, w: &mut MsgWriter<'_>) -> Result<()> {
+        self.start.write(w)?;
+        self.size.write(w)?;
+        self.flags.write(w)?;
+        self.offset.write(w)?;
+        self.mem.write(w)
+    }
+    fn read(r: &mut MsgReader<'_>) -> Result<Found> {
+        let start = u64::read(r)?;
+        let size = u64::read(r)?;
+        // A reply: unknown bits are the region manager's business.
+        let flags = Flags::from_bits_retain(u32::read(r)?);
+        let offset = u64::read(r)?;
+        let mem = u64::read(r)?;
+        Ok(Found {
+            start,
+            size,
+            flags,
+            offset,
+            mem,
+        })
     }
 }
 

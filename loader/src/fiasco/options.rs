@@ -308,28 +308,32 @@ mod tests {
     #[test]
     fn messages_name_the_argument() {
         let msg = |args: &[&str]| parse(args.iter().copied()).unwrap_err().to_string();
-        assert_eq!(
-            msg(&["--attach=rom:x@0x1001"]),
-            "--attach=rom:x@0x1001: the address must be page-aligned and not 0"
-        );
-        assert_eq!(
-            msg(&["--attach=rom:x"]),
-            "--attach=rom:x: expected SOURCE@ADDR[:rw]"
-        );
-        assert_eq!(
-            msg(&["--cap=abcdefghijklmnopq"]),
-            "--cap=abcdefghijklmnopq: a capability name has 1 to 16 characters"
-        );
-        assert_eq!(
-            msg(&["bin/a=maybe"]),
-            "bin/a=maybe: unknown expectation \"maybe\""
-        );
+        for (args, want) in [
+            (
+                &["--attach=rom:x@0x1001"][..],
+                "--attach=rom:x@0x1001: the address must be page-aligned and not 0",
+            ),
+            (
+                &["--attach=rom:x"],
+                "--attach=rom:x: expected SOURCE@ADDR[:rw]",
+            ),
+            (
+                &["--cap=abcdefghijklmnopq"],
+                "--cap=abcdefghijklmnopq: a capability name has 1 to 16 characters",
+            ),
+            (
+                &["bin/a=maybe"],
+                "bin/a=maybe: unknown expectation \"maybe\"",
+            ),
+            (
+                &["--l4re"],
+                "--attach, --l4re, --arg or --cap after the last program",
+            ),
+        ] {
+            assert_eq!(msg(args), want);
+        }
         assert!(msg(&["bin/a=invalid@zz"]).starts_with("bin/a=invalid@zz: bad address: "));
         assert!(msg(&["bin/a=exception@x"]).starts_with("bin/a=exception@x: bad trap: "));
-        assert_eq!(
-            msg(&["--l4re"]),
-            "--attach, --l4re, --arg or --cap after the last program"
-        );
     }
 
     #[test]

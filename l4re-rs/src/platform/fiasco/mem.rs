@@ -142,42 +142,66 @@ impl Region {
         self.ds.cap()
     }
 
-    /// The address of `[offset, offset + len)` of the region, if it lies
-    /// inside.
-    fn range(&self, offset: u64, len: usize) -> Result<u64> {
-        match offset.checked_add(len as u64) {
-            Some(end) if end <= self.size => Ok(self.addr + offset),
-            _ => Err(Error::Range),
-        }
-    }
-
     /// Copies `out.len()` bytes from `offset` of the region into `out`
     /// (`Error::Range` past its end).
     pub fn read(&self, offset: u64, out: &mut [u8]) -> Result<()> {
-        let at = self.range(offset, out.len())?;
-        // SAFETY: inside the region (checked), which is attached and
-        // present for `self`'s life; no reference to its bytes exists
-        // (the region hands none out), and `Region` is not `Sync`.
-        unsafe { core::ptr::copy_nonoverlapping(at as *const u8, out.as_mut_ptr(), out.len()) };
-        Ok(())
+        // SAFETY: the region is attached and present for `self`'s life; no
+        // reference to its bytes exists (the region hands none out), and
+        // `Region` is not `Sync`.
+        unsafe { copy_out(self.addr, self.size, offset, out) }
     }
 
     /// Copies `data` to `offset` of the region (`Error::Range` past its
     /// end).
     pub fn write(&self, offset: u64, data: &[u8]) -> Result<()> {
-        let at = self.range(offset, data.len())?;
         // SAFETY: as in `read`; the region is attached writable.
-        unsafe { core::ptr::copy_nonoverlapping(data.as_ptr(), at as *mut u8, data.len()) };
-        Ok(())
+        unsafe { copy_in(self.addr, self.size, offset, data) }
     }
 
     /// Sets `len` bytes from `offset` of the region to `byte`.
     pub fn fill(&self, offset: u64, len: usize, byte: u8) -> Result<()> {
-        let at = self.range(offset, len)?;
+        let at = span(self.addr, self.size, offset, len)?;
         // SAFETY: as in `write`.
         unsafe { core::ptr::write_bytes(at as *mut u8, byte, len) };
         Ok(())
     }
+}
+
+/// The address of `[offset, offset + len)` of the `size` bytes at `base`,
+/// if it lies inside (`Error::Range` if not).
+fn span(base: u64, size: u64, offset: u64, len: usize) -> Result<u64> {
+    match offset.checked_add(len as u64) {
+        Some(end) if end <= size => Ok(base + offset),
+        _ => Err(Error::Range),
+    }
+}
+
+/// Copies `out.len()` bytes from `offset` of the `size` bytes at `base`.
+///
+/// # Safety
+///
+/// The `size` bytes at `base` are mapped readable in this task, and no
+/// reference of ours to them is written meanwhile.
+unsafe fn copy_out(base: u64, size: u64, offset: u64, out: &mut [u8]) -> Result<()> {
+    let at = span(base, size, offset, out.len())?;
+    // SAFETY: inside the range (checked), readable (the caller's contract);
+    // `out` is ours.
+    unsafe { core::ptr::copy_nonoverlapping(at as *const u8, out.as_mut_ptr(), out.len()) };
+    Ok(())
+}
+
+/// Copies `data` to `offset` of the `size` bytes at `base`.
+///
+/// # Safety
+///
+/// The `size` bytes at `base` are mapped writable in this task, and no
+/// reference of ours to them is alive.
+unsafe fn copy_in(base: u64, size: u64, offset: u64, data: &[u8]) -> Result<()> {
+    let at = span(base, size, offset, data.len())?;
+    // SAFETY: inside the range (checked), writable and unreferenced (the
+    // caller's contract).
+    unsafe { core::ptr::copy_nonoverlapping(data.as_ptr(), at as *mut u8, data.len()) };
+    Ok(())
 }
 
 impl Drop for Region {
@@ -227,22 +251,12 @@ impl Attachment {
         self.writable
     }
 
-    fn range(&self, offset: u64, len: usize) -> Result<u64> {
-        match offset.checked_add(len as u64) {
-            Some(end) if end <= self.size => Ok(self.addr + offset),
-            _ => Err(Error::Range),
-        }
-    }
-
     /// Copies `out.len()` bytes from `offset` into `out` (`Error::Range`
     /// past the end).
     pub fn read(&self, offset: u64, out: &mut [u8]) -> Result<()> {
-        let at = self.range(offset, out.len())?;
-        // SAFETY: inside the attached range (checked), readable for
-        // `self`'s life; writes of ours need `&mut self`, so none runs
-        // meanwhile.
-        unsafe { core::ptr::copy_nonoverlapping(at as *const u8, out.as_mut_ptr(), out.len()) };
-        Ok(())
+        // SAFETY: attached readable for `self`'s life; writes of ours need
+        // `&mut self`, so none runs meanwhile.
+        unsafe { copy_out(self.addr, self.size, offset, out) }
     }
 
     /// Copies `data` to `offset` (`Error::Access` if attached read-only,
@@ -251,11 +265,9 @@ impl Attachment {
         if !self.writable {
             return Err(Error::Access);
         }
-        let at = self.range(offset, data.len())?;
-        // SAFETY: inside the range (checked), attached writable; `&mut
-        // self` excludes every slice from `bytes`.
-        unsafe { core::ptr::copy_nonoverlapping(data.as_ptr(), at as *mut u8, data.len()) };
-        Ok(())
+        // SAFETY: attached writable; `&mut self` excludes every slice from
+        // `bytes`.
+        unsafe { copy_in(self.addr, self.size, offset, data) }
     }
 
     /// Start address in this task.
