@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 
 use l4re::msg::{LongBytes, MsgWriter};
-use l4re::proto::rm::flags as rmf;
+use l4re::proto::rm::Flags as RmFlags;
 use l4re::utcb::{MR_WORDS, Utcb};
 use l4re::{Marshal, MsgTag, Result};
 use l4re_fuzz::request;
@@ -36,7 +36,7 @@ fn op(sel: u8, label: i64, opcode: i32, args: Args) -> Vec<u8> {
 }
 
 #[allow(clippy::too_many_arguments)]
-fn attach(start: u64, size: u64, fl: u32, name: &'static str) -> Vec<u8> {
+fn attach(start: u64, size: u64, fl: RmFlags, name: &'static str) -> Vec<u8> {
     op(
         0,
         RM,
@@ -64,11 +64,11 @@ fn u64s(v: &'static [u64]) -> Args {
 }
 
 fn rm_seeds(dir: &Path) {
-    let a = attach(0x40_0000, 0x4000, rmf::RW | rmf::ANONYMOUS, "data");
+    let a = attach(0x40_0000, 0x4000, RmFlags::RW | RmFlags::ANONYMOUS, "data");
     let s = attach(
         0,
         0x2000,
-        rmf::R | rmf::ANONYMOUS | rmf::SEARCH_ADDR,
+        RmFlags::R | RmFlags::ANONYMOUS | RmFlags::SEARCH_ADDR,
         "anon",
     );
     let reserve = op(
@@ -85,7 +85,7 @@ fn rm_seeds(dir: &Path) {
     let in_area = attach(
         0x100_0000,
         0x1000,
-        rmf::RW | rmf::ANONYMOUS | rmf::IN_AREA,
+        RmFlags::RW | RmFlags::ANONYMOUS | RmFlags::IN_AREA,
         "in",
     );
     let find = op(0, RM, 2, u64s(&[0x40_1000, 0x1000]));

@@ -12,7 +12,8 @@
 //!   that way;
 //! * [`server`]: a server loop that dispatches by gate label, protocol and
 //!   opcode and answers `L4::Meta` for every object;
-//! * [`env`]: the program environment (initial capabilities by name).
+//! * [`env`]: the program environment (initial capabilities by name);
+//! * [`pages`]: page-aligned memory a server maps to its clients.
 //!
 //! Beneath one public surface sits a thin platform layer: `fiasco` (over the
 //! raw `l4-sys` bindings) or `host` (Linux: tasks are processes, IPC gates are
@@ -33,6 +34,7 @@ pub mod fpage;
 pub mod ipc;
 pub mod kobj;
 pub mod msg;
+pub mod pages;
 pub mod platform;
 pub mod proto;
 pub mod rpc;

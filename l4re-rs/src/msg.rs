@@ -914,6 +914,27 @@ macro_rules! wire_struct {
     };
 }
 
+/// Puts `bitflags` types on the wire as their integer type (`Flags: u32,
+/// …`): written as the bits, read back refusing any bit the type does
+/// not name with [`Error::Inval`](crate::Error::Inval) (L4Re's servers
+/// answer unknown flags with `-L4_EINVAL`).
+#[macro_export]
+#[doc(hidden)]
+macro_rules! wire_flags {
+    ($($name:ty : $int:ty),* $(,)?) => {$(
+        impl $crate::msg::Marshal for $name {
+            type Decoded = $name;
+            fn write(&self, w: &mut $crate::msg::MsgWriter<'_>) -> $crate::Result<()> {
+                $crate::msg::Marshal::write(&self.bits(), w)
+            }
+            fn read(r: &mut $crate::msg::MsgReader<'_>) -> $crate::Result<$name> {
+                <$name>::from_bits(<$int as $crate::msg::Marshal>::read(r)?)
+                    .ok_or($crate::Error::Inval)
+            }
+        }
+    )*};
+}
+
 #[cfg(test)]
 mod tests {
     //! The expected words below are computed by hand from the rules of
@@ -1103,5 +1124,42 @@ mod tests {
         assert_eq!(t.label(), -2);
         assert_eq!((t.words(), t.items(), t.flags()), (2, 1, 0));
         assert_eq!(t.0, ((-2i64 as u64) << 16) | (1 << 6) | 2);
+    }
+
+    #[test]
+    fn flags_keep_their_wire_bits_and_refuse_unknown_ones() {
+        use crate::proto::dataspace::Flags as DsFlags;
+        use crate::proto::rm::Flags as RmFlags;
+        let rm = RmFlags::RW | RmFlags::SEARCH_ADDR | RmFlags::PRIVATE;
+        let (tag, mut regs) = encode(
+            |w| {
+                rm.write(w)?;
+                DsFlags::RX.write(w)?;
+                0x20_0000u32.write(w)?;
+                0x40u64.write(w)
+            },
+            0,
+        );
+        // The u64 after the u32 starts at the next 8-byte boundary.
+        assert_eq!(regs.mr[0], 0x2_1006);
+        assert_eq!(regs.mr[1], 5);
+        Utcb::from_regs(&mut regs, |u| {
+            let mut r = MsgReader::new(u, tag).unwrap();
+            assert_eq!(RmFlags::read(&mut r), Ok(rm));
+            assert_eq!(DsFlags::read(&mut r), Ok(DsFlags::RX));
+            assert_eq!(RmFlags::read(&mut r), Err(Error::Inval));
+            assert_eq!(DsFlags::read(&mut r), Err(Error::Inval));
+        });
+        // Replies keep what the server sent (moe's `Cow_enabled`, 0x100).
+        use crate::proto::dataspace::Stats;
+        let stats = Stats {
+            size: 4096,
+            flags: DsFlags::from_bits_retain(0x105),
+        };
+        let (tag, mut regs) = encode(|w| stats.write(w), 0);
+        Utcb::from_regs(&mut regs, |u| {
+            let mut r = MsgReader::new(u, tag).unwrap();
+            assert_eq!(Stats::read(&mut r), Ok(stats));
+        });
     }
 }

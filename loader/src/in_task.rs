@@ -21,7 +21,7 @@
 use l4pager::region::{Backing, MapError, RegionMap};
 use l4re::cap::CapIdx;
 use l4re::fpage::Rights;
-use l4re::proto::rm::{RangeEntry, flags};
+use l4re::proto::rm::{Flags as RmFlags, RangeEntry};
 
 use crate::elf::{self, ElfError, Plan};
 use crate::layout::{self, LayoutError};
@@ -63,10 +63,10 @@ pub fn import_outer(
     outer: CapIdx,
 ) -> Result<usize, LayoutError> {
     for r in regions {
-        let fl = r.flags as u32;
-        let backing = if fl & flags::KERNEL != 0 {
+        let fl = r.flags;
+        let backing = if fl.contains(RmFlags::KERNEL) {
             Backing::Kernel
-        } else if fl & flags::RESERVED != 0 {
+        } else if fl.contains(RmFlags::RESERVED) {
             Backing::Reserved
         } else {
             Backing::Pager { pager: outer }
@@ -82,7 +82,7 @@ pub fn import_outer(
             .checked_sub(r.start)
             .and_then(|s| s.checked_add(1))
             .ok_or(refused(MapError::Invalid))?;
-        let rights = Rights::from_bits_truncate((fl & 7) as u8);
+        let rights = fl.rights();
         map.attach_at(r.start, size, rights, backing, false, "[outer]")
             .map_err(refused)?;
     }
@@ -203,24 +203,20 @@ mod tests {
     /// the pager's own text and data, its stack at L4Re's default place,
     /// the KIP and the UTCB area, and an area.
     fn outer() -> ([RangeEntry; 5], [RangeEntry; 1]) {
-        let r = |start: u64, end: u64, flags: u32| RangeEntry {
-            start,
-            end,
-            flags: flags as u16,
-        };
+        let r = |start: u64, end: u64, flags: RmFlags| RangeEntry { start, end, flags };
         (
             [
-                r(0x6000_0000, 0x6003_ffff, flags::RX),
-                r(0x6004_0000, 0x6044_ffff, flags::RW),
-                r(0x6fff_f000, 0x6fff_ffff, flags::R | flags::KERNEL),
-                r(0x7fe0_0000, 0x7fff_ffff, flags::RW),
+                r(0x6000_0000, 0x6003_ffff, RmFlags::RX),
+                r(0x6004_0000, 0x6044_ffff, RmFlags::RW),
+                r(0x6fff_f000, 0x6fff_ffff, RmFlags::R | RmFlags::KERNEL),
+                r(0x7fe0_0000, 0x7fff_ffff, RmFlags::RW),
                 r(
                     0x7ff0_0000_0000 - 0x10_0000,
                     0x7ff0_0000_0000 - 1,
-                    flags::RW | flags::KERNEL,
+                    RmFlags::RW | RmFlags::KERNEL,
                 ),
             ],
-            [r(0x5000_0000, 0x50ff_ffff, 0)],
+            [r(0x5000_0000, 0x50ff_ffff, RmFlags::empty())],
         )
     }
 
@@ -255,7 +251,7 @@ mod tests {
         let bad = [RangeEntry {
             start: 0x2000,
             end: 0x1000,
-            flags: 4,
+            flags: RmFlags::R,
         }];
         assert!(import_outer(&mut m2, &bad, &[], OUTER).is_err());
     }

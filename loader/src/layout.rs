@@ -7,7 +7,7 @@ use core::fmt;
 use l4pager::region::{Backing, MapError, Region, RegionMap};
 use l4re::cap::CapIdx;
 use l4re::fpage::Rights;
-use l4re::proto::rm::flags;
+use l4re::proto::rm::Flags as RmFlags;
 
 use crate::elf::{self, Plan};
 
@@ -83,10 +83,10 @@ pub fn attach_plan(m: &mut RegionMap, plan: &Plan, ds: CapIdx) -> Result<(), Lay
 
 /// The `L4Re::Rm` flags with which a loader attaches `r` in a task's region
 /// map: its rights, and `PRIVATE` for a private (copy-on-write) region.
-pub fn attach_flags(r: &Region) -> u32 {
-    let mut fl = r.rights.bits() as u32;
+pub fn attach_flags(r: &Region) -> RmFlags {
+    let mut fl = RmFlags::from(r.rights);
     if r.private {
-        fl |= flags::PRIVATE;
+        fl |= RmFlags::PRIVATE;
     }
     fl
 }

@@ -15,9 +15,7 @@ use core::sync::atomic::{AtomicU64, Ordering};
 use l4re::cap::CapIdx;
 use l4re::fpage::{PAGE_SIZE, Rights};
 use l4re::msg::{MsgTag, ReceivedCap};
-use l4re::proto::rm::{
-    ATTACH_MASK, DetachedRange, Found, PageIn, RangeEntry, RangeList, detach_result, flags,
-};
+use l4re::proto::rm::{DetachedRange, Flags, Found, PageIn, RangeEntry, RangeList, detach_result};
 use l4re::proto::{Rm, RmServer};
 use l4re::rpc::{Request, WithCode};
 use l4re::server::ServerObject;
@@ -25,17 +23,6 @@ use l4re::{Error, Result};
 
 use crate::region::{Backing, Region, RegionMap};
 use crate::sync::SpinLock;
-
-/// Every flag bit an `attach` may carry: rights (0x0f), caching (0xf0),
-/// `KERNEL`, `PAGER`, `RESERVED`, `PRIVATE`, `ANONYMOUS` and the attach
-/// flags. Anything else is refused with `-L4_EINVAL`.
-pub const KNOWN_ATTACH_FLAGS: u32 = 0xff
-    | flags::KERNEL
-    | flags::PAGER
-    | flags::RESERVED
-    | flags::PRIVATE
-    | flags::ANONYMOUS
-    | ATTACH_MASK;
 
 /// What the platform does when the region map changes.
 pub trait RmBackend: Send + Sync {
@@ -98,30 +85,32 @@ pub fn attach_to(
     map: &mut RegionMap,
     start: u64,
     size: u64,
-    fl: u32,
+    fl: Flags,
     ds: Option<CapIdx>,
     offs: u64,
     align: u8,
     name: &str,
 ) -> Result<u64> {
-    if fl & !KNOWN_ATTACH_FLAGS != 0 || align >= 64 || offs % PAGE_SIZE != 0 {
+    // Unknown bits are refused when the request is decoded; these may be
+    // made from raw bits.
+    if fl.bits() & !Flags::all().bits() != 0 || align >= 64 || offs % PAGE_SIZE != 0 {
         return Err(Error::Inval);
     }
-    let rights = Rights::from_bits_truncate((fl & 7) as u8);
+    let rights = fl.rights();
     let size = size
         .checked_next_multiple_of(PAGE_SIZE)
         .ok_or(Error::Inval)?;
-    let backing = if fl & flags::RESERVED != 0 {
+    let backing = if fl.contains(Flags::RESERVED) {
         Backing::Reserved
-    } else if fl & flags::KERNEL != 0 {
+    } else if fl.contains(Flags::KERNEL) {
         Backing::Kernel
-    } else if fl & flags::PAGER != 0 {
+    } else if fl.contains(Flags::PAGER) {
         Backing::Pager {
             pager: ds.ok_or(Error::Inval)?,
         }
     } else {
         match ds {
-            Some(ds) if fl & flags::ANONYMOUS == 0 => Backing::File {
+            Some(ds) if !fl.contains(Flags::ANONYMOUS) => Backing::File {
                 ds,
                 offset: offs,
                 file_len: size,
@@ -130,7 +119,7 @@ pub fn attach_to(
         }
     };
     // Anonymous memory is private by nature.
-    let private = fl & flags::PRIVATE != 0 || backing == Backing::Anon;
+    let private = fl.contains(Flags::PRIVATE) || backing == Backing::Anon;
     let align = 1u64.checked_shl(align as u32).unwrap_or(PAGE_SIZE);
     Ok(map.attach(
         start,
@@ -139,8 +128,8 @@ pub fn attach_to(
         backing,
         private,
         name,
-        fl & flags::SEARCH_ADDR != 0,
-        fl & flags::IN_AREA != 0,
+        fl.contains(Flags::SEARCH_ADDR),
+        fl.contains(Flags::IN_AREA),
         align,
     )?)
 }
@@ -210,7 +199,7 @@ pub fn reserve_area_in(
     map: &mut RegionMap,
     start: u64,
     size: u64,
-    fl: u32,
+    fl: Flags,
     align: u8,
 ) -> Result<u64> {
     if align >= 64 {
@@ -220,7 +209,7 @@ pub fn reserve_area_in(
         .checked_next_multiple_of(PAGE_SIZE)
         .ok_or(Error::Inval)?;
     let align = 1u64.checked_shl(align as u32).unwrap_or(PAGE_SIZE);
-    Ok(map.reserve_area(start, size, fl & flags::SEARCH_ADDR != 0, align)?)
+    Ok(map.reserve_area(start, size, fl.contains(Flags::SEARCH_ADDR), align)?)
 }
 
 /// The `get_areas` answer of `map` from `start` on.
@@ -231,7 +220,7 @@ pub fn areas_from(map: &RegionMap, start: u64) -> RangeList {
             .map(|(s, e)| RangeEntry {
                 start: s,
                 end: e - 1,
-                flags: flags::RESERVED as u16,
+                flags: Flags::RESERVED,
             })
             .collect(),
     )
@@ -272,24 +261,24 @@ pub fn regions_from(map: &RegionMap, start: u64) -> RangeList {
             .map(|r| RangeEntry {
                 start: r.start,
                 end: r.end() - 1,
-                flags: region_flags(r) as u16,
+                flags: region_flags(r),
             })
             .collect(),
     )
 }
 
 /// The region flags L4Re reports for `r` (`L4Re::Rm::Region::flags`).
-pub fn region_flags(r: &Region) -> u32 {
-    let mut fl = r.rights.bits() as u32;
+pub fn region_flags(r: &Region) -> Flags {
+    let mut fl = Flags::from(r.rights);
     match r.backing {
         Backing::File { .. } => {}
-        Backing::Anon => fl |= flags::ANONYMOUS,
-        Backing::Reserved => fl |= flags::RESERVED,
-        Backing::Kernel => fl |= flags::KERNEL,
-        Backing::Pager { .. } => fl |= flags::PAGER,
+        Backing::Anon => fl |= Flags::ANONYMOUS,
+        Backing::Reserved => fl |= Flags::RESERVED,
+        Backing::Kernel => fl |= Flags::KERNEL,
+        Backing::Pager { .. } => fl |= Flags::PAGER,
     }
     if r.private {
-        fl |= flags::PRIVATE;
+        fl |= Flags::PRIVATE;
     }
     fl
 }
@@ -348,7 +337,7 @@ impl<B: RmBackend> RmService<B> {
         &self,
         start: u64,
         size: u64,
-        fl: u32,
+        fl: Flags,
         ds: Option<CapIdx>,
         offs: u64,
         align: u8,
@@ -399,7 +388,7 @@ impl<B: RmBackend> RmServer for RmService<B> {
         _: &mut Request<'_>,
         start: u64,
         size: u64,
-        fl: u32,
+        fl: Flags,
         mem: Option<ReceivedCap>,
         offs: u64,
         align: u8,
@@ -460,7 +449,7 @@ impl<B: RmBackend> RmServer for RmService<B> {
         _: &mut Request<'_>,
         start: u64,
         size: u64,
-        fl: u32,
+        fl: Flags,
         align: u8,
     ) -> Result<u64> {
         reserve_area_in(&mut self.map.lock(), start, size, fl, align)
@@ -586,18 +575,18 @@ mod tests {
         let (gate, h) = serve(svc, 9)?;
         let rm: l4re::Cap<Rm> = gate.cap().cast();
         // Fixed attach of anonymous memory.
-        let a = rm.attach(0x10_0000, 0x3000, flags::RW, None, 0, 12, 0, "heap", 0)?;
+        let a = rm.attach(0x10_0000, 0x3000, Flags::RW, None, 0, 12, 0, "heap", 0)?;
         assert_eq!(a, 0x10_0000);
         // Overlap refused.
         assert_eq!(
-            rm.attach(0x10_1000, 0x1000, flags::RW, None, 0, 12, 0, "x", 0),
+            rm.attach(0x10_1000, 0x1000, Flags::RW, None, 0, 12, 0, "x", 0),
             Err(Error::AddrNotAvail)
         );
         // Search.
         let b = rm.attach(
             0x10_0000,
             0x1000,
-            flags::R | flags::SEARCH_ADDR,
+            Flags::R | Flags::SEARCH_ADDR,
             None,
             0,
             12,
@@ -608,19 +597,19 @@ mod tests {
         assert_eq!(b, 0x10_3000);
         // Backend refusal undoes the attach.
         assert_eq!(
-            rm.attach(0x20_0000, 0x1000, flags::R, None, 0, 12, 0, "refuse", 0),
+            rm.attach(0x20_0000, 0x1000, Flags::R, None, 0, 12, 0, "refuse", 0),
             Err(Error::NoMem)
         );
         let f = rm.find(0x10_1234, 1)?;
         assert_eq!((f.start, f.size), (0x10_0000, 0x3000));
-        assert_eq!(f.flags & 7, flags::RW);
+        assert_eq!(f.flags.rights(), Rights::RW);
         assert!(!CapIdx(f.mem).is_valid());
         assert_eq!(rm.find(0x20_0000, 1), Err(Error::NoEnt));
         // Detach the middle page: split.
         let WithCode(code, d) = rm.detach(0x10_1000, 0x1000, 0)?;
         assert_eq!(code, detach_result::SPLIT_DS);
         assert_eq!((d.start, d.size), (0x10_1000, 0x1000));
-        let area = rm.reserve_area(0x40_0000, 0x10_0000, 0, 12)?;
+        let area = rm.reserve_area(0x40_0000, 0x10_0000, Flags::empty(), 12)?;
         assert_eq!(area, 0x40_0000);
         rm.free_area(area)?;
         h.join().unwrap();
@@ -639,7 +628,7 @@ mod tests {
     fn find_of_a_range_past_the_address_space_end() -> Result<()> {
         let map = Arc::new(SpinLock::new(RegionMap::new(0x1000, 1 << 47)));
         let svc = RmService::new(map, NoBackend);
-        svc.attach_region(0x40_0000, 0x2000, flags::RW, None, 0, 12, "data")?;
+        svc.attach_region(0x40_0000, 0x2000, Flags::RW, None, 0, 12, "data")?;
         let mut rcv = l4re::msg::RcvCapSlots::new(&[]);
         let mut req = Request::new(l4re::MsgTag::new(0, 0, 0, 0), 0, &mut rcv);
         for size in [u64::MAX, u64::MAX - 0x40_0000, 1 << 63] {
@@ -680,7 +669,7 @@ mod tests {
             rm.attach(
                 0x100_0000 + i * 0x2000,
                 0x1000,
-                flags::RW,
+                Flags::RW,
                 None,
                 0,
                 12,
@@ -696,12 +685,12 @@ mod tests {
             RangeEntry {
                 start: 0x100_0000,
                 end: 0x100_0fff,
-                flags: (flags::RW | flags::ANONYMOUS | flags::PRIVATE) as u16
+                flags: Flags::RW | Flags::ANONYMOUS | Flags::PRIVATE
             }
         );
         let rest = rm.get_regions(first.0.last().unwrap().end + 1)?;
         assert_eq!(rest.0.len(), 25 - RangeList::MAX);
-        rm.reserve_area(0x200_0000, 0x10_0000, 0, 12)?;
+        rm.reserve_area(0x200_0000, 0x10_0000, Flags::empty(), 12)?;
         let areas = rm.get_areas(0)?;
         assert_eq!(areas.0.len(), 1);
         assert_eq!((areas.0[0].start, areas.0[0].end), (0x200_0000, 0x20f_ffff));
@@ -719,7 +708,7 @@ mod tests {
         assert_eq!(rm.remove_rescue_jump(0x40_0080), Err(Error::NoEnt));
         // page_in: the in-task helper; holes, rights and flags refused.
         let buf = l4re::fpage::RcvBuf::window(0, 47);
-        let p = rm.page_in(0x100_0000, 0x100_0fff, flags::RW as u16, buf)?;
+        let p = rm.page_in(0x100_0000, 0x100_0fff, Flags::RW.bits() as u16, buf)?;
         assert_eq!(p.helper, 0x1234_5678);
         assert_eq!(
             rm.page_in(0x100_0000, 0x100_1fff, 4, buf),
@@ -734,7 +723,7 @@ mod tests {
             rm.attach(
                 0x300_0000,
                 0x1000,
-                flags::RW | 0x0020_0000,
+                Flags::RW | Flags::from_bits_retain(0x0020_0000),
                 None,
                 0,
                 12,
@@ -745,11 +734,11 @@ mod tests {
             Err(Error::Inval)
         );
         assert_eq!(
-            rm.attach(0x300_0000, u64::MAX, flags::RW, None, 0, 12, 0, "x", 0),
+            rm.attach(0x300_0000, u64::MAX, Flags::RW, None, 0, 12, 0, "x", 0),
             Err(Error::Inval)
         );
         assert_eq!(
-            rm.reserve_area(0x300_0000, 0x1000, 0, 200),
+            rm.reserve_area(0x300_0000, 0x1000, Flags::empty(), 200),
             Err(Error::Inval)
         );
         assert_eq!(

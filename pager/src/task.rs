@@ -40,9 +40,9 @@ l4re::wire_struct! {
         pub start: u64,
         /// Size in bytes (page multiple).
         pub size: u64,
-        /// `L4Re::Rm` flags (`l4re::proto::rm::flags`: rights, `PRIVATE`;
-        /// no dataspace means anonymous memory).
-        pub flags: u32,
+        /// `L4Re::Rm` flags (rights, `PRIVATE`; no dataspace means
+        /// anonymous memory).
+        pub flags: l4re::proto::rm::Flags,
         /// Offset in the dataspace.
         pub offset: u64,
         /// Bytes of the region that come from the dataspace (the rest of a

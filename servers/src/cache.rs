@@ -51,51 +51,7 @@ pub type FrameIdx = usize;
 /// Identifies a file in the cache.
 pub type FileId = u32;
 
-l4re::wire_struct! {
-    /// Cache counters, per file and in total.
-    pub struct CacheStats {
-        /// Accesses that found the page active in the cache.
-        pub hits: u64,
-        /// Accesses that had to read the page from the backing store.
-        pub misses: u64,
-        /// Hits on pages that read-ahead brought in (first hit only).
-        pub readahead_hits: u64,
-        /// Pages read by read-ahead.
-        pub readahead_pages: u64,
-        /// Accesses that found the page in the free pool (reclaimed without I/O).
-        pub reclaims: u64,
-        /// Frames moved out of the active set by the cleaning policy.
-        pub evictions: u64,
-        /// Pages written back to the backing store.
-        pub writebacks: u64,
-        /// Pages removed from every client mapping.
-        pub revocations: u64,
-    }
-}
-
-impl CacheStats {
-    fn add(&mut self, f: impl Fn(&mut CacheStats)) {
-        f(self)
-    }
-}
-
-l4re::wire_struct! {
-    /// The state of the frame pool.
-    pub struct PoolInfo {
-        /// Frames in the pool.
-        pub frames: u64,
-        /// Active frames.
-        pub active: u64,
-        /// Frames in the free pool that still hold a page.
-        pub free_cached: u64,
-        /// Empty frames.
-        pub empty: u64,
-        /// Pinned frames.
-        pub pinned: u64,
-        /// The low watermark of free frames.
-        pub low_watermark: u64,
-    }
-}
+pub use l4fs_api::{CacheStats, PoolInfo};
 
 /// The platform side of one file's cache: frame memory and backing I/O.
 ///
@@ -452,9 +408,9 @@ impl PageCache {
     }
 
     fn count(&mut self, id: FileId, f: impl Fn(&mut CacheStats) + Copy) {
-        self.total.add(f);
+        f(&mut self.total);
         if let Some(file) = self.files.get_mut(&id) {
-            file.stats.add(f);
+            f(&mut file.stats);
         }
     }
 

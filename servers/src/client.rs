@@ -6,6 +6,7 @@ use l4re::cap::{self, IpcGate, OwnedCap, Untyped};
 use l4re::fpage::RcvBuf;
 use l4re::host::ReservedRange;
 use l4re::msg::LongBytes;
+use l4re::proto::dataspace::Flags as DsFlags;
 use l4re::proto::{Dataspace, DataspaceClient, Namespace, NamespaceClient};
 use l4re::{Cap, Error, Result};
 
@@ -110,7 +111,7 @@ impl Window {
     /// Maps the page at `offset` of `ds` with `flags` (Dataspace map
     /// flags); returns the log2 size of the flexpage the server sent
     /// ([`Error::NoMem`] if nothing was mapped).
-    pub fn map(&self, ds: Cap<Dataspace>, offset: u64, flags: u64) -> Result<u8> {
+    pub fn map(&self, ds: Cap<Dataspace>, offset: u64, flags: DsFlags) -> Result<u8> {
         let spot = self.range.addr() as u64 + (offset & !0xfff);
         let item = ds.map(offset & !0xfff, spot, flags, self.range.window())?;
         item.received_order().ok_or(Error::NoMem)

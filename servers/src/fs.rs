@@ -24,7 +24,7 @@ use l4re::cap::{IpcGate, OwnedCap};
 use l4re::env::env;
 use l4re::fpage::{Fpage, MapType, Rights};
 use l4re::msg::{LongBytesBuf, ReceivedCap};
-use l4re::proto::dataspace::{Stats, map_flags};
+use l4re::proto::dataspace::{Flags as DsFlags, Stats};
 use l4re::proto::{Dataspace, DataspaceServer, Namespace, NamespaceServer};
 use l4re::rpc::{Request, WithCode};
 use l4re::server::ServerObject;
@@ -331,13 +331,13 @@ impl FileObj {
 }
 
 impl DataspaceServer for FileObj {
-    fn map(&self, _: &mut Request<'_>, offset: u64, spot: u64, flags: u64) -> Result<SndFpage> {
-        let want = flags & map_flags::RIGHTS_MASK;
-        if want == 0 {
+    fn map(&self, _: &mut Request<'_>, offset: u64, spot: u64, flags: DsFlags) -> Result<SndFpage> {
+        let want = flags & DsFlags::RIGHTS_MASK;
+        if want.is_empty() {
             // No access asked for: nothing to map.
             return Err(Error::Inval);
         }
-        if want & map_flags::W != 0 {
+        if want.contains(DsFlags::W) {
             self.need_write()?;
         }
         let (o, sp) = (offset & (PAGE_SIZE - 1), spot & (PAGE_SIZE - 1));
@@ -350,14 +350,9 @@ impl DataspaceServer for FileObj {
         let mut fs = self.fs.borrow_mut();
         let (first, order) =
             fs.cache
-                .map(self.id, offset / PAGE_SIZE, spot, want & map_flags::W != 0)?;
-        let mut rights = Rights::R;
-        if want & map_flags::W != 0 {
-            rights |= Rights::W;
-        }
-        if want & map_flags::X != 0 {
-            rights |= Rights::X;
-        }
+                .map(self.id, offset / PAGE_SIZE, spot, want.contains(DsFlags::W))?;
+        // Readable whatever was asked for, plus W and X as asked.
+        let rights = Rights::R | (want & (DsFlags::W | DsFlags::X)).rights();
         let fpage = Fpage::mem(self.base + first * PAGE_SIZE, order, rights);
         Ok(SndFpage::mem(fpage, spot, MapType::Map))
     }
@@ -368,9 +363,9 @@ impl DataspaceServer for FileObj {
     fn info(&self, _: &mut Request<'_>) -> Result<Stats> {
         let size = self.fs.borrow().cache.size(self.id)?;
         let flags = if self.writable {
-            map_flags::RW | map_flags::X
+            DsFlags::RW | DsFlags::X
         } else {
-            map_flags::RX
+            DsFlags::RX
         };
         Ok(Stats { size, flags })
     }

@@ -11,7 +11,8 @@
 //! image files, frames as memfd pages), [`fiasco`] Fiasco's (pool frames
 //! from L4Re's memory allocator, revocation by `l4_task_unmap`, the ext2
 //! image from a boot module, and the programs' entry functions).
-//! [`proto`] declares the protocols l4fs adds to L4Re's.
+//! [`proto`] is the crate `l4fs-api` (`servers/api/`): the protocols l4fs
+//! adds to L4Re's, which clients use without this crate.
 //!
 //! Platforms (cargo features): `host` (default; `std`) or `fiasco`
 //! (`no_std` + `alloc`, built as a staticlib by L4Re's build system with
@@ -30,7 +31,8 @@ pub mod fiasco;
 pub mod fs;
 #[cfg(feature = "host")]
 pub mod host;
-pub mod proto;
+/// l4fs's own protocols: the crate `l4fs-api` (`servers/api/`).
+pub use l4fs_api as proto;
 
 #[cfg(feature = "host")]
 use alloc::boxed::Box;
@@ -108,8 +110,6 @@ pub struct FsConfig {
 }
 
 impl FsConfig {
-    // Unused when the crate is built for its protocols alone (no platform).
-    #[cfg_attr(not(any(feature = "host", feature = "fiasco")), allow(dead_code))]
     fn with_store(store: Store) -> Self {
         FsConfig {
             store,

@@ -8,7 +8,7 @@ use std::process::Command;
 use common::*;
 use l4fs::client::{Window, open, query};
 use l4fs::proto::{FileOpsClient, FsOpsClient, mode};
-use l4re::proto::dataspace::map_flags;
+use l4re::proto::dataspace::Flags as DsFlags;
 use l4re::proto::{DataspaceClient, Namespace};
 use l4re::{Cap, Error, Result};
 
@@ -52,13 +52,13 @@ fn ext2_image_open_map_read_write_sync() -> Result<()> {
     assert_eq!(f.ds().info()?.size, prog.len() as u64);
     let w = Window::new(prog.len())?;
     for p in 0..(prog.len() / 4096) {
-        w.map(f.ds(), (p * 4096) as u64, map_flags::R)?;
+        w.map(f.ds(), (p * 4096) as u64, DsFlags::R)?;
         for i in (p * 4096..(p + 1) * 4096).step_by(331) {
             assert_eq!(w.read_byte(i), prog[i], "byte {i}");
         }
     }
     assert_eq!(f.read(777_777, 300)?, prog[777_777..778_077]);
-    assert_eq!(w.map(f.ds(), 0, map_flags::RW), Err(Error::Access));
+    assert_eq!(w.map(f.ds(), 0, DsFlags::RW), Err(Error::Access));
     // Directories, component errors.
     let d = query(ns, "etc")?;
     let c = query(d.cap().cast(), "deep/conf")?;
@@ -73,7 +73,7 @@ fn ext2_image_open_map_read_write_sync() -> Result<()> {
     rw.write(5000, b"written through l4fs")?;
     expect[5000..5020].copy_from_slice(b"written through l4fs");
     let wm = Window::new(data.len())?;
-    wm.map(rw.ds(), 40 * 4096, map_flags::RW)?;
+    wm.map(rw.ds(), 40 * 4096, DsFlags::RW)?;
     for i in 0..64 {
         wm.write_byte(40 * 4096 + 100 + i, i as u8);
         expect[40 * 4096 + 100 + i] = i as u8;

@@ -6,7 +6,7 @@ use common::*;
 use l4fs::client::{Window, open, query};
 use l4fs::proto::{FileOpsClient, FsOpsClient, mode};
 use l4re::host::{Prot, Source};
-use l4re::proto::dataspace::map_flags;
+use l4re::proto::dataspace::Flags as DsFlags;
 use l4re::proto::{DataspaceClient, Namespace};
 use l4re::{Cap, Error, Result};
 
@@ -22,11 +22,11 @@ fn query_gives_read_only_dataspace_that_maps_file_pages() -> Result<()> {
     let f = query(ns, "sub/dir/file")?;
     let st = f.ds().info()?;
     assert_eq!(st.size, data.len() as u64);
-    assert_eq!(st.flags & map_flags::W, 0, "read-only object");
+    assert!(!st.flags.contains(DsFlags::W), "read-only object");
 
     let w = Window::new(8 * 4096)?;
     for page in 0..6u64 {
-        let order = w.map(f.ds(), page * 4096, map_flags::R)?;
+        let order = w.map(f.ds(), page * 4096, DsFlags::R)?;
         assert!(order >= 12);
     }
     for (i, &b) in data.iter().enumerate() {
@@ -37,7 +37,7 @@ fn query_gives_read_only_dataspace_that_maps_file_pages() -> Result<()> {
     // Through the file protocol too.
     assert_eq!(f.read(4000, 1000)?, data[4000..5000]);
     // A read-only capability refuses a writable mapping and writes.
-    assert_eq!(w.map(f.ds(), 0, map_flags::RW), Err(Error::Access));
+    assert_eq!(w.map(f.ds(), 0, DsFlags::RW), Err(Error::Access));
     assert_eq!(
         f.file().write(0, l4re::msg::LongBytes::new(b"x")),
         Err(Error::Access)
@@ -68,11 +68,11 @@ fn open_read_write_sync_reach_the_host_file() -> Result<()> {
     let srv = serve(&["--root", dir.path().to_str().unwrap()]);
     let rw = open(srv.root(), "f", mode::RW)?;
     let st = rw.ds().info()?;
-    assert_ne!(st.flags & map_flags::W, 0);
+    assert!(st.flags.contains(DsFlags::W));
     rw.write(100, b"hello through the protocol")?;
     // Through a writable mapping.
     let w = Window::new(4 * 4096)?;
-    w.map(rw.ds(), 8192, map_flags::RW)?;
+    w.map(rw.ds(), 8192, DsFlags::RW)?;
     for (i, &b) in b"mapped write".iter().enumerate() {
         w.write_byte(8192 + 7 + i, b);
     }
@@ -108,7 +108,7 @@ fn two_clients_share_one_frame_and_see_each_others_writes() -> Result<()> {
     // This task maps the file read-only first.
     let ro = query(srv.root().cast(), "shared")?;
     let w = Window::new(4 * 4096)?;
-    w.map(ro.ds(), 4096, map_flags::R)?;
+    w.map(ro.ds(), 4096, DsFlags::R)?;
     assert_eq!(w.read_byte(4096 + 10), data[4096 + 10]);
     // Another task maps it writable and writes through its mapping.
     let out = dir.path().join("client.out");
@@ -162,7 +162,7 @@ fn private_copies_never_reach_the_file() -> Result<()> {
     let srv = serve(&["--root", dir.path().to_str().unwrap()]);
     let ro = query(srv.root().cast(), "elf")?;
     let w = Window::new(2 * 4096)?;
-    w.map(ro.ds(), 0, map_flags::R)?;
+    w.map(ro.ds(), 0, DsFlags::R)?;
     let rw = Prot::READ | Prot::WRITE;
     // mprotect on a page of our own window; expected to fail.
     let r = w.mapping().protect(0, 4096, rw);
@@ -179,7 +179,7 @@ fn private_copies_never_reach_the_file() -> Result<()> {
     assert_eq!(w.read_byte(5), !data[5]);
     // Another mapping and the file are unchanged.
     let w2 = Window::new(2 * 4096)?;
-    w2.map(ro.ds(), 0, map_flags::R)?;
+    w2.map(ro.ds(), 0, DsFlags::R)?;
     assert_eq!(w2.read_byte(5), data[5]);
     let fs: Cap<l4fs::FsOps> = srv.root().cast();
     fs.sync_all()?;
@@ -231,24 +231,27 @@ fn bad_input_gets_clear_errors_and_the_server_keeps_serving() -> Result<()> {
     let base = w.addr() as u64;
     // Past the end, huge offsets.
     assert_eq!(
-        ds.map(3 * 4096, base, map_flags::R, w_window(&w)),
+        ds.map(3 * 4096, base, DsFlags::R, w_window(&w)),
         Err(Error::Range)
     );
     assert_eq!(
-        ds.map(!0xfff, base, map_flags::R, w_window(&w)),
+        ds.map(!0xfff, base, DsFlags::R, w_window(&w)),
         Err(Error::Range)
     );
     // Misaligned spot: the byte at the offset cannot land there. (An
     // unaligned fault address with a page-aligned offset, or the reverse,
     // is taken by page.)
-    assert!(ds.map(0, base + 8, map_flags::R, w_window(&w)).is_ok());
-    assert!(ds.map(0x10, base, map_flags::R, w_window(&w)).is_ok());
+    assert!(ds.map(0, base + 8, DsFlags::R, w_window(&w)).is_ok());
+    assert!(ds.map(0x10, base, DsFlags::R, w_window(&w)).is_ok());
     assert_eq!(
-        ds.map(4, base + 8, map_flags::R, w_window(&w)),
+        ds.map(4, base + 8, DsFlags::R, w_window(&w)),
         Err(Error::Inval)
     );
     // A map asking for no access at all.
-    assert_eq!(ds.map(0, base, 0, w_window(&w)), Err(Error::Inval));
+    assert_eq!(
+        ds.map(0, base, DsFlags::empty(), w_window(&w)),
+        Err(Error::Inval)
+    );
     // Zero-sized clear is a no-op.
     ds.clear(0, 0)?;
     // Reads and writes past the end or too large.
@@ -289,7 +292,7 @@ fn bad_input_gets_clear_errors_and_the_server_keeps_serving() -> Result<()> {
     assert_eq!(raw(0x4F00, 0), Err(Error::MsgTooShort));
     // Still serving, with correct data.
     assert_eq!(rw.read(100, 200)?, data[100..300]);
-    w.map(ds, 4096, map_flags::R)?;
+    w.map(ds, 4096, DsFlags::R)?;
     assert_eq!(w.read_byte(4096 + 3), data[4096 + 3]);
     let c = client(
         srv.root(),
@@ -325,7 +328,7 @@ fn map_replies_use_large_flexpages_for_cached_runs() -> Result<()> {
     assert!(st.readahead_hits > 0 && st.readahead_pages > 0, "{st:?}");
     // ...so a map of a cached, aligned block sends one large flexpage.
     let w = Window::new(64 * 4096)?;
-    let order = w.map(f.ds(), 5 * 4096, map_flags::R)?;
+    let order = w.map(f.ds(), 5 * 4096, DsFlags::R)?;
     assert!(order >= 16, "order {order}");
     for i in (0..1usize << order).step_by(997) {
         assert_eq!(w.read_byte(i), data[i]);

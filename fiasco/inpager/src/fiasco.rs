@@ -12,7 +12,7 @@ use l4re::cap::{self, CapIdx, IpcGate, OwnedCap};
 use l4re::env::{env, log_line};
 use l4re::fpage::{Fpage, RcvBuf, Rights};
 use l4re::msg::MsgTag;
-use l4re::proto::dataspace::map_flags;
+use l4re::proto::dataspace::Flags as DsFlags;
 use l4re::proto::parent::SIGNAL_EXIT;
 use l4re::proto::rm::PageIn;
 use l4re::proto::{Dataspace, DataspaceClient, PageFault, Parent, ParentClient, ParentServer, Rm};
@@ -178,7 +178,7 @@ impl InPager {
             a.next += PAGE;
             (a.ds, a.next - PAGE)
         };
-        ds.map(off, page, rights.bits() as u64, RcvBuf::window(page, 12))?;
+        ds.map(off, page, DsFlags::from(rights), RcvBuf::window(page, 12))?;
         self.update(|s| s.anon_pages += 1);
         Ok(())
     }
@@ -240,7 +240,7 @@ impl InPager {
                 let item = ds.map(
                     offset,
                     page,
-                    rights.bits() as u64,
+                    DsFlags::from(rights),
                     RcvBuf::window(base, order),
                 )?;
                 // Pages mapped: the smaller of what the server sent and
@@ -266,7 +266,7 @@ impl InPager {
                 let ds: Cap<Dataspace> = Cap::from_idx(ds);
                 let scratch = self.scratch.lock();
                 let at = *scratch;
-                ds.map(offset, at, map_flags::R, RcvBuf::window(at, 12))?;
+                ds.map(offset, at, DsFlags::R, RcvBuf::window(at, 12))?;
                 // SAFETY: `page` was just mapped writable here from our
                 // anonymous memory and nothing else uses it yet (the
                 // faulting thread waits for us); `at` holds the

@@ -46,7 +46,7 @@ use l4re::Cap;
 use l4re::cap::{CapIdx, CapRights, well_known};
 use l4re::env::env;
 use l4re::kobj::{Kip, MAIN_THREAD_PRIO, PfHandler, PfOutcome, PfTrampolineState, ThreadAttr};
-use l4re::proto::rm::{RangeEntry, RangeList, flags};
+use l4re::proto::rm::{Flags as RmFlags, RangeEntry, RangeList};
 use l4re::proto::{Dataspace, DataspaceClient, RmClient};
 use l4re::server::Server;
 use l4re_rt::freestanding::StartInfo;
@@ -115,7 +115,7 @@ fn view_binary(
     let attached = outer.attach(
         0,
         len,
-        flags::R | flags::SEARCH_ADDR,
+        RmFlags::R | RmFlags::SEARCH_ADDR,
         Some(file.send(CapRights::R)),
         0,
         12,
@@ -137,7 +137,7 @@ fn view_binary(
         let item = file.map(
             off,
             at + off,
-            l4re::proto::dataspace::map_flags::R,
+            l4re::proto::dataspace::Flags::R,
             l4re::fpage::RcvBuf::window(base, order),
         );
         let item = match item {

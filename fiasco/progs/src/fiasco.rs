@@ -4,13 +4,12 @@
 use alloc::format;
 use alloc::sync::Arc;
 
-use l4_sys as sys;
-use l4re::cap::{self, Cap, CapIdx, CapRights, IpcGate};
+use l4re::cap::{self, Cap, CapRights, IpcGate};
 use l4re::env::{env, log_line};
 use l4re::fpage::{PAGE_SIZE, RcvBuf};
 use l4re::ipc::Timeout;
-use l4re::proto::dataspace::map_flags;
-use l4re::proto::{Dataspace, DataspaceClient};
+use l4re::proto::DataspaceClient;
+use l4re::proto::dataspace::Flags as DsFlags;
 use l4re::server::Server;
 use l4re::{Error, IpcError, Result};
 use l4re_rt::Args;
@@ -68,33 +67,11 @@ fn wait_for_server(probe: Cap<Probe>) -> Result<u64> {
         match probe.add(1, 2) {
             Err(Error::Ipc(IpcError::NotExistent)) if tries < 500 => {
                 tries += 1;
-                // SAFETY: a receive with a timeout from nobody: just a sleep.
-                unsafe { sys::l4_ipc_sleep_ms(10) };
+                l4re::fiasco::sleep_ms(10);
             }
             r => return r,
         }
     }
-}
-
-/// Reserves `2^order` bytes of address space, aligned to their size, in
-/// L4Re's region map (so nothing else is attached there) and returns the
-/// start.
-fn reserve_window(order: u8) -> Result<u64> {
-    let mut addr: sys::l4_addr_t = 0;
-    // SAFETY: `addr` is a valid in/out pointer; the region map only records
-    // the area.
-    let r = unsafe {
-        sys::l4re_rm_reserve_area(
-            &mut addr,
-            1 << order,
-            sys::L4RE_RM_F_SEARCH_ADDR as _,
-            order,
-        )
-    };
-    if r < 0 {
-        return Err(Error::from_code(r as i64));
-    }
-    Ok(addr as u64)
 }
 
 /// Whether the page at `addr` holds the pattern bytes from `offset`.
@@ -116,8 +93,7 @@ fn rust_ipc_client_main(_: Args) -> i32 {
 
     // The fixed capability slots the shared code assumes (l4re::cap::well_known)
     // are where L4Re's loader put the objects.
-    // SAFETY: the environment is set up before the program runs.
-    let e = unsafe { &*sys::l4re_env() };
+    let e = l4re::fiasco::env_snapshot();
     let slots = [e.factory, e.log, e.scheduler, e.rm, e.mem_alloc, e.parent];
     let want = [
         cap::well_known::FACTORY,
@@ -129,7 +105,7 @@ fn rust_ipc_client_main(_: Args) -> i32 {
     ];
     t.eq(
         "environment: factory, log, scheduler, mem_alloc, parent at the well-known slots, rm from the env",
-        slots.map(CapIdx),
+        slots,
         want,
     );
     t.ok(
@@ -147,16 +123,8 @@ fn rust_ipc_client_main(_: Args) -> i32 {
 
     // Capability transfer client -> server: a dataspace from moe, asked for
     // its size by the server.
-    let sent = (|| -> Result<u64> {
-        let ds = cap::alloc::<Dataspace>()?;
-        // SAFETY: `ds` is an empty slot of ours; moe maps the new
-        // dataspace's capability into it.
-        let r = unsafe { sys::l4re_ma_alloc(3 * PAGE_SIZE as i64, ds.idx().0 as _, 0) };
-        if r < 0 {
-            return Err(Error::from_code(r as i64));
-        }
-        probe.ds_size(ds.cap().send(CapRights::RW))
-    })();
+    let sent = l4re::fiasco::mem::alloc(3 * PAGE_SIZE)
+        .and_then(|ds| probe.ds_size(ds.cap().send(CapRights::RW)));
     t.eq(
         "capability to the server: it calls our dataspace",
         sent,
@@ -168,14 +136,14 @@ fn rust_ipc_client_main(_: Args) -> i32 {
 
     // Memory map items: pages of the server's dataspace into a receive
     // window reserved in our region map.
-    match reserve_window(16) {
+    match l4re::fiasco::mem::reserve_area(1 << 16, 16) {
         Err(e) => t.ok(false, &format!("reserve a 64 KiB window: {e}")),
         Ok(win) => {
             for (offset, what) in [(0x3000usize, "page 3"), (0, "page 0"), (0xf000, "page 15")] {
                 let r = ds.map(
                     offset as u64,
                     win + offset as u64,
-                    map_flags::R,
+                    DsFlags::R,
                     RcvBuf::window(win, 16),
                 );
                 let ok = r.is_ok_and(|item| item.is_valid())
@@ -207,18 +175,14 @@ fn report(t: &Tap) -> i32 {
 /// aligned ones through `posix_memalign`), then panics on purpose; the
 /// panic handler prints the message and exits with status 101.
 fn rust_panic_main(_: Args) -> i32 {
+    /// 64 KiB aligned to 64 KiB: its allocation goes through
+    /// `posix_memalign`.
+    #[repr(align(65536))]
+    struct Aligned(#[allow(dead_code)] [u8; 1 << 16]);
     let v: alloc::vec::Vec<u64> = (0..10_000).collect();
-    let layout = core::alloc::Layout::from_size_align(1 << 16, 1 << 16)
-        .unwrap_or(core::alloc::Layout::new::<u64>());
-    // SAFETY: a non-zero-sized layout; the block is freed right away.
-    let aligned = unsafe { alloc::alloc::alloc(layout) };
-    let ok = v.iter().sum::<u64>() == 49_995_000
-        && !aligned.is_null()
-        && aligned as usize % (1 << 16) == 0;
-    if !aligned.is_null() {
-        // SAFETY: allocated above with this layout.
-        unsafe { alloc::alloc::dealloc(aligned, layout) };
-    }
+    let aligned = alloc::boxed::Box::<Aligned>::new_uninit();
+    let ok = v.iter().sum::<u64>() == 49_995_000 && aligned.as_ptr() as usize % (1 << 16) == 0;
+    drop(aligned);
     log_line(if ok {
         "rust-panic: allocator ok"
     } else {

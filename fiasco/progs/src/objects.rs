@@ -1,7 +1,6 @@
 //! Server objects of the Fiasco programs: the [`Probe`] test object, a
 //! read-only memory dataspace and a flat namespace of such dataspaces.
 
-use alloc::alloc::{Layout, alloc_zeroed, dealloc};
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, Ordering};
@@ -9,7 +8,8 @@ use core::sync::atomic::{AtomicBool, Ordering};
 use l4re::cap::{Cap, CapIdx, CapRights, OwnedCap};
 use l4re::fpage::{Fpage, MapType, PAGE_SIZE, Rights, SndFpage};
 use l4re::msg::{LongBytesBuf, MsgTag, ReceivedCap};
-use l4re::proto::dataspace::{Stats, map_flags};
+use l4re::pages::PageBuf;
+use l4re::proto::dataspace::{Flags as DsFlags, Stats};
 use l4re::proto::{Dataspace, DataspaceClient, DataspaceServer, Namespace, NamespaceServer};
 use l4re::rpc::{Request, WithCode};
 use l4re::server::ServerObject;
@@ -106,37 +106,16 @@ impl ServerObject for ProbeObj {
 /// sends the page at the requested offset (one page per request), `info`
 /// reports the byte size and the rights `R|X`.
 pub struct MemDs {
-    addr: *mut u8,
-    layout: Layout,
-    size: u64,
+    mem: PageBuf,
 }
 
 impl MemDs {
     /// A dataspace holding `contents`, padded with zeros to whole pages
-    /// (at least `min_size` bytes). Every page is touched here, so the
-    /// memory is present in this task when it is mapped to a client.
+    /// (at least `min_size` bytes). Every page is present in this task
+    /// when it is mapped to a client ([`PageBuf`]).
     pub fn new(contents: &[u8], min_size: usize) -> Result<Self> {
-        let size = contents.len().max(min_size).max(1);
-        let bytes = size.div_ceil(PAGE_SIZE as usize) * PAGE_SIZE as usize;
-        let layout =
-            Layout::from_size_align(bytes, PAGE_SIZE as usize).map_err(|_| Error::Inval)?;
-        // SAFETY: `layout` has a non-zero size.
-        let addr = unsafe { alloc_zeroed(layout) };
-        if addr.is_null() {
-            return Err(Error::NoMem);
-        }
-        // SAFETY: `addr` holds `bytes >= contents.len()` writable bytes that
-        // do not overlap `contents`.
-        unsafe { core::ptr::copy_nonoverlapping(contents.as_ptr(), addr, contents.len()) };
-        // Touch every page (zero pages of a fresh heap may not be mapped).
-        for off in (0..bytes).step_by(PAGE_SIZE as usize) {
-            // SAFETY: inside the allocation.
-            unsafe { core::ptr::write_volatile(addr.add(off), *addr.add(off)) };
-        }
         Ok(MemDs {
-            addr,
-            layout,
-            size: size as u64,
+            mem: PageBuf::new(contents, min_size)?,
         })
     }
 
@@ -148,46 +127,31 @@ impl MemDs {
 
     /// The size in bytes.
     pub fn size(&self) -> u64 {
-        self.size
+        self.mem.len() as u64
     }
 
     /// The contents.
     pub fn bytes(&self) -> &[u8] {
-        // SAFETY: the allocation holds at least `size` initialised bytes and
-        // lives as long as `self`.
-        unsafe { core::slice::from_raw_parts(self.addr, self.size as usize) }
+        self.mem.bytes()
     }
 }
-
-// SAFETY: the memory is written only in `new`, before the object is shared;
-// afterwards it is only read (and mapped read-only to clients).
-unsafe impl Send for MemDs {}
-// SAFETY: as above: shared access is read-only.
-unsafe impl Sync for MemDs {}
 
 /// Byte `i` of the test pattern: differs from page to page and within one.
 pub fn pattern_byte(i: usize) -> u8 {
     (i as u8) ^ ((i >> 12) as u8).wrapping_mul(31)
 }
 
-impl Drop for MemDs {
-    fn drop(&mut self) {
-        // SAFETY: allocated in `new` with this layout.
-        unsafe { dealloc(self.addr, self.layout) }
-    }
-}
-
 impl DataspaceServer for MemDs {
-    fn map(&self, _: &mut Request<'_>, offset: u64, spot: u64, flags: u64) -> Result<SndFpage> {
-        if offset >= self.size {
+    fn map(&self, _: &mut Request<'_>, offset: u64, spot: u64, flags: DsFlags) -> Result<SndFpage> {
+        if offset >= self.size() {
             return Err(Error::Range);
         }
-        if flags & map_flags::W != 0 {
+        if flags.contains(DsFlags::W) {
             return Err(Error::Perm);
         }
         let page = offset & !(PAGE_SIZE - 1);
-        let rights = Rights::from_bits_truncate((flags & map_flags::RX) as u8) | Rights::R;
-        let fpage = Fpage::mem(self.addr as u64 + page, 12, rights);
+        let rights = (flags & DsFlags::RX).rights() | Rights::R;
+        let fpage = Fpage::mem(self.mem.addr() + page, 12, rights);
         Ok(SndFpage::mem(fpage, spot, MapType::Map))
     }
 
@@ -197,8 +161,8 @@ impl DataspaceServer for MemDs {
 
     fn info(&self, _: &mut Request<'_>) -> Result<Stats> {
         Ok(Stats {
-            size: self.size,
-            flags: map_flags::RX,
+            size: self.size(),
+            flags: DsFlags::RX,
         })
     }
 
@@ -326,7 +290,7 @@ mod tests {
             0i32.write(w).unwrap();
             0x2345u64.write(w).unwrap();
             0x7000_2345u64.write(w).unwrap();
-            map_flags::R.write(w).unwrap();
+            DsFlags::R.write(w).unwrap();
         });
         let mut req = Request::new(tag, 0x10, &mut rcv);
         let reply = Dataspace::dispatch(&ds, &mut req).unwrap();
@@ -334,13 +298,13 @@ mod tests {
         Utcb::with(|u| {
             let mr = u.mr();
             assert_eq!(mr[0], 0x7000_2000 | 8);
-            assert_eq!(mr[1], Fpage::mem(ds.addr as u64 + 0x2000, 12, Rights::R).0);
+            assert_eq!(mr[1], Fpage::mem(ds.mem.addr() + 0x2000, 12, Rights::R).0);
         });
         let tag = request(DATASPACE_LABEL, |w| {
             0i32.write(w).unwrap();
             0u64.write(w).unwrap();
             0u64.write(w).unwrap();
-            map_flags::RW.write(w).unwrap();
+            DsFlags::RW.write(w).unwrap();
         });
         let mut req = Request::new(tag, 0x10, &mut rcv);
         assert_eq!(Dataspace::dispatch(&ds, &mut req), Err(Error::Perm));
@@ -348,7 +312,7 @@ mod tests {
             0i32.write(w).unwrap();
             0x10_0000u64.write(w).unwrap();
             0u64.write(w).unwrap();
-            map_flags::R.write(w).unwrap();
+            DsFlags::R.write(w).unwrap();
         });
         let mut req = Request::new(tag, 0x10, &mut rcv);
         assert_eq!(Dataspace::dispatch(&ds, &mut req), Err(Error::Range));

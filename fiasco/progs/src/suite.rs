@@ -11,7 +11,7 @@ use l4re::cap::{self, Cap, CapIdx, Untyped};
 use l4re::fpage::RcvBuf;
 use l4re::ipc::{self, Timeout};
 use l4re::msg::MsgTag;
-use l4re::proto::dataspace::{Stats, map_flags};
+use l4re::proto::dataspace::{Flags as DsFlags, Stats};
 use l4re::proto::{Dataspace, DataspaceClient, Meta, MetaClient};
 use l4re::rpc::WithCode;
 use l4re::utcb::Utcb;
@@ -108,7 +108,7 @@ pub fn server_ds(t: &mut Tap, probe: Cap<Probe>, size: u64) -> Cap<Dataspace> {
         ds.info(),
         Ok(Stats {
             size,
-            flags: map_flags::RX,
+            flags: DsFlags::RX,
         }),
     );
     let ds_meta: Cap<Meta> = ds.cast();
@@ -119,13 +119,12 @@ pub fn server_ds(t: &mut Tap, probe: Cap<Probe>, size: u64) -> Cap<Dataspace> {
     );
     t.eq(
         "writable map of a read-only dataspace is refused",
-        ds.map(0, 0, map_flags::RW, RcvBuf::window(0, 12))
-            .map(|_| ()),
+        ds.map(0, 0, DsFlags::RW, RcvBuf::window(0, 12)).map(|_| ()),
         Err(Error::Perm),
     );
     t.eq(
         "map beyond the end is refused",
-        ds.map(size, 0, map_flags::R, RcvBuf::window(0, 12))
+        ds.map(size, 0, DsFlags::R, RcvBuf::window(0, 12))
             .map(|_| ()),
         Err(Error::Range),
     );

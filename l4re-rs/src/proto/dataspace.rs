@@ -9,39 +9,80 @@
 //! | 4 | `allocate` | `u64 offset, u64 size` | |
 //! | 5 | `map_info` | | `addr start, addr end` |
 
-use crate::fpage::{RcvBuf, SndFpage};
+use bitflags::bitflags;
+
+use crate::error::Result;
+use crate::fpage::{RcvBuf, Rights, SndFpage};
+use crate::msg::{Marshal, MsgReader, MsgWriter};
 use crate::protocol;
 
-/// Dataspace map flags (`L4Re::Dataspace::F::Flags`): rights in bits 0-3
-/// (R=4, W=2, X=1), caching in bits 4-5.
-pub mod map_flags {
-    /// Executable mapping.
-    pub const X: u64 = 1;
-    /// Writable mapping.
-    pub const W: u64 = 2;
-    /// Readable mapping.
-    pub const R: u64 = 4;
-    /// Read-write.
-    pub const RW: u64 = R | W;
-    /// Read-execute.
-    pub const RX: u64 = R | X;
-    /// All rights bits.
-    pub const RIGHTS_MASK: u64 = 0x0f;
-    /// Bufferable (write-combined) memory.
-    pub const BUFFERABLE: u64 = 0x10;
-    /// Uncached memory.
-    pub const UNCACHEABLE: u64 = 0x20;
-    /// Caching bits.
-    pub const CACHING_MASK: u64 = 0x30;
+bitflags! {
+    /// `L4Re::Dataspace::F::Flags`: the rights (bits 0-3: `R` 4, `W` 2,
+    /// `X` 1) and caching (bits 4-5) of a `map` request, and the rights a
+    /// dataspace's capability grants (`Stats::flags`). A request with any
+    /// other bit is refused with `-L4_EINVAL` when it is decoded.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+    pub struct Flags: u64 {
+        /// `X`: executable mapping.
+        const X = 1;
+        /// `W`: writable mapping.
+        const W = 2;
+        /// `R` (`Ro`): readable mapping.
+        const R = 4;
+        /// `RW`.
+        const RW = Self::R.bits() | Self::W.bits();
+        /// `RX`.
+        const RX = Self::R.bits() | Self::X.bits();
+        /// `RWX`.
+        const RWX = Self::R.bits() | Self::W.bits() | Self::X.bits();
+        /// `Rights_mask`: all rights bits.
+        const RIGHTS_MASK = 0x0f;
+        /// `Bufferable`: write-combined memory.
+        const BUFFERABLE = 0x10;
+        /// `Uncacheable`: uncached memory.
+        const UNCACHEABLE = 0x20;
+        /// `Caching_mask`: the caching bits.
+        const CACHING_MASK = 0x30;
+    }
 }
 
-crate::wire_struct! {
-    /// `L4Re::Dataspace::Stats`.
-    pub struct Stats {
-        /// Size in bytes.
-        pub size: u64,
-        /// Dataspace flags (rights the caller's capability grants: `map_flags`).
-        pub flags: u64,
+impl Flags {
+    /// The rights bits as flexpage rights (`fpage_rights()`).
+    pub fn rights(self) -> Rights {
+        Rights::from_bits_truncate((self.bits() & 7) as u8)
+    }
+}
+
+impl From<Rights> for Flags {
+    fn from(r: Rights) -> Flags {
+        Flags::from_bits_retain(u64::from(r.bits()))
+    }
+}
+
+crate::wire_flags!(Flags: u64);
+
+/// `L4Re::Dataspace::Stats`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Stats {
+    /// Size in bytes.
+    pub size: u64,
+    /// Dataspace flags: the rights the caller's capability grants, and
+    /// whatever else the server sets (moe: its `Cow_enabled`, 0x100).
+    pub flags: Flags,
+}
+
+impl Marshal for Stats {
+    type Decoded = Stats;
+    fn write(&self, w: &mut MsgWriter<'_>) -> Result<()> {
+        self.size.write(w)?;
+        self.flags.write(w)
+    }
+    fn read(r: &mut MsgReader<'_>) -> Result<Stats> {
+        let size = u64::read(r)?;
+        // A reply: the flags as the server sent them, bits of its own
+        // included (only requests refuse unknown bits).
+        let flags = Flags::from_bits_retain(u64::read(r)?);
+        Ok(Stats { size, flags })
     }
 }
 
@@ -52,7 +93,7 @@ protocol! {
         /// Maps the page(s) at `offset` into the receive window; `spot` is the
         /// address in the window the caller wants (the hot spot), `flags` the
         /// rights and caching. The server may send a larger aligned flexpage.
-        0 => fn map(offset: u64, spot: u64, flags: u64) buffers(window: RcvBuf) -> SndFpage;
+        0 => fn map(offset: u64, spot: u64, flags: Flags) buffers(window: RcvBuf) -> SndFpage;
         /// Zero-fills `size` bytes from `offset`.
         1 => fn clear(offset: u64, size: u64) -> ();
         /// Size and flags.

@@ -21,43 +21,111 @@
 
 use alloc::vec::Vec;
 
+use bitflags::bitflags;
+
 use crate::error::{Error, Result};
-use crate::fpage::{RcvBuf, SndFpage};
+use crate::fpage::{RcvBuf, Rights, SndFpage};
 use crate::msg::{Marshal, MsgReader, MsgWriter};
 use crate::protocol;
 use crate::rpc::WithCode;
 
-use super::dataspace::Dataspace;
+use super::dataspace::{Dataspace, Flags as DsFlags};
 
-/// Attach and region flags (`L4Re::Rm::F`).
-pub mod flags {
-    /// Region is readable.
-    pub const R: u32 = 4;
-    /// Region is writable.
-    pub const W: u32 = 2;
-    /// Region is executable.
-    pub const X: u32 = 1;
-    /// Read-write.
-    pub const RW: u32 = R | W;
-    /// Read-execute.
-    pub const RX: u32 = R | X;
-    /// Kernel-provided memory (e.g. the KIP).
-    pub const KERNEL: u32 = 0x100;
-    /// Faults are forwarded to the capability given as `client_cap` (a pager).
-    pub const PAGER: u32 = 0x400;
-    /// Reserved (no dataspace; faults are errors).
-    pub const RESERVED: u32 = 0x800;
-    /// Private (copy-on-write) mapping.
-    pub const PRIVATE: u32 = 0x1000;
-    /// Anonymous memory.
-    pub const ANONYMOUS: u32 = 0x2000;
-    /// Search for a free address.
-    pub const SEARCH_ADDR: u32 = 0x20000;
-    /// Only inside an area.
-    pub const IN_AREA: u32 = 0x40000;
-    /// Map eagerly.
-    pub const EAGER_MAP: u32 = 0x80000;
+bitflags! {
+    /// `L4Re::Rm::F::Flags`: the region flags (`Region_flags`, the low 16
+    /// bits: rights, caching, `KERNEL`, `PAGER`, `RESERVED`, `PRIVATE`,
+    /// `ANONYMOUS`) and the attach flags (`Attach_flags`) of `attach`,
+    /// `reserve_area` and `find`, with L4Re's bit values. A request with
+    /// any other bit is refused with `-L4_EINVAL` when it is decoded.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+    pub struct Flags: u32 {
+        // The rights and caching bits are the Dataspace map flags', as in
+        // L4Re (`R = Dataspace::F::R`, …).
+        /// `X`: executable region.
+        const X = DsFlags::X.bits() as u32;
+        /// `W`: writable region.
+        const W = DsFlags::W.bits() as u32;
+        /// `R`: readable region.
+        const R = DsFlags::R.bits() as u32;
+        /// `RW`: readable and writable region.
+        const RW = DsFlags::RW.bits() as u32;
+        /// `RX`: readable and executable region.
+        const RX = DsFlags::RX.bits() as u32;
+        /// `RWX`: readable, writable and executable region.
+        const RWX = DsFlags::RWX.bits() as u32;
+        /// `Rights_mask`.
+        const RIGHTS_MASK = DsFlags::RIGHTS_MASK.bits() as u32;
+        /// `Cache_buffered` (`Dataspace::F::Bufferable`).
+        const CACHE_BUFFERED = DsFlags::BUFFERABLE.bits() as u32;
+        /// `Cache_uncached` (`Dataspace::F::Uncacheable`).
+        const CACHE_UNCACHED = DsFlags::UNCACHEABLE.bits() as u32;
+        /// `Caching_mask`.
+        const CACHING_MASK = DsFlags::CACHING_MASK.bits() as u32;
+        /// `Ds_map_mask`: the bits that are Dataspace map flags (rights and
+        /// caching).
+        const DS_MAP_MASK = 0xff;
+        /// `Kernel`: kernel-provided memory (e.g. the KIP).
+        const KERNEL = 0x100;
+        /// `Pager`: faults are forwarded to the capability given as
+        /// `client_cap` (a pager).
+        const PAGER = 0x400;
+        /// `Reserved`: no dataspace; faults are errors.
+        const RESERVED = 0x800;
+        /// `Private`: a copy-on-write mapping.
+        const PRIVATE = 0x1000;
+        /// `Anonymous`: anonymous memory from the region manager.
+        const ANONYMOUS = 0x2000;
+        /// `Search_addr`: search for a free address.
+        const SEARCH_ADDR = 0x20000;
+        /// `In_area`: only inside an area.
+        const IN_AREA = 0x40000;
+        /// `Eager_map`: map eagerly.
+        const EAGER_MAP = 0x80000;
+        /// `No_eager_map`: never map eagerly.
+        const NO_EAGER_MAP = 0x10_0000;
+        /// `Attach_mask`: the attach flags.
+        const ATTACH_MASK = 0x1f_0000;
+    }
 }
+
+impl Flags {
+    /// `Region_flags_mask`: the region flags (not a flag: it covers
+    /// unassigned bits too).
+    pub const REGION_FLAGS_MASK: u32 = 0xffff;
+
+    /// The rights bits as flexpage rights (`r()`, `w()`, `x()`).
+    pub fn rights(self) -> Rights {
+        Rights::from_bits_truncate((self.bits() & 7) as u8)
+    }
+
+    /// The region flags (`region_flags()`: the low 16 bits).
+    pub fn region_flags(self) -> Flags {
+        Flags::from_bits_retain(self.bits() & Self::REGION_FLAGS_MASK)
+    }
+
+    /// The Dataspace map flags of a region (`map_flags()`: rights and
+    /// caching).
+    pub fn map_flags(self) -> DsFlags {
+        DsFlags::from_bits_truncate(u64::from(self.bits() & Self::DS_MAP_MASK.bits()))
+    }
+}
+
+impl From<Rights> for Flags {
+    fn from(r: Rights) -> Flags {
+        Flags::from_bits_retain(u32::from(r.bits()))
+    }
+}
+
+/// Detach flags (`L4Re::Rm::Detach_flags`). (Still plain integers on the
+/// wire: callers pass 0.)
+pub mod detach_flags {
+    /// Unmap the exact range given; parts of regions may stay.
+    pub const EXACT: u32 = 1;
+    /// Detach every region overlapping the range.
+    pub const OVERLAP: u32 = 2;
+}
+
+crate::wire_flags!(Flags: u32);
 
 /// Result of `detach` (label bits).
 pub mod detach_result {
@@ -74,36 +142,47 @@ pub mod detach_result {
     pub const UNMAPPED_RANGE: i64 = 8;
 }
 
-/// Detach flags (`L4Re::Rm::Detach_flags`).
-pub mod detach_flags {
-    /// Unmap the exact range given; parts of regions may stay.
-    pub const EXACT: u32 = 1;
-    /// Detach every region overlapping the range.
-    pub const OVERLAP: u32 = 2;
+/// What `find` answers: the region (or area) that contains the address
+/// (L4Re's out-parameters `addr, size, flags, offset, m`, in order).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Found {
+    /// Its start.
+    pub start: u64,
+    /// Its size in bytes.
+    pub size: u64,
+    /// Its region flags (rights, `PRIVATE`, `ANONYMOUS`, …), as the
+    /// region manager sent them.
+    pub flags: Flags,
+    /// Offset of its start in the dataspace.
+    pub offset: u64,
+    /// The dataspace's capability index (as the region manager holds it),
+    /// or `L4_INVALID_CAP`.
+    pub mem: u64,
 }
 
-/// Mask of the attach flags (`L4Re::Rm::F::Attach_mask`).
-pub const ATTACH_MASK: u32 = 0x1f_0000;
-/// `L4Re::Rm::F::No_eager_map`.
-pub const NO_EAGER_MAP: u32 = 0x10_0000;
-/// Mask of the region flags (`L4Re::Rm::F::Region_flags_mask`).
-pub const REGION_FLAGS_MASK: u32 = 0xffff;
-
-crate::wire_struct! {
-    /// What `find` answers: the region (or area) that contains the address
-    /// (L4Re's out-parameters `addr, size, flags, offset, m`, in order).
-    pub struct Found {
-        /// Its start.
-        pub start: u64,
-        /// Its size in bytes.
-        pub size: u64,
-        /// Its region flags (rights, `PRIVATE`, `ANONYMOUS`, …).
-        pub flags: u32,
-        /// Offset of its start in the dataspace.
-        pub offset: u64,
-        /// The dataspace's capability index (as the region manager holds
-        /// it), or `L4_INVALID_CAP`.
-        pub mem: u64,
+impl Marshal for Found {
+    type Decoded = Found;
+    fn write(&self, w: &mut MsgWriter<'_>) -> Result<()> {
+        self.start.write(w)?;
+        self.size.write(w)?;
+        self.flags.write(w)?;
+        self.offset.write(w)?;
+        self.mem.write(w)
+    }
+    fn read(r: &mut MsgReader<'_>) -> Result<Found> {
+        let start = u64::read(r)?;
+        let size = u64::read(r)?;
+        // A reply: unknown bits are the region manager's business.
+        let flags = Flags::from_bits_retain(u32::read(r)?);
+        let offset = u64::read(r)?;
+        let mem = u64::read(r)?;
+        Ok(Found {
+            start,
+            size,
+            flags,
+            offset,
+            mem,
+        })
     }
 }
 
@@ -129,8 +208,8 @@ pub struct RangeEntry {
     /// Last address (inclusive).
     pub end: u64,
     /// Region flags (rights, `KERNEL`, `PAGER`, `RESERVED`, `PRIVATE`,
-    /// `ANONYMOUS`).
-    pub flags: u16,
+    /// `ANONYMOUS`; 16 bits on the wire).
+    pub flags: Flags,
 }
 
 /// `L4::Ipc::Ret_array<Region>` / `<Area>`: the number of entries is the
@@ -151,7 +230,7 @@ impl Marshal for RangeList {
         for e in &self.0 {
             e.start.write(w)?;
             e.end.write(w)?;
-            (e.flags as u64).write(w)?;
+            u64::from(e.flags.region_flags().bits()).write(w)?;
         }
         Ok(())
     }
@@ -164,7 +243,8 @@ impl Marshal for RangeList {
         for _ in 0..n {
             let start = u64::read(r)?;
             let end = u64::read(r)?;
-            let flags = u64::read(r)? as u16;
+            // A reply: the flags as the region manager sent them.
+            let flags = Flags::from_bits_retain(u32::from(u64::read(r)? as u16));
             v.push(RangeEntry { start, end, flags });
         }
         Ok(RangeList(v))
@@ -204,14 +284,14 @@ protocol! {
     pub protocol Rm: client RmClient, server RmServer, label 0x4005, opcode i32 {
         /// Attaches `size` bytes of `mem` from `offs` at `start` (or
         /// anywhere, with `SEARCH_ADDR`); returns the start address.
-        0 => fn attach(start: u64, size: u64, flags: u32, mem: Option<crate::msg::SendCap<Dataspace>>,
+        0 => fn attach(start: u64, size: u64, flags: Flags, mem: Option<crate::msg::SendCap<Dataspace>>,
                        offs: u64, align: u8, client_cap: u64, name: &str, backing_offset: u64) -> u64;
         /// Detaches the region(s) in `[addr, addr+size)`.
         1 => fn detach(addr: u64, size: u64, flags: u32) -> WithCode<DetachedRange>;
         /// Finds the region containing `[addr, addr+size)`.
         2 => fn find(addr: u64, size: u64) -> Found;
         /// Reserves an area; returns its start.
-        3 => fn reserve_area(start: u64, size: u64, flags: u32, align: u8) -> u64;
+        3 => fn reserve_area(start: u64, size: u64, flags: Flags, align: u8) -> u64;
         /// Frees an area.
         4 => fn free_area(addr: u64) -> ();
         /// Regions starting at or above `start` (as many as fit).

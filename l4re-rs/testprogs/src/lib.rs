@@ -7,9 +7,9 @@
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
-use l4re::fpage::{Fpage, MapType, Rights};
+use l4re::fpage::{Fpage, MapType};
 use l4re::msg::{LongBytesBuf, ReceivedCap};
-use l4re::proto::dataspace::{Stats, map_flags};
+use l4re::proto::dataspace::{Flags as DsFlags, Stats};
 use l4re::proto::{Dataspace, DataspaceServer, Namespace, NamespaceServer};
 use l4re::rpc::{Request, WithCode};
 use l4re::server::ServerObject;
@@ -167,11 +167,11 @@ impl PatternDataspace {
 }
 
 impl DataspaceServer for PatternDataspace {
-    fn map(&self, _: &mut Request<'_>, offset: u64, spot: u64, flags: u64) -> Result<SndFpage> {
+    fn map(&self, _: &mut Request<'_>, offset: u64, spot: u64, flags: DsFlags) -> Result<SndFpage> {
         if offset >= self.size() {
             return Err(Error::Range);
         }
-        let rights = Rights::from_bits_truncate((flags & map_flags::RW) as u8);
+        let rights = (flags & DsFlags::RW).rights();
         let page = self.mem.addr() as u64 + (offset & !0xfff);
         Ok(SndFpage::mem(
             Fpage::mem(page, 12, rights),
@@ -185,7 +185,7 @@ impl DataspaceServer for PatternDataspace {
     fn info(&self, _: &mut Request<'_>) -> Result<Stats> {
         Ok(Stats {
             size: self.size(),
-            flags: map_flags::RW,
+            flags: DsFlags::RW,
         })
     }
     fn copy_in(&self, _: &mut Request<'_>, _: u64, _: ReceivedCap, _: u64, _: u64) -> Result<()> {

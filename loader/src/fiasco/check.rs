@@ -8,6 +8,8 @@
 //! with a report naming the nearest region), `PATH=exception@TRAP` (ended
 //! by an exception with this trap number), `PATH=refused` (not loaded).
 
+use core::fmt;
+
 use alloc::collections::BTreeSet;
 use alloc::format;
 use alloc::string::String;
@@ -92,8 +94,30 @@ pub enum Expect {
     Refused,
 }
 
+/// Why a program argument's expectation ([`parse_arg`]) is not
+/// understood; `Display` names the argument.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExpectError<'a> {
+    /// `invalid@ADDR` with an address that is not hexadecimal.
+    Address(&'a str, core::num::ParseIntError),
+    /// `exception@TRAP` with a trap that is not a number.
+    Trap(&'a str, core::num::ParseIntError),
+    /// None of the expectations.
+    Unknown(&'a str, &'a str),
+}
+
+impl fmt::Display for ExpectError<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ExpectError::Address(arg, e) => write!(f, "{arg}: bad address: {e}"),
+            ExpectError::Trap(arg, e) => write!(f, "{arg}: bad trap: {e}"),
+            ExpectError::Unknown(arg, want) => write!(f, "{arg}: unknown expectation {want:?}"),
+        }
+    }
+}
+
 /// Splits a program argument into its path and expectation.
-pub fn parse_arg(arg: &str) -> Result<(&str, Expect), String> {
+pub fn parse_arg(arg: &str) -> Result<(&str, Expect), ExpectError<'_>> {
     let Some((path, want)) = arg.split_once('=') else {
         return Ok((arg, Expect::Nothing));
     };
@@ -105,12 +129,12 @@ pub fn parse_arg(arg: &str) -> Result<(&str, Expect), String> {
             if let Some(a) = w.strip_prefix("invalid@") {
                 let a = a.strip_prefix("0x").unwrap_or(a);
                 Expect::Invalid(
-                    u64::from_str_radix(a, 16).map_err(|e| format!("{arg}: bad address: {e}"))?,
+                    u64::from_str_radix(a, 16).map_err(|e| ExpectError::Address(arg, e))?,
                 )
             } else if let Some(t) = w.strip_prefix("exception@") {
-                Expect::Exception(t.parse().map_err(|e| format!("{arg}: bad trap: {e}"))?)
+                Expect::Exception(t.parse().map_err(|e| ExpectError::Trap(arg, e))?)
             } else {
-                return Err(format!("{arg}: unknown expectation {w:?}"));
+                return Err(ExpectError::Unknown(arg, w));
             }
         }
     };

@@ -14,7 +14,7 @@ use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::cell::RefCell;
 
-use l4fs::proto::{FsOps, FsOpsClient, mode as fs_mode};
+use l4fs_api::{FsOps, FsOpsClient, mode as fs_mode};
 use l4pager::fault::{self, Access, Decision};
 use l4pager::region::{Backing, RegionMap};
 use l4pager::task::{self, PagerStats, RegionInfo, TaskSetup, TaskSetupServer, layout};
@@ -25,9 +25,9 @@ use l4re::fpage::{Fpage, MapType, RcvBuf, Rights, SndFpage};
 use l4re::ipc::Timeout;
 use l4re::msg::ReceivedCap;
 use l4re::msg::{LongBytes, MsgTag};
-use l4re::proto::dataspace::map_flags;
+use l4re::proto::dataspace::Flags as DsFlags;
 use l4re::proto::parent::SIGNAL_EXIT;
-use l4re::proto::rm::{PageIn, RangeEntry, RangeList, flags as rm_flags};
+use l4re::proto::rm::{Flags as RmFlags, PageIn, RangeEntry, RangeList};
 use l4re::proto::{Dataspace, DataspaceClient, Namespace, PageFault, PageFaultServer, Parent};
 use l4re::proto::{ParentServer, pager};
 use l4re::proto::{Rm, RmServer};
@@ -219,7 +219,7 @@ impl Child {
                 } if ds != own_file => {
                     let at = ext.mirror_page(&self.map, page)?;
                     Cap::<Dataspace>::from_idx(ds)
-                        .map(offset, at, rights.bits() as u64, RcvBuf::window(at, 12))
+                        .map(offset, at, DsFlags::from(rights), RcvBuf::window(at, 12))
                         .map_err(|e| {
                             format!("{access} fault at {addr:#x}: the dataspace's map failed: {e}")
                         })?;
@@ -233,7 +233,7 @@ impl Child {
                 Decision::CopyPrivate { ds, offset, .. } if ds != own_file => {
                     let at = ext.mirror_page(&self.map, page)?;
                     Cap::<Dataspace>::from_idx(ds)
-                        .map(offset, at, map_flags::R, RcvBuf::window(at, 12))
+                        .map(offset, at, DsFlags::R, RcvBuf::window(at, 12))
                         .map_err(|e| {
                             format!("{access} fault at {addr:#x}: the dataspace's map failed: {e}")
                         })?;
@@ -278,13 +278,14 @@ impl Child {
             (None, Some(content)) if !from_file => &content[..],
             _ => &img[from..from + n],
         };
-        // SAFETY: `own` is a whole page of the pool, present and writable
-        // in this task and mapped nowhere else yet; `src` is at most a page.
-        unsafe {
-            let dst = own as *mut u8;
-            core::ptr::copy_nonoverlapping(src.as_ptr(), dst, src.len());
-            core::ptr::write_bytes(dst.add(src.len()), 0, PAGE as usize - src.len());
-        }
+        let at = own - pool.region.addr();
+        pool.region
+            .write(at, src)
+            .and_then(|()| {
+                pool.region
+                    .fill(at + src.len() as u64, PAGE as usize - src.len(), 0)
+            })
+            .map_err(|e| format!("filling a pool page failed: {e}"))?;
         self.frames.push(own);
         if let Some(ext) = &mut self.external {
             ext.frames.insert(page, own);
@@ -453,7 +454,7 @@ impl RmServer for Loaded {
         _: &mut Request<'_>,
         start: u64,
         size: u64,
-        fl: u32,
+        fl: RmFlags,
         mem: Option<ReceivedCap>,
         offs: u64,
         align: u8,
@@ -465,10 +466,9 @@ impl RmServer for Loaded {
         let child = &mut *child;
         let ext = child.external.as_mut().ok_or(Error::NoSys)?;
         let mut ds = mem.map(|c| c.idx);
-        let wants_ds = fl
-            & (rm_flags::RESERVED | rm_flags::KERNEL | rm_flags::PAGER | rm_flags::ANONYMOUS)
-            == 0
-            && fl & 7 != 0;
+        let wants_ds = !fl
+            .intersects(RmFlags::RESERVED | RmFlags::KERNEL | RmFlags::PAGER | RmFlags::ANONYMOUS)
+            && fl.intersects(RmFlags::RWX);
         if ds.is_none() && wants_ds && CapIdx(client_cap).is_valid() {
             // L4Re's C API sent the dataspace without rights, so no
             // capability came: take it from the program's own slot
@@ -487,14 +487,15 @@ impl RmServer for Loaded {
         }
         let mut fl = fl;
         let mut offs = offs;
-        let plain = fl & (rm_flags::RESERVED | rm_flags::KERNEL | rm_flags::PAGER) == 0;
-        if plain && (ds.is_none() || fl & rm_flags::ANONYMOUS != 0) && fl & 7 != 0 {
+        let plain = !fl.intersects(RmFlags::RESERVED | RmFlags::KERNEL | RmFlags::PAGER);
+        if plain && (ds.is_none() || fl.contains(RmFlags::ANONYMOUS)) && fl.intersects(RmFlags::RWX)
+        {
             // Anonymous memory: a dataspace of its own from our allocator,
             // not the pool (which is for the loader's small programs).
             let bytes = size.checked_next_multiple_of(PAGE).ok_or(Error::Inval)?;
             let anon = env().mem_alloc().alloc_dataspace(bytes, 0, 12)?;
             ds = Some(anon.into_cap().idx());
-            fl &= !(rm_flags::ANONYMOUS | rm_flags::PRIVATE);
+            fl &= !(RmFlags::ANONYMOUS | RmFlags::PRIVATE);
             offs = 0;
         }
         let at =
@@ -595,7 +596,7 @@ impl RmServer for Loaded {
         _: &mut Request<'_>,
         start: u64,
         size: u64,
-        fl: u32,
+        fl: RmFlags,
         align: u8,
     ) -> l4re::Result<u64> {
         let mut child = self.child.borrow_mut();
@@ -619,25 +620,25 @@ impl RmServer for Loaded {
         if !child.internal.as_ref().is_some_and(|i| i.l4re) {
             return Err(Error::NoSys);
         }
-        let entry = |s: u64, size: u64, flags: u32| RangeEntry {
+        let entry = |s: u64, size: u64, flags: RmFlags| RangeEntry {
             start: s,
             end: s + size - 1,
-            flags: flags as u16,
+            flags,
         };
         let mut list: Vec<RangeEntry> = child
             .map
             .iter()
-            .map(|r| entry(r.start, r.size, r.rights.bits() as u32))
+            .map(|r| entry(r.start, r.size, RmFlags::from(r.rights)))
             .collect();
         list.push(entry(
             crate::l4re_start::DEFAULT_KIP_ADDR,
             PAGE,
-            rm_flags::R | rm_flags::KERNEL,
+            RmFlags::R | RmFlags::KERNEL,
         ));
         list.push(entry(
             UTCB_AREA,
             1 << L4RE_UTCB_LOG2,
-            rm_flags::RW | rm_flags::KERNEL,
+            RmFlags::RW | RmFlags::KERNEL,
         ));
         list.sort_by_key(|e| e.start);
         Ok(RangeList(
@@ -772,7 +773,7 @@ fn program_regions(map: &RegionMap) -> Vec<(RegionInfo, Option<CapIdx>, String)>
         let info = RegionInfo {
             start,
             size: end - start,
-            flags: rm_flags::RESERVED,
+            flags: RmFlags::RESERVED,
             ..RegionInfo::default()
         };
         out.push((info, None, name.to_string()));
@@ -839,7 +840,7 @@ fn attach_source(
     if stats.size == 0 {
         return Err(LoaderError::Unusable(what, "empty dataspace"));
     }
-    if a.writable && stats.flags & map_flags::W == 0 {
+    if a.writable && !stats.flags.contains(DsFlags::W) {
         return Err(LoaderError::Unusable(what, "the dataspace is read-only"));
     }
     let rights = if a.writable { Rights::RW } else { Rights::R };
@@ -963,7 +964,7 @@ fn load_internal(
     let regions = program_regions(&prog_map);
     for (taken, _, what) in regions
         .iter()
-        .filter(|r| r.0.flags & rm_flags::RESERVED != 0)
+        .filter(|r| r.0.flags.contains(RmFlags::RESERVED))
     {
         let end = taken.start + taken.size;
         if let Some(r) = prog_map
@@ -1294,7 +1295,7 @@ pub fn run<'a>(args: impl IntoIterator<Item = &'a str>) -> i32 {
     let options = match options::parse(args) {
         Ok(o) => o,
         Err(e) => {
-            line(&e);
+            line(&e.to_string());
             return 1;
         }
     };

@@ -34,11 +34,88 @@
 //! * PROGRAM is a path in l4fs, with an optional expectation
 //!   ([`super::check::parse_arg`]).
 
-use alloc::format;
-use alloc::string::String;
 use alloc::vec::Vec;
+use core::fmt;
+use core::num::ParseIntError;
 
-use super::check::{Expect, parse_arg};
+use super::check::{Expect, ExpectError, parse_arg};
+
+/// Why a command line is refused; `Display` gives the message the loader
+/// prints, naming the argument.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OptionError<'a> {
+    /// `--attach=VALUE` is malformed.
+    Attach(&'a str, AttachError),
+    /// `--cap=NAME` with an empty name or one longer than 16 characters
+    /// (the whole argument).
+    CapName(&'a str),
+    /// An option that does not exist.
+    Unknown(&'a str),
+    /// A program with `--attach` but under the external pager (its path).
+    AttachNeedsInpager(&'a str),
+    /// A program with `--arg` or `--cap` but without `--l4re` (its path).
+    ArgsNeedL4re(&'a str),
+    /// `--attach`, `--l4re`, `--arg` or `--cap` with no program after it.
+    AfterLastProgram,
+    /// A program argument whose expectation is not understood.
+    Expect(ExpectError<'a>),
+}
+
+/// What is wrong with an `--attach` value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AttachError {
+    /// No `@ADDR`.
+    NoPlace,
+    /// The address is not hexadecimal.
+    Address(ParseIntError),
+    /// The address is 0 or not page-aligned.
+    Unaligned,
+    /// The source has no `KIND:`, or an unknown kind.
+    Source,
+    /// The source's name is empty.
+    EmptyName,
+}
+
+impl fmt::Display for AttachError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AttachError::NoPlace => f.write_str("expected SOURCE@ADDR[:rw]"),
+            AttachError::Address(e) => write!(f, "address: {e}"),
+            AttachError::Unaligned => f.write_str("the address must be page-aligned and not 0"),
+            AttachError::Source => f.write_str("SOURCE is rom:NAME, fs:PATH or cap:NAME"),
+            AttachError::EmptyName => f.write_str("empty name"),
+        }
+    }
+}
+
+impl fmt::Display for OptionError<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            OptionError::Attach(value, why) => write!(f, "--attach={value}: {why}"),
+            OptionError::CapName(arg) => {
+                write!(f, "{arg}: a capability name has 1 to 16 characters")
+            }
+            OptionError::Unknown(arg) => write!(f, "{arg}: unknown option"),
+            OptionError::AttachNeedsInpager(path) => write!(
+                f,
+                "{path}: --attach needs --inpager (the external pager hands out copies, which cannot be shared)"
+            ),
+            OptionError::ArgsNeedL4re(path) => {
+                write!(f, "{path}: --arg and --cap are for --l4re programs")
+            }
+            OptionError::AfterLastProgram => {
+                f.write_str("--attach, --l4re, --arg or --cap after the last program")
+            }
+            OptionError::Expect(e) => e.fmt(f),
+        }
+    }
+}
+
+impl<'a> From<ExpectError<'a>> for OptionError<'a> {
+    fn from(e: ExpectError<'a>) -> Self {
+        OptionError::Expect(e)
+    }
+}
 
 /// Where an attached dataspace comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -104,31 +181,27 @@ pub struct Options<'a> {
 }
 
 /// Parses `--attach`'s value: `SOURCE@ADDR[:rw]`.
-pub fn parse_attach(value: &str) -> Result<Attach<'_>, String> {
-    let bad = |why: &str| format!("--attach={value}: {why}");
-    let (source, place) = value
-        .rsplit_once('@')
-        .ok_or_else(|| bad("expected SOURCE@ADDR[:rw]"))?;
+pub fn parse_attach(value: &str) -> Result<Attach<'_>, OptionError<'_>> {
+    let bad = |why| OptionError::Attach(value, why);
+    let (source, place) = value.rsplit_once('@').ok_or(bad(AttachError::NoPlace))?;
     let (addr, writable) = match place.strip_suffix(":rw") {
         Some(a) => (a, true),
         None => (place, false),
     };
     let digits = addr.strip_prefix("0x").unwrap_or(addr);
-    let addr = u64::from_str_radix(digits, 16).map_err(|e| bad(&format!("address: {e}")))?;
+    let addr = u64::from_str_radix(digits, 16).map_err(|e| bad(AttachError::Address(e)))?;
     if addr == 0 || addr % 4096 != 0 {
-        return Err(bad("the address must be page-aligned and not 0"));
+        return Err(bad(AttachError::Unaligned));
     }
-    let (kind, name) = source
-        .split_once(':')
-        .ok_or_else(|| bad("SOURCE is rom:NAME, fs:PATH or cap:NAME"))?;
+    let (kind, name) = source.split_once(':').ok_or(bad(AttachError::Source))?;
     if name.is_empty() {
-        return Err(bad("empty name"));
+        return Err(bad(AttachError::EmptyName));
     }
     let source = match kind {
         "rom" => Source::Rom(name),
         "fs" => Source::Fs(name),
         "cap" => Source::Cap(name),
-        _ => return Err(bad("SOURCE is rom:NAME, fs:PATH or cap:NAME")),
+        _ => return Err(bad(AttachError::Source)),
     };
     Ok(Attach {
         source,
@@ -138,7 +211,7 @@ pub fn parse_attach(value: &str) -> Result<Attach<'_>, String> {
 }
 
 /// Parses the arguments after the program name.
-pub fn parse<'a>(args: impl IntoIterator<Item = &'a str>) -> Result<Options<'a>, String> {
+pub fn parse<'a>(args: impl IntoIterator<Item = &'a str>) -> Result<Options<'a>, OptionError<'a>> {
     let mut options = Options::default();
     let mut inpager = None;
     let mut attach = Vec::new();
@@ -162,20 +235,18 @@ pub fn parse<'a>(args: impl IntoIterator<Item = &'a str>) -> Result<Options<'a>,
             prog_args.push(a);
         } else if let Some(c) = arg.strip_prefix("--cap=") {
             if c.is_empty() || c.len() > 16 {
-                return Err(format!("{arg}: a capability name has 1 to 16 characters"));
+                return Err(OptionError::CapName(arg));
             }
             caps.push(c);
         } else if arg.starts_with("--") {
-            return Err(format!("{arg}: unknown option"));
+            return Err(OptionError::Unknown(arg));
         } else {
             let (path, expect) = parse_arg(arg)?;
             if !attach.is_empty() && inpager.is_none() {
-                return Err(format!(
-                    "{path}: --attach needs --inpager (the external pager hands out copies, which cannot be shared)"
-                ));
+                return Err(OptionError::AttachNeedsInpager(path));
             }
             if !l4re && (!prog_args.is_empty() || !caps.is_empty()) {
-                return Err(format!("{path}: --arg and --cap are for --l4re programs"));
+                return Err(OptionError::ArgsNeedL4re(path));
             }
             options.jobs.push(Job {
                 path,
@@ -189,7 +260,7 @@ pub fn parse<'a>(args: impl IntoIterator<Item = &'a str>) -> Result<Options<'a>,
         }
     }
     if !attach.is_empty() || l4re || !prog_args.is_empty() || !caps.is_empty() {
-        return Err("--attach, --l4re, --arg or --cap after the last program".into());
+        return Err(OptionError::AfterLastProgram);
     }
     Ok(options)
 }
@@ -229,9 +300,40 @@ mod tests {
             "rom:@0x1000",
             "x@0x1000",
         ] {
-            let e = parse_attach(bad).unwrap_err();
+            let e = parse_attach(bad).unwrap_err().to_string();
             assert!(e.starts_with(&format!("--attach={bad}: ")), "{e}");
         }
+    }
+
+    #[test]
+    fn messages_name_the_argument() {
+        let msg = |args: &[&str]| parse(args.iter().copied()).unwrap_err().to_string();
+        for (args, want) in [
+            (
+                &["--attach=rom:x@0x1001"][..],
+                "--attach=rom:x@0x1001: the address must be page-aligned and not 0",
+            ),
+            (
+                &["--attach=rom:x"],
+                "--attach=rom:x: expected SOURCE@ADDR[:rw]",
+            ),
+            (
+                &["--cap=abcdefghijklmnopq"],
+                "--cap=abcdefghijklmnopq: a capability name has 1 to 16 characters",
+            ),
+            (
+                &["bin/a=maybe"],
+                "bin/a=maybe: unknown expectation \"maybe\"",
+            ),
+            (
+                &["--l4re"],
+                "--attach, --l4re, --arg or --cap after the last program",
+            ),
+        ] {
+            assert_eq!(msg(args), want);
+        }
+        assert!(msg(&["bin/a=invalid@zz"]).starts_with("bin/a=invalid@zz: bad address: "));
+        assert!(msg(&["bin/a=exception@x"]).starts_with("bin/a=exception@x: bad trap: "));
     }
 
     #[test]
@@ -260,11 +362,18 @@ mod tests {
 
     #[test]
     fn refuses_what_cannot_work() {
-        let e = parse(["--attach=rom:x@0x1000", "bin/a"]).unwrap_err();
+        let e = parse(["--attach=rom:x@0x1000", "bin/a"])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("--attach needs --inpager"), "{e}");
-        let e = parse(["--inpager=p", "bin/a", "--attach=rom:x@0x1000"]).unwrap_err();
+        let e = parse(["--inpager=p", "bin/a", "--attach=rom:x@0x1000"])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("after the last program"), "{e}");
-        assert!(parse(["--verbose"]).unwrap_err().contains("unknown option"));
+        assert_eq!(
+            parse(["--verbose"]).unwrap_err().to_string(),
+            "--verbose: unknown option"
+        );
         assert!(parse(["bin/a=maybe"]).is_err());
     }
 
@@ -294,6 +403,7 @@ mod tests {
         assert!(
             parse(["--inpager=x", "--arg=1", "bin/p"])
                 .unwrap_err()
+                .to_string()
                 .contains("for --l4re programs")
         );
         assert!(parse(["--inpager=x", "--cap=", "--l4re", "p"]).is_err());

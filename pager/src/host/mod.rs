@@ -41,7 +41,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use l4re::cap::{Cap, CapIdx};
 use l4re::fpage::{PAGE_SIZE, RcvBuf, Rights};
 use l4re::host::{Mapping, Prot, ReservedRange, Source, memfd_behind};
-use l4re::proto::dataspace::map_flags;
+use l4re::proto::dataspace::Flags as DsFlags;
 use l4re::proto::{Dataspace, DataspaceClient};
 use l4re::{Error, Result};
 
@@ -363,13 +363,13 @@ impl DsView {
     /// Asks the server for the page at `offset` (it loads it into its page
     /// cache and maps it into our view); returns the bytes it mapped.
     pub fn load(&self, offset: u64) -> Result<u64> {
-        self.load_flags(offset, map_flags::R)
+        self.load_flags(offset, DsFlags::R)
     }
 
-    /// As [`load`](Self::load), with Dataspace map flags (`map_flags::RW`
+    /// As [`load`](Self::load), with Dataspace map flags (`DsFlags::RW`
     /// for a page that will be written through a shared mapping: the
     /// server then treats it as dirty until it writes it back).
-    pub fn load_flags(&self, offset: u64, flags: u64) -> Result<u64> {
+    pub fn load_flags(&self, offset: u64, flags: DsFlags) -> Result<u64> {
         Ok(self.load_block(offset, flags)?.len)
     }
 
@@ -387,12 +387,12 @@ impl DsView {
     /// so the hot spot is put where only a single page agrees with it in
     /// alignment (the other page of a two-page scratch window: the server
     /// then sends one page, as L4Re's `dataspace_svr` would).
-    pub fn load_block(&self, offset: u64, flags: u64) -> Result<Block> {
+    pub fn load_block(&self, offset: u64, flags: DsFlags) -> Result<Block> {
         let offset = offset & !(PAGE_SIZE - 1);
         if offset >= self.size.next_multiple_of(PAGE_SIZE) {
             return Err(Error::Range);
         }
-        let writable = flags & map_flags::W != 0;
+        let writable = flags.contains(DsFlags::W);
         let (spot, window, order) = if writable {
             let s = self.scratch.addr() as u64;
             (s + (!offset & PAGE_SIZE), s, self.scratch.order())
@@ -682,10 +682,10 @@ impl Pager {
     }
 
     fn load(&self, view: &DsView, offset: u64) -> Result<Block> {
-        self.load_flags(view, offset, map_flags::R)
+        self.load_flags(view, offset, DsFlags::R)
     }
 
-    fn load_flags(&self, view: &DsView, offset: u64, flags: u64) -> Result<Block> {
+    fn load_flags(&self, view: &DsView, offset: u64, flags: DsFlags) -> Result<Block> {
         let b = view.load_block(offset, flags)?;
         Counters::add(&self.counters.server_maps, 1);
         Counters::add(&self.counters.bytes_from_server, b.len);
@@ -1023,7 +1023,7 @@ impl Pager {
                 // of what it mapped to us (so that it reads further ahead);
                 // an isolated fault on a cached page is answered without.
                 let asked = if writable {
-                    self.load_flags(&view, offset, map_flags::RW)?;
+                    self.load_flags(&view, offset, DsFlags::RW)?;
                     true
                 } else if !f.minor || view.stream_reaches(offset, window) {
                     self.load(&view, offset)?;
@@ -1579,9 +1579,9 @@ pub fn realize_region(pager: &Pager, uffd: &Uffd, r: &crate::region::Region) -> 
             let view = pager.view(ds)?;
             if view.memfd().is_none() {
                 let flags = if r.rights.contains(Rights::W) {
-                    map_flags::RW
+                    DsFlags::RW
                 } else {
-                    map_flags::R
+                    DsFlags::R
                 };
                 pager.load_flags(&view, offset, flags)?;
             }

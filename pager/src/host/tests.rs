@@ -37,7 +37,13 @@ impl TestFile {
 }
 
 impl DataspaceServer for TestFile {
-    fn map(&self, _: &mut Request<'_>, offset: u64, spot: u64, _flags: u64) -> Result<SndFpage> {
+    fn map(
+        &self,
+        _: &mut Request<'_>,
+        offset: u64,
+        spot: u64,
+        _flags: DsFlags,
+    ) -> Result<SndFpage> {
         let page = offset & !(PAGE_SIZE - 1);
         if page >= self.size {
             return Err(Error::Range);
@@ -80,7 +86,7 @@ impl DataspaceServer for TestFile {
     fn info(&self, _: &mut Request<'_>) -> Result<Stats> {
         Ok(Stats {
             size: self.size,
-            flags: 4,
+            flags: DsFlags::R,
         })
     }
     fn copy_in(&self, _: &mut Request<'_>, _: u64, _: ReceivedCap, _: u64, _: u64) -> Result<()> {
@@ -297,7 +303,7 @@ fn uffd_open_explains_itself() {
 fn shared_writable_file_region_through_rm_reaches_the_file() {
     use crate::rm::{RmBackend, RmService};
     use l4re::msg::LongBytes;
-    use l4re::proto::rm::flags;
+    use l4re::proto::rm::Flags as RmFlags;
     use l4re::proto::{Rm, RmClient};
 
     let Ok(u) = uffd::Uffd::open(wanted_features(false)) else {
@@ -378,7 +384,7 @@ fn shared_writable_file_region_through_rm_reaches_the_file() {
         .attach(
             0x1000_0000_0000,
             2 * PAGE_SIZE,
-            flags::RW | flags::SEARCH_ADDR,
+            RmFlags::RW | RmFlags::SEARCH_ADDR,
             Some(file.send(l4re::CapRights::RW)),
             PAGE_SIZE,
             12,
@@ -389,8 +395,8 @@ fn shared_writable_file_region_through_rm_reaches_the_file() {
         .unwrap();
     let f = rm.find(at + 10, 1).unwrap();
     assert_eq!(
-        (f.start, f.size, f.flags & 7, f.offset),
-        (at, 2 * PAGE_SIZE, flags::RW, PAGE_SIZE)
+        (f.start, f.size, f.flags & RmFlags::RWX, f.offset),
+        (at, 2 * PAGE_SIZE, RmFlags::RW, PAGE_SIZE)
     );
     // Write through the mapping (real faults, resolved by the pager).
     let msg = b"written through Rm";
@@ -786,7 +792,7 @@ fn view_reads_never_fill_holes_and_see_revocations() {
         .cloned()
         .unwrap();
     assert_eq!(
-        view.load_block(0, map_flags::R).unwrap(),
+        view.load_block(0, DsFlags::R).unwrap(),
         Block {
             first: 0,
             len: 16 * PAGE_SIZE
@@ -817,7 +823,7 @@ fn view_reads_never_fill_holes_and_see_revocations() {
 fn writable_shared_pages_go_one_by_one_and_only_they_are_dirty() {
     use crate::rm::{RmBackend, RmService};
     use l4re::msg::LongBytes;
-    use l4re::proto::rm::flags;
+    use l4re::proto::rm::Flags as RmFlags;
     use l4re::proto::{Rm, RmClient};
 
     let Ok(u) = uffd::Uffd::open(wanted_features(false)) else {
@@ -864,10 +870,7 @@ fn writable_shared_pages_go_one_by_one_and_only_they_are_dirty() {
     let other = DsView::new(file).unwrap();
     other.load(0).unwrap();
     other.load(31 * PAGE_SIZE).unwrap();
-    assert_eq!(
-        other.load_block(0, map_flags::R).unwrap().len,
-        32 * PAGE_SIZE
-    );
+    assert_eq!(other.load_block(0, DsFlags::R).unwrap().len, 32 * PAGE_SIZE);
 
     struct Backend {
         pager: Arc<Pager>,
@@ -904,7 +907,7 @@ fn writable_shared_pages_go_one_by_one_and_only_they_are_dirty() {
         .attach(
             0x1200_0000_0000,
             32 * PAGE_SIZE,
-            flags::RW | flags::SEARCH_ADDR,
+            RmFlags::RW | RmFlags::SEARCH_ADDR,
             Some(file.send(l4re::CapRights::RW)),
             0,
             16,

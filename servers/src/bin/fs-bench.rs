@@ -29,7 +29,7 @@ use l4re::cap::IpcGate;
 use l4re::env::env;
 use l4re::host::{ChildTask, spawn};
 use l4re::proto::Namespace;
-use l4re::proto::dataspace::map_flags;
+use l4re::proto::dataspace::Flags as DsFlags;
 
 struct Args {
     mib: usize,
@@ -113,9 +113,7 @@ fn through_server(
     let t = Instant::now();
     for &pg in pages {
         if !mapped[pg] {
-            let order = w
-                .map(f.ds(), (pg * 4096) as u64, map_flags::R)
-                .expect("map");
+            let order = w.map(f.ds(), (pg * 4096) as u64, DsFlags::R).expect("map");
             calls += 1;
             let n = 1usize << (order - 12);
             let first = pg & !(n - 1);

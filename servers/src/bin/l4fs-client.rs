@@ -16,7 +16,7 @@
 use l4fs::client::{FileCap, Window, open, pattern};
 use l4fs::proto::{FileOpsClient, mode};
 use l4re::cap::IpcGate;
-use l4re::proto::dataspace::map_flags;
+use l4re::proto::dataspace::Flags as DsFlags;
 use l4re::{Cap, Result};
 
 fn root() -> Cap<IpcGate> {
@@ -31,7 +31,7 @@ fn share_write(args: &[String]) -> Result<()> {
     let byte: u8 = args[2].parse().expect("byte");
     let f = open(root(), path, mode::RW)?;
     let w = Window::new(f.ds_size()? as usize)?;
-    w.map(f.ds(), offset, map_flags::RW)?;
+    w.map(f.ds(), offset, DsFlags::RW)?;
     w.write_byte(offset as usize, byte);
     let pfn = w.pfn(offset as usize).unwrap_or(0);
     let id = w
@@ -108,7 +108,7 @@ fn pressure(args: &[String]) -> Result<()> {
             x => {
                 let write = x == 9;
                 file.file().pin(page * 4096, 4096)?;
-                let flags = if write { map_flags::RW } else { map_flags::R };
+                let flags = if write { DsFlags::RW } else { DsFlags::R };
                 if win.map(file.ds(), page * 4096, flags)? > 12 {
                     big_maps += 1;
                 }

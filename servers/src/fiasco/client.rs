@@ -16,7 +16,7 @@ use l4re::env::{env, log_line};
 use l4re::fiasco::mem;
 use l4re::fpage::RcvBuf;
 use l4re::msg::LongBytes;
-use l4re::proto::dataspace::map_flags;
+use l4re::proto::dataspace::Flags as DsFlags;
 use l4re::proto::{Dataspace, DataspaceClient, Namespace, NamespaceClient};
 use l4re::{Cap, Error, IpcError, Result};
 use l4re_rt::Args;
@@ -95,8 +95,7 @@ fn first_query(ns: Cap<Namespace>, path: &str) -> Result<File> {
         match query(ns, path) {
             Err(Error::Ipc(IpcError::NotExistent)) if tries < 500 => {
                 tries += 1;
-                // SAFETY: a receive from nobody with a timeout: a sleep.
-                unsafe { l4_sys::l4_ipc_sleep_ms(10) };
+                l4re::fiasco::sleep_ms(10);
             }
             r => return r,
         }
@@ -115,8 +114,7 @@ fn l4fs_client_main(args: Args) -> i32 {
         run(&mut t);
     }
     // Let the server (started with --log-stats 1) log its statistics.
-    // SAFETY: a receive from nobody with a timeout: a sleep.
-    unsafe { l4_sys::l4_ipc_sleep_ms(300) };
+    l4re::fiasco::sleep_ms(300);
     for line in t.lines() {
         log_line(&line);
     }
@@ -141,7 +139,7 @@ fn run(t: &mut Tap) {
     let Ok(hello) = hello else { return };
     let info = hello.ds().info();
     t.ok(
-        info.is_ok_and(|s| s.size == HELLO.len() as u64 && s.flags & map_flags::W == 0),
+        info.is_ok_and(|s| s.size == HELLO.len() as u64 && !s.flags.contains(DsFlags::W)),
         "Dataspace info: size of hello.txt, read-only",
     );
     t.eq(
@@ -192,10 +190,10 @@ fn run(t: &mut Tap) {
     let off5 = 5 * PAGE_SIZE;
     let m2 = rw
         .ds()
-        .map(off2, win + off2, map_flags::RW, RcvBuf::window(win, 21));
+        .map(off2, win + off2, DsFlags::RW, RcvBuf::window(win, 21));
     let m5 = rw
         .ds()
-        .map(off5, win + off5, map_flags::RW, RcvBuf::window(win, 21));
+        .map(off5, win + off5, DsFlags::RW, RcvBuf::window(win, 21));
     t.ok(
         m2.is_ok() && m5.is_ok(),
         "Dataspace map of pages 2 and 5 of rw.bin writable",
@@ -234,7 +232,7 @@ fn run(t: &mut Tap) {
     let off3 = 3 * PAGE_SIZE;
     let m3 = rw
         .ds()
-        .map(off3, win + off3, map_flags::RW, RcvBuf::window(win, 21));
+        .map(off3, win + off3, DsFlags::RW, RcvBuf::window(win, 21));
     t.ok(m3.is_ok(), "Dataspace map of page 3 writable (again)");
     if m3.is_err() {
         return;
@@ -329,7 +327,7 @@ fn run(t: &mut Tap) {
         "writable map of the read-only object: -EACCES",
         hello
             .ds()
-            .map(0, win, map_flags::RW, RcvBuf::window(win, 21))
+            .map(0, win, DsFlags::RW, RcvBuf::window(win, 21))
             .err(),
         Some(Error::Access),
     );
@@ -375,8 +373,8 @@ fn run_read_only(t: &mut Tap) {
     let Ok(rw) = rw else { return };
     t.eq(
         "its Dataspace info says read-only",
-        rw.ds().info().map(|s| s.flags & map_flags::W),
-        Ok(0),
+        rw.ds().info().map(|s| s.flags.contains(DsFlags::W)),
+        Ok(false),
     );
     t.eq(
         "write through it: -EACCES",

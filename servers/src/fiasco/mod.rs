@@ -83,20 +83,9 @@ impl Pool {
         self.mem.addr() + frame as u64 * PAGE_SIZE
     }
 
-    /// The bytes of frame `frame`.
-    ///
-    /// # Safety
-    ///
-    /// No other reference to the frame's bytes may be alive while the
-    /// returned one is (the server thread is the only one that accesses pool
-    /// memory through references, and holds one at a time in `PoolIo`'s
-    /// methods; clients writing through their mappings only change bytes).
-    #[allow(clippy::mut_from_ref)] // the pool is shared memory, see above
-    unsafe fn page(&self, frame: FrameIdx) -> &mut [u8] {
-        // SAFETY: the frame lies inside the region, which is attached
-        // read-write and present for the program's life; exclusivity is
-        // the caller's contract.
-        unsafe { core::slice::from_raw_parts_mut(self.addr(frame) as *mut u8, PAGE_SIZE as usize) }
+    /// The offset of frame `frame` in the region.
+    fn offset(frame: FrameIdx) -> u64 {
+        frame as u64 * PAGE_SIZE
     }
 }
 
@@ -146,14 +135,14 @@ impl PoolIo {
     /// window.
     fn fill_one(&mut self, page: u64, frame: FrameIdx, k: usize, valid: u64) -> Result<()> {
         let want = valid.saturating_sub(k as u64 * PAGE_SIZE).min(PAGE_SIZE) as usize;
-        // SAFETY: the only reference to this frame's bytes (see `page`).
-        let buf = unsafe { self.pool.page(frame) };
-        let n = if want > 0 {
-            self.backing.read_at(page * PAGE_SIZE, &mut buf[..want])?
-        } else {
-            0
-        };
-        buf[n..].fill(0);
+        // The pool is shared with clients' mappings: the page is read into
+        // a buffer and copied in whole (`Region` gives no references).
+        let mut buf = [0u8; PAGE_SIZE as usize];
+        if want > 0 {
+            let n = self.backing.read_at(page * PAGE_SIZE, &mut buf[..want])?;
+            buf[n..].fill(0);
+        }
+        self.pool.mem.write(Pool::offset(frame), &buf)?;
         mem::map_local(
             self.pool.addr(frame),
             self.window_addr(page),
@@ -187,9 +176,10 @@ impl PageIo for PoolIo {
     }
 
     fn write_back(&mut self, page: u64, frame: FrameIdx, valid: usize) -> Result<()> {
-        // SAFETY: the only reference to this frame's bytes (see `page`).
-        let buf = unsafe { self.pool.page(frame) };
-        self.backing.write_at(page * PAGE_SIZE, &buf[..valid])
+        let mut buf = [0u8; PAGE_SIZE as usize];
+        let buf = &mut buf[..valid];
+        self.pool.mem.read(Pool::offset(frame), buf)?;
+        self.backing.write_at(page * PAGE_SIZE, buf)
     }
 
     fn revoke(&mut self, page: u64, frame: FrameIdx) {
@@ -221,15 +211,24 @@ impl PageIo for PoolIo {
     }
 
     fn read(&mut self, _: u64, frame: FrameIdx, offset: usize, out: &mut [u8]) {
-        // SAFETY: the only reference to this frame's bytes (see `page`).
-        let buf = unsafe { self.pool.page(frame) };
-        out.copy_from_slice(&buf[offset..offset + out.len()]);
+        assert!(
+            offset + out.len() <= PAGE_SIZE as usize,
+            "read past the frame"
+        );
+        let at = Pool::offset(frame) + offset as u64;
+        self.pool.mem.read(at, out).expect("frame inside the pool");
     }
 
     fn write(&mut self, _: u64, frame: FrameIdx, offset: usize, data: &[u8]) {
-        // SAFETY: the only reference to this frame's bytes (see `page`).
-        let buf = unsafe { self.pool.page(frame) };
-        buf[offset..offset + data.len()].copy_from_slice(data);
+        assert!(
+            offset + data.len() <= PAGE_SIZE as usize,
+            "write past the frame"
+        );
+        let at = Pool::offset(frame) + offset as u64;
+        self.pool
+            .mem
+            .write(at, data)
+            .expect("frame inside the pool");
     }
 
     fn set_backing_size(&mut self, size: u64) -> Result<()> {
@@ -241,11 +240,18 @@ impl PageIo for PoolIo {
     }
 }
 
-/// An ext2 image in memory of this task: an attached dataspace.
+/// An ext2 image in memory of this task: an attached dataspace, or a copy
+/// of one in memory from the allocator.
 pub struct ModuleDev {
-    addr: u64,
+    mem: ModuleMem,
     size: u64,
-    writable: bool,
+}
+
+enum ModuleMem {
+    /// The dataspace itself, attached (read-write if it is writable).
+    Attached(mem::Attachment),
+    /// A writable copy of a read-only dataspace (whole pages).
+    Copy(Region),
 }
 
 impl ModuleDev {
@@ -255,34 +261,24 @@ impl ModuleDev {
         let cap: l4re::Cap<Dataspace> = l4re::Cap::from_idx(ds);
         let info = cap.info()?;
         let size = info.size;
-        let ds_writable = info.flags & l4re::proto::dataspace::map_flags::W != 0;
-        let addr = mem::attach(ds, size, ds_writable)?;
-        if !copy || ds_writable {
-            return Ok(ModuleDev {
-                addr,
-                size,
-                writable: ds_writable,
-            });
-        }
-        let copy = Region::new(size, PAGE_SHIFT)?;
-        // SAFETY: both ranges are attached and `size` bytes long; the copy
-        // is fresh memory of ours, the module read-only.
-        unsafe {
-            core::ptr::copy_nonoverlapping(addr as *const u8, copy.addr() as *mut u8, size as usize)
+        let ds_writable = info.flags.contains(l4re::proto::dataspace::Flags::W);
+        let image = mem::Attachment::new(ds, size, ds_writable)?;
+        let mem = if !copy || ds_writable {
+            ModuleMem::Attached(image)
+        } else {
+            let copy = Region::new(size, PAGE_SHIFT)?;
+            copy.write(0, image.bytes())?;
+            ModuleMem::Copy(copy)
         };
-        let addr = copy.addr();
-        // The copy stays attached for the server's life.
-        core::mem::forget(copy);
-        Ok(ModuleDev {
-            addr,
-            size,
-            writable: true,
-        })
+        Ok(ModuleDev { mem, size })
     }
 
     /// Whether writes reach the image.
     pub fn writable(&self) -> bool {
-        self.writable
+        match &self.mem {
+            ModuleMem::Attached(a) => a.writable(),
+            ModuleMem::Copy(_) => true,
+        }
     }
 
     /// The image size in bytes.
@@ -290,9 +286,9 @@ impl ModuleDev {
         self.size
     }
 
-    fn range(&self, offset: u64, len: usize) -> Result<*mut u8> {
+    fn check(&self, offset: u64, len: usize) -> Result<()> {
         match offset.checked_add(len as u64) {
-            Some(end) if end <= self.size => Ok((self.addr + offset) as *mut u8),
+            Some(end) if end <= self.size => Ok(()),
             _ => Err(Error::Range),
         }
     }
@@ -300,21 +296,22 @@ impl ModuleDev {
 
 impl BlockDev for ModuleDev {
     fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<()> {
-        let p = self.range(offset, buf.len())?;
-        // SAFETY: `range` checked that the bytes lie inside the attached
-        // image; `buf` is ours.
-        unsafe { core::ptr::copy_nonoverlapping(p, buf.as_mut_ptr(), buf.len()) };
-        Ok(())
+        self.check(offset, buf.len())?;
+        match &self.mem {
+            ModuleMem::Attached(a) => a.read(offset, buf),
+            ModuleMem::Copy(r) => r.read(offset, buf),
+        }
     }
 
     fn write_at(&mut self, offset: u64, data: &[u8]) -> Result<()> {
-        if !self.writable {
+        if !self.writable() {
             return Err(Error::Access);
         }
-        let p = self.range(offset, data.len())?;
-        // SAFETY: inside the image (checked), which is attached read-write.
-        unsafe { core::ptr::copy_nonoverlapping(data.as_ptr(), p, data.len()) };
-        Ok(())
+        self.check(offset, data.len())?;
+        match &mut self.mem {
+            ModuleMem::Attached(a) => a.write(offset, data),
+            ModuleMem::Copy(r) => r.write(offset, data),
+        }
     }
 }
 

@@ -1,13 +1,18 @@
 //! Memory of this task, for servers that hand out pages (public as
 //! `l4re::fiasco::mem`, Fiasco only).
 //!
-//! * [`Region`]: anonymous memory from the environment's memory allocator
-//!   (`l4re_ma_alloc`), attached by L4Re's region map (`l4re_rm_attach`)
-//!   and touched page by page, so that every page is present in this task
-//!   and can be mapped to others;
+//! * [`alloc`]: a dataspace from the environment's memory allocator
+//!   (`l4re_ma_alloc`);
+//! * [`Region`]: anonymous memory from that allocator, attached by L4Re's
+//!   region map (`l4re_rm_attach`) and touched page by page, so that every
+//!   page is present in this task and can be mapped to others; read and
+//!   written by copying ([`Region::read`], [`Region::write`],
+//!   [`Region::fill`]), never through references, because other tasks may
+//!   write its pages through their mappings at any time;
 //! * [`attach`]: a dataspace received from elsewhere (a boot module from
 //!   ned's `caps`), attached read-only or read-write; [`Attachment`]: one
-//!   attached read-only as long as it lives, readable as bytes;
+//!   attached as long as it lives, readable as bytes (read-only) or by
+//!   copying ([`Attachment::read`], [`Attachment::write`]);
 //! * [`reserve_area`]: address space that L4Re's region map keeps free, for
 //!   mappings this task makes itself ([`map_local`]);
 //! * [`map_local`] / [`unmap`]: `l4_task_map` inside this task and
@@ -18,6 +23,9 @@
 //! The C functions behind these use the calling thread's message
 //! registers: every call here holds the UTCB borrow (`Utcb::with`) while
 //! it runs, so they must not be called inside `Utcb::with`.
+
+use core::cell::Cell;
+use core::marker::PhantomData;
 
 use l4_sys as sys;
 
@@ -49,10 +57,27 @@ fn task() -> sys::l4_cap_idx_t {
 /// the region and releases the dataspace (and with it every mapping that
 /// was made from its pages); keep it alive as long as its pages are in use,
 /// or `core::mem::forget` it to keep it for the program's life.
+///
+/// Not `Sync`: [`read`](Self::read) and [`write`](Self::write) copy through
+/// `&self`, so only one thread of this task may use a region.
 pub struct Region {
     addr: u64,
     size: u64,
     ds: OwnedCap<Dataspace>,
+    not_sync: PhantomData<Cell<()>>,
+}
+
+/// Allocates a dataspace of `size` bytes from the environment's memory
+/// allocator (corresponds to `l4re_ma_alloc(size, mem, 0)`: a factory
+/// `create` of `L4RE_PROTO_DATASPACE` on `l4re_env()->mem_alloc`).
+pub fn alloc(size: u64) -> Result<OwnedCap<Dataspace>> {
+    let ds = crate::cap::alloc::<Dataspace>()?;
+    Utcb::with(|_| {
+        // SAFETY: `ds` is a free slot of ours; the allocator puts the new
+        // dataspace there. The borrow makes us the UTCB's only user.
+        code(unsafe { sys::l4re_ma_alloc(size as _, ds.idx().0 as _, 0) } as i64)
+    })?;
+    Ok(ds)
 }
 
 impl Region {
@@ -63,12 +88,9 @@ impl Region {
     /// at most the rights of its source.)
     pub fn new(size: u64, align_order: u8) -> Result<Self> {
         let size = size.max(1).next_multiple_of(PAGE_SIZE);
-        let ds = crate::cap::alloc::<Dataspace>()?;
+        let ds = alloc(size)?;
         let mut addr: *mut core::ffi::c_void = core::ptr::null_mut();
         Utcb::with(|_| -> Result<()> {
-            // SAFETY: `ds` is a free slot of ours; the allocator puts the new
-            // dataspace there. The borrow makes us the UTCB's only user.
-            code(unsafe { sys::l4re_ma_alloc(size as _, ds.idx().0 as _, 0) } as i64)?;
             // SAFETY: `addr` is a valid out-pointer; the region map picks a
             // free range of `size` bytes for the dataspace.
             code(unsafe {
@@ -86,6 +108,7 @@ impl Region {
             addr: addr as u64,
             size,
             ds,
+            not_sync: PhantomData,
         };
         region.touch_all();
         Ok(region)
@@ -118,6 +141,67 @@ impl Region {
     pub fn ds(&self) -> Cap<Dataspace> {
         self.ds.cap()
     }
+
+    /// Copies `out.len()` bytes from `offset` of the region into `out`
+    /// (`Error::Range` past its end).
+    pub fn read(&self, offset: u64, out: &mut [u8]) -> Result<()> {
+        // SAFETY: the region is attached and present for `self`'s life; no
+        // reference to its bytes exists (the region hands none out), and
+        // `Region` is not `Sync`.
+        unsafe { copy_out(self.addr, self.size, offset, out) }
+    }
+
+    /// Copies `data` to `offset` of the region (`Error::Range` past its
+    /// end).
+    pub fn write(&self, offset: u64, data: &[u8]) -> Result<()> {
+        // SAFETY: as in `read`; the region is attached writable.
+        unsafe { copy_in(self.addr, self.size, offset, data) }
+    }
+
+    /// Sets `len` bytes from `offset` of the region to `byte`.
+    pub fn fill(&self, offset: u64, len: usize, byte: u8) -> Result<()> {
+        let at = span(self.addr, self.size, offset, len)?;
+        // SAFETY: as in `write`.
+        unsafe { core::ptr::write_bytes(at as *mut u8, byte, len) };
+        Ok(())
+    }
+}
+
+/// The address of `[offset, offset + len)` of the `size` bytes at `base`,
+/// if it lies inside (`Error::Range` if not).
+fn span(base: u64, size: u64, offset: u64, len: usize) -> Result<u64> {
+    match offset.checked_add(len as u64) {
+        Some(end) if end <= size => Ok(base + offset),
+        _ => Err(Error::Range),
+    }
+}
+
+/// Copies `out.len()` bytes from `offset` of the `size` bytes at `base`.
+///
+/// # Safety
+///
+/// The `size` bytes at `base` are mapped readable in this task, and no
+/// reference of ours to them is written meanwhile.
+unsafe fn copy_out(base: u64, size: u64, offset: u64, out: &mut [u8]) -> Result<()> {
+    let at = span(base, size, offset, out.len())?;
+    // SAFETY: inside the range (checked), readable (the caller's contract);
+    // `out` is ours.
+    unsafe { core::ptr::copy_nonoverlapping(at as *const u8, out.as_mut_ptr(), out.len()) };
+    Ok(())
+}
+
+/// Copies `data` to `offset` of the `size` bytes at `base`.
+///
+/// # Safety
+///
+/// The `size` bytes at `base` are mapped writable in this task, and no
+/// reference of ours to them is alive.
+unsafe fn copy_in(base: u64, size: u64, offset: u64, data: &[u8]) -> Result<()> {
+    let at = span(base, size, offset, data.len())?;
+    // SAFETY: inside the range (checked), writable and unreferenced (the
+    // caller's contract).
+    unsafe { core::ptr::copy_nonoverlapping(data.as_ptr(), at as *mut u8, data.len()) };
+    Ok(())
 }
 
 impl Drop for Region {
@@ -130,19 +214,60 @@ impl Drop for Region {
     }
 }
 
-/// A dataspace attached read-only in this task (`l4re_rm_attach` with
-/// `L4RE_RM_F_R`), readable as bytes; dropping it detaches the region
-/// (`l4re_rm_detach`).
+/// A dataspace attached in this task (`l4re_rm_attach` with
+/// `L4RE_RM_F_R` or `L4RE_RM_F_RW`); dropping it detaches the region
+/// (`l4re_rm_detach`). A read-only one is readable as bytes
+/// ([`bytes`](Self::bytes)); a writable one only by copying
+/// ([`read`](Self::read), [`write`](Self::write)).
 pub struct Attachment {
     addr: u64,
     size: u64,
+    writable: bool,
 }
 
 impl Attachment {
     /// Attaches the first `size` bytes of `ds` read-only.
     pub fn read_only(ds: CapIdx, size: u64) -> Result<Self> {
-        let addr = attach(ds, size, false)?;
-        Ok(Attachment { addr, size })
+        Self::new(ds, size, false)
+    }
+
+    /// Attaches the first `size` bytes of `ds`, read-write if `writable`.
+    pub fn new(ds: CapIdx, size: u64, writable: bool) -> Result<Self> {
+        let addr = attach(ds, size, writable)?;
+        Ok(Attachment {
+            addr,
+            size,
+            writable,
+        })
+    }
+
+    /// Its size in bytes, as asked for.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Whether it is attached writable.
+    pub fn writable(&self) -> bool {
+        self.writable
+    }
+
+    /// Copies `out.len()` bytes from `offset` into `out` (`Error::Range`
+    /// past the end).
+    pub fn read(&self, offset: u64, out: &mut [u8]) -> Result<()> {
+        // SAFETY: attached readable for `self`'s life; writes of ours need
+        // `&mut self`, so none runs meanwhile.
+        unsafe { copy_out(self.addr, self.size, offset, out) }
+    }
+
+    /// Copies `data` to `offset` (`Error::Access` if attached read-only,
+    /// `Error::Range` past the end).
+    pub fn write(&mut self, offset: u64, data: &[u8]) -> Result<()> {
+        if !self.writable {
+            return Err(Error::Access);
+        }
+        // SAFETY: attached writable; `&mut self` excludes every slice from
+        // `bytes`.
+        unsafe { copy_in(self.addr, self.size, offset, data) }
     }
 
     /// Start address in this task.

@@ -19,7 +19,8 @@ use std::sync::Arc;
 use l4re::cap::{Cap, IpcGate, Untyped};
 use l4re::env::env;
 use l4re::msg::LongBytes;
-use l4re::proto::{DataspaceClient, NamespaceClient, dataspace::map_flags};
+use l4re::proto::dataspace::Flags as DsFlags;
+use l4re::proto::{DataspaceClient, NamespaceClient};
 use l4re::server::{Server, ServerObject};
 use l4re::{CapRights, Error, IpcError, RcvBuf, Result};
 use l4re_testprogs::{
@@ -100,7 +101,7 @@ fn run(args: &[String]) -> Result<()> {
                 let item = ds.map(
                     offset,
                     spot,
-                    map_flags::R,
+                    DsFlags::R,
                     RcvBuf::window(window.addr() as u64, window.order()),
                 )?;
                 if !item.is_valid() {

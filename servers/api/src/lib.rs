@@ -1,6 +1,12 @@
-//! The protocols of l4fs beyond L4Re's Dataspace and Namespace: file
-//! operations (`l4fs.file`, 0x4F00) on file objects, and filesystem
-//! operations (`l4fs.fs`, 0x4F01) on the root object.
+//! The protocols of the filesystem server l4fs (crate `l4fs`, `servers/`)
+//! beyond L4Re's Dataspace and Namespace, as a client needs them: the
+//! client stubs and server traits ([`FileOpsClient`], [`FsOpsClient`],
+//! [`FileOpsServer`], [`FsOpsServer`]) and the wire types. `no_std`, and
+//! without the server: a client depends on this crate alone, as Hubris's
+//! `-api` crates; the server implements the traits declared here.
+//!
+//! File operations (`l4fs.file`, 0x4F00) are served on file objects,
+//! filesystem operations (`l4fs.fs`, 0x4F01) on the root object.
 //!
 //! | label | op | operation | in | out |
 //! |---|---|---|---|---|
@@ -20,15 +26,55 @@
 //! | 0x4F01 | 4 | `print_stats` | | (logs the statistics) |
 //! | 0x4F01 | 5 | `clean` | `u64 free` | `u64` frames evicted until `free` frames are free |
 
+#![no_std]
+
 use l4re::fpage::{RcvBuf, SndFpage};
 use l4re::msg::{LongBytes, LongBytesBuf};
 use l4re::protocol;
 
-pub use crate::cache::{CacheStats, PoolInfo};
-
 /// Largest payload of one `read` or `write` (message registers are 504
 /// bytes; the rest carries opcode, offset and length).
 pub const MAX_IO: usize = 448;
+
+l4re::wire_struct! {
+    /// Cache counters, per file and in total.
+    pub struct CacheStats {
+        /// Accesses that found the page active in the cache.
+        pub hits: u64,
+        /// Accesses that had to read the page from the backing store.
+        pub misses: u64,
+        /// Hits on pages that read-ahead brought in (first hit only).
+        pub readahead_hits: u64,
+        /// Pages read by read-ahead.
+        pub readahead_pages: u64,
+        /// Accesses that found the page in the free pool (reclaimed without I/O).
+        pub reclaims: u64,
+        /// Frames moved out of the active set by the cleaning policy.
+        pub evictions: u64,
+        /// Pages written back to the backing store.
+        pub writebacks: u64,
+        /// Pages removed from every client mapping.
+        pub revocations: u64,
+    }
+}
+
+l4re::wire_struct! {
+    /// The state of the frame pool.
+    pub struct PoolInfo {
+        /// Frames in the pool.
+        pub frames: u64,
+        /// Active frames.
+        pub active: u64,
+        /// Frames in the free pool that still hold a page.
+        pub free_cached: u64,
+        /// Empty frames.
+        pub empty: u64,
+        /// Pinned frames.
+        pub pinned: u64,
+        /// The low watermark of free frames.
+        pub low_watermark: u64,
+    }
+}
 
 /// Open modes of `open`.
 pub mod mode {
