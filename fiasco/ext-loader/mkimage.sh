@@ -4,7 +4,10 @@
 # into the repository).
 #   mkimage.sh OUTPUT.img PROGRAM...
 # Each PROGRAM lands in the image's bin/ under its own name; data/shared
-# is the file the sharing test maps.
+# is the file the sharing test maps. With BENCH_DATA=1 (the benchmark's
+# image, bench.img) the image also holds data/pf-bench.data, the same
+# 16 MiB as the boot module pf-bench.data, which faultbench touches
+# through l4fs.
 set -eu
 out=$1
 shift
@@ -21,6 +24,11 @@ perl -e 'my $s = ""; for my $i (0 .. 1048575) { $s .= chr(($i & 255) ^ ((($i >> 
 # Two pages of zeros that sharewrite and shareread map shared.
 mkdir -p "$dir/data"
 head -c 8192 /dev/zero > "$dir/data/shared"
+size=16M
+if [ "${BENCH_DATA:-0}" = 1 ] ; then
+    head -c 16777216 /dev/zero | tr '\0' 'x' > "$dir/data/pf-bench.data"
+    size=40M
+fi
 rm -f "$out.tmp"
-mke2fs -q -F -t ext2 -b 4096 -d "$dir" "$out.tmp" 16M
+mke2fs -q -F -t ext2 -b 4096 -d "$dir" "$out.tmp" $size
 mv "$out.tmp" "$out"

@@ -68,6 +68,10 @@ pub enum PfOutcome {
     /// The fault goes to the thread's exception handler as an exception
     /// IPC (`l4_thread_pf_trampoline_reflect`).
     Reflect,
+    /// Resume the thread at this instruction with its other registers as
+    /// they were (what an exception handler's reply does for L4Re's rescue
+    /// jumps, `L4Re::Rm::add_rescue_jump`).
+    ResumeAt(u64),
 }
 
 /// A page-fault handler run by the faulting thread itself (Fiasco's
@@ -176,9 +180,18 @@ mod fiasco_objects {
             stack: &'static mut [u64],
             handler: &'static dyn PfHandler,
         ) -> Result<()> {
-            // The top of the stack, kept 16-aligned by the entry stub.
-            let top = stack.as_mut_ptr_range().end as u64;
-            crate::platform::fiasco::pf_trampoline::setup(self.idx().0 as _, state.0, top, handler)
+            let prepared = state.prepare(stack, handler)?;
+            self.pf_trampoline_enable(prepared)
+        }
+
+        /// Lets the thread take its page faults through a trampoline state
+        /// prepared in its own task ([`PfTrampolineState::prepare`], by
+        /// code running there), from any task that holds the thread
+        /// (`l4_thread_pf_trampoline_setup`). The kernel checks that the
+        /// state is kernel-user memory of the thread's task, which must be
+        /// bound already.
+        pub fn pf_trampoline_enable(self, state: PreparedPfTrampoline) -> Result<()> {
+            k::pf_trampoline_enable(self.idx(), state.0)
         }
     }
 
@@ -192,11 +205,39 @@ mod fiasco_objects {
         /// Takes the next free UTCB slot of this task for a trampoline
         /// state.
         pub fn take() -> Self {
-            const _: () = assert!(
-                crate::platform::fiasco::pf_trampoline::STATE_SIZE
-                    <= l4_sys::L4_UTCB_OFFSET as usize
-            );
             PfTrampolineState(crate::platform::fiasco::take_utcb())
+        }
+
+        /// Writes the state: faults of the thread it will be enabled for
+        /// run `handler` on `stack`, in this task.
+        pub fn prepare(
+            self,
+            stack: &'static mut [u64],
+            handler: &'static dyn PfHandler,
+        ) -> Result<PreparedPfTrampoline> {
+            // The top of the stack, kept 16-aligned by the entry stub.
+            let top = stack.as_mut_ptr_range().end as u64;
+            k::pf_trampoline_prepare(self.0, top, handler)?;
+            Ok(PreparedPfTrampoline(self.0))
+        }
+    }
+
+    /// A trampoline state written in this task, to be enabled for a
+    /// thread of it ([`Cap::<Thread>::pf_trampoline_enable`]).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub struct PreparedPfTrampoline(u64);
+
+    impl PreparedPfTrampoline {
+        /// Its address in the task (what a loader in another task passes to
+        /// the kernel).
+        pub fn address(self) -> u64 {
+            self.0
+        }
+
+        /// The state at `address` of the task of a thread that another
+        /// task prepared there (see [`PfTrampolineState::prepare`]).
+        pub fn at(address: u64) -> Self {
+            PreparedPfTrampoline(address)
         }
     }
 
@@ -280,4 +321,4 @@ mod fiasco_objects {
 }
 
 #[cfg(feature = "fiasco")]
-pub use fiasco_objects::{Kip, PfTrampolineState};
+pub use fiasco_objects::{Kip, PfTrampolineState, PreparedPfTrampoline};

@@ -283,13 +283,16 @@ impl L4reEnv {
     /// `rm` its region-map object, `main_thread` the program's thread, no
     /// ITAS services, and `first_free_utcb` past the program thread's
     /// UTCB at `thread_utcb` (the UTCB the pager took from its own
-    /// `first_free_utcb`).
+    /// `first_free_utcb`) and past whatever else the pager took from the
+    /// UTCB area before (its own `first_free_utcb` now: e.g. the thread's
+    /// page-fault trampoline state, which the program's pthread library
+    /// would otherwise hand out as a new thread's UTCB).
     pub fn for_program(&self, rm: u64, main_thread: u64, thread_utcb: u64) -> L4reEnv {
         L4reEnv {
             rm: Some(rm),
             main_thread: Some(main_thread),
             itas: None,
-            first_free_utcb: thread_utcb + UTCB_OFFSET,
+            first_free_utcb: self.first_free_utcb.max(thread_utcb + UTCB_OFFSET),
             ..self.clone()
         }
     }
@@ -775,6 +778,14 @@ mod tests {
         assert_eq!(prog.main_thread, Some(0x501));
         assert_eq!(prog.itas, None);
         assert_eq!(prog.first_free_utcb, 0x7ff0_0800);
+        // A pager that took more of the UTCB area (a trampoline state
+        // after the thread's UTCB) keeps it from the program.
+        let took_more = L4reEnv {
+            first_free_utcb: 0x7ff0_0c00,
+            ..mine.clone()
+        };
+        let prog2 = took_more.for_program(0x500, 0x501, 0x7ff0_0400);
+        assert_eq!(prog2.first_free_utcb, 0x7ff0_0c00);
         // Everything else is the pager's: caps, parent, allocator, slots.
         assert_eq!(prog.caps, mine.caps);
         assert_eq!(prog.parent, mine.parent);

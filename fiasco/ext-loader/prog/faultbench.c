@@ -16,6 +16,13 @@
  * pager too, with --sequential) to faultbench's first instruction, next
  * to the same interval under ned.
  *
+ * Then it touches the same 16 MiB once more, as a file of l4fs
+ * (data/pf-bench.data of bench.img, ext-loader --attach=fs:… at
+ * BENCH_L4FS_ADDR, a 2 MiB boundary): l4fs sends up to 2 MiB per fault
+ * from its page cache, and the internal pager asks with the largest
+ * window the region allows. Its total per page touched is compared with
+ * L4Re's pager touching the boot module from moe.
+ *
  * Built twice: faultbench, and with -DEXIT_MARK, exitmark, which only
  * writes the time of its end into the benchmark page and exits.
  */
@@ -23,6 +30,8 @@
 #include "bench.h"
 
 #define PAGE 4096UL
+/* Where ext-loader attaches data/pf-bench.data of l4fs (conf/pager-bench.cfg). */
+#define BENCH_L4FS_ADDR 0x40000000UL
 /* Up to 32 MiB of data. */
 #define MAX_PAGES 8192
 
@@ -109,6 +118,11 @@ void cmain(unsigned long *sp, unsigned long long start_tsc)
   put_num("ext-loader ", started, 0, ", ned ");
   put_num("", page->ned_start, 0, " cycles");
   put_ratio(", ratio ", started, page->ned_start, "\n");
+  struct bench_run l4fs =
+    bench_touch((volatile char const *)BENCH_L4FS_ADDR, pages, times, faults);
+  put_run("faultbench: l4fs va+0 ", &l4fs);
+  compare("l4fs file (ours) vs boot module from moe (L4Re), total per page, va+0",
+          l4fs.per_page, l4re[BENCH_RUN_ALIGNED].per_page);
   if (page->itas_valid)
     {
       /* pf-bench itself started by ned on our in-task pager. */
@@ -128,6 +142,6 @@ void cmain(unsigned long *sp, unsigned long long start_tsc)
       put_num("", page->ned_start, 0, " cycles");
       put_ratio(", ratio ", page->itas_start, page->ned_start, "\n");
     }
-  exit_(aligned.faults && shifted.faults ? 0 : 1);
+  exit_(aligned.faults && shifted.faults && l4fs.faults ? 0 : 1);
 #endif
 }

@@ -118,6 +118,19 @@ pub(crate) enum Ending {
     Parent(Cap<Parent>),
 }
 
+/// Who asks [`InPager::resolve`] to resolve a fault.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Origin {
+    /// Page-fault IPC to the gate.
+    Ipc,
+    /// The faulting thread itself, through the kernel's page-fault
+    /// trampoline.
+    Trampoline,
+    /// The pager, mapping pages it writes itself (not a fault of the
+    /// program).
+    Pager,
+}
+
 /// The object behind the gate `"server"`.
 ///
 /// Faults are resolved by the gate's thread (page-fault IPC) and, in an
@@ -133,12 +146,22 @@ pub(crate) struct InPager {
     /// A page of the task where file pages are read for private copies;
     /// the lock serializes its users.
     pub(crate) scratch: SpinLock<u64>,
+    /// The gate this pager serves (where the trampoline sends what the
+    /// faulting thread does not resolve itself).
+    pub(crate) gate: CapIdx,
 }
 
 impl InPager {
     /// A pager for `map` that takes anonymous memory from `anon`.
-    pub(crate) fn new(map: RegionMap, anon: Anon, ending: Ending, scratch: u64) -> Self {
+    pub(crate) fn new(
+        map: RegionMap,
+        anon: Anon,
+        ending: Ending,
+        scratch: u64,
+        gate: CapIdx,
+    ) -> Self {
         InPager {
+            gate,
             rm: RmService::new(Arc::new(SpinLock::new(map)), Unmapper),
             anon: SpinLock::new(anon),
             stats: SpinLock::new(PagerStats::default()),
@@ -183,12 +206,19 @@ impl InPager {
         Ok(())
     }
 
-    /// Resolves the fault at `pfa` of the instruction at `pc` (the
-    /// gate's thread for page-fault IPC, or the faulting thread itself),
-    /// counted as a fault of the program if `fault` (not when the pager
-    /// maps pages for itself).
-    pub(crate) fn resolve(&self, pfa: u64, pc: u64, fault: bool) -> Result<()> {
-        let fault = u64::from(fault);
+    /// Resolves the fault at `pfa` of the instruction at `pc`, as
+    /// `origin` says who asks.
+    ///
+    /// The faulting thread itself ([`Origin::Trampoline`]) resolves only
+    /// what may be done twice for one page: mapping a shared dataspace
+    /// page (another thread may have mapped it meanwhile: the kernel keeps
+    /// the first mapping) or the outer pager's. Zero-fill and private
+    /// copies must happen once per page, and an invalid access ends the
+    /// program: those it sends to the gate's thread as page-fault IPC,
+    /// which serializes them with the faults of the program's other
+    /// threads, as without the trampoline.
+    pub(crate) fn resolve(&self, pfa: u64, pc: u64, origin: Origin) -> Result<()> {
+        let fault = u64::from(origin != Origin::Pager);
         let access = Access::from_pfa(pfa);
         let addr = pfa & !7;
         let (decision, bounds, generation) = {
@@ -200,6 +230,17 @@ impl InPager {
             };
             (d, bounds, self.rm.generation())
         };
+        if origin == Origin::Trampoline
+            && !matches!(
+                decision,
+                Decision::MapShared { .. } | Decision::Forward { .. }
+            )
+        {
+            // The gate's thread counts the fault.
+            let gate: Cap<PageFault> = Cap::from_idx(self.gate);
+            gate.page_fault(pfa, pc, RcvBuf::window(addr & !(PAGE - 1), 12))?;
+            return Ok(());
+        }
         // What was mapped into which window: unmapped again below if its
         // region was detached meanwhile (the map is not locked here).
         let window = match decision {
@@ -337,7 +378,7 @@ impl PageFaultServer for InPager {
     ) -> Result<Option<l4re::fpage::SndFpage>> {
         // The mapping is made into this task by the dataspace's server;
         // the reply carries nothing.
-        self.resolve(pfa, pc, true).map(|()| None)
+        self.resolve(pfa, pc, Origin::Ipc).map(|()| None)
     }
 }
 
@@ -356,7 +397,7 @@ impl InPager {
     pub(crate) fn fault_in_for_write(&self, start: u64, end: u64) -> Result<()> {
         let mut a = start & !(PAGE - 1);
         while a < end {
-            self.resolve(a | pager::PFA_WRITE, 0, false)?;
+            self.resolve(a | pager::PFA_WRITE, 0, Origin::Pager)?;
             a += PAGE;
         }
         Ok(())
@@ -447,6 +488,10 @@ fn set_up(loader: Cap<TaskSetup>) -> Result<InPager> {
         stats: SpinLock::new(PagerStats::default()),
         ending: Ending::Loader(loader),
         scratch: SpinLock::new(layout::SCRATCH),
+        gate: env()
+            .get_cap::<IpcGate>("server")
+            .ok_or(Error::NoEnt)?
+            .idx(),
     })
 }
 
@@ -473,15 +518,22 @@ fn inpager(_: Args) -> i32 {
     let mut server = Server::new();
     // The program sends its dataspaces from this very task.
     server.receive_local_ids(true);
-    // The registry takes `Arc`s; this program has one thread, and the
-    // object never leaves it.
-    #[allow(clippy::arc_with_non_send_sync)]
     let pager = Arc::new(pager);
-    if let Err(err) = server.adopt_gate(task::SERVER_LABEL, pager) {
+    if let Err(err) = server.adopt_gate(task::SERVER_LABEL, pager.clone()) {
         line(&format!("serving the gate \"server\": {err}"));
         return 1;
     }
-    if let Err(err) = loader.ready() {
+    // The program's thread resolves its own faults where the kernel has
+    // the page-fault trampoline: the loader enables the state prepared
+    // here before the thread runs.
+    let trampoline = match crate::itas::prepare_trampoline(&pager) {
+        Ok(t) => t.map_or(0, |t| t.address()),
+        Err(err) => {
+            line(&format!("the page-fault trampoline: {err}"));
+            return 1;
+        }
+    };
+    if let Err(err) = loader.ready(trampoline) {
         line(&format!("ready: {err}"));
         return 1;
     }

@@ -45,7 +45,10 @@ use l4pager::task::SERVER_LABEL;
 use l4re::Cap;
 use l4re::cap::{CapIdx, CapRights, well_known};
 use l4re::env::env;
-use l4re::kobj::{Kip, MAIN_THREAD_PRIO, PfHandler, PfOutcome, PfTrampolineState, ThreadAttr};
+use l4re::kobj::{
+    Kip, MAIN_THREAD_PRIO, PfHandler, PfOutcome, PfTrampolineState, PreparedPfTrampoline,
+    ThreadAttr,
+};
 use l4re::proto::rm::{Flags as RmFlags, RangeEntry, RangeList};
 use l4re::proto::{Dataspace, DataspaceClient, RmClient};
 use l4re::server::Server;
@@ -53,7 +56,7 @@ use l4re_rt::freestanding::StartInfo;
 use loader::in_task;
 use loader::l4re_start::{self, CapEntry, L4reAux, L4reEnv, Phdrs, StartSpec, UtcbArea};
 
-use crate::fiasco::{ANON_CHUNK, Anon, Ending, InPager, line};
+use crate::fiasco::{ANON_CHUNK, Anon, Ending, InPager, Origin, line};
 use crate::window::PAGE;
 
 /// Words of the stack the page-fault trampoline handler runs on.
@@ -63,13 +66,43 @@ const HANDLER_STACK_WORDS: usize = 4096;
 /// ([`InPager::resolve`], the same as for page-fault IPC).
 impl PfHandler for InPager {
     fn page_fault(&self, pfa: u64, ip: u64) -> PfOutcome {
-        match self.resolve(pfa, ip, true) {
+        match self.resolve(pfa, ip, Origin::Trampoline) {
             Ok(()) => PfOutcome::Resolved,
-            // As a negative reply to page-fault IPC: an exception for the
-            // gate (a rescue jump, or the end of the program).
-            Err(_) => PfOutcome::Reflect,
+            Err(_) => match self.rm.rescue_for(ip) {
+                // `Rm::add_rescue_jump` covers the instruction: on at the
+                // rescue address, as the gate's exception handling does.
+                Some(jump) => PfOutcome::ResumeAt(jump.rescue),
+                // As a negative reply to page-fault IPC: an exception for
+                // the gate, which ends the program with a report.
+                None => PfOutcome::Reflect,
+            },
         }
     }
+}
+
+/// Writes a trampoline state for the program's thread at `state`: its
+/// faults run [`InPager::resolve`] in the thread itself. All our code and
+/// data are mapped first (faults the handler takes itself go to the gate,
+/// and a fault on our own memory there would be nobody's): the handler
+/// then takes none while it holds a lock the gate's thread needs.
+fn prepare(state: PfTrampolineState, pager: &Arc<InPager>) -> l4re::Result<PreparedPfTrampoline> {
+    l4re_rt::freestanding::touch_image();
+    let stack: &'static mut [u64] = Vec::leak(alloc::vec![0u64; HANDLER_STACK_WORDS]);
+    let handler: &'static Arc<InPager> =
+        alloc::boxed::Box::leak(alloc::boxed::Box::new(pager.clone()));
+    state.prepare(stack, &**handler)
+}
+
+/// For a loader that creates the program's thread itself (ext-loader's
+/// `TaskSetup::ready`): a trampoline state in the next free UTCB slot, if
+/// the kernel has the trampoline.
+pub(crate) fn prepare_trampoline(
+    pager: &Arc<InPager>,
+) -> l4re::Result<Option<PreparedPfTrampoline>> {
+    if !Kip::has_feature("pf_tramp") {
+        return Ok(None);
+    }
+    prepare(PfTrampolineState::take(), pager).map(Some)
 }
 
 /// Runs the in-task pager; returns only on failure (the exit status).
@@ -327,7 +360,13 @@ fn start(info: StartInfo) -> Result<(Arc<InPager>, Server), String> {
             .into_cap(),
     };
     let parent: Cap<l4re::proto::Parent> = env().parent().cast();
-    let pager = Arc::new(InPager::new(map, anon, Ending::Parent(parent), scratch));
+    let pager = Arc::new(InPager::new(
+        map,
+        anon,
+        Ending::Parent(parent),
+        scratch,
+        gate.idx(),
+    ));
     let mut server = Server::new();
     // The program sends its dataspaces from this very task.
     server.receive_local_ids(true);
@@ -392,15 +431,11 @@ fn start(info: StartInfo) -> Result<(Arc<InPager>, Server), String> {
         .map_err(|e| format!("cannot set up the program's thread: {e}"))?;
     if let Some(state) = trampoline {
         // The thread resolves its own faults (no page-fault IPC), as under
-        // `l4re_itas`; faults the handler takes itself come to the gate.
-        // All our code and data are mapped first: the handler then takes
-        // none while it holds a lock this thread needs.
-        l4re_rt::freestanding::touch_image();
-        let stack: &'static mut [u64] = Vec::leak(alloc::vec![0u64; HANDLER_STACK_WORDS]);
-        let handler: &'static Arc<InPager> =
-            alloc::boxed::Box::leak(alloc::boxed::Box::new(pager.clone()));
+        // `l4re_itas`.
+        let prepared = prepare(state, &pager)
+            .map_err(|e| format!("cannot prepare the page-fault trampoline: {e}"))?;
         thread
-            .pf_trampoline_setup(state, stack, &**handler)
+            .pf_trampoline_enable(prepared)
             .map_err(|e| format!("cannot set up the page-fault trampoline: {e}"))?;
     }
     env()

@@ -158,3 +158,15 @@ pub(crate) fn kip_has_feature(name: &str) -> bool {
         sys::l4_kip_kernel_has_feature(kip as *const sys::l4_kernel_info_t, buf.as_ptr() as _) != 0
     }
 }
+
+pub(crate) fn pf_trampoline_prepare(
+    state: u64,
+    stack_top: u64,
+    handler: &'static dyn crate::kobj::PfHandler,
+) -> Result<()> {
+    super::pf_trampoline::prepare(state, stack_top, handler)
+}
+
+pub(crate) fn pf_trampoline_enable(thread: CapIdx, state: u64) -> Result<()> {
+    super::pf_trampoline::enable(thread.0 as _, state)
+}

@@ -59,8 +59,10 @@ struct TrampolineState {
     state: TrampolineRegs,
 }
 
-/// Bytes of kernel-user memory a trampoline state takes.
+/// Bytes of kernel-user memory a trampoline state takes: one UTCB slot
+/// holds it ([`PfTrampolineState::take`](crate::kobj::PfTrampolineState::take)).
 pub(crate) const STATE_SIZE: usize = core::mem::size_of::<TrampolineState>();
+const _: () = assert!(STATE_SIZE <= sys::L4_UTCB_OFFSET as usize);
 
 /// Message registers saved around a handler.
 pub(crate) const SAVED_MRS: usize = 8;
@@ -105,19 +107,29 @@ impl SavedRegs {
     }
 }
 
+/// Bytes `fxsave64` writes (16-aligned).
+const FXSAVE_BYTES: usize = 512;
+
 // The entry stub: `rdi` = state, `rsi` = fault address word. It switches
-// to the handler stack kept in `user_data[0]` (offset 8), aligns it as a
-// call expects and calls `dispatch(state, pfa)`, which never returns.
+// to the handler stack kept in `user_data[0]` (offset 8), saves the FPU
+// and SSE registers there (`fxsave64`: the interrupted code's, which the
+// kernel leaves in place and compiled Rust uses freely; L4Re builds
+// l4re_itas without FPU instead) and calls `dispatch(state, pfa, fxsave
+// area)`, which restores them and never returns.
 global_asm!(
     ".globl l4re_rs_pf_trampoline_entry",
     ".type l4re_rs_pf_trampoline_entry, @function",
     "l4re_rs_pf_trampoline_entry:",
     "mov rsp, [rdi + 8]",
     "and rsp, -16",
+    "sub rsp, {fxsave}",
+    "fxsave64 [rsp]",
+    "mov rdx, rsp",
     "cld",
     "call {dispatch}",
     "ud2",
     dispatch = sym dispatch,
+    fxsave = const FXSAVE_BYTES,
 );
 
 unsafe extern "C" {
@@ -134,11 +146,12 @@ pub(crate) fn entry() -> u64 {
 /// # Safety
 ///
 /// Called only by the entry stub, on the handler stack, with the state the
-/// kernel handed over, whose `user_data[1]` [`setup`] set.
-unsafe extern "C" fn dispatch(state: *const TrampolineState, pfa: u64) -> ! {
+/// kernel handed over, whose `user_data[1]` [`prepare`] set, and the
+/// interrupted code's FPU and SSE registers at `fpu`.
+unsafe extern "C" fn dispatch(state: *const TrampolineState, pfa: u64, fpu: *const u8) -> ! {
     // SAFETY: `state` is this thread's trampoline state (kernel-user
     // memory, mapped for the task's life); `user_data[1]` points to the
-    // handler reference `setup` leaked, which lives for ever.
+    // handler reference `prepare` leaked, which lives for ever.
     let (handler, ip): (&'static dyn PfHandler, u64) = unsafe {
         let s = &*state;
         (
@@ -153,19 +166,37 @@ unsafe extern "C" fn dispatch(state: *const TrampolineState, pfa: u64) -> ! {
     // else uses either.
     let (saved, borrowed) = unsafe { (SavedRegs::save(utcb), (*flag).replace(false)) };
     let outcome = handler.page_fault(pfa, ip);
-    // SAFETY: as above.
+    // SAFETY: as above; `fpu` is what the stub's `fxsave64` wrote. No
+    // code that uses FPU or SSE registers runs after the restore: the
+    // resume call below only stores a word and enters the kernel.
     unsafe {
         saved.restore(utcb);
         (*flag).set(borrowed);
+        core::arch::asm!(
+            "fxrstor64 [{}]",
+            in(reg) fpu,
+            out("xmm0") _, out("xmm1") _, out("xmm2") _, out("xmm3") _,
+            out("xmm4") _, out("xmm5") _, out("xmm6") _, out("xmm7") _,
+            out("xmm8") _, out("xmm9") _, out("xmm10") _, out("xmm11") _,
+            out("xmm12") _, out("xmm13") _, out("xmm14") _, out("xmm15") _,
+            options(nostack, readonly, preserves_flags),
+        );
     }
     // The kernel puts MR0 back itself (`saved_mr0`); the other registers
     // the calls below write are the ones restored above but MR0.
     let invalid = sys::L4_INVALID_CAP as sys::l4_cap_idx_t;
     // SAFETY: the invalid capability names the invoking thread ("self"):
-    // the kernel resumes it from the saved state, or raises the exception.
+    // the kernel resumes it from the saved state, or raises the exception;
+    // `state` is this thread's trampoline state (as above).
     unsafe {
         match outcome {
             PfOutcome::Resolved => sys::l4_thread_pf_trampoline_resume(invalid),
+            PfOutcome::ResumeAt(ip) => {
+                // The kernel resumes from the state it saved, ours to
+                // change while the fault is in progress.
+                (*(state as *mut TrampolineState)).state.ip = ip;
+                sys::l4_thread_pf_trampoline_resume(invalid)
+            }
             PfOutcome::Reflect => sys::l4_thread_pf_trampoline_reflect(invalid),
         };
     }
@@ -174,15 +205,10 @@ unsafe extern "C" fn dispatch(state: *const TrampolineState, pfa: u64) -> ! {
     super::sleep_forever()
 }
 
-/// Sets up the trampoline of `thread` with its state at `state` (kernel-user
-/// memory of the thread's task, [`STATE_SIZE`] bytes, 16-aligned) and
+/// Writes the trampoline state at `state` (kernel-user memory of this
+/// task, [`STATE_SIZE`] bytes, 16-aligned, not in use by the kernel yet):
 /// `handler` running on the stack that ends at `stack_top`.
-pub(crate) fn setup(
-    thread: sys::l4_cap_idx_t,
-    state: u64,
-    stack_top: u64,
-    handler: &'static dyn PfHandler,
-) -> Result<()> {
+pub(crate) fn prepare(state: u64, stack_top: u64, handler: &'static dyn PfHandler) -> Result<()> {
     if state & 15 != 0 || state == 0 {
         return Err(Error::Inval);
     }
@@ -190,7 +216,7 @@ pub(crate) fn setup(
         alloc::boxed::Box::leak(alloc::boxed::Box::new(handler));
     let s = state as *mut TrampolineState;
     // SAFETY: the caller hands us `STATE_SIZE` bytes of kernel-user
-    // memory at `state`, not yet in use by the kernel (set up below).
+    // memory at `state`, not yet in use by the kernel.
     unsafe {
         core::ptr::write(
             s,
@@ -203,6 +229,12 @@ pub(crate) fn setup(
             },
         );
     }
+    Ok(())
+}
+
+/// Lets `thread` take its faults through the state at `state`, prepared
+/// in the thread's task (`l4_thread_pf_trampoline_setup`).
+pub(crate) fn enable(thread: sys::l4_cap_idx_t, state: u64) -> Result<()> {
     Utcb::with(|_| {
         // SAFETY: the borrow makes us the UTCB's only user; the kernel
         // checks that `state` is kernel-user memory of the thread's task.
