@@ -527,7 +527,7 @@ fn inpager(_: Args) -> i32 {
     // the page-fault trampoline: the loader enables the state prepared
     // here before the thread runs.
     let trampoline = match crate::itas::prepare_trampoline(&pager) {
-        Ok(t) => t.map_or(0, |t| t.address()),
+        Ok(t) => t.address(),
         Err(err) => {
             line(&format!("the page-fault trampoline: {err}"));
             return 1;

@@ -44,7 +44,7 @@ use super::{
     STACK_TOP, UTCB_AREA, call,
 };
 use crate::elf::PAGE;
-use l4re::kobj::PreparedPfTrampoline;
+use l4re::kobj::{Kip, PreparedPfTrampoline};
 
 /// A program that faults this often on one page without progress is
 /// ended (a mapping the kernel keeps refusing).
@@ -410,10 +410,13 @@ impl TaskSetupServer for Loaded {
             return Err(Error::Exist);
         }
         // The trampoline state may only be the UTCB slot after the
-        // program's (the pager took it from its environment).
+        // program's (the pager took it from its environment); it is used
+        // where the kernel has the trampoline.
         let trampoline = match pf_trampoline {
             0 => None,
-            PROGRAM_PF_TRAMPOLINE => Some(PreparedPfTrampoline::at(pf_trampoline)),
+            PROGRAM_PF_TRAMPOLINE => {
+                Kip::has_feature("pf_tramp").then(|| PreparedPfTrampoline::at(pf_trampoline))
+            }
             _ => return Err(Error::Inval),
         };
         let thread = start_thread(
