@@ -93,14 +93,6 @@ fn prepare(state: PfTrampolineState, pager: &Arc<InPager>) -> l4re::Result<Prepa
     state.prepare(stack, &**handler)
 }
 
-/// For a loader that creates the program's thread itself (ext-loader's
-/// `TaskSetup::ready`): a trampoline state in the next free UTCB slot. The
-/// loader enables it if the kernel has the trampoline (the KIP is not
-/// mapped in this task there).
-pub(crate) fn prepare_trampoline(pager: &Arc<InPager>) -> l4re::Result<PreparedPfTrampoline> {
-    prepare(PfTrampolineState::take(), pager)
-}
-
 /// Runs the in-task pager; returns only on failure (the exit status).
 pub(crate) fn run(info: StartInfo) -> i32 {
     match start(info) {
