@@ -70,6 +70,9 @@ l4re::wire_struct! {
         pub rm_requests: u64,
         /// Pages of anonymous memory in use.
         pub anon_pages: u64,
+        /// Faults the faulting thread resolved itself, through the
+        /// kernel's page-fault trampoline (counted in `faults` too).
+        pub in_thread: u64,
     }
 }
 
@@ -100,7 +103,7 @@ impl PagerStats {
     /// One line for the log.
     pub fn line(&self) -> String {
         alloc::format!(
-            "{} faults: {} shared ({} pages), {} private copies, {} zero-filled, {} invalid; {} Rm requests, {} anonymous pages",
+            "{} faults: {} shared ({} pages), {} private copies, {} zero-filled, {} invalid; {} Rm requests, {} anonymous pages; {} in the faulting thread",
             self.faults,
             self.shared,
             self.shared_pages,
@@ -108,7 +111,8 @@ impl PagerStats {
             self.zero,
             self.invalid,
             self.rm_requests,
-            self.anon_pages
+            self.anon_pages,
+            self.in_thread
         )
     }
 }

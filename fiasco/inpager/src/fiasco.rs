@@ -219,6 +219,7 @@ impl InPager {
     /// threads, as without the trampoline.
     pub(crate) fn resolve(&self, pfa: u64, pc: u64, origin: Origin) -> Result<()> {
         let fault = u64::from(origin != Origin::Pager);
+        let in_thread = u64::from(origin == Origin::Trampoline);
         let access = Access::from_pfa(pfa);
         let addr = pfa & !7;
         let (decision, bounds, generation) = {
@@ -265,7 +266,10 @@ impl InPager {
                 // this task through the window.
                 let p: Cap<PageFault> = Cap::from_idx(pager);
                 p.page_fault(pfa, pc, RcvBuf::window(page, 12))?;
-                self.update(|s| s.faults += fault);
+                self.update(|s| {
+                    s.faults += fault;
+                    s.in_thread += in_thread;
+                });
                 return Ok(());
             }
             Decision::MapShared {
@@ -289,6 +293,7 @@ impl InPager {
                 let got = item.received_order().unwrap_or(12).clamp(12, order);
                 self.update(|s| {
                     s.faults += fault;
+                    s.in_thread += in_thread;
                     s.shared += 1;
                     s.shared_pages += 1 << (got - 12);
                 });
