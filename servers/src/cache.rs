@@ -950,6 +950,30 @@ impl PageCache {
         Ok(())
     }
 
+    /// Removes a file nobody holds any more: writes its dirty pages back
+    /// ([`sync`](Self::sync)), revokes its pages and returns their frames
+    /// to the pool (pins included), and drops its [`PageIo`] (its memory
+    /// and descriptors). If the write-back fails, nothing is removed and
+    /// the error is returned.
+    pub fn remove_file(&mut self, id: FileId) -> Result<()> {
+        self.sync(id)?;
+        let mut file = self.files.remove(&id).ok_or(Error::NoEnt)?;
+        for (&page, &i) in &file.pages {
+            file.io.revoke(page, i);
+            if self.frames[i].state == State::Free {
+                self.free_cached -= 1;
+            }
+            self.frames[i] = Frame::EMPTY;
+            self.empty.push(i);
+        }
+        Ok(())
+    }
+
+    /// Files in the cache.
+    pub fn files(&self) -> usize {
+        self.files.len()
+    }
+
     /// Syncs every file.
     pub fn sync_all(&mut self) -> Result<()> {
         let ids: Vec<FileId> = self.files.keys().copied().collect();
