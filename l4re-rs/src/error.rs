@@ -269,7 +269,9 @@ impl fmt::Display for Error {
             Error::NotDir => "not a directory",
             Error::Inval => "invalid argument",
             Error::TableFull => "the server's table of open objects is full",
-            Error::TooManyOpen => "too many open objects for this client (the server's per-client limit)",
+            Error::TooManyOpen => {
+                "too many open objects for this client (the server's per-client limit)"
+            }
             Error::NoSpace => "no space left",
             Error::Range => "value out of range",
             Error::NameTooLong => "name too long",

@@ -1,6 +1,7 @@
 //! The server objects: the root and directory namespaces, the file objects
-//! (one read-only and one read-write object per file, sharing the file's
-//! cache), and the state they share.
+//! (read-only or read-write, sharing the file's cache), and the state they
+//! share. On the host each `query`/`open` makes an object of its own,
+//! released when nobody holds it ([`Limits`]; `docs/l4fs.md`).
 //!
 //! Names are resolved in one `query`: the whole path (slashes allowed) is
 //! resolved and the answer has label 0 and an empty rest; a directory
@@ -194,7 +195,10 @@ impl FsState {
     /// [`Error::TooManyOpen`] if it is at its limit.
     fn admit(&self) -> Result<Option<u64>> {
         if self.limits.total > 0 && self.handles.len() >= self.limits.total {
-            log::warn!("l4fs: {} objects open, the limit: refused", self.handles.len());
+            log::warn!(
+                "l4fs: {} objects open, the limit: refused",
+                self.handles.len()
+            );
             return Err(Error::TableFull);
         }
         let client = self.caller.and_then(|f| f());
@@ -293,7 +297,9 @@ impl FsState {
     /// back, its frames go back to the pool, its memory and descriptors are
     /// released.
     fn close_unheld(&mut self, key: (u64, u64)) {
-        let Some(f) = self.files.get(&key) else { return };
+        let Some(f) = self.files.get(&key) else {
+            return;
+        };
         if f.handles > 0 {
             return;
         }
@@ -359,7 +365,11 @@ impl FsState {
                         .and_then(|f| if writable { f.rw } else { f.ro })
                 };
                 if let Some(h) = shared {
-                    let rights = if writable { CapRights::RW } else { CapRights::R };
+                    let rights = if writable {
+                        CapRights::RW
+                    } else {
+                        CapRights::R
+                    };
                     let cap = self.handles[&h].gate.cap();
                     return Ok(SndFpage::cap(cap.idx(), rights, MapType::Map));
                 }
@@ -420,7 +430,11 @@ impl FsState {
                         f.ro = Some(h);
                     }
                 }
-                let rights = if writable { CapRights::RW } else { CapRights::R };
+                let rights = if writable {
+                    CapRights::RW
+                } else {
+                    CapRights::R
+                };
                 Ok(SndFpage::cap(cap.idx(), rights, MapType::Map))
             }
         }

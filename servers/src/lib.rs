@@ -354,6 +354,7 @@ pub fn serve_fs(gate: Cap<IpcGate>, fs: fs::Fs, config: &FsConfig) -> Result<()>
     // own client ends then, so that it sees when nobody holds them.
     #[cfg(feature = "host")]
     let mut sent: alloc::vec::Vec<Cap<IpcGate>> = alloc::vec::Vec::new();
+    #[cfg(feature = "host")]
     let release = fs.borrow().limits().release_unheld;
     server.serve(interval, |srv| {
         #[cfg(feature = "host")]
@@ -376,9 +377,13 @@ pub fn serve_fs(gate: Cap<IpcGate>, fs: fs::Fs, config: &FsConfig) -> Result<()>
         let mut st = fs.borrow_mut();
         for (gate, obj) in st.pending.drain(..) {
             match srv.register_gate(gate, obj) {
-                #[cfg(feature = "host")]
-                Ok(_) if release => sent.push(gate),
-                Ok(_) => {}
+                Ok(_) =>
+                {
+                    #[cfg(feature = "host")]
+                    if release {
+                        sent.push(gate);
+                    }
+                }
                 Err(e) => log::error!("l4fs: cannot bind a new object: {e}"),
             }
         }

@@ -149,10 +149,15 @@ fn a_file_written_through_a_mapping_reaches_the_host_file_when_its_last_client_l
         "client",
     );
     exits_ok(&c, "the writing client");
-    eventually("the byte written through the mapping is in the host file", || {
-        std::fs::read(&path).unwrap()[5000] == 90
-    });
+    eventually(
+        "the byte written through the mapping is in the host file",
+        || std::fs::read(&path).unwrap()[5000] == 90,
+    );
     let data = std::fs::read(&path).unwrap();
     assert_eq!(data.len(), 3 * 4096);
-    assert!(data.iter().enumerate().all(|(i, &b)| b == if i == 5000 { 90 } else { 0 }));
+    assert!(
+        data.iter()
+            .enumerate()
+            .all(|(i, &b)| b == if i == 5000 { 90 } else { 0 })
+    );
 }
