@@ -161,3 +161,60 @@ fn a_file_written_through_a_mapping_reaches_the_host_file_when_its_last_client_l
             .all(|(i, &b)| b == if i == 5000 { 90 } else { 0 })
     );
 }
+
+#[test]
+fn channels_past_the_per_client_limit_are_answered_but_not_kept() {
+    let dir = TempDir::new("res-chan");
+    for i in 0..8 {
+        std::fs::write(dir.path().join(format!("f{i}")), [b'0' + i as u8; 8]).unwrap();
+    }
+    let s = serve(&[
+        "--root",
+        dir.path().to_str().unwrap(),
+        "--max-open-per-client",
+        "8",
+    ]);
+    let root: l4re::Cap<IpcGate> = s.root();
+    let files: Vec<_> = (0..8)
+        .map(|i| open(root, &format!("f{i}"), mode::RO).expect("open"))
+        .collect();
+    // This thread's channels to the 8 objects (and the root's) are kept...
+    for f in &files {
+        f.read(0, 1).expect("read");
+    }
+    let before = fds_of(s.task.pid());
+    // ...others' beyond the limit are not: 4 threads, 8 objects each.
+    let caps: Vec<l4re::Cap<l4re::cap::Untyped>> = files.iter().map(|f| f.cap()).collect();
+    // Counted while the threads (and so their channels) live.
+    let done = std::sync::Barrier::new(5);
+    let counted = std::sync::Barrier::new(5);
+    let mut after = 0;
+    std::thread::scope(|sc| {
+        for t in 0..4 {
+            let caps = &caps;
+            let (done, counted) = (&done, &counted);
+            sc.spawn(move || {
+                for _ in 0..3 {
+                    for (i, c) in caps.iter().enumerate() {
+                        let f: l4re::Cap<l4fs::proto::FileOps> = c.cast();
+                        let data = l4fs::proto::FileOpsClient::read(&f, 0, 8)
+                            .unwrap_or_else(|e| panic!("thread {t}, f{i}: {e}"));
+                        assert_eq!(data, [b'0' + i as u8; 8]);
+                    }
+                }
+                done.wait();
+                counted.wait();
+            });
+        }
+        done.wait();
+        // The server takes each new channel with the request it brings.
+        std::thread::sleep(Duration::from_millis(200));
+        after = fds_of(s.task.pid());
+        counted.wait();
+    });
+    assert!(
+        after <= before + 1,
+        "the server keeps {} more descriptors for 32 more channels of one client",
+        after.saturating_sub(before)
+    );
+}
