@@ -372,8 +372,11 @@ pub fn release_server_end(gate: CapIdx) -> Result<()> {
 ///
 /// Call it only after the capability has been sent (a reply that carries
 /// it has gone out): this task can neither call the gate nor pass it on
-/// afterwards.
-pub fn release_client_end(gate: CapIdx) -> Result<()> {
+/// afterwards. Returns `false` (and keeps the client end) if another slot
+/// of this task holds the gate too — a client in this process, which
+/// calls it through the same end; a copy of the gate received later
+/// brings the client end back. Either way such a gate is never reported.
+pub fn release_client_end(gate: CapIdx) -> Result<bool> {
     let g = match lock(&process().table).get(gate) {
         Some(Entry {
             obj: Object::Gate(g),
@@ -386,8 +389,12 @@ pub fn release_client_end(gate: CapIdx) -> Result<()> {
         // Without either end the gate would be gone here.
         return Err(Error::Perm);
     }
+    // The slot's reference and `g`: anything more is another holder here.
+    if Arc::strong_count(&g) > 2 {
+        return Ok(false);
+    }
     g.drop_client();
-    Ok(())
+    Ok(true)
 }
 
 /// The labels of the gates bound to the calling thread that lost their
