@@ -294,7 +294,7 @@ pub const HOST_MAX_OPEN: usize = 3584;
 pub fn host_limits(config: &FsConfig) -> fs::Limits {
     use rustix::process::{Resource, getrlimit, setrlimit};
     let mut lim = getrlimit(Resource::Nofile);
-    if lim.current < lim.maximum {
+    if lim.current != lim.maximum {
         lim.current = lim.maximum;
         let _ = setrlimit(Resource::Nofile, lim);
         lim = getrlimit(Resource::Nofile);
