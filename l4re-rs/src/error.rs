@@ -107,6 +107,14 @@ pub enum Error {
     NoDev,
     /// `L4_ENOTDIR`: not a directory.
     NotDir,
+    /// `ENFILE` (23; POSIX's number, L4Re's `err.h` has none): the server's
+    /// own table of objects or descriptors is full; other clients' objects
+    /// must be released first.
+    TableFull,
+    /// `EMFILE` (24; POSIX's number, L4Re's `err.h` has none): this client
+    /// holds as many objects of the server as the server's per-client limit
+    /// allows; release some first.
+    TooManyOpen,
     /// `L4_EINVAL`: invalid argument.
     Inval,
     /// `L4_ENOSPC`: no space left.
@@ -160,6 +168,8 @@ impl Error {
             Error::NoDev => 19,
             Error::NotDir => 20,
             Error::Inval => 22,
+            Error::TableFull => 23,
+            Error::TooManyOpen => 24,
             Error::NoSpace => 28,
             Error::Range => 34,
             Error::NameTooLong => 36,
@@ -201,6 +211,8 @@ impl Error {
             19 => Error::NoDev,
             20 => Error::NotDir,
             22 => Error::Inval,
+            23 => Error::TableFull,
+            24 => Error::TooManyOpen,
             28 => Error::NoSpace,
             34 => Error::Range,
             36 => Error::NameTooLong,
@@ -256,6 +268,10 @@ impl fmt::Display for Error {
             Error::NoDev => "no such device",
             Error::NotDir => "not a directory",
             Error::Inval => "invalid argument",
+            Error::TableFull => "the server's table of open objects is full",
+            Error::TooManyOpen => {
+                "too many open objects for this client (the server's per-client limit)"
+            }
             Error::NoSpace => "no space left",
             Error::Range => "value out of range",
             Error::NameTooLong => "name too long",

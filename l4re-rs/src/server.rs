@@ -34,6 +34,13 @@ pub trait ServerObject {
     /// by calling the `dispatch` of the protocol marker:
     /// `Dataspace::dispatch(self, req)`.
     fn dispatch(&self, req: &mut Request<'_>) -> Result<MsgTag>;
+
+    /// Called once nobody can call the object any more, after the server
+    /// loop unregistered it: on the host, when every client end of its
+    /// gate is closed (the server gave its own up with
+    /// [`release_client_end`](crate::host::release_client_end)); never on
+    /// Fiasco. The default does nothing.
+    fn released(&self) {}
 }
 
 /// Receive slots a server keeps announced for incoming capabilities.
@@ -301,6 +308,25 @@ impl Server {
         self.serve_loop(Timeout::Never, None)
     }
 
+    /// Unregisters the objects whose gates nobody can call any more (host:
+    /// every client end closed) and tells them ([`ServerObject::released`]).
+    /// The server loop does this after every wait; returns how many.
+    pub fn reap_unreachable(&mut self) -> usize {
+        #[cfg(feature = "host")]
+        {
+            let mut n = 0;
+            for label in crate::host::take_unreachable() {
+                if let Some(obj) = self.registry.unregister(label) {
+                    obj.released();
+                    n += 1;
+                }
+            }
+            n
+        }
+        #[cfg(not(feature = "host"))]
+        0
+    }
+
     fn serve_loop(
         &mut self,
         timeout: Timeout,
@@ -309,6 +335,7 @@ impl Server {
         self.announce_buffers()?;
         let mut next = Utcb::with(|u| ipc::wait(u, timeout));
         loop {
+            self.reap_unreachable();
             let rx = match next {
                 Ok(rx) => rx,
                 Err(Error::Ipc(crate::IpcError::RecvTimeout)) => {

@@ -3,7 +3,8 @@
 //!
 //! ```text
 //! loader run [--pager internal|external] [--root DIR | --ext2 IMAGE] [--prefetch N] [--fault-around N]
-//!            [--fs-pool-pages N] [--stats FILE|-] PROGRAM [ARGS...]
+//!            [--fs-pool-pages N] [--stats FILE|-]
+//!            [--confine] [--allow-read DIR]... [--allow-write DIR]... PROGRAM [ARGS...]
 //! loader check PROGRAM...        validate ELF files (no task is started)
 //! loader demo [--pager ...]      run the bundled demo program
 //! loader bench                   the paging benchmark (loader/README.md, "Benchmark")
@@ -30,7 +31,7 @@ static ARENA: Arena = Arena::new();
 
 fn usage() -> ! {
     eprintln!(
-        "usage: loader run [--pager internal|external] [--root DIR | --ext2 IMAGE] [--prefetch N] [--fault-around N] [--fs-pool-pages N] [--stats FILE|-] PROGRAM [ARGS...]\n       \
+        "usage: loader run [--pager internal|external] [--root DIR | --ext2 IMAGE] [--prefetch N] [--fault-around N] [--fs-pool-pages N] [--stats FILE|-] [--confine] [--allow-read DIR]... [--allow-write DIR]... PROGRAM [ARGS...]\n       \
          loader check FILE...\n       loader demo [--pager internal|external] [--fault-around N] [--stats FILE|-]\n       \
          loader bench"
     );
@@ -51,6 +52,7 @@ fn parse_run(args: &[String]) -> RunOpts {
         stats: None,
         program: String::new(),
         args: Vec::new(),
+        confine: None,
     };
     let mut i = 0;
     while i < args.len() {
@@ -95,6 +97,20 @@ fn parse_run(args: &[String]) -> RunOpts {
             }
             "--stats" => {
                 o.stats = Some(val(i));
+                i += 2;
+            }
+            "--confine" => {
+                o.confine.get_or_insert_with(Default::default);
+                i += 1;
+            }
+            "--allow-read" => {
+                let c = o.confine.get_or_insert_with(Default::default);
+                c.read.push(PathBuf::from(val(i)));
+                i += 2;
+            }
+            "--allow-write" => {
+                let c = o.confine.get_or_insert_with(Default::default);
+                c.write.push(PathBuf::from(val(i)));
                 i += 2;
             }
             "--" => {

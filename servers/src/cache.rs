@@ -906,6 +906,30 @@ impl PageCache {
         Ok(())
     }
 
+    /// Removes a file nobody holds any more: writes its dirty pages back
+    /// ([`sync`](Self::sync)), revokes its pages and returns their frames
+    /// to the pool (pins included), and drops its [`PageIo`] (its memory
+    /// and descriptors). If the write-back fails, nothing is removed and
+    /// the error is returned.
+    pub fn remove_file(&mut self, id: FileId) -> Result<()> {
+        self.sync(id)?;
+        let mut file = self.files.remove(&id).ok_or(Error::NoEnt)?;
+        for (&page, &i) in &file.pages {
+            file.io.revoke(page, i);
+            if self.frames[i].state == State::Free {
+                self.free_cached -= 1;
+            }
+            self.frames[i] = Frame::EMPTY;
+            self.empty.push(i);
+        }
+        Ok(())
+    }
+
+    /// Files in the cache.
+    pub fn files(&self) -> usize {
+        self.files.len()
+    }
+
     /// Syncs every file.
     pub fn sync_all(&mut self) -> Result<()> {
         let ids: Vec<FileId> = self.files.keys().copied().collect();
@@ -1034,6 +1058,33 @@ mod tests {
             readaround: 0,
             ..CacheConfig::new(pool)
         }
+    }
+
+    #[test]
+    fn removing_a_file_writes_it_back_and_frees_its_frames() {
+        let mut c = PageCache::new(cfg(8));
+        let (f, io) = file(&mut c, 10000);
+        let (g, _) = file(&mut c, 10000);
+        c.write(f, 5000, b"kept").unwrap();
+        c.pin(f, 0, 10).unwrap();
+        let mut b = [0u8; 1];
+        c.read(f, 9000, &mut b).unwrap();
+        c.read(g, 0, &mut b).unwrap();
+        let free = c.free_frames();
+        c.remove_file(f).unwrap();
+        assert_eq!(&io.0.borrow().backing[5000..5004], b"kept");
+        assert_eq!(
+            c.free_frames(),
+            free + 3,
+            "the 3 pages of f (one pinned) are free"
+        );
+        assert_eq!(c.files(), 1);
+        assert_eq!(c.size(f), Err(Error::NoEnt));
+        assert_eq!(io.0.borrow().revoked.len(), 3);
+        // The other file is untouched, and the pool is whole.
+        c.read(g, 0, &mut b).unwrap();
+        assert_eq!(c.pool_info().pinned, 0);
+        assert_eq!(c.remove_file(f), Err(Error::NoEnt));
     }
 
     #[test]

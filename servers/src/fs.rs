@@ -1,6 +1,7 @@
 //! The server objects: the root and directory namespaces, the file objects
-//! (one read-only and one read-write object per file, sharing the file's
-//! cache), and the state they share.
+//! (read-only or read-write, sharing the file's cache), and the state they
+//! share. On the host each `query`/`open` makes an object of its own,
+//! released when nobody holds it ([`Limits`]; `docs/l4fs.md`).
 //!
 //! Names are resolved in one `query`: the whole path (slashes allowed) is
 //! resolved and the answer has label 0 and an empty rest; a directory
@@ -47,12 +48,56 @@ pub trait FrameFactory {
 /// loop (which owns the table of objects) before the reply goes out.
 pub type Pending = (l4re::Cap<IpcGate>, Arc<dyn ServerObject>);
 
+/// A file with open handles: its cache and, in shared mode, its two
+/// gates.
 struct OpenFile {
     id: FileId,
     base: u64,
     writable_backing: bool,
-    ro: Option<OwnedCap<IpcGate>>,
-    rw: Option<OwnedCap<IpcGate>>,
+    /// Live handles to the file (gates not yet released).
+    handles: usize,
+    /// Shared mode: the handle of the read-only and of the read-write gate.
+    ro: Option<u64>,
+    rw: Option<u64>,
+}
+
+/// One gate given to clients (a directory or file object).
+struct Handle {
+    gate: OwnedCap<IpcGate>,
+    /// The file it opens (`None`: a directory).
+    file: Option<(u64, u64)>,
+    /// The client that opened it, for the per-client limit.
+    client: Option<u64>,
+}
+
+/// How the server accounts for what clients hold (see `docs/l4fs.md`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Every `query`/`open` gets a gate of its own, released (and the
+    /// file's cache, memfd and descriptor with the last one, dirty pages
+    /// written back first) when nobody holds it any more. Needs a platform
+    /// that reports that (host). Off: one gate per file and access mode and
+    /// per directory, kept for the server's life (Fiasco).
+    pub release_unheld: bool,
+    /// Most live handles one client may have (0: no limit); past it
+    /// `query`/`open` fail with [`Error::TooManyOpen`].
+    pub per_client: usize,
+    /// Most live handles of all clients together (0: no limit); past it
+    /// `query`/`open` fail with [`Error::TableFull`].
+    pub total: usize,
+    /// Files nobody holds whose (clean) cache is kept for a later open,
+    /// oldest closed first beyond this many.
+    pub keep_unheld: usize,
+}
+
+impl Limits {
+    /// Shared gates kept forever, no limit.
+    pub const KEEP: Limits = Limits {
+        release_unheld: false,
+        per_client: 0,
+        total: 0,
+        keep_unheld: 0,
+    };
 }
 
 /// The state shared by all objects of one served filesystem.
@@ -62,7 +107,17 @@ pub struct FsState {
     backend: Box<dyn Backend>,
     frames: Box<dyn FrameFactory>,
     files: BTreeMap<(u64, u64), OpenFile>,
-    dirs: BTreeMap<(u64, u64), OwnedCap<IpcGate>>,
+    /// Shared mode: the handle of each directory's gate.
+    dirs: BTreeMap<(u64, u64), u64>,
+    handles: BTreeMap<u64, Handle>,
+    next_handle: u64,
+    /// Live handles per client.
+    clients: BTreeMap<u64, usize>,
+    /// Files nobody holds, kept open (written back), oldest first.
+    unheld: alloc::collections::VecDeque<(u64, u64)>,
+    limits: Limits,
+    /// Who the caller of the request being served is (host: its pid).
+    caller: Option<fn() -> Option<u64>>,
     /// Gates to bind before the next reply.
     pub pending: Vec<Pending>,
     /// Extra capacity (bytes) a file of an unlimited store may grow by.
@@ -74,7 +129,8 @@ pub struct FsState {
 pub type Fs = Rc<RefCell<FsState>>;
 
 impl FsState {
-    /// A filesystem over `backend`.
+    /// A filesystem over `backend` (shared gates, no limits:
+    /// [`Limits::KEEP`]; see [`set_limits`](Self::set_limits)).
     pub fn new(
         cache: PageCache,
         backend: Box<dyn Backend>,
@@ -87,12 +143,30 @@ impl FsState {
             frames,
             files: BTreeMap::new(),
             dirs: BTreeMap::new(),
+            handles: BTreeMap::new(),
+            next_handle: 1,
+            clients: BTreeMap::new(),
+            unheld: alloc::collections::VecDeque::new(),
+            limits: Limits::KEEP,
+            caller: None,
             pending: Vec::new(),
             grow,
             me: None,
         }));
         fs.borrow_mut().me = Some(Rc::downgrade(&fs));
         fs
+    }
+
+    /// Sets how handles are accounted; `caller` names the client of the
+    /// request being served (for [`Limits::per_client`]).
+    pub fn set_limits(&mut self, limits: Limits, caller: Option<fn() -> Option<u64>>) {
+        self.limits = limits;
+        self.caller = caller;
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> Limits {
+        self.limits
     }
 
     fn rc(&self) -> Fs {
@@ -102,11 +176,144 @@ impl FsState {
             .expect("state is alive")
     }
 
-    /// A new gate for `obj`, to be bound by the loop.
-    fn new_gate(&mut self, obj: Arc<dyn ServerObject>) -> Result<OwnedCap<IpcGate>> {
+    /// Files with live handles (their caches and descriptors are kept).
+    pub fn open_files(&self) -> usize {
+        self.files.len()
+    }
+
+    /// Live handles (gates given to clients), all clients together.
+    pub fn open_handles(&self) -> usize {
+        self.handles.len()
+    }
+
+    /// Live handles of `client`.
+    pub fn handles_of(&self, client: u64) -> usize {
+        self.clients.get(&client).copied().unwrap_or(0)
+    }
+
+    /// The client of the request being served, refused with
+    /// [`Error::TooManyOpen`] if it is at its limit.
+    fn admit(&self) -> Result<Option<u64>> {
+        if self.limits.total > 0 && self.handles.len() >= self.limits.total {
+            log::warn!(
+                "l4fs: {} objects open, the limit: refused",
+                self.handles.len()
+            );
+            return Err(Error::TableFull);
+        }
+        let client = self.caller.and_then(|f| f());
+        if let Some(c) = client
+            && self.limits.per_client > 0
+            && self.handles_of(c) >= self.limits.per_client
+        {
+            log::warn!(
+                "l4fs: client {c} holds {} objects, its limit: refused",
+                self.handles_of(c)
+            );
+            return Err(Error::TooManyOpen);
+        }
+        Ok(client)
+    }
+
+    /// A new gate and handle for `obj` (made by `make` from the handle
+    /// number), to be bound by the loop.
+    fn new_handle(
+        &mut self,
+        file: Option<(u64, u64)>,
+        client: Option<u64>,
+        make: impl FnOnce(Fs, u64) -> Arc<dyn ServerObject>,
+    ) -> Result<(u64, l4re::Cap<IpcGate>)> {
+        let h = self.next_handle;
+        let obj = make(self.rc(), h);
         let gate = env().factory().create_gate(None, 0)?;
-        self.pending.push((gate.cap(), obj));
-        Ok(gate)
+        self.next_handle += 1;
+        let cap = gate.cap();
+        self.pending.push((cap, obj));
+        self.handles.insert(h, Handle { gate, file, client });
+        if let Some(c) = client {
+            *self.clients.entry(c).or_insert(0) += 1;
+        }
+        if let Some(key) = file
+            && let Some(f) = self.files.get_mut(&key)
+        {
+            f.handles += 1;
+            if f.handles == 1
+                && let Some(i) = self.unheld.iter().position(|k| *k == key)
+            {
+                self.unheld.remove(i);
+            }
+        }
+        Ok((h, cap))
+    }
+
+    /// Handle `h` is held by nobody any more: drops its gate and, with the
+    /// last handle of a file, the file (written back first; a file whose
+    /// write-back fails is kept, and retried on the next release or sync).
+    pub fn release(&mut self, h: u64) {
+        let Some(handle) = self.handles.remove(&h) else {
+            return;
+        };
+        if let Some(c) = handle.client
+            && let Some(n) = self.clients.get_mut(&c)
+        {
+            *n -= 1;
+            if *n == 0 {
+                self.clients.remove(&c);
+            }
+        }
+        drop(handle.gate);
+        let Some(key) = handle.file else { return };
+        let Some(f) = self.files.get_mut(&key) else {
+            return;
+        };
+        f.handles = f.handles.saturating_sub(1);
+        if f.handles > 0 {
+            return;
+        }
+        // Nobody holds the file: what was written goes to the backing
+        // store now; the clean cache is kept for a while.
+        let id = f.id;
+        if let Err(e) = self.cache.sync(id) {
+            log::error!("l4fs: writing back a file nobody holds failed: {e}");
+        }
+        self.unheld.push_back(key);
+        // (A file whose write-back fails goes to the back again: one pass.)
+        let mut tries = self.unheld.len();
+        while self.unheld.len() > self.limits.keep_unheld && tries > 0 {
+            tries -= 1;
+            let Some(old) = self.unheld.pop_front() else {
+                break;
+            };
+            self.close_unheld(old);
+        }
+    }
+
+    /// Files nobody holds whose cache is kept.
+    pub fn unheld_files(&self) -> usize {
+        self.unheld.len()
+    }
+
+    /// Closes file `key` if nobody holds it: its dirty pages are written
+    /// back, its frames go back to the pool, its memory and descriptors are
+    /// released.
+    fn close_unheld(&mut self, key: (u64, u64)) {
+        let Some(f) = self.files.get(&key) else {
+            return;
+        };
+        if f.handles > 0 {
+            return;
+        }
+        match self.cache.remove_file(f.id) {
+            Ok(()) => {
+                self.files.remove(&key);
+            }
+            Err(e) => {
+                // Keep it (and its dirty pages); try again with the next
+                // file that is let go.
+                log::error!("l4fs: writing back a closed file failed ({e}); kept open");
+                self.unheld.push_back(key);
+            }
+        }
     }
 
     /// Resolves `path` (relative to `base`) and returns the capability item
@@ -117,25 +324,58 @@ impl FsState {
         let mut comps: Vec<&[u8]> = base.iter().map(|c| c.as_slice()).collect();
         comps.extend(rel);
         let node = self.backend.lookup(&comps)?;
+        let release = self.limits.release_unheld;
         match node.kind {
             NodeKind::Dir => {
                 if writable {
                     return Err(Error::Inval);
                 }
-                if !self.dirs.contains_key(&node.key) {
-                    let obj = Arc::new(DirObj {
-                        fs: self.rc(),
-                        comps: comps.iter().map(|c| c.to_vec()).collect(),
-                        root: false,
-                    });
-                    let gate = self.new_gate(obj)?;
-                    self.dirs.insert(node.key, gate);
-                }
-                let g = &self.dirs[&node.key];
-                Ok(SndFpage::cap(g.idx(), CapRights::R, MapType::Map))
+                let shared = if release {
+                    None
+                } else {
+                    self.dirs.get(&node.key).copied()
+                };
+                let cap = match shared {
+                    Some(h) => self.handles[&h].gate.cap(),
+                    None => {
+                        let client = self.admit()?;
+                        let comps: Vec<Vec<u8>> = comps.iter().map(|c| c.to_vec()).collect();
+                        let (h, cap) = self.new_handle(None, client, |fs, handle| {
+                            Arc::new(DirObj {
+                                fs,
+                                comps,
+                                root: false,
+                                handle,
+                            })
+                        })?;
+                        if !release {
+                            self.dirs.insert(node.key, h);
+                        }
+                        cap
+                    }
+                };
+                Ok(SndFpage::cap(cap.idx(), CapRights::R, MapType::Map))
             }
             NodeKind::File => {
-                if !self.files.contains_key(&node.key) {
+                let shared = if release {
+                    None
+                } else {
+                    self.files
+                        .get(&node.key)
+                        .and_then(|f| if writable { f.rw } else { f.ro })
+                };
+                if let Some(h) = shared {
+                    let rights = if writable {
+                        CapRights::RW
+                    } else {
+                        CapRights::R
+                    };
+                    let cap = self.handles[&h].gate.cap();
+                    return Ok(SndFpage::cap(cap.idx(), rights, MapType::Map));
+                }
+                let client = self.admit()?;
+                let fresh = !self.files.contains_key(&node.key);
+                if fresh {
                     let mut backing = self.backend.open(&comps)?;
                     let size = backing.size()?;
                     let writable_backing = backing.writable();
@@ -152,44 +392,50 @@ impl FsState {
                             id,
                             base,
                             writable_backing,
+                            handles: 0,
                             ro: None,
                             rw: None,
                         },
                     );
                 }
-                let rc = self.rc();
                 let f = self.files.get(&node.key).expect("inserted above");
                 if writable && !f.writable_backing {
+                    if fresh {
+                        self.close_unheld(node.key);
+                    }
                     return Err(Error::Access);
                 }
                 let (id, base) = (f.id, f.base);
-                let exists = if writable {
-                    f.rw.is_some()
-                } else {
-                    f.ro.is_some()
-                };
-                if !exists {
-                    let obj = Arc::new(FileObj {
-                        fs: rc,
+                let made = self.new_handle(Some(node.key), client, |fs, handle| {
+                    Arc::new(FileObj {
+                        fs,
                         id,
                         base,
                         writable,
-                    });
-                    let gate = self.new_gate(obj)?;
+                        handle,
+                    })
+                });
+                let (h, cap) = match made {
+                    Ok(m) => m,
+                    Err(e) => {
+                        self.close_unheld(node.key);
+                        return Err(e);
+                    }
+                };
+                if !release {
                     let f = self.files.get_mut(&node.key).expect("inserted above");
                     if writable {
-                        f.rw = Some(gate);
+                        f.rw = Some(h);
                     } else {
-                        f.ro = Some(gate);
+                        f.ro = Some(h);
                     }
                 }
-                let f = &self.files[&node.key];
-                let (g, rights) = if writable {
-                    (f.rw.as_ref().expect("set above"), CapRights::RW)
+                let rights = if writable {
+                    CapRights::RW
                 } else {
-                    (f.ro.as_ref().expect("set above"), CapRights::R)
+                    CapRights::R
                 };
-                Ok(SndFpage::cap(g.idx(), rights, MapType::Map))
+                Ok(SndFpage::cap(cap.idx(), rights, MapType::Map))
             }
         }
     }
@@ -200,7 +446,7 @@ impl FsState {
         let p = self.cache.pool_info();
         alloc::format!(
             "l4fs: {} | policy {} | pool {} frames: {} active, {} free cached, {} empty, {} pinned | \
-             hits {} misses {} ra-hits {} ra-pages {} reclaims {} evictions {} write-backs {} revocations {} | {} files",
+             hits {} misses {} ra-hits {} ra-pages {} reclaims {} evictions {} write-backs {} revocations {} | {} files, {} handles",
             self.backend.describe(),
             self.cache.policy_name(),
             p.frames,
@@ -216,7 +462,8 @@ impl FsState {
             t.evictions,
             t.writebacks,
             t.revocations,
-            self.files.len()
+            self.files.len(),
+            self.handles.len()
         )
     }
 }
@@ -226,6 +473,8 @@ pub struct DirObj {
     fs: Fs,
     comps: Vec<Vec<u8>>,
     root: bool,
+    /// Its handle (0: the root, which has none).
+    handle: u64,
 }
 
 impl DirObj {
@@ -235,6 +484,7 @@ impl DirObj {
             fs,
             comps: Vec::new(),
             root: true,
+            handle: 0,
         }
     }
 }
@@ -310,6 +560,11 @@ impl ServerObject for DirObj {
             Namespace::dispatch(self, req)
         }
     }
+    fn released(&self) {
+        if self.handle != 0 {
+            self.fs.borrow_mut().release(self.handle);
+        }
+    }
 }
 
 /// A file opened read-only or read-write.
@@ -318,6 +573,7 @@ pub struct FileObj {
     id: FileId,
     base: u64,
     writable: bool,
+    handle: u64,
 }
 
 impl FileObj {
@@ -443,5 +699,8 @@ impl ServerObject for FileObj {
         } else {
             Dataspace::dispatch(self, req)
         }
+    }
+    fn released(&self) {
+        self.fs.borrow_mut().release(self.handle);
     }
 }

@@ -30,6 +30,8 @@ pub fn errno_to_error(e: Errno) -> Error {
         Errno::PERM => Error::Perm,
         Errno::NOSPC | Errno::FBIG => Error::NoSpace,
         Errno::NOMEM => Error::NoMem,
+        // Our descriptor table is full.
+        Errno::MFILE | Errno::NFILE => Error::TableFull,
         Errno::INVAL => Error::Inval,
         Errno::ISDIR => Error::Inval,
         _ => Error::Io,

@@ -107,6 +107,13 @@ pub struct FsConfig {
     /// Log the statistics line when the server falls idle (one interval
     /// without requests) after serving requests (`--log-stats 1`).
     pub log_stats_when_idle: bool,
+    /// Most objects (file and directory handles) one client may hold open
+    /// (`--max-open-per-client`; 0: derived from the descriptor limit, see
+    /// `docs/l4fs.md`). Host only.
+    pub max_open_per_client: usize,
+    /// Most objects all clients together may hold open (`--max-open`; 0:
+    /// derived from the descriptor limit). Host only.
+    pub max_open: usize,
 }
 
 impl FsConfig {
@@ -122,6 +129,8 @@ impl FsConfig {
             policy: Policy::Clock,
             clean_interval_ms: 100,
             log_stats_when_idle: false,
+            max_open_per_client: 0,
+            max_open: 0,
         }
     }
 
@@ -150,8 +159,8 @@ impl FsConfig {
 
     /// Applies one command-line option with its value (`--pool-pages`,
     /// `--readahead`, `--readaround`, `--low-watermark`, `--grow`,
-    /// `--policy clock|fifo`, `--log-stats 0|1`); the store options are the
-    /// program's.
+    /// `--policy clock|fifo`, `--log-stats 0|1`, `--max-open-per-client`,
+    /// `--max-open`); the store options are the program's.
     pub fn set_option(&mut self, key: &str, value: &str) -> core::result::Result<(), String> {
         let num = || {
             value
@@ -165,6 +174,8 @@ impl FsConfig {
             "--low-watermark" => self.low_watermark = Some(num()? as usize),
             "--grow" => self.grow = num()?,
             "--log-stats" => self.log_stats_when_idle = num()? != 0,
+            "--max-open-per-client" => self.max_open_per_client = num()? as usize,
+            "--max-open" => self.max_open = num()? as usize,
             "--policy" => {
                 self.policy = match value {
                     "clock" => Policy::Clock,
@@ -248,12 +259,61 @@ pub fn build(config: &FsConfig) -> Result<fs::Fs> {
             )?)
         }
     };
-    Ok(fs::FsState::new(
+    let fs = fs::FsState::new(
         page_cache(config),
         backend,
         Box::new(MemfdFrames),
         config.grow,
-    ))
+    );
+    let limits = host_limits(config);
+    l4re::host::set_channel_limit(limits.per_client);
+    fs.borrow_mut().set_limits(limits, Some(caller_id));
+    Ok(fs)
+}
+
+/// The client of the request being served: the calling process.
+#[cfg(feature = "host")]
+fn caller_id() -> Option<u64> {
+    l4re::host::caller_pid().map(u64::from)
+}
+
+/// Most handles the host platform's capability table leaves for l4fs
+/// (4,096 allocatable slots, some kept for other uses).
+#[cfg(feature = "host")]
+pub const HOST_MAX_OPEN: usize = 3584;
+
+/// The limits of a host server: every handle released when nobody holds
+/// it; the limits given, or derived from the descriptor limit `n`
+/// (`RLIMIT_NOFILE`, raised to its hard limit first): a handle costs the
+/// server up to 4 descriptors (its gate, the file, its memfd, the file
+/// opened for writing), so all clients together may hold `n / 4` and one
+/// client `n / 8` (at least 16; at most [`HOST_MAX_OPEN`] and 1,024); the
+/// caches of `n / 16` files nobody holds (4 to 256) are kept for a later
+/// open.
+#[cfg(feature = "host")]
+pub fn host_limits(config: &FsConfig) -> fs::Limits {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut lim = getrlimit(Resource::Nofile);
+    if lim.current != lim.maximum {
+        lim.current = lim.maximum;
+        let _ = setrlimit(Resource::Nofile, lim);
+        lim = getrlimit(Resource::Nofile);
+    }
+    let n = lim.current.unwrap_or(u64::MAX).min(1 << 20) as usize;
+    let total = match config.max_open {
+        0 => (n / 4).clamp(32, HOST_MAX_OPEN),
+        m => m.min(HOST_MAX_OPEN),
+    };
+    let per_client = match config.max_open_per_client {
+        0 => (n / 8).clamp(16, 1024),
+        m => m,
+    };
+    fs::Limits {
+        release_unheld: true,
+        per_client: per_client.min(total),
+        total,
+        keep_unheld: (n / 16).clamp(4, 256),
+    }
 }
 
 /// The page cache `config` describes (pool size, watermark, read-ahead,
@@ -289,7 +349,20 @@ pub fn serve_fs(gate: Cap<IpcGate>, fs: fs::Fs, config: &FsConfig) -> Result<()>
     let interval = Timeout::millis(config.clean_interval_ms.max(1));
     let mut served = 0;
     let mut logged = 0;
+    // Gates bound by the last run of the hook: the replies that carry them
+    // have gone out when the hook runs again, and the server gives up its
+    // own client ends then, so that it sees when nobody holds them.
+    #[cfg(feature = "host")]
+    let mut sent: alloc::vec::Vec<Cap<IpcGate>> = alloc::vec::Vec::new();
+    #[cfg(feature = "host")]
+    let release = fs.borrow().limits().release_unheld;
     server.serve(interval, |srv| {
+        #[cfg(feature = "host")]
+        for gate in sent.drain(..) {
+            if let Err(e) = l4re::host::release_client_end(gate.idx()) {
+                log::debug!("l4fs: gate already gone ({e})");
+            }
+        }
         if config.log_stats_when_idle {
             // Called after each request and after each idle interval: the
             // request count tells which.
@@ -303,8 +376,15 @@ pub fn serve_fs(gate: Cap<IpcGate>, fs: fs::Fs, config: &FsConfig) -> Result<()>
         }
         let mut st = fs.borrow_mut();
         for (gate, obj) in st.pending.drain(..) {
-            if let Err(e) = srv.register_gate(gate, obj) {
-                log::error!("l4fs: cannot bind a new object: {e}");
+            match srv.register_gate(gate, obj) {
+                Ok(_) =>
+                {
+                    #[cfg(feature = "host")]
+                    if release {
+                        sent.push(gate);
+                    }
+                }
+                Err(e) => log::error!("l4fs: cannot bind a new object: {e}"),
             }
         }
         if st.cache.needs_cleaning() {

@@ -1,6 +1,7 @@
 //! `l4fs serve --root DIR | --ext2 IMAGE [--pool-pages N] [--readahead N]
-//! [--readaround N] [--low-watermark N] [--policy clock|fifo] [--grow BYTES] [--log-stats 0|1]`: serves the filesystem on the
-//! initial capability named "server".
+//! [--readaround N] [--low-watermark N] [--policy clock|fifo] [--grow BYTES] [--log-stats 0|1]
+//! [--max-open N] [--max-open-per-client N]`: serves the filesystem on the
+//! initial capability named "server" (limits: `docs/l4fs.md`).
 
 use l4fs::FsConfig;
 use l4re::cap::IpcGate;
@@ -8,7 +9,8 @@ use l4re::cap::IpcGate;
 fn usage() -> ! {
     eprintln!(
         "usage: l4fs serve (--root DIR | --ext2 IMAGE) [--pool-pages N] [--readahead N] \
-         [--readaround N] [--low-watermark N] [--policy clock|fifo] [--grow BYTES] [--log-stats 0|1]"
+         [--readaround N] [--low-watermark N] [--policy clock|fifo] [--grow BYTES] [--log-stats 0|1] \
+         [--max-open N] [--max-open-per-client N]"
     );
     std::process::exit(2)
 }

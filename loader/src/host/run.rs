@@ -83,6 +83,10 @@ pub struct RunOpts {
     pub program: String,
     /// Its arguments (without argv[0]).
     pub args: Vec<String>,
+    /// `--confine`: restrict what the program itself opens to the served
+    /// directory (read, execute) and these extra directories
+    /// ([`super::confine`]); `None`: not confined.
+    pub confine: Option<super::confine::Confinement>,
 }
 
 /// A failure before the program ran.
@@ -538,6 +542,24 @@ pub struct Outcome {
     pub report: Option<String>,
 }
 
+/// The task stub's confinement arguments for `opts`: the served directory
+/// (if it is a host directory) readable, plus what the options allow;
+/// nothing (after saying so) where the kernel has no Landlock.
+fn confinement(opts: &RunOpts, store: &Store) -> Vec<String> {
+    let Some(c) = &opts.confine else {
+        return Vec::new();
+    };
+    if let Err(e) = super::confine::probe() {
+        eprintln!("loader: --confine: {e}: the program runs UNCONFINED");
+        return Vec::new();
+    }
+    let mut c = c.clone();
+    if let Store::Dir(root) = store {
+        c.read.insert(0, root.clone());
+    }
+    c.to_args()
+}
+
 /// Runs a program; returns its status. Errors before it runs are
 /// [`RunError`]s.
 pub fn run(opts: &RunOpts) -> Result<Outcome, RunError> {
@@ -597,9 +619,16 @@ pub fn run(opts: &RunOpts) -> Result<Outcome, RunError> {
         .map(|n| n.to_string_lossy().chars().take(15).collect::<String>())
         .unwrap_or_else(|| "task".into());
     trace(t0, "planned");
+    let mut stub_args = vec![
+        "task-stub".to_string(),
+        listener.name().to_string(),
+        mode.into(),
+    ];
+    stub_args.extend(confinement(opts, &store));
+    let stub_args: Vec<&str> = stub_args.iter().map(String::as_str).collect();
     let task = l4re::host::spawn_with(
         &stub,
-        &["task-stub", listener.name(), mode],
+        &stub_args,
         &[("server", gate.idx(), CapRights::RWS)],
         &tag,
         l4re::host::SpawnOptions {

@@ -86,6 +86,10 @@ pub fn main(arena: &'static Arena, args: &[String]) -> ! {
     } else {
         Mode::Internal
     };
+    let confine = super::confine::Confinement::from_args(&args[2..]).unwrap_or_else(|e| {
+        eprintln!("l4task: {e}");
+        std::process::exit(2)
+    });
     // The stub dies with its loader.
     let _ = rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL));
     // While still single-threaded: so that /proc/self/exe can name the
@@ -250,6 +254,12 @@ pub fn main(arena: &'static Arena, args: &[String]) -> ! {
     } else {
         base
     });
+    // The confinement's directories are opened now (a missing one ends
+    // the run with its name); it is enforced right before the jump.
+    let confine = match confine.map(|c| c.prepare()).transpose() {
+        Ok(c) => c,
+        Err(e) => fail(&ch, &e),
+    };
     // Reported before the program runs (it may end at once).
     let mut e = Enc::default();
     e.u64(std::process::id() as u64);
@@ -277,6 +287,19 @@ pub fn main(arena: &'static Arena, args: &[String]) -> ! {
     if watcher.is_err() {
         eprintln!("l4task: cannot start the watcher thread");
         std::process::exit(127);
+    }
+    // Only this thread (the program's) and what it starts are confined.
+    if let Some(c) = confine {
+        match c.enforce() {
+            Ok(super::confine::Enforced::Not) => eprintln!(
+                "l4task: --confine: this kernel enforces no Landlock rules: the program runs UNCONFINED"
+            ),
+            Ok(_) => {}
+            Err(e) => {
+                eprintln!("l4task: {e}");
+                std::process::exit(127)
+            }
+        }
     }
     unregister_rseq();
     // SAFETY: the program is mapped and its stack built by `launch`; from

@@ -1,6 +1,6 @@
 //! Shared pieces of the multi-process tests: temporary trees, starting the
 //! server and client tasks.
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

@@ -127,7 +127,8 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 fn errno_to_error(e: rustix::io::Errno) -> Error {
     use rustix::io::Errno;
     match e {
-        Errno::NOMEM | Errno::MFILE | Errno::NFILE | Errno::NOBUFS => Error::NoMem,
+        Errno::MFILE | Errno::NFILE => Error::TableFull,
+        Errno::NOMEM | Errno::NOBUFS => Error::NoMem,
         Errno::ACCESS => Error::Access,
         Errno::PERM => Error::Perm,
         Errno::INVAL => Error::Inval,
@@ -373,6 +374,73 @@ pub fn release_server_end(gate: CapIdx) -> Result<()> {
     };
     g.drop_server();
     Ok(())
+}
+
+/// Gives up this task's client end of IPC gate `gate` (bound here): the
+/// gate stays bound and answers the holders it was given to, and once
+/// every one of them has closed its capability (released it, or ended)
+/// the server end reads end of file, the gate is unbound and its label is
+/// reported by [`take_unreachable`] on the thread it was bound to.
+///
+/// Call it only after the capability has been sent (a reply that carries
+/// it has gone out): this task can neither call the gate nor pass it on
+/// afterwards. Returns `false` (and keeps the client end) if another slot
+/// of this task holds the gate too — a client in this process, which
+/// calls it through the same end; a copy of the gate received later
+/// brings the client end back. Either way such a gate is never reported.
+pub fn release_client_end(gate: CapIdx) -> Result<bool> {
+    let g = match lock(&process().table).get(gate) {
+        Some(Entry {
+            obj: Object::Gate(g),
+            ..
+        }) => g.clone(),
+        Some(_) => return Err(Error::Inval),
+        None => return Err(Error::NoEnt),
+    };
+    if g.server().is_none() {
+        // Without either end the gate would be gone here.
+        return Err(Error::Perm);
+    }
+    // The slot's reference and `g`: anything more is another holder here.
+    if Arc::strong_count(&g) > 2 {
+        return Ok(false);
+    }
+    g.drop_client();
+    Ok(true)
+}
+
+/// The labels of the gates bound to the calling thread that lost their
+/// last client end since the last call (see [`release_client_end`]):
+/// nobody can call them any more, and they are no longer bound.
+pub fn take_unreachable() -> Vec<u64> {
+    with_thread(|t| core::mem::take(&mut *lock(&t.ep.unreachable))).unwrap_or_default()
+}
+
+/// The process id of the caller of the request the calling thread is
+/// serving: the process that made the caller's channel (`SO_PEERCRED`).
+/// `None` outside a request, or for a send (no reply channel).
+///
+/// A caller can make the channel in another process it controls, so this
+/// identifies a client for accounting, not for access control.
+pub fn caller_pid() -> Option<u32> {
+    with_thread(|t| t.reply.as_ref().and_then(transport::ReplyTo::peer_pid))
+        .ok()
+        .flatten()
+}
+
+/// Sets the most private channels this task keeps for one calling process,
+/// over all its gates (default 256). A caller past the limit is still
+/// answered, on a channel used for that one reply; its next call goes
+/// through the gate again. This bounds the descriptors one client can make
+/// a server hold through channels.
+pub fn set_channel_limit(n: usize) {
+    objects::set_channel_limit(n);
+}
+
+/// Private channels this task keeps for process `pid` (see
+/// [`set_channel_limit`]).
+pub fn channels_of(pid: u32) -> usize {
+    objects::channels_of(pid)
 }
 
 /// A named initial capability.

@@ -26,7 +26,7 @@
 
 use std::collections::HashMap;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use rustix::event::epoll;
@@ -81,8 +81,69 @@ impl Object {
 struct Binding {
     endpoint: Weak<ThreadEndpoint>,
     key: u64,
-    /// The private channels of the gate's callers: epoll key and our end.
-    chans: Vec<(u64, Arc<OwnedFd>)>,
+    /// The private channels of the gate's callers: epoll key, our end and
+    /// the process that made the channel (its caller, counted in
+    /// [`PEER_CHANNELS`]).
+    chans: Vec<(u64, Arc<OwnedFd>, Option<u32>)>,
+}
+
+/// Channels kept in this task, by the process that made them.
+static PEER_CHANNELS: Mutex<Option<HashMap<u32, usize>>> = Mutex::new(None);
+
+/// Most channels this task keeps for one calling process (all its gates
+/// together); see [`set_channel_limit`].
+static CHANNEL_LIMIT: AtomicUsize = AtomicUsize::new(DEFAULT_CHANNEL_LIMIT);
+
+/// The default of [`CHANNEL_LIMIT`].
+pub(super) const DEFAULT_CHANNEL_LIMIT: usize = 256;
+
+/// Sets the most channels kept for one calling process; a caller past it
+/// is still answered, on a channel used for that one reply (its next call
+/// goes through the gate again).
+pub(super) fn set_channel_limit(n: usize) {
+    CHANNEL_LIMIT.store(n.max(1), Ordering::Relaxed);
+}
+
+/// Channels kept in this task for process `pid`.
+pub(super) fn channels_of(pid: u32) -> usize {
+    lock(&PEER_CHANNELS)
+        .as_ref()
+        .and_then(|m| m.get(&pid).copied())
+        .unwrap_or(0)
+}
+
+/// The process that made the socket pair `fd` belongs to (`SO_PEERCRED`
+/// of a socket pair names its creator).
+pub(super) fn peer_pid(fd: BorrowedFd<'_>) -> Option<u32> {
+    let cred = rustix::net::sockopt::socket_peercred(fd).ok()?;
+    Some(cred.pid.as_raw_nonzero().get() as u32)
+}
+
+/// Counts a kept channel of `pid`; `false` (nothing counted) if `pid` is at
+/// the limit.
+fn count_channel(pid: Option<u32>) -> bool {
+    let Some(pid) = pid else { return true };
+    let mut m = lock(&PEER_CHANNELS);
+    let n = m.get_or_insert_with(HashMap::new).entry(pid).or_insert(0);
+    if *n >= CHANNEL_LIMIT.load(Ordering::Relaxed) {
+        return false;
+    }
+    *n += 1;
+    true
+}
+
+/// Forgets a kept channel of `pid`.
+fn uncount_channel(pid: Option<u32>) {
+    let Some(pid) = pid else { return };
+    let mut m = lock(&PEER_CHANNELS);
+    if let Some(map) = m.as_mut()
+        && let Some(n) = map.get_mut(&pid)
+    {
+        *n -= 1;
+        if *n == 0 {
+            map.remove(&pid);
+        }
+    }
 }
 
 /// Shuts a channel down both ways: its caller reads end of file (a call
@@ -117,8 +178,10 @@ fn ep_remove(ep: &ThreadEndpoint, fd: BorrowedFd<'_>, key: u64) {
 pub(super) struct GateObj {
     /// Inode of the client socket: the gate's identity.
     ino: u64,
-    /// The end every holder sends on.
-    pub client: Arc<OwnedFd>,
+    /// The end every holder sends on; `None` once this task gave its copy
+    /// up ([`GateObj::drop_client`]), so that the server end sees end of
+    /// file when every other holder has closed theirs.
+    client: Mutex<Option<Arc<OwnedFd>>>,
     /// The end the bound thread receives on (only with the S right).
     server: Mutex<Option<Arc<OwnedFd>>>,
     /// Set if this is a thread's own gate.
@@ -160,7 +223,7 @@ impl GateObj {
         let ino = ino_of(client.as_fd())?;
         let g = Arc::new(GateObj {
             ino,
-            client: Arc::new(client),
+            client: Mutex::new(Some(Arc::new(client))),
             server: Mutex::new(Some(Arc::new(server))),
             thread,
             binding: Mutex::new(None),
@@ -186,11 +249,12 @@ impl GateObj {
             if let Some(s) = server {
                 lock(&g.server).get_or_insert_with(|| Arc::new(s));
             }
+            lock(&g.client).get_or_insert_with(|| Arc::new(client));
             return Ok(g);
         }
         let g = Arc::new(GateObj {
             ino,
-            client: Arc::new(client),
+            client: Mutex::new(Some(Arc::new(client))),
             server: Mutex::new(server.map(Arc::new)),
             thread: None,
             binding: Mutex::new(None),
@@ -219,7 +283,7 @@ impl GateObj {
                     return Ok(());
                 }
                 ep_remove(&old_ep, server.as_fd(), old.key);
-                for (key, fd) in &old.chans {
+                for (key, fd, _) in &old.chans {
                     ep_remove(&old_ep, fd.as_fd(), *key);
                 }
             }
@@ -233,15 +297,21 @@ impl GateObj {
         let key = match ep_add(ep, server.as_fd(), entry(None)) {
             Ok(key) => key,
             Err(e) => {
-                chans.iter().for_each(|(_, fd)| shut_down(fd));
+                chans.iter().for_each(|(_, fd, pid)| {
+                    shut_down(fd);
+                    uncount_channel(*pid);
+                });
                 return Err(e);
             }
         };
         let mut moved = Vec::with_capacity(chans.len());
-        for (_, fd) in chans {
+        for (_, fd, pid) in chans {
             match ep_add(ep, fd.as_fd(), entry(Some(fd.clone()))) {
-                Ok(k) => moved.push((k, fd)),
-                Err(_) => shut_down(&fd),
+                Ok(k) => moved.push((k, fd, pid)),
+                Err(_) => {
+                    shut_down(&fd);
+                    uncount_channel(pid);
+                }
             }
         }
         *binding = Some(Binding {
@@ -252,10 +322,11 @@ impl GateObj {
         Ok(())
     }
 
-    /// Takes a caller's new private channel: if the gate is bound to `ep`,
-    /// the channel joins `ep`'s epoll set with the gate's label and the
-    /// gate keeps it (`true`); otherwise it is only good for the reply to
-    /// the request that brought it (`false`).
+    /// Takes a caller's new private channel: if the gate is bound to `ep`
+    /// and the caller's process is below its channel limit
+    /// ([`set_channel_limit`]), the channel joins `ep`'s epoll set with the
+    /// gate's label and the gate keeps it (`true`); otherwise it is only
+    /// good for the reply to the request that brought it (`false`).
     pub(super) fn add_chan(self: &Arc<Self>, ep: &Arc<ThreadEndpoint>, fd: &Arc<OwnedFd>) -> bool {
         let mut binding = lock(&self.binding);
         let Some(b) = binding.as_mut() else {
@@ -268,6 +339,10 @@ impl GateObj {
             Some(e) => e.label,
             None => return false,
         };
+        let pid = peer_pid(fd.as_fd());
+        if !count_channel(pid) {
+            return false;
+        }
         let entry = EpEntry {
             gate: Arc::downgrade(self),
             label,
@@ -275,10 +350,13 @@ impl GateObj {
         };
         match ep_add(ep, fd.as_fd(), entry) {
             Ok(key) => {
-                b.chans.push((key, fd.clone()));
+                b.chans.push((key, fd.clone(), pid));
                 true
             }
-            Err(_) => false,
+            Err(_) => {
+                uncount_channel(pid);
+                false
+            }
         }
     }
 
@@ -288,10 +366,11 @@ impl GateObj {
         shut_down(fd);
         let mut binding = lock(&self.binding);
         let Some(b) = binding.as_mut() else { return };
-        let Some(i) = b.chans.iter().position(|(_, c)| Arc::ptr_eq(c, fd)) else {
+        let Some(i) = b.chans.iter().position(|(_, c, _)| Arc::ptr_eq(c, fd)) else {
             return;
         };
-        let (key, _) = b.chans.swap_remove(i);
+        let (key, _, pid) = b.chans.swap_remove(i);
+        uncount_channel(pid);
         if let Some(ep) = b.endpoint.upgrade() {
             ep_remove(&ep, fd.as_fd(), key);
         }
@@ -301,6 +380,18 @@ impl GateObj {
     #[cfg(test)]
     pub(super) fn channels(&self) -> usize {
         lock(&self.binding).as_ref().map_or(0, |b| b.chans.len())
+    }
+
+    /// The client end, if this task has it.
+    pub(super) fn client(&self) -> Option<Arc<OwnedFd>> {
+        lock(&self.client).clone()
+    }
+
+    /// Gives up this task's client end: once every other holder has
+    /// closed its copy, the server end reads end of file.
+    pub(super) fn drop_client(&self) {
+        let old = lock(&self.client).take();
+        drop(old);
     }
 
     /// The server end, if this task has it.
@@ -337,11 +428,12 @@ impl GateObj {
                 }
             }
         }
-        for (key, fd) in &old.chans {
+        for (key, fd, pid) in &old.chans {
             if let Some(ep) = &ep {
                 ep_remove(ep, fd.as_fd(), *key);
             }
             shut_down(fd);
+            uncount_channel(*pid);
         }
     }
 
@@ -392,6 +484,9 @@ pub(super) struct ThreadEndpoint {
     /// The thread's pager (`l4_thread_control_pager`): where its page faults
     /// go. Page faults are delivered by the pager work (userfaultfd).
     pub pager: Mutex<Option<super::Object>>,
+    /// Labels of gates bound here that lost their last client end (and
+    /// were unbound), not yet taken by [`super::take_unreachable`].
+    pub unreachable: Mutex<Vec<u64>>,
 }
 
 impl ThreadEndpoint {
@@ -403,6 +498,7 @@ impl ThreadEndpoint {
             next_key: AtomicU64::new(1),
             own_gate: OnceLock::new(),
             pager: Mutex::new(None),
+            unreachable: Mutex::new(Vec::new()),
         });
         let gate = GateObj::create(Some(Arc::downgrade(&ep)))?;
         gate.bind(&ep, 0)?;
@@ -457,7 +553,8 @@ impl Attach {
 pub(super) fn export(obj: &Object, rights: CapRights, fds: &mut Vec<Attach>) -> Result<Desc> {
     let (kind, n) = match obj {
         Object::Gate(g) => {
-            fds.push(Attach::Shared(g.client.clone()));
+            // A gate whose client end this task gave up cannot be passed on.
+            fds.push(Attach::Shared(g.client().ok_or(Error::NoEnt)?));
             match g.server() {
                 Some(s) if rights.contains(CapRights::S) => {
                     fds.push(Attach::Shared(s));
@@ -467,7 +564,7 @@ pub(super) fn export(obj: &Object, rights: CapRights, fds: &mut Vec<Attach>) -> 
             }
         }
         Object::Thread(ep) => {
-            fds.push(Attach::Shared(ep.gate().client.clone()));
+            fds.push(Attach::Shared(ep.gate().client().ok_or(Error::NoEnt)?));
             (Kind::Thread, 1)
         }
         Object::Task(t) => {

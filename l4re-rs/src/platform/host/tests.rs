@@ -395,7 +395,7 @@ fn client_fd(gate: CapIdx) -> Arc<OwnedFd> {
         Some(Entry {
             obj: Object::Gate(g),
             ..
-        }) => g.client.clone(),
+        }) => g.client().expect("client end"),
         _ => panic!("not a gate"),
     }
 }

@@ -586,13 +586,15 @@ fn send_request(
             Err(e) => return Err(e),
         }
     }
+    // A gate whose client end this task gave up: nobody here can call it.
+    let client = gate.client().ok_or(IpcError::NotExistent)?;
     if !call {
-        send_out(gate.client.as_fd(), head, None, out, deadline)?;
+        send_out(client.as_fd(), head, None, out, deadline)?;
         return Ok(None);
     }
     let (mine, theirs) = seqpacket_pair().map_err(|_| IpcError::Aborted)?;
     let h = Head { seq: 1, ..head };
-    send_out(gate.client.as_fd(), h, Some(theirs.as_fd()), out, deadline)?;
+    send_out(client.as_fd(), h, Some(theirs.as_fd()), out, deadline)?;
     drop(theirs);
     Ok(Some(Channel {
         gate: Arc::downgrade(gate),
@@ -727,6 +729,13 @@ pub(super) struct ReplyTo {
     answered: bool,
 }
 
+impl ReplyTo {
+    /// The process that made the caller's channel (the caller).
+    pub(super) fn peer_pid(&self) -> Option<u32> {
+        super::objects::peer_pid(self.fd.as_fd())
+    }
+}
+
 impl Drop for ReplyTo {
     fn drop(&mut self) {
         if self.answered {
@@ -850,7 +859,10 @@ fn wait(utcb: &mut Utcb, timeout: Timeout) -> Result<Received, IpcError> {
                     // The caller closed its channel.
                     Some(c) => gate.remove_chan(c),
                     // Every client end is closed: nobody can call this gate.
-                    None => gate.unbind(),
+                    None => {
+                        gate.unbind();
+                        lock(&ep.unreachable).push(label);
+                    }
                 }
                 continue;
             }
