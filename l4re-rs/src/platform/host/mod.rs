@@ -356,6 +356,19 @@ pub(crate) fn thread_set_pager(thread: CapIdx, pager: CapIdx) -> Result<()> {
     Ok(())
 }
 
+/// The gate object in slot `gate` (`Error::Inval` for another object,
+/// `Error::NoEnt` for an empty slot).
+fn gate_obj(gate: CapIdx) -> Result<Arc<objects::GateObj>> {
+    match lock(&process().table).get(gate) {
+        Some(Entry {
+            obj: Object::Gate(g),
+            ..
+        }) => Ok(g.clone()),
+        Some(_) => Err(Error::Inval),
+        None => Err(Error::NoEnt),
+    }
+}
+
 /// Gives up this task's server end of IPC gate `gate` (it can no longer
 /// be bound here; capabilities to it sent from here carry no S right).
 ///
@@ -364,14 +377,7 @@ pub(crate) fn thread_set_pager(thread: CapIdx, pager: CapIdx) -> Result<()> {
 /// failing with [`IpcError::NotExistent`]
 /// when that server dies.
 pub fn release_server_end(gate: CapIdx) -> Result<()> {
-    let g = match lock(&process().table).get(gate) {
-        Some(Entry {
-            obj: Object::Gate(g),
-            ..
-        }) => g.clone(),
-        Some(_) => return Err(Error::Inval),
-        None => return Err(Error::NoEnt),
-    };
+    let g = gate_obj(gate)?;
     g.drop_server();
     Ok(())
 }
@@ -389,14 +395,7 @@ pub fn release_server_end(gate: CapIdx) -> Result<()> {
 /// calls it through the same end; a copy of the gate received later
 /// brings the client end back. Either way such a gate is never reported.
 pub fn release_client_end(gate: CapIdx) -> Result<bool> {
-    let g = match lock(&process().table).get(gate) {
-        Some(Entry {
-            obj: Object::Gate(g),
-            ..
-        }) => g.clone(),
-        Some(_) => return Err(Error::Inval),
-        None => return Err(Error::NoEnt),
-    };
+    let g = gate_obj(gate)?;
     if g.server().is_none() {
         // Without either end the gate would be gone here.
         return Err(Error::Perm);
