@@ -26,7 +26,10 @@
 //!    program's thread ([`L4reEnv::for_program`]), and write it into the
 //!    stack's first pages, faulted in here;
 //! 6. create the program's thread on the next free UTCB, with the gate as
-//!    pager and exception handler, and start it at the entry point;
+//!    pager and exception handler and, where the kernel has it, the
+//!    page-fault trampoline (the state in the UTCB slot after the
+//!    thread's; [`prepare`]): the thread maps shared pages itself, as
+//!    under `l4re_itas`; start it at the entry point;
 //! 7. serve the gate: page faults and `L4Re::Rm` of every thread of the
 //!    program (threads a program creates take `l4re_env()->rm` as their
 //!    pager), exceptions.

@@ -14,11 +14,14 @@
 //! Conventions of this crate, which `l4re_itas`'s `thread_pf_handler` does
 //! in C++ (`region.cc`):
 //!
-//! * `handler_ip` is [`ENTRY`]'s stub. It switches to a stack of the
-//!   handler's own (`user_data[0]`: so that a fault on the thread's stack,
-//!   or a thread near its stack's end, never runs the handler on unmapped
-//!   memory) and calls [`dispatch`], which finds the
-//!   [`PfHandler`](crate::kobj::PfHandler) through `user_data[1]`.
+//! * `handler_ip` is the entry stub `l4re_rs_pf_trampoline_entry`. It
+//!   switches to a stack of the handler's own (`user_data[0]`: so that a
+//!   fault on the thread's stack, or a thread near its stack's end, never
+//!   runs the handler on unmapped memory), saves the FPU and SSE
+//!   registers there (`fxsave64`: compiled Rust uses them; L4Re builds
+//!   `l4re_itas` without FPU instead) and calls [`dispatch`], which finds
+//!   the [`PfHandler`](crate::kobj::PfHandler) through `user_data[1]` and
+//!   restores them (`fxrstor64`) before resuming.
 //! * [`dispatch`] saves the registers of the thread's UTCB a handler's
 //!   IPC may change (the interrupted code may be in the middle of writing
 //!   a message): the first [`SAVED_MRS`] message registers, the buffer
