@@ -186,17 +186,26 @@ pub fn report(
 
 /// Decides how to resolve a fault at `addr` with `access` raised at `pc`.
 pub fn resolve(map: &RegionMap, addr: u64, access: Access, pc: u64) -> Decision {
+    decide(map, addr, access)
+        .unwrap_or_else(|cause| Decision::Error(report(map, addr, access, pc, cause)))
+}
+
+/// [`resolve`] without the report of an invalid access, only why it is
+/// invalid: it never allocates, so a pager may call it where a fault of
+/// its own (a fresh heap page) must not happen, e.g. in the faulting
+/// thread with the region map locked.
+pub fn decide(map: &RegionMap, addr: u64, access: Access) -> Result<Decision, FaultCause> {
     let Some((region, r)) = map.lookup_indexed(addr) else {
-        return Decision::Error(report(map, addr, access, pc, FaultCause::NoRegion));
+        return Err(FaultCause::NoRegion);
     };
     if !r.rights.contains(access.right()) {
-        return Decision::Error(report(map, addr, access, pc, FaultCause::Forbidden));
+        return Err(FaultCause::Forbidden);
     }
     let page = addr & !(PAGE_SIZE - 1);
     let delta = page - r.start;
-    match r.backing {
-        Backing::Reserved => Decision::Error(report(map, addr, access, pc, FaultCause::Reserved)),
-        Backing::Kernel => Decision::Error(report(map, addr, access, pc, FaultCause::Kernel)),
+    Ok(match r.backing {
+        Backing::Reserved => return Err(FaultCause::Reserved),
+        Backing::Kernel => return Err(FaultCause::Kernel),
         Backing::Pager { pager } => Decision::Forward {
             pager,
             page,
@@ -240,7 +249,7 @@ pub fn resolve(map: &RegionMap, addr: u64, access: Access, pc: u64) -> Decision 
                 }
             }
         }
-    }
+    })
 }
 
 /// `rwx`-style text of a region's rights (re-exported for reports).

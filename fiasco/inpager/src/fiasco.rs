@@ -224,24 +224,32 @@ impl InPager {
         let addr = pfa & !7;
         let (decision, bounds, generation) = {
             let map = self.rm.map().lock();
-            let d = fault::resolve(&map, addr, access, pc);
+            // The faulting thread must not allocate with the map locked (a
+            // fresh heap page would be a fault of its own, which the gate's
+            // thread could not serve without this lock): no report here.
+            let d = match origin {
+                Origin::Trampoline => fault::decide(&map, addr, access).ok(),
+                _ => Some(fault::resolve(&map, addr, access, pc)),
+            };
             let bounds = match &d {
-                Decision::MapShared { region, .. } => map.get(*region).map(|r| (r.start, r.end())),
+                Some(Decision::MapShared { region, .. }) => {
+                    map.get(*region).map(|r| (r.start, r.end()))
+                }
                 _ => None,
             };
             (d, bounds, self.rm.generation())
         };
-        if origin == Origin::Trampoline
-            && !matches!(
-                decision,
-                Decision::MapShared { .. } | Decision::Forward { .. }
-            )
-        {
-            // The gate's thread counts the fault.
-            let gate: Cap<PageFault> = Cap::from_idx(self.gate);
-            gate.page_fault(pfa, pc, RcvBuf::window(addr & !(PAGE - 1), 12))?;
-            return Ok(());
-        }
+        let decision = match decision {
+            Some(d @ (Decision::MapShared { .. } | Decision::Forward { .. })) => d,
+            Some(d) if origin != Origin::Trampoline => d,
+            _ => {
+                // Zero-fill, private copies and invalid accesses: the gate's
+                // thread, which counts the fault.
+                let gate: Cap<PageFault> = Cap::from_idx(self.gate);
+                gate.page_fault(pfa, pc, RcvBuf::window(addr & !(PAGE - 1), 12))?;
+                return Ok(());
+            }
+        };
         // What was mapped into which window: unmapped again below if its
         // region was detached meanwhile (the map is not locked here).
         let window = match decision {
