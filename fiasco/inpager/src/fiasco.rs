@@ -536,16 +536,14 @@ fn inpager(_: Args) -> i32 {
         line(&format!("serving the gate \"server\": {err}"));
         return 1;
     }
-    // No page-fault trampoline here (`TaskSetup::ready(0)`): the handler
-    // needs all of this pager's code and data mapped first
-    // (`itas::prepare_trampoline`), and under ext-loader each of those
-    // pages is a fault the loader serves: measured, 22 more faults and
-    // about 10 M more instructions from one program's exit to the next
+    // No page-fault trampoline here: its handler needs all of this
+    // pager's code and data mapped first, and under ext-loader each of
+    // those pages is a fault the loader serves: measured, 22 more faults
+    // and about 10 M more instructions from one program's exit to the next
     // one's first instruction (2.18 times ned's instead of 1.5), against
     // about 2,100 instructions saved per shared-page fault. Under ned the
     // outer region map pages us cheaply and the in-task pager uses it.
-    let trampoline = 0;
-    if let Err(err) = loader.ready(trampoline) {
+    if let Err(err) = loader.ready() {
         line(&format!("ready: {err}"));
         return 1;
     }
