@@ -110,6 +110,7 @@ mod fiasco_objects {
     use crate::error::Result;
     use crate::fpage::Fpage;
     use crate::platform::fiasco::kobj as k;
+    use crate::platform::fiasco::pf_trampoline::FpuUse;
     use crate::proto::Dataspace;
 
     /// `L4_PROTO_THREAD`, `L4RE_PROTO_DATASPACE`: what a factory makes.
@@ -215,9 +216,43 @@ mod fiasco_objects {
             stack: &'static mut [u64],
             handler: &'static dyn PfHandler,
         ) -> Result<PreparedPfTrampoline> {
+            self.prepare_with(stack, handler, FpuUse::Saved)
+        }
+
+        /// As [`prepare`](Self::prepare), for a handler that never uses the
+        /// FPU, SSE or AVX registers: they are not saved around it (L4Re's
+        /// `l4re_itas` is built without FPU for the same reason). With
+        /// Fiasco's lazy FPU switching, any FPU instruction in a handler
+        /// makes the kernel switch the FPU to this thread and back when
+        /// the server the handler calls uses it too (moe does, on every
+        /// `Dataspace::map`): two traps per fault, about 250 instructions.
+        ///
+        /// # Safety
+        ///
+        /// Nothing `handler.page_fault` runs, on any path, may write an FPU,
+        /// MMX, SSE or AVX register: the interrupted code's values are in
+        /// them, and it resumes with what the handler left there. Compiled
+        /// Rust uses SSE registers for block copies and vectorized
+        /// arithmetic, so the handler's code must be written (and checked,
+        /// e.g. by running it under code that keeps values in every vector
+        /// register) to avoid them.
+        pub unsafe fn prepare_fpu_free(
+            self,
+            stack: &'static mut [u64],
+            handler: &'static dyn PfHandler,
+        ) -> Result<PreparedPfTrampoline> {
+            self.prepare_with(stack, handler, FpuUse::None)
+        }
+
+        fn prepare_with(
+            self,
+            stack: &'static mut [u64],
+            handler: &'static dyn PfHandler,
+            fpu: FpuUse,
+        ) -> Result<PreparedPfTrampoline> {
             // The top of the stack, kept 16-aligned by the entry stub.
             let top = stack.as_mut_ptr_range().end as u64;
-            k::pf_trampoline_prepare(self.0, top, handler)?;
+            k::pf_trampoline_prepare(self.0, top, handler, fpu)?;
             Ok(PreparedPfTrampoline(self.0))
         }
     }

@@ -234,6 +234,7 @@ impl<'u> MsgWriter<'u> {
     }
 
     /// Appends a receive buffer to the buffer registers.
+    #[inline]
     pub fn put_buffer(&mut self, buf: RcvBuf) -> Result<()> {
         let (words, len) = match buf {
             RcvBuf::Window(fp) => ([crate::fpage::ITEM_MAP, fp.0], 2),
@@ -251,13 +252,18 @@ impl<'u> MsgWriter<'u> {
             return Err(Error::MsgTooLong);
         }
         let at = self.br;
-        self.utcb.br()[at..at + len].copy_from_slice(&words[..len]);
+        let br = self.utcb.br();
+        br[at] = words[0];
+        if len == 2 {
+            br[at + 1] = words[1];
+        }
         self.br += len;
         Ok(())
     }
 
     /// Finishes the message: aligns the data to words, places the items after
     /// it, terminates the buffer registers, and returns the tag.
+    #[inline]
     pub fn finish(self, label: i64) -> Result<MsgTag> {
         let words = align_up(self.off, 8) / 8;
         let n = self.items;
@@ -432,15 +438,22 @@ impl<'u> MsgReader<'u> {
     }
 
     /// Reads the next item.
+    #[inline]
     pub fn get_item(&mut self) -> Result<SndFpage> {
         if self.item >= self.items {
             return Err(Error::MsgMissArg);
         }
         let w = self.words + 2 * self.item;
         let mr = self.utcb.mr();
-        let it = SndFpage {
-            base: mr[w],
-            fpage: crate::fpage::Fpage(mr[w + 1]),
+        // Two separate word loads (volatile: never one vector load, which
+        // an FPU-free page-fault handler must not execute).
+        let (base, fpage) = (&mr[w] as *const u64, &mr[w + 1] as *const u64);
+        // SAFETY: both point into the message registers, borrowed here.
+        let it = unsafe {
+            SndFpage {
+                base: base.read_volatile(),
+                fpage: crate::fpage::Fpage(fpage.read_volatile()),
+            }
         };
         self.item += 1;
         Ok(it)

@@ -20,12 +20,17 @@ pub const MR_BYTES: usize = MR_WORDS * 8;
 /// `L4_UTCB_GENERIC_BUFFERS_SIZE` on amd64: number of buffer registers.
 pub const BR_WORDS: usize = 58;
 
-/// The registers of a UTCB as this crate sees them, laid out like
-/// `l4_msg_regs_t`, `l4_buf_regs_t` and the error register.
+/// The registers of a UTCB as this crate sees them, laid out as Fiasco's
+/// amd64 UTCB is: `l4_msg_regs_t`, a reserved word, `l4_buf_regs_t` at
+/// `L4_UTCB_BUF_REGS_OFFSET` and the error register at
+/// `L4_UTCB_THREAD_REGS_OFFSET` (checked by the Fiasco platform), so that
+/// one pointer reaches every register.
 #[repr(C)]
 pub struct UtcbRegs {
     /// Message registers.
     pub mr: [u64; MR_WORDS],
+    /// The word between the message and the buffer registers.
+    pub reserved: u64,
     /// Buffer descriptor register (`bdr`).
     pub bdr: u64,
     /// Buffer registers.
@@ -39,6 +44,7 @@ impl UtcbRegs {
     pub const fn new() -> Self {
         UtcbRegs {
             mr: [0; MR_WORDS],
+            reserved: 0,
             bdr: 0,
             br: [0; BR_WORDS],
             error: 0,
@@ -54,10 +60,7 @@ impl Default for UtcbRegs {
 
 /// A unique borrow of the current thread's UTCB.
 pub struct Utcb {
-    mr: *mut [u64; MR_WORDS],
-    bdr: *mut u64,
-    br: *mut [u64; BR_WORDS],
-    error: *mut u64,
+    regs: *mut UtcbRegs,
 }
 
 impl Utcb {
@@ -85,29 +88,18 @@ impl Utcb {
             }
         }
         let _release = Release(flag);
-        let p = regs;
-        // SAFETY: `platform::current_utcb` returns pointers to this thread's
-        // registers, valid for the thread's lifetime; the borrow flag just
-        // set guarantees no other `Utcb` exists on this thread, and no other
-        // thread uses this thread's UTCB.
-        let mut utcb = Utcb {
-            mr: p.mr,
-            bdr: p.bdr,
-            br: p.br,
-            error: p.error,
-        };
+        // `platform::current_utcb` returns this thread's registers, valid
+        // for the thread's lifetime; the borrow flag just set guarantees no
+        // other `Utcb` exists on this thread, and no other thread uses this
+        // thread's UTCB.
+        let mut utcb = Utcb { regs };
         f(&mut utcb)
     }
 
     /// Wraps a register block that is not a thread's UTCB (for tests,
     /// fuzzing and the host platform's message transport).
     pub fn from_regs<R>(regs: &mut UtcbRegs, f: impl FnOnce(&mut Utcb) -> R) -> R {
-        let mut utcb = Utcb {
-            mr: &mut regs.mr,
-            bdr: &mut regs.bdr,
-            br: &mut regs.br,
-            error: &mut regs.error,
-        };
+        let mut utcb = Utcb { regs };
         f(&mut utcb)
     }
 
@@ -115,65 +107,32 @@ impl Utcb {
     pub fn mr(&mut self) -> &mut [u64; MR_WORDS] {
         // SAFETY: the pointer is valid (see `with`/`from_regs`) and `&mut self`
         // makes this the only reference derived from it.
-        unsafe { &mut *self.mr }
+        unsafe { &mut (*self.regs).mr }
     }
 
     /// The message registers, to read.
     pub fn mr_ref(&self) -> &[u64; MR_WORDS] {
         // SAFETY: the pointer is valid (see `with`/`from_regs`); the shared
         // borrow of `self` keeps every `&mut` derived from it away.
-        unsafe { &*self.mr }
+        unsafe { &(*self.regs).mr }
     }
 
     /// The buffer registers.
     pub fn br(&mut self) -> &mut [u64; BR_WORDS] {
         // SAFETY: as for `mr`.
-        unsafe { &mut *self.br }
+        unsafe { &mut (*self.regs).br }
     }
 
     /// The buffer descriptor register.
     pub fn bdr(&mut self) -> &mut u64 {
         // SAFETY: as for `mr`.
-        unsafe { &mut *self.bdr }
+        unsafe { &mut (*self.regs).bdr }
     }
 
     /// The error register (kernel IPC error code of the last failed IPC).
     pub fn error(&mut self) -> &mut u64 {
         // SAFETY: as for `mr`.
-        unsafe { &mut *self.error }
-    }
-}
-
-/// Raw pointers to a thread's registers, as the platform provides them.
-#[derive(Clone, Copy)]
-pub struct RegPtrs {
-    /// Message registers.
-    pub mr: *mut [u64; MR_WORDS],
-    /// Buffer descriptor.
-    pub bdr: *mut u64,
-    /// Buffer registers.
-    pub br: *mut [u64; BR_WORDS],
-    /// Error register.
-    pub error: *mut u64,
-}
-
-impl RegPtrs {
-    /// Pointers into a [`UtcbRegs`] block.
-    ///
-    /// # Safety
-    ///
-    /// `regs` must point to a live `UtcbRegs`.
-    pub unsafe fn of(regs: *mut UtcbRegs) -> Self {
-        // SAFETY: the caller guarantees `regs` points to a live block, so the
-        // field projections stay inside it; `&raw mut` creates no references.
-        unsafe {
-            RegPtrs {
-                mr: &raw mut (*regs).mr,
-                bdr: &raw mut (*regs).bdr,
-                br: &raw mut (*regs).br,
-                error: &raw mut (*regs).error,
-            }
-        }
+        unsafe { &mut (*self.regs).error }
     }
 }
 

@@ -2,6 +2,7 @@
 
 use alloc::format;
 use alloc::sync::Arc;
+use core::sync::atomic::{AtomicU64, Ordering};
 
 use l4pager::fault::{self, Access, Decision};
 use l4pager::region::{Region, RegionMap};
@@ -131,6 +132,45 @@ pub(crate) enum Origin {
     Pager,
 }
 
+/// The pager's statistics ([`PagerStats`]'s fields), counted with
+/// atomics: one instruction each, no lock, and no vector register on the
+/// page-fault trampoline's path (see [`crate::itas`]).
+#[derive(Default)]
+pub(crate) struct Counters {
+    faults: AtomicU64,
+    shared: AtomicU64,
+    shared_pages: AtomicU64,
+    copied: AtomicU64,
+    zero: AtomicU64,
+    invalid: AtomicU64,
+    rm_requests: AtomicU64,
+    anon_pages: AtomicU64,
+    in_thread: AtomicU64,
+}
+
+impl Counters {
+    /// The counts so far.
+    pub(crate) fn snapshot(&self) -> PagerStats {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        PagerStats {
+            faults: get(&self.faults),
+            shared: get(&self.shared),
+            shared_pages: get(&self.shared_pages),
+            copied: get(&self.copied),
+            zero: get(&self.zero),
+            invalid: get(&self.invalid),
+            rm_requests: get(&self.rm_requests),
+            anon_pages: get(&self.anon_pages),
+            in_thread: get(&self.in_thread),
+        }
+    }
+}
+
+/// Adds `n` to the counter `c`.
+fn count(c: &AtomicU64, n: u64) {
+    c.fetch_add(n, Ordering::Relaxed);
+}
+
 /// The object behind the gate `"server"`.
 ///
 /// Faults are resolved by the gate's thread (page-fault IPC) and, in an
@@ -141,7 +181,7 @@ pub(crate) enum Origin {
 pub(crate) struct InPager {
     pub(crate) rm: RmService<Unmapper>,
     pub(crate) anon: SpinLock<Anon>,
-    pub(crate) stats: SpinLock<PagerStats>,
+    pub(crate) stats: Counters,
     pub(crate) ending: Ending,
     /// A page of the task where file pages are read for private copies;
     /// the lock serializes its users.
@@ -164,14 +204,10 @@ impl InPager {
             gate,
             rm: RmService::new(Arc::new(SpinLock::new(map)), Unmapper),
             anon: SpinLock::new(anon),
-            stats: SpinLock::new(PagerStats::default()),
+            stats: Counters::default(),
             ending,
             scratch: SpinLock::new(scratch),
         }
-    }
-
-    fn update(&self, f: impl FnOnce(&mut PagerStats)) {
-        f(&mut self.stats.lock());
     }
 
     /// Maps a fresh page of anonymous memory at `page` with `rights`.
@@ -202,7 +238,7 @@ impl InPager {
             (a.ds, a.next - PAGE)
         };
         ds.map(off, page, DsFlags::from(rights), RcvBuf::window(page, 12))?;
-        self.update(|s| s.anon_pages += 1);
+        count(&self.stats.anon_pages, 1);
         Ok(())
     }
 
@@ -257,16 +293,14 @@ impl InPager {
                 // A rescue jump covers the instruction: a negative reply
                 // makes the kernel raise an exception, whose handler
                 // (below) resumes the thread at the rescue address.
-                self.update(|s| s.faults += fault);
+                count(&self.stats.faults, fault);
                 return Err(Error::Fault);
             }
             Decision::Error(report) => {
                 // The faulting thread stays blocked until the loader
                 // deletes the task.
-                self.update(|s| {
-                    s.faults += fault;
-                    s.invalid += 1;
-                });
+                count(&self.stats.faults, fault);
+                count(&self.stats.invalid, 1);
                 self.end(task::STATUS_KILLED, &format!("invalid access: {report}"))
             }
             Decision::Forward { pager, page, .. } => {
@@ -274,10 +308,8 @@ impl InPager {
                 // this task through the window.
                 let p: Cap<PageFault> = Cap::from_idx(pager);
                 p.page_fault(pfa, pc, RcvBuf::window(page, 12))?;
-                self.update(|s| {
-                    s.faults += fault;
-                    s.in_thread += in_thread;
-                });
+                count(&self.stats.faults, fault);
+                count(&self.stats.in_thread, in_thread);
                 return Ok(());
             }
             Decision::MapShared {
@@ -299,12 +331,10 @@ impl InPager {
                 // Pages mapped: the smaller of what the server sent and
                 // the window.
                 let got = item.received_order().unwrap_or(12).clamp(12, order);
-                self.update(|s| {
-                    s.faults += fault;
-                    s.in_thread += in_thread;
-                    s.shared += 1;
-                    s.shared_pages += 1 << (got - 12);
-                });
+                count(&self.stats.faults, fault);
+                count(&self.stats.in_thread, in_thread);
+                count(&self.stats.shared, 1);
+                count(&self.stats.shared_pages, 1 << (got - 12));
                 (base, 1u64 << order)
             }
             Decision::CopyPrivate {
@@ -339,18 +369,14 @@ impl InPager {
                 if !rights.contains(Rights::W) {
                     write_protect(page);
                 }
-                self.update(|s| {
-                    s.faults += fault;
-                    s.copied += 1;
-                });
+                count(&self.stats.faults, fault);
+                count(&self.stats.copied, 1);
                 (page, PAGE)
             }
             Decision::Zero { page, rights, .. } => {
                 self.anon_page(page, rights)?;
-                self.update(|s| {
-                    s.faults += fault;
-                    s.zero += 1;
-                });
+                count(&self.stats.faults, fault);
+                count(&self.stats.zero, 1);
                 (page, PAGE)
             }
         };
@@ -366,7 +392,7 @@ impl InPager {
     /// The program ended: statistics, then whoever started the task
     /// deletes it.
     fn end(&self, status: i64, why: &str) -> ! {
-        let stats = *self.stats.lock();
+        let stats = self.stats.snapshot();
         line(&format!("program {why}"));
         line(&format!("fault statistics: {}", stats.line()));
         let told = match self.ending {
@@ -441,7 +467,7 @@ impl ServerObject for InPager {
                 }
             }
             l if l == <Rm as Protocol>::LABEL => {
-                self.update(|s| s.rm_requests += 1);
+                count(&self.stats.rm_requests, 1);
                 Rm::dispatch(&self.rm, req)
             }
             _ => Parent::dispatch(self, req),
@@ -498,7 +524,7 @@ fn set_up(loader: Cap<TaskSetup>) -> Result<InPager> {
     Ok(InPager {
         rm,
         anon: SpinLock::new(anon),
-        stats: SpinLock::new(PagerStats::default()),
+        stats: Counters::default(),
         ending: Ending::Loader(loader),
         scratch: SpinLock::new(layout::SCRATCH),
         gate: env()

@@ -93,7 +93,15 @@ fn prepare(state: PfTrampolineState, pager: &Arc<InPager>) -> l4re::Result<Prepa
     let stack: &'static mut [u64] = Vec::leak(alloc::vec![0u64; HANDLER_STACK_WORDS]);
     let handler: &'static Arc<InPager> =
         alloc::boxed::Box::leak(alloc::boxed::Box::new(pager.clone()));
-    state.prepare(stack, &**handler)
+    // SAFETY: the handler's path (`InPager::resolve` for
+    // `Origin::Trampoline`: the region lookup, `Dataspace::map`, page-fault
+    // IPC to the gate, atomic counters, the rescue lookup) is written to
+    // keep to general-purpose registers, so the program's FPU/SSE state
+    // need not be saved, and with it the kernel's lazy FPU switch to the
+    // handler and back on every fault goes. The harness test
+    // `itas-fpu` keeps values in every vector register across faults of
+    // each kind the handler resolves or sends on and checks them.
+    unsafe { state.prepare_fpu_free(stack, &**handler) }
 }
 
 /// Runs the in-task pager; returns only on failure (the exit status).

@@ -163,8 +163,9 @@ pub(crate) fn pf_trampoline_prepare(
     state: u64,
     stack_top: u64,
     handler: &'static dyn crate::kobj::PfHandler,
+    fpu: super::pf_trampoline::FpuUse,
 ) -> Result<()> {
-    super::pf_trampoline::prepare(state, stack_top, handler)
+    super::pf_trampoline::prepare(state, stack_top, handler, fpu)
 }
 
 pub(crate) fn pf_trampoline_enable(thread: CapIdx, state: u64) -> Result<()> {

@@ -18,7 +18,7 @@ use crate::cap::CapIdx;
 use crate::error::{Error, IpcError, Result};
 use crate::ipc::{Received, Timeout};
 use crate::msg::MsgTag;
-use crate::utcb::{MR_WORDS, RegPtrs, Utcb};
+use crate::utcb::{BR_WORDS, MR_WORDS, Utcb, UtcbRegs};
 
 unsafe extern "C" {
     /// A thread-local flag in `ffi/shims.c` (C `__thread`, L4Re's libc
@@ -50,29 +50,26 @@ pub(crate) fn utcb() -> *mut sys::l4_utcb_t {
     }
 }
 
-pub(crate) fn current_utcb() -> (RegPtrs, *const Cell<bool>) {
-    let u = utcb();
-    // SAFETY: `u` is this thread's UTCB, valid for the thread's life; the
-    // accessors compute addresses inside it. A `Cell<bool>` has the layout
-    // of a `bool` (one byte holding 0 or 1), which the C flag is, and it is
-    // zero-initialised TLS of this thread.
-    unsafe {
-        // `l4_utcb_mr_u`, `l4_utcb_br_u` and `l4_utcb_tcr_u` are these
-        // offsets (they are on every IPC's path: no calls).
-        let mr = u as *mut [u64; MR_WORDS];
-        let br =
-            (u as *mut u8).add(sys::L4_UTCB_BUF_REGS_OFFSET as usize) as *mut sys::l4_buf_regs_t;
-        let tcr = (u as *mut u8).add(sys::L4_UTCB_THREAD_REGS_OFFSET as usize)
-            as *mut sys::l4_thread_regs_t;
-        let regs = RegPtrs {
-            mr,
-            bdr: &raw mut (*br).bdr,
-            br: &raw mut (*br).br,
-            error: &raw mut (*tcr).error,
-        };
-        (regs, l4re_rs_utcb_borrow_flag() as *const Cell<bool>)
-    }
+/// This thread's registers and UTCB borrow flag.
+pub(crate) fn current_utcb() -> (*mut UtcbRegs, *const Cell<bool>) {
+    // `UtcbRegs` is laid out as the UTCB's registers are (checked below):
+    // `l4_utcb_mr_u`, `l4_utcb_br_u` and `l4_utcb_tcr_u` are offsets from
+    // the UTCB, computed without calls (they are on every IPC's path).
+    // SAFETY: the C flag is this thread's (TLS, or its UTCB slot's),
+    // zero-initialised; a `Cell<bool>` has the layout of a `bool`.
+    let flag = unsafe { l4re_rs_utcb_borrow_flag() };
+    (utcb() as *mut UtcbRegs, flag as *const Cell<bool>)
 }
+
+// The UTCB's register blocks where `UtcbRegs` has them.
+const _: () = {
+    assert!(core::mem::offset_of!(UtcbRegs, mr) == sys::L4_UTCB_MSG_REGS_OFFSET as usize);
+    assert!(core::mem::offset_of!(UtcbRegs, bdr) == sys::L4_UTCB_BUF_REGS_OFFSET as usize);
+    assert!(core::mem::offset_of!(UtcbRegs, br) == sys::L4_UTCB_BUF_REGS_OFFSET as usize + 8);
+    assert!(core::mem::offset_of!(UtcbRegs, error) == sys::L4_UTCB_THREAD_REGS_OFFSET as usize);
+    assert!(MR_WORDS == sys::L4_UTCB_GENERIC_DATA_SIZE as usize);
+    assert!(BR_WORDS == sys::L4_UTCB_GENERIC_BUFFERS_SIZE as usize);
+};
 
 fn timeout(t: Timeout) -> sys::l4_timeout_t {
     match t {

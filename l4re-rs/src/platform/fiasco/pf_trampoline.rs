@@ -18,10 +18,16 @@
 //!   switches to a stack of the handler's own (`user_data[0]`: so that a
 //!   fault on the thread's stack, or a thread near its stack's end, never
 //!   runs the handler on unmapped memory), saves the FPU and SSE
-//!   registers there (`fxsave64`: compiled Rust uses them; L4Re builds
-//!   `l4re_itas` without FPU instead) and calls [`dispatch`], which finds
-//!   the [`PfHandler`](crate::kobj::PfHandler) through `user_data[1]` and
-//!   restores them (`fxrstor64`) before resuming.
+//!   registers there (`fxsave64`: compiled Rust uses them) and calls
+//!   [`dispatch`], which finds the [`PfHandler`](crate::kobj::PfHandler)
+//!   through `user_data[1]` and restores them (`fxrstor64`) before
+//!   resuming. A handler that never touches those registers (L4Re builds
+//!   `l4re_itas` without FPU) gets the stub
+//!   `l4re_rs_pf_trampoline_entry_nofpu`, which saves nothing: with
+//!   Fiasco's lazy FPU switching, every FPU instruction of the handler
+//!   costs the fault a switch of the FPU's owner when the server it calls
+//!   used the FPU last (moe does, on each `map`: two traps per fault,
+//!   ~250 instructions, measured in pager-bench).
 //! * [`dispatch`] saves the registers of the thread's UTCB a handler's
 //!   IPC may change (the interrupted code may be in the middle of writing
 //!   a message): the first [`SAVED_MRS`] message registers, the buffer
@@ -87,15 +93,25 @@ impl SavedRegs {
     /// # Safety
     /// `utcb` is the current thread's UTCB, nobody else's in use.
     unsafe fn save(utcb: *const u64) -> Self {
+        let mut saved = SavedRegs {
+            mr: [0; SAVED_MRS],
+            br: [0; 1 + SAVED_BRS],
+            error: 0,
+        };
+        // Word by word, volatile: a block copy would use SSE registers,
+        // which an FPU-free handler must not touch (see `prepare`).
         // SAFETY: the caller's guarantee; every index lies below
         // `L4_UTCB_OFFSET` bytes.
         unsafe {
-            SavedRegs {
-                mr: core::ptr::read(utcb as *const [u64; SAVED_MRS]),
-                br: core::ptr::read(utcb.add(BDR_WORD) as *const [u64; 1 + SAVED_BRS]),
-                error: utcb.add(ERROR_WORD).read(),
+            for (i, w) in saved.mr.iter_mut().enumerate() {
+                *w = utcb.add(i).read_volatile();
             }
+            for (i, w) in saved.br.iter_mut().enumerate() {
+                *w = utcb.add(BDR_WORD + i).read_volatile();
+            }
+            saved.error = utcb.add(ERROR_WORD).read_volatile();
         }
+        saved
     }
 
     /// # Safety
@@ -103,9 +119,13 @@ impl SavedRegs {
     unsafe fn restore(&self, utcb: *mut u64) {
         // SAFETY: as in `save`.
         unsafe {
-            core::ptr::write(utcb as *mut [u64; SAVED_MRS], self.mr);
-            core::ptr::write(utcb.add(BDR_WORD) as *mut [u64; 1 + SAVED_BRS], self.br);
-            utcb.add(ERROR_WORD).write(self.error);
+            for (i, w) in self.mr.iter().enumerate() {
+                utcb.add(i).write_volatile(*w);
+            }
+            for (i, w) in self.br.iter().enumerate() {
+                utcb.add(BDR_WORD + i).write_volatile(*w);
+            }
+            utcb.add(ERROR_WORD).write_volatile(self.error);
         }
     }
 }
@@ -113,12 +133,14 @@ impl SavedRegs {
 /// Bytes `fxsave64` writes (16-aligned).
 const FXSAVE_BYTES: usize = 512;
 
-// The entry stub: `rdi` = state, `rsi` = fault address word. It switches
-// to the handler stack kept in `user_data[0]` (offset 8), saves the FPU
-// and SSE registers there (`fxsave64`: the interrupted code's, which the
-// kernel leaves in place and compiled Rust uses freely; L4Re builds
-// l4re_itas without FPU instead) and calls `dispatch(state, pfa, fxsave
-// area)`, which restores them and never returns.
+// The entry stubs: `rdi` = state, `rsi` = fault address word. They switch
+// to the handler stack kept in `user_data[0]` (offset 8) and call
+// `dispatch(state, pfa, fpu)`, which never returns.
+// `l4re_rs_pf_trampoline_entry` first saves the FPU and SSE registers
+// there (`fxsave64`: the interrupted code's, which the kernel leaves in
+// place and compiled code uses freely) and passes where; dispatch restores
+// them. `l4re_rs_pf_trampoline_entry_nofpu` (handlers that never touch
+// those registers, as L4Re builds l4re_itas without FPU) passes null.
 global_asm!(
     ".globl l4re_rs_pf_trampoline_entry",
     ".type l4re_rs_pf_trampoline_entry, @function",
@@ -131,26 +153,53 @@ global_asm!(
     "cld",
     "call {dispatch}",
     "ud2",
+    ".globl l4re_rs_pf_trampoline_entry_nofpu",
+    ".type l4re_rs_pf_trampoline_entry_nofpu, @function",
+    "l4re_rs_pf_trampoline_entry_nofpu:",
+    "mov rsp, [rdi + 8]",
+    "and rsp, -16",
+    "xor edx, edx",
+    "cld",
+    "call {dispatch}",
+    "ud2",
     dispatch = sym dispatch,
     fxsave = const FXSAVE_BYTES,
 );
 
 unsafe extern "C" {
     fn l4re_rs_pf_trampoline_entry();
+    fn l4re_rs_pf_trampoline_entry_nofpu();
 }
 
-/// The entry stub's address: what `handler_ip` holds.
-pub(crate) fn entry() -> u64 {
-    l4re_rs_pf_trampoline_entry as *const () as u64
+/// Whether the entry stub saves the interrupted code's FPU and SSE
+/// registers around the handler.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FpuUse {
+    /// The handler may use them: saved and restored (`fxsave64`).
+    Saved,
+    /// The handler never touches them: nothing is saved, so a fault costs
+    /// the FPU nothing (no lazy-FPU switch by the kernel).
+    None,
+}
+
+/// The address of the entry stub for `fpu`: what `handler_ip` holds.
+pub(crate) fn entry(fpu: FpuUse) -> u64 {
+    match fpu {
+        FpuUse::Saved => l4re_rs_pf_trampoline_entry as *const () as u64,
+        FpuUse::None => l4re_rs_pf_trampoline_entry_nofpu as *const () as u64,
+    }
 }
 
 /// Runs the handler for one trampoline fault and resumes the thread.
 ///
 /// # Safety
 ///
-/// Called only by the entry stub, on the handler stack, with the state the
+/// Called only by an entry stub, on the handler stack, with the state the
 /// kernel handed over, whose `user_data[1]` [`prepare`] set, and the
-/// interrupted code's FPU and SSE registers at `fpu`.
+/// interrupted code's FPU and SSE registers at `fpu` (null: not saved; the
+/// handler does not touch them).
+///
+/// Uses no FPU or SSE register itself (word-by-word copies).
 unsafe extern "C" fn dispatch(state: *const TrampolineState, pfa: u64, fpu: *const u8) -> ! {
     // SAFETY: `state` is this thread's trampoline state (kernel-user
     // memory, mapped for the task's life); `user_data[1]` points to the
@@ -163,27 +212,33 @@ unsafe extern "C" fn dispatch(state: *const TrampolineState, pfa: u64, fpu: *con
         )
     };
     let (regs, flag) = current_utcb();
-    let utcb = regs.mr as *mut u64;
+    let utcb = regs as *mut u64;
     // SAFETY: the UTCB is this thread's; `flag` is this thread's borrow
     // flag. The interrupted code cannot run until we resume it, so nothing
     // else uses either.
     let (saved, borrowed) = unsafe { (SavedRegs::save(utcb), (*flag).replace(false)) };
     let outcome = handler.page_fault(pfa, ip);
-    // SAFETY: as above; `fpu` is what the stub's `fxsave64` wrote. No
-    // code that uses FPU or SSE registers runs after the restore: the
-    // resume call below only stores a word and enters the kernel.
+    // SAFETY: as above; `fpu`, if not null, is what the stub's `fxsave64`
+    // wrote. No code that uses FPU or SSE registers runs after the
+    // restore: the resume call below only stores a word and enters the
+    // kernel.
     unsafe {
         saved.restore(utcb);
         (*flag).set(borrowed);
-        core::arch::asm!(
-            "fxrstor64 [{}]",
-            in(reg) fpu,
-            out("xmm0") _, out("xmm1") _, out("xmm2") _, out("xmm3") _,
-            out("xmm4") _, out("xmm5") _, out("xmm6") _, out("xmm7") _,
-            out("xmm8") _, out("xmm9") _, out("xmm10") _, out("xmm11") _,
-            out("xmm12") _, out("xmm13") _, out("xmm14") _, out("xmm15") _,
-            options(nostack, readonly, preserves_flags),
-        );
+    }
+    if !fpu.is_null() {
+        // SAFETY: as above.
+        unsafe {
+            core::arch::asm!(
+                "fxrstor64 [{}]",
+                in(reg) fpu,
+                out("xmm0") _, out("xmm1") _, out("xmm2") _, out("xmm3") _,
+                out("xmm4") _, out("xmm5") _, out("xmm6") _, out("xmm7") _,
+                out("xmm8") _, out("xmm9") _, out("xmm10") _, out("xmm11") _,
+                out("xmm12") _, out("xmm13") _, out("xmm14") _, out("xmm15") _,
+                options(nostack, readonly, preserves_flags),
+            );
+        }
     }
     // The kernel puts MR0 back itself (`saved_mr0`); the other registers
     // the calls below write are the ones restored above but MR0.
@@ -210,8 +265,14 @@ unsafe extern "C" fn dispatch(state: *const TrampolineState, pfa: u64, fpu: *con
 
 /// Writes the trampoline state at `state` (kernel-user memory of this
 /// task, [`STATE_SIZE`] bytes, 16-aligned, not in use by the kernel yet):
-/// `handler` running on the stack that ends at `stack_top`.
-pub(crate) fn prepare(state: u64, stack_top: u64, handler: &'static dyn PfHandler) -> Result<()> {
+/// `handler` running on the stack that ends at `stack_top`, with the entry
+/// stub for `fpu`.
+pub(crate) fn prepare(
+    state: u64,
+    stack_top: u64,
+    handler: &'static dyn PfHandler,
+    fpu: FpuUse,
+) -> Result<()> {
     if state & 15 != 0 || state == 0 {
         return Err(Error::Inval);
     }
@@ -224,7 +285,7 @@ pub(crate) fn prepare(state: u64, stack_top: u64, handler: &'static dyn PfHandle
         core::ptr::write(
             s,
             TrampolineState {
-                handler_ip: entry(),
+                handler_ip: entry(fpu),
                 user_data: [stack_top, handler as *const _ as u64],
                 saved_mr0: 0,
                 flags: 0,

@@ -115,7 +115,7 @@ pub(crate) use transport::{ipc_call, ipc_reply, ipc_reply_and_wait, ipc_send, ip
 
 use crate::cap::{Cap, CapIdx, CapRights, SlotBitmap, Thread, well_known};
 use crate::error::{Error, IpcError, Result};
-use crate::utcb::{RegPtrs, UtcbRegs};
+use crate::utcb::UtcbRegs;
 
 /// Locks a mutex, ignoring poisoning (the tables stay consistent: no
 /// critical section leaves them half-updated when it panics).
@@ -490,13 +490,10 @@ thread_local! {
 ///
 /// The block lives in the thread's static TLS (about 1 KiB per thread),
 /// created with the thread and freed when it exits.
-pub(crate) fn current_utcb() -> (RegPtrs, *const Cell<bool>) {
-    UTCB.with(|b| {
-        // SAFETY: `b.regs` is a live `UtcbRegs` for as long as this thread
-        // runs (thread-local, no destructor).
-        let regs = unsafe { RegPtrs::of(b.regs.get()) };
-        (regs, &b.busy as *const Cell<bool>)
-    })
+pub(crate) fn current_utcb() -> (*mut UtcbRegs, *const Cell<bool>) {
+    // `b.regs` is a live `UtcbRegs` for as long as this thread runs
+    // (thread-local, no destructor).
+    UTCB.with(|b| (b.regs.get(), &b.busy as *const Cell<bool>))
 }
 
 /// A thread's IPC state.
