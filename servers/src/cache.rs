@@ -699,6 +699,35 @@ impl PageCache {
 
     // ---- operations -------------------------------------------------------
 
+    /// Brings the pages of `[offset, offset + len)` (clipped to the file)
+    /// into the cache ahead of use: the missing ones are read in runs of
+    /// consecutive pages, one [`PageIo::fill`] each, into free frames only
+    /// (never evicting for it, so it stops at the low watermark); the
+    /// cached ones are kept (a free-cached one is taken back).
+    pub fn prefetch(&mut self, id: FileId, offset: u64, len: u64) -> Result<()> {
+        let file = self.file(id)?;
+        if offset > file.size {
+            return Err(Error::Range);
+        }
+        let (from, end) = (
+            offset / PAGE_SIZE,
+            pages_of(offset.saturating_add(len).min(file.size)),
+        );
+        let reclaim: Vec<FrameIdx> = file
+            .pages
+            .range(from..end)
+            .map(|(_, &i)| i)
+            .filter(|&i| self.frames[i].state == State::Free)
+            .collect();
+        for i in reclaim {
+            self.frames[i].state = State::Active;
+            self.free_cached -= 1;
+            self.count(id, |s| s.reclaims += 1);
+        }
+        self.fill_range(id, from, end);
+        Ok(())
+    }
+
     /// Reads up to `out.len()` bytes at `offset` (fewer at the end of the
     /// file); returns the number read.
     pub fn read(&mut self, id: FileId, offset: u64, out: &mut [u8]) -> Result<usize> {
