@@ -1117,6 +1117,37 @@ mod tests {
     }
 
     #[test]
+    fn prefetch_reads_runs_and_keeps_written_pages() {
+        let mut c = PageCache::new(cfg(64));
+        let (f, io) = file(&mut c, 40000); // 10 pages, the last one short
+        // A page written (dirty, not yet written back) before the
+        // read-ahead reaches it.
+        c.write(f, 3 * 4096 + 10, b"mine").unwrap();
+        let reads = io.0.borrow().reads;
+        c.prefetch(f, 0, 1 << 20).unwrap();
+        // Two runs around the cached page, one fill each, clipped to the
+        // file.
+        assert_eq!(io.0.borrow().reads, reads + 2);
+        assert_eq!(c.file_stats(f).unwrap().readahead_pages, 9);
+        let mut b = [0u8; 4];
+        c.read(f, 3 * 4096 + 10, &mut b).unwrap();
+        assert_eq!(&b, b"mine", "the read-ahead overwrote a written page");
+        c.read(f, 9 * 4096, &mut b).unwrap();
+        assert_eq!(b[0], (9 * 4096 * 7 % 251) as u8);
+        let s = c.file_stats(f).unwrap();
+        assert_eq!(s.misses, 1, "only the write missed: {s:?}");
+        // Nothing more to read; past the end is an error.
+        c.prefetch(f, 0, 40000).unwrap();
+        assert_eq!(io.0.borrow().reads, reads + 2);
+        assert_eq!(c.prefetch(f, 50000, 1), Err(Error::Range));
+        c.sync(f).unwrap();
+        assert_eq!(
+            &io.0.borrow().backing[3 * 4096 + 10..3 * 4096 + 14],
+            b"mine"
+        );
+    }
+
+    #[test]
     fn read_hits_after_miss() {
         let mut c = PageCache::new(cfg(8));
         let (f, io) = file(&mut c, 10000);

@@ -460,3 +460,93 @@ impl Backing for NoBacking {
         false
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn content(len: usize) -> Vec<u8> {
+        (0..len).map(|i| (i * 13 % 251) as u8 | 1).collect()
+    }
+
+    /// A store that is no host file: filled through the buffer.
+    struct InMemory(Vec<u8>);
+
+    impl Backing for InMemory {
+        fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<usize> {
+            let data = self.0.get(offset as usize..).unwrap_or(&[]);
+            let n = data.len().min(buf.len());
+            buf[..n].copy_from_slice(&data[..n]);
+            Ok(n)
+        }
+        fn write_at(&mut self, _: u64, _: &[u8]) -> Result<()> {
+            Err(Error::Access)
+        }
+        fn set_size(&mut self, _: u64) -> Result<()> {
+            Err(Error::Access)
+        }
+        fn flush(&mut self) -> Result<()> {
+            Ok(())
+        }
+        fn size(&mut self) -> Result<u64> {
+            Ok(self.0.len() as u64)
+        }
+        fn max_size(&mut self) -> Option<u64> {
+            None
+        }
+        fn writable(&self) -> bool {
+            false
+        }
+    }
+
+    /// Fills the pages of `io` from `first` on (`pages` of them, `valid`
+    /// bytes of data) and checks them against `data` and zeros, each page
+    /// present in the memfd whole (no hole left where a client pager's
+    /// CONTINUE would fail).
+    fn fill_and_check(io: &mut MemfdIo, data: &[u8], first: u64, pages: usize, valid: u64) {
+        let frames: Vec<FrameIdx> = (0..pages).collect();
+        io.fill(first, &frames, valid).unwrap();
+        let off = (first * PAGE_SIZE) as usize;
+        let mut got = vec![0u8; pages * PAGE_SIZE as usize];
+        io.mem.read(off, &mut got);
+        for (i, b) in got.iter().enumerate() {
+            let want = if (i as u64) < valid { data[off + i] } else { 0 };
+            assert_eq!(*b, want, "byte {:#x}", off + i);
+        }
+        for p in 0..pages as u64 {
+            let at = (first + p) * PAGE_SIZE;
+            let d = rustix::fs::seek(io.mem.fd(), rustix::fs::SeekFrom::Data(at));
+            assert_eq!(d.ok(), Some(at), "page {} is a hole", first + p);
+        }
+    }
+
+    #[test]
+    fn host_file_pages_are_copied_in_the_kernel_whole_and_zero_padded() {
+        let dir = std::env::temp_dir().join(format!("l4fs-memfd-unit-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let data = content(3 * PAGE_SIZE as usize + 100);
+        std::fs::write(dir.join("f"), &data).unwrap();
+        let mut root = HostDir::new(&dir).unwrap();
+        let backing = root.open(&[b"f"]).unwrap();
+        assert!(backing.host_file().is_some());
+        let mut io = MemfdIo::new(backing, 8 * PAGE_SIZE).unwrap();
+        // The middle page alone, then the whole file with a page past it.
+        fill_and_check(&mut io, &data, 1, 1, PAGE_SIZE);
+        fill_and_check(&mut io, &data, 0, 5, data.len() as u64);
+        assert!(matches!(io.sink, Some(Some(_))), "sendfile was not used");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn other_stores_pass_through_a_kept_buffer_in_chunks() {
+        let data = content(FILL_CHUNK * 2 + 5000);
+        let pages = data.len().div_ceil(PAGE_SIZE as usize) + 1;
+        let mut io =
+            MemfdIo::new(Box::new(InMemory(data.clone())), pages as u64 * PAGE_SIZE).unwrap();
+        fill_and_check(&mut io, &data, 0, pages, data.len() as u64);
+        assert!(io.sink.is_none(), "no host file, no sendfile");
+        assert_eq!(io.buffer.len(), FILL_CHUNK, "the buffer is kept, one chunk");
+        // A later fill of a page reuses it.
+        fill_and_check(&mut io, &data, 2, 1, PAGE_SIZE);
+    }
+}

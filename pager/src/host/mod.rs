@@ -613,6 +613,9 @@ pub const FAULT_AROUND_PAGES: u64 = 16;
 /// window mapped forward from it, from the fault-around window up to this.
 pub const MAX_STREAM_PAGES: u64 = 512;
 
+// A stream's read-ahead starts at two fault-around windows.
+const _: () = assert!(2 * FAULT_AROUND_PAGES <= MAX_STREAM_PAGES);
+
 /// One page of content.
 type Page = [u8; PAGE_SIZE as usize];
 
@@ -1518,9 +1521,15 @@ impl Pager {
     /// Serves faults on `uffd` until the task is gone. Children forked by
     /// the task (fork events) are served by new threads.
     pub fn serve(self: &Arc<Self>, uffd: Arc<Uffd>) {
+        let mut pin = Pin::default();
         loop {
             match uffd.read_event() {
-                Ok(Some(ev)) => self.on_event(&uffd, ev),
+                Ok(Some(ev)) => {
+                    if let Event::Fault(f) = &ev {
+                        pin.follow(f.tid);
+                    }
+                    self.on_event(&uffd, ev)
+                }
                 Ok(None) => return,
                 Err(e) => {
                     log::debug!("pager: uffd read failed: errno {e}");
@@ -1635,6 +1644,40 @@ impl Pager {
                     }
                 }
             }
+        }
+    }
+}
+
+/// Keeps the pager thread on the CPU of the thread whose faults it
+/// serves: a fault is then two context switches on one CPU, never a
+/// wake-up of the other CPU (an inter-processor interrupt, tens of µs in a
+/// virtual machine whose other CPU is idle). The faulting thread's CPU is
+/// looked up at the first fault and again every [`PIN_RECHECK`] faults
+/// (the scheduler may move it).
+#[derive(Default)]
+struct Pin {
+    /// The CPU this thread is pinned to.
+    cpu: Option<usize>,
+    /// Faults since the last look.
+    since: u32,
+}
+
+/// Faults between two looks at the faulting thread's CPU.
+const PIN_RECHECK: u32 = 256;
+
+impl Pin {
+    /// Called at each fault of thread `tid` (0: unknown).
+    fn follow(&mut self, tid: u32) {
+        if tid == 0 || (self.cpu.is_some() && self.since < PIN_RECHECK) {
+            self.since += 1;
+            return;
+        }
+        self.since = 0;
+        let Some(cpu) = l4re::host::sys::thread_cpu(tid) else {
+            return;
+        };
+        if self.cpu != Some(cpu) && l4re::host::sys::pin_current_thread(cpu).is_ok() {
+            self.cpu = Some(cpu);
         }
     }
 }

@@ -36,3 +36,22 @@ pub fn exit_group(status: i32) -> ! {
     unsafe { libc::syscall(libc::SYS_exit_group, status) };
     unreachable!("exit_group returned")
 }
+
+/// The CPU thread `tid` (of any process) last ran on, from
+/// `/proc/TID/stat` (its 39th field, `processor`); `None` if the thread
+/// is gone or the field cannot be read.
+pub fn thread_cpu(tid: u32) -> Option<usize> {
+    let stat = std::fs::read_to_string(format!("/proc/{tid}/stat")).ok()?;
+    // The name (field 2) may hold spaces and parentheses: fields 3 on
+    // follow the last ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(39 - 3)?.parse().ok()
+}
+
+/// Restricts the calling thread to CPU `cpu`. Corresponds to
+/// `sched_setaffinity(0, {cpu})`.
+pub fn pin_current_thread(cpu: usize) -> std::io::Result<()> {
+    let mut set = rustix::thread::CpuSet::new();
+    set.set(cpu);
+    rustix::thread::sched_setaffinity(None, &set).map_err(std::io::Error::from)
+}
