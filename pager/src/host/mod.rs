@@ -15,7 +15,9 @@
 //!   around it that it has cached), then continues. Read-only pages come
 //!   with fault-around (see [`Pager::set_fault_around`]): the cached pages
 //!   of the aligned window around the fault are mapped with it, never a
-//!   hole; writable pages go one by one, each announced to the server;
+//!   hole, and a sequential stream's window grows forward up to 2 MiB
+//!   while the server is asked to read ahead of it after each answer;
+//!   writable pages go one by one, each announced to the server;
 //! * **private file pages**: copied at first touch (read or write) from the
 //!   pager's view of the file with `UFFDIO_COPY`, the part beyond the
 //!   region's file data zeroed (this is "copy at first touch", not a
