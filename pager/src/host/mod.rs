@@ -132,8 +132,8 @@ pub struct Counters {
     /// (0: none).
     pub profile_diverged: AtomicU64,
     /// Read-ahead requests to the server (Dataspace `allocate`), made
-    /// after a sequential stream's fault was answered (see
-    /// [`Pager::set_fault_around`]).
+    /// after a fault that continued a forward scan of a file was answered
+    /// (see [`Pager::set_fault_around`]).
     pub read_aheads: AtomicU64,
 }
 
@@ -1671,7 +1671,7 @@ impl Pin {
     /// Called at each fault of thread `tid` (0: unknown).
     fn follow(&mut self, tid: u32) {
         if tid == 0 || (self.cpu.is_some() && self.since < PIN_RECHECK) {
-            self.since += 1;
+            self.since = self.since.saturating_add(1);
             return;
         }
         self.since = 0;
