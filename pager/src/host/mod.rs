@@ -1654,18 +1654,23 @@ impl Pager {
 /// serves: a fault is then two context switches on one CPU, never a
 /// wake-up of the other CPU (an inter-processor interrupt, tens of µs in a
 /// virtual machine whose other CPU is idle). The faulting thread's CPU is
-/// looked up at the first fault and again every [`PIN_RECHECK`] faults
-/// (the scheduler may move it).
+/// looked up at its first fault and again every [`PIN_RECHECK`] faults
+/// (one `pread` of its `/proc` stat, ~1 µs): the scheduler moves it, the
+/// external pager's program (another process) often.
 #[derive(Default)]
 struct Pin {
     /// The CPU this thread is pinned to.
     cpu: Option<usize>,
+    /// The thread looked at last.
+    thread: Option<l4re::host::sys::ThreadCpu>,
     /// Faults since the last look.
     since: u32,
 }
 
-/// Faults between two looks at the faulting thread's CPU.
-const PIN_RECHECK: u32 = 256;
+/// Faults between two looks at the faulting thread's CPU (with 256,
+/// the external pager's cached faults still fell into the slow mode in
+/// some runs; with 8, in none of 12).
+const PIN_RECHECK: u32 = 8;
 
 impl Pin {
     /// Called at each fault of thread `tid` (0: unknown).
@@ -1675,7 +1680,10 @@ impl Pin {
             return;
         }
         self.since = 0;
-        let Some(cpu) = l4re::host::sys::thread_cpu(tid) else {
+        if self.thread.as_ref().is_none_or(|t| t.tid() != tid) {
+            self.thread = l4re::host::sys::ThreadCpu::open(tid).ok();
+        }
+        let Some(cpu) = self.thread.as_ref().and_then(|t| t.cpu()) else {
             return;
         };
         if self.cpu != Some(cpu) && l4re::host::sys::pin_current_thread(cpu).is_ok() {
