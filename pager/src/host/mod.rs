@@ -1520,19 +1520,23 @@ impl Pager {
         }
     }
 
-    /// Serves faults on `uffd` until the task is gone. Children forked by
-    /// the task (fork events) are served by new threads.
+    /// Serves faults on `uffd` until the task is gone, reading all the
+    /// pending events with one `read(2)` ([`Uffd::read_events`]). Children
+    /// forked by the task (fork events) are served by new threads.
     pub fn serve(self: &Arc<Self>, uffd: Arc<Uffd>) {
         let mut pin = Pin::default();
+        let mut events = Vec::with_capacity(uffd::MAX_EVENTS);
         loop {
-            match uffd.read_event() {
-                Ok(Some(ev)) => {
-                    if let Event::Fault(f) = &ev {
-                        pin.follow(f.tid);
+            match uffd.read_events(&mut events) {
+                Ok(true) => {
+                    for ev in events.drain(..) {
+                        if let Event::Fault(f) = &ev {
+                            pin.follow(f.tid);
+                        }
+                        self.on_event(&uffd, ev)
                     }
-                    self.on_event(&uffd, ev)
                 }
-                Ok(None) => return,
+                Ok(false) => return,
                 Err(e) => {
                     log::debug!("pager: uffd read failed: errno {e}");
                     return;
