@@ -75,6 +75,13 @@ pub trait Backing {
     fn max_size(&mut self) -> Option<u64>;
     /// Whether writes are possible.
     fn writable(&self) -> bool;
+    /// The host file behind the store, if it is one: its pages are then
+    /// copied into the cache by the kernel (`sendfile`), without a pass
+    /// through a buffer of ours.
+    #[cfg(feature = "host")]
+    fn host_file(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        None
+    }
 }
 
 /// A tree of files.

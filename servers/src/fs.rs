@@ -631,19 +631,7 @@ impl DataspaceServer for FileObj {
     }
     fn allocate(&self, _: &mut Request<'_>, offset: u64, size: u64) -> Result<()> {
         // Brings the range into the cache (bounded by the free frames).
-        let mut fs = self.fs.borrow_mut();
-        let fsize = fs.cache.size(self.id)?;
-        if offset > fsize {
-            return Err(Error::Range);
-        }
-        let end = offset.saturating_add(size).min(fsize);
-        let mut b = [0u8; 1];
-        let mut p = offset / PAGE_SIZE;
-        while p * PAGE_SIZE < end && fs.cache.free_frames() > fs.cache.config().low_watermark {
-            fs.cache.read(self.id, p * PAGE_SIZE, &mut b)?;
-            p += 1;
-        }
-        Ok(())
+        self.fs.borrow_mut().cache.prefetch(self.id, offset, size)
     }
     fn map_info(&self, _: &mut Request<'_>) -> Result<(u64, u64)> {
         Err(Error::NoSys)

@@ -200,6 +200,9 @@ impl Backing for HostFile {
     fn writable(&self) -> bool {
         self.writable
     }
+    fn host_file(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        Some(self.file.as_fd())
+    }
 }
 
 /// A filesystem image file as a block device.
@@ -239,7 +242,21 @@ impl BlockDev for ImageFile {
 pub struct MemfdIo {
     mem: SharedMem,
     backing: Box<dyn Backing>,
+    /// A description of the memfd of our own, written by `sendfile` at its
+    /// file position (opened on first use; `None` after it failed: then
+    /// [`buffer`](Self::buffer) is used).
+    sink: Option<Option<File>>,
+    /// Where pages of a store that is no host file pass through (at most
+    /// [`FILL_CHUNK`] bytes, kept between fills).
+    buffer: Vec<u8>,
 }
+
+/// Bytes read from a backing store into the buffer of a [`MemfdIo`] and
+/// written into the memfd at once.
+const FILL_CHUNK: usize = 256 << 10;
+
+/// Zeros for the part of a filled page past the file's data.
+static ZEROS: [u8; PAGE_SIZE as usize] = [0; PAGE_SIZE as usize];
 
 impl MemfdIo {
     /// Frames for a file of at most `capacity` bytes over `backing`.
@@ -248,7 +265,60 @@ impl MemfdIo {
         Ok(MemfdIo {
             mem: SharedMem::new(cap)?,
             backing,
+            sink: None,
+            buffer: Vec::new(),
         })
+    }
+
+    /// Writes all of `data` into the memfd at `offset` (`pwrite`).
+    fn put(&self, data: &[u8], offset: u64) -> Result<()> {
+        let mut done = 0;
+        while done < data.len() {
+            match rustix::io::pwrite(self.mem.fd(), &data[done..], offset + done as u64) {
+                Ok(0) => return Err(Error::Io),
+                Ok(k) => done += k,
+                Err(Errno::INTR) => {}
+                Err(e) => return Err(errno_to_error(e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Copies up to `len` bytes at `offset` of a host file backing into
+    /// the memfd at the same offset, in the kernel (`sendfile`); the bytes
+    /// copied (short at the end of the file), or `None` if the backing is
+    /// no host file or `sendfile` cannot serve it (then nothing was
+    /// copied).
+    fn send(&mut self, offset: u64, len: usize) -> Result<Option<usize>> {
+        let Some(src) = self.backing.host_file() else {
+            return Ok(None);
+        };
+        let sink = self.sink.get_or_insert_with(|| {
+            // Through /proc: a description of our own, so that its file
+            // position (where sendfile writes) is no one else's.
+            use std::os::fd::AsRawFd;
+            let path = format!("/proc/self/fd/{}", self.mem.fd().as_raw_fd());
+            std::fs::OpenOptions::new().write(true).open(path).ok()
+        });
+        let Some(out) = sink.as_ref() else {
+            return Ok(None);
+        };
+        rustix::fs::seek(out, rustix::fs::SeekFrom::Start(offset)).map_err(errno_to_error)?;
+        let (mut from, mut done) = (offset, 0);
+        while done < len {
+            match rustix::fs::sendfile(out, src, Some(&mut from), len - done) {
+                Ok(0) => break,
+                Ok(k) => done += k,
+                Err(Errno::INTR) => {}
+                // Not a file sendfile can read: the buffer it is.
+                Err(Errno::INVAL | Errno::NOSYS) if done == 0 => {
+                    self.sink = Some(None);
+                    return Ok(None);
+                }
+                Err(e) => return Err(errno_to_error(e)),
+            }
+        }
+        Ok(Some(done))
     }
 
     /// Address of the memfd mapping in this process (flexpages of map
@@ -281,25 +351,49 @@ impl PageIo for MemfdIo {
         let len = frames.len() * PAGE_SIZE as usize;
         let off = first * PAGE_SIZE;
         let v = (valid as usize).min(len);
-        // Read into a buffer and write the pages into the memfd with
-        // `pwrite`: a page enters the memfd's page cache locked and is
-        // unlocked whole, so a client pager that maps cached pages on its
+        // Pages enter the memfd through its write path (`sendfile` from a
+        // host file, else `pwrite` from a buffer): a page enters the
+        // memfd's page cache locked and is unlocked whole (the writes are
+        // page-aligned), so a client pager that maps cached pages on its
         // own (userfaultfd MINOR faults, fault-around) never sees a page
         // half filled, as it could if the backing store read straight
         // into our mapping of the memfd (the page would be in the cache,
         // zero-filled, from the first byte copied into it).
-        let mut buf = vec![0u8; len];
-        let n = self.backing.read_at(off, &mut buf[..v])?;
-        // Past the data (normally a hole before): zeros.
-        buf[n..].fill(0);
-        let mut done = 0;
-        while done < len {
-            match rustix::io::pwrite(self.mem.fd(), &buf[done..], off + done as u64) {
-                Ok(0) => return Err(Error::Io),
-                Ok(k) => done += k,
-                Err(Errno::INTR) => {}
-                Err(e) => return Err(errno_to_error(e)),
+        let data = match self.send(off, v)? {
+            Some(n) => n,
+            None => {
+                let mut buffer = core::mem::take(&mut self.buffer);
+                buffer.resize(len.min(FILL_CHUNK), 0);
+                let mut n = 0;
+                let r = loop {
+                    let chunk = (v - n).min(FILL_CHUNK);
+                    if chunk == 0 {
+                        break Ok(());
+                    }
+                    let got = match self.backing.read_at(off + n as u64, &mut buffer[..chunk]) {
+                        Ok(got) => got,
+                        Err(e) => break Err(e),
+                    };
+                    if let Err(e) = self.put(&buffer[..got], off + n as u64) {
+                        break Err(e);
+                    }
+                    n += got;
+                    if got < chunk {
+                        break Ok(());
+                    }
+                };
+                self.buffer = buffer;
+                r?;
+                n
             }
+        };
+        // Past the data (normally a hole before): zeros, so that every
+        // page exists whole.
+        let mut at = data;
+        while at < len {
+            let n = (len - at).min(ZEROS.len() - at % ZEROS.len());
+            self.put(&ZEROS[..n], off + at as u64)?;
+            at += n;
         }
         Ok(())
     }
@@ -364,5 +458,95 @@ impl Backing for NoBacking {
     }
     fn writable(&self) -> bool {
         false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn content(len: usize) -> Vec<u8> {
+        (0..len).map(|i| (i * 13 % 251) as u8 | 1).collect()
+    }
+
+    /// A store that is no host file: filled through the buffer.
+    struct InMemory(Vec<u8>);
+
+    impl Backing for InMemory {
+        fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<usize> {
+            let data = self.0.get(offset as usize..).unwrap_or(&[]);
+            let n = data.len().min(buf.len());
+            buf[..n].copy_from_slice(&data[..n]);
+            Ok(n)
+        }
+        fn write_at(&mut self, _: u64, _: &[u8]) -> Result<()> {
+            Err(Error::Access)
+        }
+        fn set_size(&mut self, _: u64) -> Result<()> {
+            Err(Error::Access)
+        }
+        fn flush(&mut self) -> Result<()> {
+            Ok(())
+        }
+        fn size(&mut self) -> Result<u64> {
+            Ok(self.0.len() as u64)
+        }
+        fn max_size(&mut self) -> Option<u64> {
+            None
+        }
+        fn writable(&self) -> bool {
+            false
+        }
+    }
+
+    /// Fills the pages of `io` from `first` on (`pages` of them, `valid`
+    /// bytes of data) and checks them against `data` and zeros, each page
+    /// present in the memfd whole (no hole left where a client pager's
+    /// CONTINUE would fail).
+    fn fill_and_check(io: &mut MemfdIo, data: &[u8], first: u64, pages: usize, valid: u64) {
+        let frames: Vec<FrameIdx> = (0..pages).collect();
+        io.fill(first, &frames, valid).unwrap();
+        let off = (first * PAGE_SIZE) as usize;
+        let mut got = vec![0u8; pages * PAGE_SIZE as usize];
+        io.mem.read(off, &mut got);
+        for (i, b) in got.iter().enumerate() {
+            let want = if (i as u64) < valid { data[off + i] } else { 0 };
+            assert_eq!(*b, want, "byte {:#x}", off + i);
+        }
+        for p in 0..pages as u64 {
+            let at = (first + p) * PAGE_SIZE;
+            let d = rustix::fs::seek(io.mem.fd(), rustix::fs::SeekFrom::Data(at));
+            assert_eq!(d.ok(), Some(at), "page {} is a hole", first + p);
+        }
+    }
+
+    #[test]
+    fn host_file_pages_are_copied_in_the_kernel_whole_and_zero_padded() {
+        let dir = std::env::temp_dir().join(format!("l4fs-memfd-unit-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let data = content(3 * PAGE_SIZE as usize + 100);
+        std::fs::write(dir.join("f"), &data).unwrap();
+        let mut root = HostDir::new(&dir).unwrap();
+        let backing = root.open(&[b"f"]).unwrap();
+        assert!(backing.host_file().is_some());
+        let mut io = MemfdIo::new(backing, 8 * PAGE_SIZE).unwrap();
+        // The middle page alone, then the whole file with a page past it.
+        fill_and_check(&mut io, &data, 1, 1, PAGE_SIZE);
+        fill_and_check(&mut io, &data, 0, 5, data.len() as u64);
+        assert!(matches!(io.sink, Some(Some(_))), "sendfile was not used");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn other_stores_pass_through_a_kept_buffer_in_chunks() {
+        let data = content(FILL_CHUNK * 2 + 5000);
+        let pages = data.len().div_ceil(PAGE_SIZE as usize) + 1;
+        let mut io =
+            MemfdIo::new(Box::new(InMemory(data.clone())), pages as u64 * PAGE_SIZE).unwrap();
+        fill_and_check(&mut io, &data, 0, pages, data.len() as u64);
+        assert!(io.sink.is_none(), "no host file, no sendfile");
+        assert_eq!(io.buffer.len(), FILL_CHUNK, "the buffer is kept, one chunk");
+        // A later fill of a page reuses it.
+        fill_and_check(&mut io, &data, 2, 1, PAGE_SIZE);
     }
 }

@@ -15,7 +15,9 @@
 //!   around it that it has cached), then continues. Read-only pages come
 //!   with fault-around (see [`Pager::set_fault_around`]): the cached pages
 //!   of the aligned window around the fault are mapped with it, never a
-//!   hole; writable pages go one by one, each announced to the server;
+//!   hole, and a sequential stream's window grows forward up to 2 MiB
+//!   while the server is asked to read ahead of it after each answer;
+//!   writable pages go one by one, each announced to the server;
 //! * **private file pages**: copied at first touch (read or write) from the
 //!   pager's view of the file with `UFFDIO_COPY`, the part beyond the
 //!   region's file data zeroed (this is "copy at first touch", not a
@@ -129,6 +131,10 @@ pub struct Counters {
     /// (the run left the recorded path; the prefetcher stopped), plus 1
     /// (0: none).
     pub profile_diverged: AtomicU64,
+    /// Read-ahead requests to the server (Dataspace `allocate`), made
+    /// after a fault that continued a forward scan of a file was answered
+    /// (see [`Pager::set_fault_around`]).
+    pub read_aheads: AtomicU64,
 }
 
 /// Entries of a [`PageLog`].
@@ -274,6 +280,7 @@ impl Counters {
             profile_prefetched: AtomicU64::new(0),
             profile_used: AtomicU64::new(0),
             profile_diverged: AtomicU64::new(0),
+            read_aheads: AtomicU64::new(0),
         }
     }
 
@@ -310,9 +317,9 @@ pub struct DsView {
     scratch: ReservedRange,
     /// The memfd (and whether we have it read-write), after the first map.
     memfd: OnceLock<(std::os::fd::OwnedFd, bool)>,
-    /// The end (file offset) of the last block the server mapped to us
-    /// (0: none yet): where the server expects the stream to come back.
-    block_end: AtomicU64,
+    /// The end (file offset) of the range a stream's read-ahead last
+    /// asked the server for (see [`read_ahead`](Self::read_ahead)).
+    ahead_end: AtomicU64,
 }
 
 /// A block of a file the server mapped in answer to a Dataspace `map`:
@@ -346,7 +353,7 @@ impl DsView {
             range,
             scratch,
             memfd: OnceLock::new(),
-            block_end: AtomicU64::new(0),
+            ahead_end: AtomicU64::new(0),
         })
     }
 
@@ -430,22 +437,52 @@ impl DsView {
             item.fpage.size().clamp(PAGE_SIZE, 1 << order)
         };
         let first = offset & !(len - 1);
-        let block = Block { first, len };
-        if !writable {
-            self.block_end.store(block.end(), Ordering::Relaxed);
-        }
-        Ok(block)
+        Ok(Block { first, len })
     }
 
-    /// Whether the page at `offset` is where the server expects a stream
-    /// to come back: at most `window` bytes after the end of the last block
-    /// it mapped to us. (The server grows its read-ahead when a stream
-    /// asks for pages it read ahead; pages it has cached are mapped without
-    /// asking, so the pager asks there, once per block, as a task on Fiasco
-    /// would fault there after receiving the block.)
-    pub fn stream_reaches(&self, offset: u64, window: u64) -> bool {
-        let end = self.block_end.load(Ordering::Relaxed);
-        end != 0 && offset >= end && offset - end < window.max(PAGE_SIZE)
+    /// Read-ahead for a stream that has reached file offset `from`: makes
+    /// sure the server has `[from, from + len)` (clipped to the file) in
+    /// its cache, so that the stream's next faults find it there and map
+    /// it whole without a round trip. What an earlier call asked for is
+    /// not asked again, and a continuing stream asks once half the window
+    /// is new; what the server has cached already (`mincore` on our view)
+    /// is not asked for; the rest is one Dataspace `allocate`
+    /// (the server reads it in runs). Returns whether the server was
+    /// asked. Meant to run after the faulting thread was woken: the server
+    /// reads while the program works through the pages it has.
+    pub fn read_ahead(&self, from: u64, len: u64) -> Result<bool> {
+        let file_end = self.size.next_multiple_of(PAGE_SIZE);
+        let from = from & !(PAGE_SIZE - 1);
+        let end = from.saturating_add(len).min(file_end);
+        let asked = self.ahead_end.load(Ordering::Relaxed);
+        // Continue where the last request of this stream ended (at most
+        // two windows ahead of it); one far away (another stream, or this
+        // one started again) does not count.
+        let window = MAX_STREAM_PAGES * PAGE_SIZE;
+        let start = if asked > from && asked - from <= 2 * window {
+            asked.min(end)
+        } else {
+            from
+        };
+        // Continuing, it asks once half the window is new: requests come
+        // in large blocks, and early enough.
+        if start >= end
+            || (start > from && end - start < (end - from) / 2)
+            || self.memfd.get().is_none()
+        {
+            return Ok(false);
+        }
+        self.ahead_end.store(end, Ordering::Relaxed);
+        let cached = self
+            .range
+            .resident_pages(start as usize, (end - start) as usize)
+            .unwrap_or(0) as u64;
+        let first = start + cached * PAGE_SIZE;
+        if first >= end {
+            return Ok(false);
+        }
+        self.ds.allocate(first, end - first)?;
+        Ok(true)
     }
 
     /// Copies the first `valid` bytes of the page at `offset` into `out`
@@ -572,6 +609,15 @@ const MAX_BLOCK_ORDER: u8 = 21;
 /// to the region.
 pub const FAULT_AROUND_PAGES: u64 = 16;
 
+/// Most pages mapped at one fault of a sequential stream (2 MiB, the
+/// server's largest block): a fault that continues a stream — at the end
+/// of the pages mapped at the stream's previous fault — doubles the
+/// window mapped forward from it, from the fault-around window up to this.
+pub const MAX_STREAM_PAGES: u64 = 512;
+
+// A stream's read-ahead starts at two fault-around windows.
+const _: () = assert!(2 * FAULT_AROUND_PAGES <= MAX_STREAM_PAGES);
+
 /// One page of content.
 type Page = [u8; PAGE_SIZE as usize];
 
@@ -602,6 +648,12 @@ pub struct Pager {
     /// The end of the last run of pages mapped forward from a fault (a
     /// fault there continues a sequential stream).
     last_end: AtomicU64,
+    /// The window of the current sequential stream in pages (see
+    /// [`window`](Self::window)).
+    stream_pages: AtomicU64,
+    /// The read-ahead window of the current forward progress in pages
+    /// (0: none).
+    ahead_pages: AtomicU64,
     on_fork: OnceLock<OnFork>,
     /// Serves forked descendants (counts [`Counters::child_faults`]).
     children: bool,
@@ -629,6 +681,8 @@ impl Pager {
             on_error,
             fault_around: AtomicU64::new(FAULT_AROUND_PAGES),
             last_end: AtomicU64::new(0),
+            stream_pages: AtomicU64::new(0),
+            ahead_pages: AtomicU64::new(0),
             on_fork: OnceLock::new(),
             children: false,
             log: OnceLock::new(),
@@ -1015,17 +1069,15 @@ impl Pager {
                 ..
             } if self.mode == Mode::Internal => {
                 let view = self.view(ds)?;
-                let window = self.fault_around.load(Ordering::Relaxed) * PAGE_SIZE;
                 let writable = rights.contains(Rights::W);
                 // A round trip to the server for a page that will be
-                // written (it must count it as dirty), for one it does not
-                // have cached (MISSING), and where a stream reaches the end
-                // of what it mapped to us (so that it reads further ahead);
-                // an isolated fault on a cached page is answered without.
+                // written (it must count it as dirty) and for one it does
+                // not have cached (MISSING); a fault on a cached page is
+                // answered without.
                 let asked = if writable {
                     self.load_flags(&view, offset, DsFlags::RW)?;
                     true
-                } else if !f.minor || view.stream_reaches(offset, window) {
+                } else if !f.minor {
                     self.load(&view, offset)?;
                     true
                 } else {
@@ -1038,31 +1090,52 @@ impl Pager {
                 // continues a sequential stream. Never for writable pages:
                 // CONTINUE maps a page of a writable shared mapping
                 // writable, and the server must hear of each such page.
-                let around = if writable || prefetch {
+                let last_end = self.last_end.load(Ordering::Relaxed);
+                let stream = !writable && !prefetch && page == last_end;
+                // Forward progress: at most a fault-around window after the
+                // previous fault's pages (a stream, or a strided scan).
+                let forward = !writable
+                    && !prefetch
+                    && page >= last_end
+                    && page - last_end < FAULT_AROUND_PAGES * PAGE_SIZE;
+                let around = if writable || prefetch || !(asked || stream) {
+                    // The stream, if any, is broken.
+                    self.stream_pages.store(0, Ordering::Relaxed);
                     None
-                } else if asked || page == self.last_end.load(Ordering::Relaxed) {
-                    self.around(page)
                 } else {
-                    None
+                    self.window(page, stream)
                 };
-                let r = match around {
-                    Some(w) => {
-                        let (r, run_end) = self.continue_around(uffd, w, page)?;
-                        if r == Resolved::Done {
-                            self.last_end.store(run_end, Ordering::Relaxed);
-                        }
-                        r
-                    }
+                let (r, run_end) = match around {
+                    Some(w) => self.continue_around(uffd, w, page)?,
                     None => {
                         let r = uffd
                             .continue_(page, PAGE_SIZE)
                             .map_err(|e| ioctl_error("UFFDIO_CONTINUE", page, e))?;
-                        if r == Resolved::Done {
-                            self.last_end.store(page + PAGE_SIZE, Ordering::Relaxed);
-                        }
-                        r
+                        (r, page + PAGE_SIZE)
                     }
                 };
+                if r == Resolved::Done {
+                    self.last_end.store(run_end, Ordering::Relaxed);
+                }
+                // The thread is running again: the file ahead of a forward
+                // progress is asked of the server now (a window that grows
+                // with each such fault), while the thread works through
+                // what it has.
+                let ahead = if forward && r == Resolved::Done {
+                    let a = self.ahead_pages.load(Ordering::Relaxed) * 2;
+                    a.clamp(2 * FAULT_AROUND_PAGES, MAX_STREAM_PAGES)
+                } else {
+                    0
+                };
+                self.ahead_pages.store(ahead, Ordering::Relaxed);
+                if ahead > 0 {
+                    let from = offset + (run_end - page);
+                    match view.read_ahead(from, ahead * PAGE_SIZE) {
+                        Ok(true) => Counters::add(&c.read_aheads, 1),
+                        Ok(false) => {}
+                        Err(e) => log::debug!("pager: read-ahead at {from:#x} failed: {e}"),
+                    }
+                }
                 (&c.shared_maps, r)
             }
             Decision::MapShared {
@@ -1073,7 +1146,11 @@ impl Pager {
                 // with fault-around on the same terms as the internal
                 // pager's (from the copies it holds).
                 let seq = page == self.last_end.load(Ordering::Relaxed);
-                let around = if prefetch { None } else { self.around(page) };
+                let around = if prefetch {
+                    None
+                } else {
+                    self.window(page, seq)
+                };
                 let r = self.copy_in(
                     uffd,
                     ds,
@@ -1150,6 +1227,13 @@ impl Pager {
     /// default [`FAULT_AROUND_PAGES`]; rounded down to a power of two).
     /// Writable shared pages are never mapped around (each must be
     /// announced to the server as written).
+    ///
+    /// A fault that continues a sequential stream (at the end of the pages
+    /// mapped at the previous fault) maps a window forward from it that
+    /// doubles with each such fault, up to [`MAX_STREAM_PAGES`]; after
+    /// answering it, the internal pager asks the server to read the next
+    /// window ahead ([`DsView::read_ahead`]). Any other fault starts over
+    /// at `pages`.
     pub fn set_fault_around(&self, pages: u64) {
         let p = if pages <= 1 {
             0
@@ -1159,12 +1243,16 @@ impl Pager {
         self.fault_around.store(p, Ordering::Relaxed);
     }
 
-    /// The fault-around window of `page`: the naturally aligned window of
-    /// [`set_fault_around`](Self::set_fault_around) pages around it,
-    /// clipped to its region, as a `(start, end)` address range.
-    fn around(&self, page: u64) -> Option<(u64, u64)> {
-        let n = self.fault_around.load(Ordering::Relaxed);
-        if n < 2 {
+    /// The pages to map at a fault on `page`, clipped to its region, as a
+    /// `(start, end)` address range; `None` without fault-around. A fault
+    /// that continues a sequential stream (`stream`) gets the stream's
+    /// window, doubled (up to [`MAX_STREAM_PAGES`]), forward from `page`;
+    /// any other fault the naturally aligned window of
+    /// [`set_fault_around`](Self::set_fault_around) pages around it, and
+    /// the stream starts over.
+    fn window(&self, page: u64, stream: bool) -> Option<(u64, u64)> {
+        let base = self.fault_around.load(Ordering::Relaxed);
+        if base < 2 {
             return None;
         }
         let (rs, re) = {
@@ -1172,7 +1260,19 @@ impl Pager {
             let r = map.lookup(page)?;
             (r.start, r.end())
         };
+        let n = if stream {
+            let grown = (self.stream_pages.load(Ordering::Relaxed) * 2)
+                .clamp(base, MAX_STREAM_PAGES.max(base));
+            self.stream_pages.store(grown, Ordering::Relaxed);
+            grown
+        } else {
+            self.stream_pages.store(base, Ordering::Relaxed);
+            base
+        };
         let w = n * PAGE_SIZE;
+        if stream {
+            return Some((page, page.saturating_add(w).min(re)));
+        }
         let start = (page & !(w - 1)).max(rs);
         let end = (page & !(w - 1)).saturating_add(w).min(re);
         Some((start, end))
@@ -1420,13 +1520,23 @@ impl Pager {
         }
     }
 
-    /// Serves faults on `uffd` until the task is gone. Children forked by
-    /// the task (fork events) are served by new threads.
+    /// Serves faults on `uffd` until the task is gone, reading all the
+    /// pending events with one `read(2)` ([`Uffd::read_events`]). Children
+    /// forked by the task (fork events) are served by new threads.
     pub fn serve(self: &Arc<Self>, uffd: Arc<Uffd>) {
+        let mut pin = Pin::default();
+        let mut events = Vec::with_capacity(uffd::MAX_EVENTS);
         loop {
-            match uffd.read_event() {
-                Ok(Some(ev)) => self.on_event(&uffd, ev),
-                Ok(None) => return,
+            match uffd.read_events(&mut events) {
+                Ok(true) => {
+                    for ev in events.drain(..) {
+                        if let Event::Fault(f) = &ev {
+                            pin.follow(f.tid);
+                        }
+                        self.on_event(&uffd, ev)
+                    }
+                }
+                Ok(false) => return,
                 Err(e) => {
                     log::debug!("pager: uffd read failed: errno {e}");
                     return;
@@ -1540,6 +1650,48 @@ impl Pager {
                     }
                 }
             }
+        }
+    }
+}
+
+/// Keeps the pager thread on the CPU of the thread whose faults it
+/// serves: a fault is then two context switches on one CPU, never a
+/// wake-up of the other CPU (an inter-processor interrupt, tens of µs in a
+/// virtual machine whose other CPU is idle). The faulting thread's CPU is
+/// looked up at its first fault and again every [`PIN_RECHECK`] faults
+/// (one `pread` of its `/proc` stat, ~1 µs): the scheduler moves it, the
+/// external pager's program (another process) often.
+#[derive(Default)]
+struct Pin {
+    /// The CPU this thread is pinned to.
+    cpu: Option<usize>,
+    /// The thread looked at last.
+    thread: Option<l4re::host::sys::ThreadCpu>,
+    /// Faults since the last look.
+    since: u32,
+}
+
+/// Faults between two looks at the faulting thread's CPU (with 256,
+/// the external pager's cached faults still fell into the slow mode in
+/// some runs; with 8, in none of 12).
+const PIN_RECHECK: u32 = 8;
+
+impl Pin {
+    /// Called at each fault of thread `tid` (0: unknown).
+    fn follow(&mut self, tid: u32) {
+        if tid == 0 || (self.cpu.is_some() && self.since < PIN_RECHECK) {
+            self.since = self.since.saturating_add(1);
+            return;
+        }
+        self.since = 0;
+        if self.thread.as_ref().is_none_or(|t| t.tid() != tid) {
+            self.thread = l4re::host::sys::ThreadCpu::open(tid).ok();
+        }
+        let Some(cpu) = self.thread.as_ref().and_then(|t| t.cpu()) else {
+            return;
+        };
+        if self.cpu != Some(cpu) && l4re::host::sys::pin_current_thread(cpu).is_ok() {
+            self.cpu = Some(cpu);
         }
     }
 }

@@ -23,6 +23,9 @@ struct TestFile {
     cluster: u64,
     /// A page a cluster load leaves out (loaded only when asked for).
     skip: Option<u64>,
+    /// Whether `allocate` loads the range (read-ahead); else it is
+    /// refused, and only `map` loads pages.
+    read_ahead: bool,
 }
 
 fn pattern(off: u64) -> u8 {
@@ -30,6 +33,14 @@ fn pattern(off: u64) -> u8 {
 }
 
 impl TestFile {
+    /// Whether the page at `page` is a hole (never loaded, or punched):
+    /// `lseek(SEEK_DATA)` on the memfd skips it.
+    fn is_hole(&self, page: u64) -> bool {
+        rustix::fs::seek(self.mem.fd(), rustix::fs::SeekFrom::Data(page))
+            .map(|d| d != page)
+            .unwrap_or(true)
+    }
+
     fn fill(&self, page: u64) {
         let data: Vec<u8> = (page..page + PAGE_SIZE).map(pattern).collect();
         self.mem.write(page as usize, &data);
@@ -49,11 +60,7 @@ impl DataspaceServer for TestFile {
             return Err(Error::Range);
         }
         // Load the page if it is a hole (never loaded or punched).
-        // A hole: lseek(SEEK_DATA) on the memfd skips it.
-        let hole = rustix::fs::seek(self.mem.fd(), rustix::fs::SeekFrom::Data(page))
-            .map(|d| d != page)
-            .unwrap_or(true);
-        if hole {
+        if self.is_hole(page) {
             self.fill(page);
             self.loads.fetch_add(1, Ordering::Relaxed);
         }
@@ -92,8 +99,20 @@ impl DataspaceServer for TestFile {
     fn copy_in(&self, _: &mut Request<'_>, _: u64, _: ReceivedCap, _: u64, _: u64) -> Result<()> {
         Err(Error::NoSys)
     }
-    fn allocate(&self, _: &mut Request<'_>, _: u64, _: u64) -> Result<()> {
-        Err(Error::NoSys)
+    fn allocate(&self, _: &mut Request<'_>, offset: u64, size: u64) -> Result<()> {
+        if !self.read_ahead {
+            return Err(Error::NoSys);
+        }
+        // Loads the holes of the range, as the server's read-ahead does.
+        let end = offset.saturating_add(size).min(self.size);
+        let mut page = offset & !(PAGE_SIZE - 1);
+        while page < end {
+            if self.is_hole(page) {
+                self.fill(page);
+            }
+            page += PAGE_SIZE;
+        }
+        Ok(())
     }
     fn map_info(&self, _: &mut Request<'_>) -> Result<(u64, u64)> {
         Err(Error::NoSys)
@@ -123,6 +142,17 @@ fn serve_file_clustered(
     cluster: u64,
     skip: Option<u64>,
 ) -> (Cap<Dataspace>, std::os::fd::OwnedFd) {
+    serve_file_with(pages, cluster, skip, false)
+}
+
+/// As [`serve_file_clustered`], with `allocate` loading the range asked
+/// for if `read_ahead`.
+fn serve_file_with(
+    pages: u64,
+    cluster: u64,
+    skip: Option<u64>,
+    read_ahead: bool,
+) -> (Cap<Dataspace>, std::os::fd::OwnedFd) {
     let mem = SharedMem::new((pages * PAGE_SIZE) as usize).unwrap();
     let fd = rustix::io::fcntl_dupfd_cloexec(mem.fd(), 0).unwrap();
     let file = Arc::new(TestFile {
@@ -131,6 +161,7 @@ fn serve_file_clustered(
         loads: AtomicU64::new(0),
         cluster,
         skip,
+        read_ahead,
     });
     let gate = env().factory().create_gate(None, 0).unwrap();
     let g = gate.cap();
@@ -582,17 +613,27 @@ struct Fixture {
     b: u64,
     /// The file's memfd (to punch pages and find holes).
     memfd: std::os::fd::OwnedFd,
+    /// Pages of the region and the file.
+    pages: u64,
 }
 
 /// The page the [`Fixture`]'s server leaves out of its clusters.
 const HOLE: u64 = 53;
 
 fn fixture(mode: Mode) -> Option<Fixture> {
+    fixture_of(mode, 64, Some(HOLE), false)
+}
+
+/// As [`fixture`], with a region and file of `pages` pages (a power of
+/// two, the region aligned to it), the page `skip` left out of the
+/// server's clusters, and a server that reads ahead when asked
+/// (`read_ahead`, see [`serve_file_with`]).
+fn fixture_of(mode: Mode, pages: u64, skip: Option<u64>, read_ahead: bool) -> Option<Fixture> {
     let Ok(u) = uffd::Uffd::open(wanted_features(false)) else {
         eprintln!("userfaultfd unavailable: test skipped");
         return None;
     };
-    let (ds, memfd) = serve_file_clustered(64, 16, Some(HOLE * PAGE_SIZE));
+    let (ds, memfd) = serve_file_with(pages, 16, skip.map(|p| p * PAGE_SIZE), read_ahead);
     let counters: &'static Counters = Box::leak(Box::new(Counters::new()));
     let map = Arc::new(SpinLock::new(RegionMap::new(0, 1 << 47)));
     let pager = Arc::new(Pager::new(
@@ -610,23 +651,23 @@ fn fixture(mode: Mode) -> Option<Fixture> {
     let b = (0..10)
         .find_map(|_| {
             // A free range for the region.
-            let range = ReservedRange::new(128 * PAGE_SIZE as usize).unwrap();
-            let b = (range.release() as u64).next_multiple_of(64 * PAGE_SIZE);
+            let range = ReservedRange::new((2 * pages * PAGE_SIZE) as usize).unwrap();
+            let b = (range.release() as u64).next_multiple_of(pages * PAGE_SIZE);
             let file = Backing::File {
                 ds: ds.idx(),
                 offset: 0,
-                file_len: 64 * PAGE_SIZE,
+                file_len: pages * PAGE_SIZE,
             };
             let r = {
                 let mut m = map.lock();
-                m.attach_at(b, 64 * PAGE_SIZE, Rights::R, file, false, "rodata")
+                m.attach_at(b, pages * PAGE_SIZE, Rights::R, file, false, "rodata")
                     .unwrap();
                 m.lookup(b).cloned().unwrap()
             };
             if realize_region(&pager, &u, &r).is_ok() {
                 return Some(b);
             }
-            map.lock().detach(b, 64 * PAGE_SIZE).unwrap();
+            map.lock().detach(b, pages * PAGE_SIZE).unwrap();
             None
         })
         .expect("a free range for the region");
@@ -637,6 +678,7 @@ fn fixture(mode: Mode) -> Option<Fixture> {
         counters,
         b,
         memfd,
+        pages,
     })
 }
 
@@ -649,7 +691,7 @@ impl Fixture {
     fn check_page(&self, p: u64) {
         for i in [0, 1, 2049, PAGE_SIZE - 1] {
             let off = p * PAGE_SIZE + i;
-            if off < 64 * PAGE_SIZE - 100 {
+            if off < self.pages * PAGE_SIZE - 100 {
                 assert_eq!(read_byte(self.b + off), pattern(off), "byte {off:#x}");
             }
         }
@@ -735,6 +777,88 @@ fn fault_around_maps_cached_neighbours_never_holes() {
     }
     assert_eq!(t.c(|c| &c.faults), f0 + 3, "a stream maps its window ahead");
     assert_eq!(t.c(|c| &c.server_maps), maps, "cached: no round trip");
+    assert_eq!(t.c(|c| &c.errors), 0);
+}
+
+#[test]
+fn sequential_stream_grows_its_window_and_reads_ahead() {
+    const PAGES: u64 = 4096; // 16 MiB
+    let Some(t) = fixture_of(Mode::Internal, PAGES, None, true) else {
+        return;
+    };
+    // (Attaching loaded the first cluster.) Reading the whole region page
+    // by page: each fault at the end of what the previous one mapped
+    // doubles the window mapped forward, up to 2 MiB, and the server is
+    // asked to read ahead after each, so the stream finds the next window
+    // cached.
+    for p in 0..PAGES {
+        t.check_page(p);
+    }
+    let faults = t.c(|c| &c.faults);
+    assert!(
+        faults <= 16,
+        "{faults} faults for {PAGES} pages: the window did not grow (16-page fault-around alone: {})",
+        PAGES / FAULT_AROUND_PAGES
+    );
+    assert!(
+        t.c(|c| &c.read_aheads) > 0,
+        "the server was never asked to read ahead"
+    );
+    assert_eq!(t.c(|c| &c.pages_mapped), PAGES);
+    // After the ramp-up, whole 2 MiB windows: fewer faults than windows
+    // of the largest size plus the ramp.
+    assert!(faults <= PAGES / MAX_STREAM_PAGES + 8, "{faults} faults");
+
+    // A second pass over cached pages, mappings dropped: the same.
+    discard(t.b, PAGES * PAGE_SIZE);
+    let (f0, maps) = (t.c(|c| &c.faults), t.c(|c| &c.server_maps));
+    for p in 0..PAGES {
+        t.check_page(p);
+    }
+    assert!(t.c(|c| &c.faults) - f0 <= PAGES / MAX_STREAM_PAGES + 8);
+    assert_eq!(t.c(|c| &c.server_maps), maps, "cached: no round trip");
+    assert_eq!(t.c(|c| &c.errors), 0);
+}
+
+#[test]
+fn random_faults_map_their_own_window_never_megabytes() {
+    const PAGES: u64 = 4096;
+    let Some(t) = fixture_of(Mode::Internal, PAGES, None, true) else {
+        return;
+    };
+    // Load the whole file into the server's cache, then drop the mappings:
+    // every page is cached, so a stream would find its windows whole.
+    for p in (0..PAGES).step_by(16) {
+        t.check_page(p);
+    }
+    discard(t.b, PAGES * PAGE_SIZE);
+    let (f0, m0, r0) = (
+        t.c(|c| &c.faults),
+        t.c(|c| &c.pages_mapped),
+        t.c(|c| &c.read_aheads),
+    );
+    // Pages in a scrambled order (an odd multiplier modulo a power of
+    // two visits each once), none right after the one before it.
+    let order: Vec<u64> = (0..256u64)
+        .map(|i| (i * 2_654_435_761 + 17) % PAGES)
+        .collect();
+    for w in order.windows(2) {
+        assert!(w[1] != w[0] + 1, "not random enough: {w:?}");
+    }
+    for &p in &order {
+        t.check_page(p);
+    }
+    let faults = t.c(|c| &c.faults) - f0;
+    let mapped = t.c(|c| &c.pages_mapped) - m0;
+    // Isolated faults on cached pages map one page each (a page already
+    // mapped by an earlier one is no fault at all).
+    assert!(faults > 200, "{faults} faults");
+    assert_eq!(mapped, faults, "random faults mapped more than their pages");
+    assert_eq!(
+        t.c(|c| &c.read_aheads),
+        r0,
+        "random faults asked for read-ahead"
+    );
     assert_eq!(t.c(|c| &c.errors), 0);
 }
 

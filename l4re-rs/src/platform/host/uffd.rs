@@ -16,6 +16,9 @@ use rustix::event::{PollFd, PollFlags, Timespec};
 use rustix::fs::OFlags;
 use rustix::io::Errno;
 
+/// Most events [`Uffd::read_events`] reads at once.
+pub const MAX_EVENTS: usize = 16;
+
 /// `UFFD_API` (the API version of the `UFFDIO_API` handshake).
 const UFFD_API: u64 = 0xaa;
 const fn iowr(nr: u64, size: u64) -> u64 {
@@ -420,6 +423,32 @@ impl Uffd {
             break;
         }
         Ok(Some(self.decode(&msg)))
+    }
+
+    /// Reads the pending events, at least one (blocking), at most
+    /// [`MAX_EVENTS`], with one `read(2)`, appending them to `out` (the
+    /// caller's, reused: nothing is allocated once it has the room).
+    /// `Ok(false)` when the uffd is closed on the other side (the process
+    /// is gone). Several threads faulting at once are served with one
+    /// system call.
+    pub fn read_events(&self, out: &mut Vec<Event>) -> Result<bool, i32> {
+        let mut msgs = [0u8; 32 * MAX_EVENTS];
+        let n = loop {
+            match rustix::io::read(&self.fd, &mut msgs).map_err(Errno::raw_os_error) {
+                Ok(0) => return Ok(false),
+                Ok(n) => break n,
+                Err(libc::EINTR | libc::EAGAIN) => continue,
+                Err(libc::EBADF) => return Ok(false),
+                Err(e) => return Err(e),
+            }
+        };
+        if n % 32 != 0 {
+            return Err(libc::EIO);
+        }
+        for m in msgs[..n].chunks_exact(32) {
+            out.push(self.decode(m.try_into().expect("32 bytes")));
+        }
+        Ok(true)
     }
 
     fn decode(&self, bytes: &[u8; 32]) -> Event {
