@@ -41,7 +41,7 @@ use l4re::msg::LongBytes;
 use l4re::proto::{Dataspace, Rm, RmClient};
 
 use super::children::Children;
-use super::ctl::{Dec, Listener, Start, kind, seqpacket_socket};
+use super::ctl::{Channel, Dec, Start, kind, seqpacket_socket};
 use super::profile;
 use crate::elf::{self, PAGE, Plan};
 
@@ -141,67 +141,61 @@ impl Store {
             },
         }
     }
-
-    /// The `fs-server` role's arguments for it.
-    fn args(&self) -> (&'static str, String) {
-        match self {
-            Store::Dir(p) => ("--root", p.to_string_lossy().into_owned()),
-            Store::Ext2(p) => ("--ext2", p.to_string_lossy().into_owned()),
-        }
-    }
 }
 
-/// A filesystem server task and the client side of its root.
+/// The filesystem server of a run and the client side of its root.
 pub struct FsTask {
-    /// `None`: a long-lived server we connected to (`loader serve`).
-    task: Option<l4re::host::ChildTask>,
+    server: FsServer,
     gate: OwnedCap<IpcGate>,
     /// What it serves.
     store: Option<Store>,
 }
 
-impl FsTask {
-    /// Starts the server (this executable in its `fs-server` role) on
-    /// `root`.
-    pub fn start(root: &Path) -> Result<FsTask, RunError> {
-        Self::start_with(root, None)
-    }
+/// Where the filesystem server runs.
+enum FsServer {
+    /// A thread of this process (a one-shot run); the reason it stopped,
+    /// if it has.
+    Thread(Arc<std::sync::OnceLock<String>>),
+    /// A long-lived server (`loader serve`) in process `pid`, watched
+    /// through its pidfd (`None`: it could not be opened).
+    Remote { pid: u32, pidfd: Option<OwnedFd> },
+}
 
-    /// Starts the server with a page pool of `pool_pages` frames.
-    pub fn start_with(root: &Path, pool_pages: Option<usize>) -> Result<FsTask, RunError> {
-        Self::start_store(&Store::Dir(root.to_path_buf()), pool_pages)
+impl FsTask {
+    /// Starts the server on `root`.
+    pub fn start(root: &Path) -> Result<FsTask, RunError> {
+        Self::start_store(&Store::Dir(root.to_path_buf()), None)
     }
 
     /// Starts the server on `store` with a page pool of `pool_pages`
-    /// frames (`None`: its default).
+    /// frames (`None`: its default), on a thread of this process: a
+    /// one-shot run needs no server process of its own (the task's pager
+    /// calls it through the gate as it would call a server task).
     pub fn start_store(store: &Store, pool_pages: Option<usize>) -> Result<FsTask, RunError> {
         store.check()?;
         let gate = env()
             .factory()
             .create_gate(None, 0)
             .map_err(|e| err(format!("cannot create the filesystem gate: {e}")))?;
-        let exe = std::env::current_exe().map_err(|e| err(format!("cannot find myself: {e}")))?;
-        let pool = pool_pages.map(|n| n.to_string()).unwrap_or_default();
-        let (flag, path) = store.args();
-        let mut args = vec!["fs-server", flag, path.as_str()];
-        if pool_pages.is_some() {
-            args.push(&pool);
-        }
-        // It dies with us, however we die, and does not hold our caller's
-        // standard output (it never writes there).
-        let task = l4re::host::spawn_with(
-            &exe,
-            &args,
-            &[("server", gate.idx(), CapRights::RWS)],
-            "l4fs",
-            l4re::host::SpawnOptions {
-                die_with_parent: true,
-                stdout_to_stderr: true,
-            },
-        )
-        .map_err(|e| err(format!("cannot start the filesystem server: {e}")))?;
+        let (cfg, what) = fs_config(store, pool_pages);
+        let stopped = Arc::new(std::sync::OnceLock::new());
+        let (server_gate, why) = (gate.cap(), stopped.clone());
+        std::thread::Builder::new()
+            .name("l4fs".into())
+            .spawn(move || {
+                ph::block_signals();
+                let e = match l4fs::serve(server_gate, cfg) {
+                    Ok(()) => "it stopped".to_string(),
+                    Err(e) => format!("{what}: {e}"),
+                };
+                eprintln!("loader: the filesystem server: {e}");
+                let _ = why.set(e);
+                // Calls fail from now on instead of waiting for a server.
+                let _ = l4re::host::release_server_end(server_gate.idx());
+            })
+            .map_err(|e| err(format!("cannot start the filesystem server: {e}")))?;
         Ok(FsTask {
-            task: Some(task),
+            server: FsServer::Thread(stopped),
             gate,
             store: Some(store.clone()),
         })
@@ -226,8 +220,15 @@ impl FsTask {
             Some(("ext2", p)) => Some(Store::Ext2(p.into())),
             _ => None,
         };
+        // Its death is reported as a server task's would be.
+        let pid = rustix::net::sockopt::socket_peercred(&sock)
+            .map(|c| c.pid.as_raw_nonzero().get() as u32)
+            .unwrap_or(0);
+        let pidfd = rustix::process::Pid::from_raw(pid as i32).and_then(|p| {
+            rustix::process::pidfd_open(p, rustix::process::PidfdFlags::empty()).ok()
+        });
         Ok(FsTask {
-            task: None,
+            server: FsServer::Remote { pid, pidfd },
             gate: OwnedCap::from_cap(Cap::from_idx(idx)),
             store,
         })
@@ -254,16 +255,30 @@ impl FsTask {
         Ok(slot.cast())
     }
 
-    /// How the server ended, if it has (it should live until we drop it).
-    pub fn ended(&self) -> Option<std::process::ExitStatus> {
-        self.task
-            .as_ref()
-            .and_then(|t| t.wait(Some(Duration::ZERO)).ok().flatten())
+    /// How the server ended, in words, if it has (it should live as long
+    /// as the run).
+    pub fn ended(&self) -> Option<String> {
+        match &self.server {
+            FsServer::Thread(why) => why.get().cloned(),
+            FsServer::Remote { pidfd, .. } => {
+                let fd = pidfd.as_ref()?;
+                let mut p = [rustix::event::PollFd::new(fd, rustix::event::PollFlags::IN)];
+                let zero = rustix::event::Timespec {
+                    tv_sec: 0,
+                    tv_nsec: 0,
+                };
+                matches!(rustix::event::poll(&mut p, Some(&zero)), Ok(1))
+                    .then(|| "it ended".to_string())
+            }
+        }
     }
 
     /// The server's process id.
     pub fn pid(&self) -> u32 {
-        self.task.as_ref().map_or(0, |t| t.pid())
+        match &self.server {
+            FsServer::Thread(_) => std::process::id(),
+            FsServer::Remote { pid, .. } => *pid,
+        }
     }
 
     /// Asks the server to write every dirty page back.
@@ -275,13 +290,17 @@ impl FsTask {
     }
 }
 
-impl Drop for FsTask {
-    fn drop(&mut self) {
-        if let Some(t) = &self.task {
-            let _ = t.kill();
-            let _ = t.wait(Some(Duration::from_secs(5)));
-        }
+/// l4fs's configuration for `store` (with a page pool of `pool_pages`
+/// frames if given), and the store in words.
+fn fs_config(store: &Store, pool_pages: Option<usize>) -> (l4fs::FsConfig, String) {
+    let (mut cfg, what) = match store {
+        Store::Dir(root) => (l4fs::FsConfig::host_dir(root), root.display().to_string()),
+        Store::Ext2(img) => (l4fs::FsConfig::ext2_image(img), img.display().to_string()),
+    };
+    if let Some(n) = pool_pages {
+        cfg = cfg.pool_pages(n);
     }
+    (cfg, what)
 }
 
 /// The socket address of `path`.
@@ -343,23 +362,13 @@ pub fn serve(store: &Store, socket: &Path, pool_pages: Option<usize>) -> i32 {
         Ok(g) => g,
         Err(e) => return fail(format!("cannot create the gate: {e}")),
     };
-    let (cfg, tag) = {
-        let (mut cfg, tag) = match store {
-            Store::Dir(root) => (
-                l4fs::FsConfig::host_dir(root),
-                format!("dir:{}", root.display()),
-            ),
-            Store::Ext2(img) => (
-                l4fs::FsConfig::ext2_image(img),
-                format!("ext2:{}", img.display()),
-            ),
-        };
-        if let Some(n) = pool_pages {
-            cfg = cfg.pool_pages(n);
-        }
-        // Longer than a capability name may be: the store stays unnamed.
-        (cfg, if tag.len() > 64 { "other".into() } else { tag })
+    let (cfg, _) = fs_config(store, pool_pages);
+    let tag = match store {
+        Store::Dir(root) => format!("dir:{}", root.display()),
+        Store::Ext2(img) => format!("ext2:{}", img.display()),
     };
+    // Longer than a capability name may be: the store stays unnamed.
+    let tag = if tag.len() > 64 { "other".into() } else { tag };
     // Every thread blocks the stop signals (the mask is inherited); the
     // main thread waits for them.
     let set = l4re::host::signal::SigSet::of(&[libc::SIGTERM, libc::SIGINT, libc::SIGHUP]);
@@ -562,9 +571,30 @@ fn confinement(opts: &RunOpts, store: &Store) -> Vec<String> {
 
 /// Runs a program; returns its status. Errors before it runs are
 /// [`RunError`]s.
-pub fn run(opts: &RunOpts) -> Result<Outcome, RunError> {
+pub fn run(arena: &'static super::arena::Arena, opts: &RunOpts) -> Result<Outcome, RunError> {
     let t0 = Instant::now();
     ph::uffd::available(ph::wanted_features(false)).map_err(err)?;
+    // The task first: a copy of this process, still single-threaded,
+    // which readies its pagers while we reach the file server and read
+    // the program (on the other CPU, if there is one).
+    let (ch, task_end) = Channel::pair().map_err(|e| err(format!("control channel: {e}")))?;
+    let forked = l4re::host::fork_task(l4re::host::SpawnOptions {
+        die_with_parent: true,
+        stdout_to_stderr: false,
+    })
+    .map_err(|e| err(format!("cannot start the task: {e}")))?;
+    let task = match forked {
+        l4re::host::Forked::Child => {
+            drop(ch);
+            super::stub::run_task(arena, task_end, opts.mode)
+        }
+        l4re::host::Forked::Parent(task) => task,
+    };
+    drop(task_end);
+    // SIGTERM (timeout(1), service managers) goes to the program, as it
+    // would natively; the run then ends with its status.
+    forward_sigterm(task.pid() as i32);
+    trace(t0, "task-forked");
     let (fs, store) = match &opts.server {
         Some(sock) => match FsTask::connect(sock) {
             Ok(f) => {
@@ -586,7 +616,7 @@ pub fn run(opts: &RunOpts) -> Result<Outcome, RunError> {
     // A server that serves something we cannot name: no host file for
     // /proc/self/exe, no profile.
     let store = store.unwrap_or(Store::Ext2(PathBuf::new()));
-    trace(t0, "fs-started");
+    trace(t0, "fs-reached");
     // A relative name is relative to our directory when we serve all of /
     // (as execve would take it); under another root, relative to the root.
     let lookup = if !opts.program.starts_with('/') && store == Store::Dir("/".into()) {
@@ -601,49 +631,9 @@ pub fn run(opts: &RunOpts) -> Result<Outcome, RunError> {
     let view = DsView::new(file.cap()).map_err(|e| err(format!("{}: {e}", opts.program)))?;
     let (plan, header_pages) =
         read_and_plan(&view).map_err(|e| err(format!("{}: {e}", opts.program)))?;
-
-    // The task.
-    let gate = env()
-        .factory()
-        .create_gate(None, 0)
-        .map_err(|e| err(format!("cannot create the task's gate: {e}")))?;
-    let listener = Listener::new().map_err(|e| err(format!("control socket: {e}")))?;
-    // The task stub is this executable in its `task-stub` role.
-    let stub = std::env::current_exe().map_err(|e| err(format!("cannot find myself: {e}")))?;
-    let mode = match opts.mode {
-        Mode::Internal => "internal",
-        Mode::External => "external",
-    };
-    let tag = Path::new(&opts.program)
-        .file_name()
-        .map(|n| n.to_string_lossy().chars().take(15).collect::<String>())
-        .unwrap_or_else(|| "task".into());
     trace(t0, "planned");
-    let mut stub_args = vec![
-        "task-stub".to_string(),
-        listener.name().to_string(),
-        mode.into(),
-    ];
-    stub_args.extend(confinement(opts, &store));
-    let stub_args: Vec<&str> = stub_args.iter().map(String::as_str).collect();
-    let task = l4re::host::spawn_with(
-        &stub,
-        &stub_args,
-        &[("server", gate.idx(), CapRights::RWS)],
-        &tag,
-        l4re::host::SpawnOptions {
-            die_with_parent: true,
-            stdout_to_stderr: false,
-        },
-    )
-    .map_err(|e| err(format!("cannot start the task ({}): {e}", stub.display())))?;
-    // SIGTERM (timeout(1), service managers) goes to the program, as it
-    // would natively; the run then ends with its status.
-    forward_sigterm(task.pid() as i32);
-    trace(t0, "task-spawned");
-    let ch = listener
-        .accept(20_000, task.pid())
-        .map_err(|e| err(format!("the task did not start: {e}")))?;
+
+    // The task's hello, then the capability of its region map.
     let (k, hello, mut fds) = ch
         .recv()
         .map_err(|e| err(format!("the task did not start: {e}")))?;
@@ -653,6 +643,13 @@ pub fn run(opts: &RunOpts) -> Result<Outcome, RunError> {
     if k != kind::HELLO || fds.len() < 2 {
         return Err(err("the task sent a bad hello"));
     }
+    let gate = match l4re::host::recv_caps(ch.as_fd(), Duration::from_secs(20)) {
+        Ok((_, caps)) if caps.len() == 1 && caps[0].0 == "rm" => {
+            OwnedCap::<IpcGate>::from_cap(Cap::from_idx(caps[0].1))
+        }
+        Ok(_) => return Err(err("the task sent a bad region-map capability")),
+        Err(e) => return Err(err(format!("the task sent no region-map capability: {e}"))),
+    };
     let mut d = Dec(&hello);
     let pid = d.u64().map_err(|e| err(e.to_string()))? as i32;
     // The arena's range, then the features of the program's uffd.
@@ -806,6 +803,10 @@ pub fn run(opts: &RunOpts) -> Result<Outcome, RunError> {
         execfn: opts.program.clone().into_bytes(),
         argv,
         envp,
+        confine: confinement(opts, &store)
+            .into_iter()
+            .map(String::into_bytes)
+            .collect(),
     };
     // The external pager replays the profile from here: the program
     // starts once the first pages are mapped, as in the task.
@@ -891,7 +892,7 @@ pub fn run(opts: &RunOpts) -> Result<Outcome, RunError> {
              writes to shared files it had not written back are lost",
             opts.program,
             fs.pid(),
-            describe_status(fst)
+            fst
         );
         if status == 0 {
             status = 1;
@@ -958,16 +959,6 @@ fn open_beneath(root: &Path, path: &str) -> Option<OwnedFd> {
         ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS,
     )
     .ok()
-}
-
-/// How a process ended, in words.
-fn describe_status(st: std::process::ExitStatus) -> String {
-    use std::os::unix::process::ExitStatusExt;
-    match (st.code(), st.signal()) {
-        (Some(c), _) => format!("exit status {c}"),
-        (None, Some(s)) => format!("killed by signal {s}"),
-        _ => "ended".into(),
-    }
 }
 
 /// The task to which SIGTERM is forwarded (0: none; then SIGTERM ends
@@ -1262,33 +1253,4 @@ fn exe_copy(view: &DsView, name: &str) -> Option<OwnedFd> {
     use std::os::unix::fs::FileExt;
     f.write_all_at(&buf, 0).ok()?;
     Some(f.into())
-}
-
-/// The `fs-server` role: serve `root` on the `"server"` gate (with a page
-/// pool of `pool_pages` frames if given).
-pub fn fs_server(root: &str, pool_pages: Option<usize>) -> i32 {
-    fs_server_store(&Store::Dir(root.into()), pool_pages)
-}
-
-/// The `fs-server` role: serve `store` on the `"server"` gate (with a
-/// page pool of `pool_pages` frames if given).
-pub fn fs_server_store(store: &Store, pool_pages: Option<usize>) -> i32 {
-    let Some(gate) = env().get_cap::<IpcGate>("server") else {
-        eprintln!("loader fs-server: no capability named \"server\"");
-        return 2;
-    };
-    let (mut cfg, what) = match store {
-        Store::Dir(root) => (l4fs::FsConfig::host_dir(root), root.display().to_string()),
-        Store::Ext2(img) => (l4fs::FsConfig::ext2_image(img), img.display().to_string()),
-    };
-    if let Some(n) = pool_pages {
-        cfg = cfg.pool_pages(n);
-    }
-    match l4fs::serve(gate, cfg) {
-        Ok(()) => 0,
-        Err(e) => {
-            eprintln!("loader fs-server: {what}: {e}");
-            1
-        }
-    }
 }

@@ -37,7 +37,7 @@ use l4pager::region::{Region, RegionMap};
 use l4pager::rm::{RmBackend, RmService};
 use l4pager::sync::SpinLock;
 use l4re::Result;
-use l4re::cap::IpcGate;
+use l4re::CapRights;
 use l4re::host::signal::{self, CrashRecord, SigSet};
 use l4re::host::{Mapping, Prot, Source};
 use l4re::server::Server;
@@ -69,40 +69,19 @@ fn fail(ch: &Channel, msg: &str) -> ! {
     std::process::exit(127)
 }
 
-/// Runs the stub (`loader task-stub CONTROL-SOCKET internal|external`):
-/// `args` are the words after the role, `[CONTROL-SOCKET, MODE]`.
+/// Runs the stub in a task the loader has just forked ([`l4re::host::fork_task`]):
+/// `ch` is the task's end of the control channel, `mode` who pages the
+/// program. Never returns: the process becomes the program, or ends.
 ///
 /// The process must use `arena` as its global allocator: the program's C
-/// library owns the heap break.
-pub fn main(arena: &'static Arena, args: &[String]) -> ! {
-    if args.len() < 2 {
-        eprintln!(
-            "l4task: started by the loader only (usage: loader task-stub CONTROL internal|external)"
-        );
-        std::process::exit(2);
-    }
-    let mode = if args[1] == "external" {
-        Mode::External
-    } else {
-        Mode::Internal
-    };
-    let confine = super::confine::Confinement::from_args(&args[2..]).unwrap_or_else(|e| {
-        eprintln!("l4task: {e}");
-        std::process::exit(2)
-    });
-    // The stub dies with its loader.
-    let _ = rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL));
+/// library owns the heap break. Must be called while the process is still
+/// single-threaded (it replaces its own mappings of the executable).
+pub fn run_task(arena: &'static Arena, ch: Channel, mode: Mode) -> ! {
     // While still single-threaded: so that /proc/self/exe can name the
     // program later (see `detach_from_exe`).
     let exe_detached = may_set_exe() && detach_from_exe();
     ph::block_signals();
-    let ch = match Channel::connect(&args[0]) {
-        Ok(c) => Arc::new(c),
-        Err(e) => {
-            eprintln!("l4task: cannot reach the loader: {e}");
-            std::process::exit(127)
-        }
-    };
+    let ch = Arc::new(ch);
 
     // The statistics page, shared with the loader.
     let (counters_fd, stats) = match SharedStats::create() {
@@ -141,8 +120,16 @@ pub fn main(arena: &'static Arena, args: &[String]) -> ! {
     if mode == Mode::External {
         fds.push(uffd.fd().as_fd());
     }
-    if let Err(e) = ch.send(kind::HELLO, &hello.0, &fds) {
-        eprintln!("l4task: cannot reach the loader: {e}");
+    // The internal pager's region map is served on a gate of this task;
+    // the loader gets a capability to call it (after the hello).
+    let gate = match l4re::env::env().factory().create_gate(None, 0) {
+        Ok(g) => g,
+        Err(e) => fail(&ch, &format!("cannot create the region-map gate: {e}")),
+    };
+    let sent = ch.send(kind::HELLO, &hello.0, &fds).is_ok()
+        && l4re::host::send_caps(ch.as_fd(), "rm", &[("rm", gate.idx(), CapRights::RW)]).is_ok();
+    if !sent {
+        eprintln!("l4task: cannot reach the loader");
         std::process::exit(127);
     }
     // Registered only now that the loader holds the uffd: from here on the
@@ -179,9 +166,7 @@ pub fn main(arena: &'static Arena, args: &[String]) -> ! {
             Err(e) => fail(&ch, &format!("fork barrier: {e}")),
         }
     }
-    let Some(gate) = l4re::env::env().get_cap::<IpcGate>("server") else {
-        fail(&ch, "no initial capability named \"server\"");
-    };
+    let rm_gate = gate.cap();
     let rm = Arc::new(RmService::new(
         map.clone(),
         Backend {
@@ -194,8 +179,8 @@ pub fn main(arena: &'static Arena, args: &[String]) -> ! {
         .spawn(move || {
             ph::block_signals();
             let mut s = Server::new();
-            if let Err(e) = s.register_gate(gate, rm) {
-                eprintln!("l4task: cannot bind the \"server\" gate: {e}");
+            if let Err(e) = s.register_gate(rm_gate, rm) {
+                eprintln!("l4task: cannot bind the region-map gate: {e}");
                 return;
             }
             let _ = s.run();
@@ -256,7 +241,14 @@ pub fn main(arena: &'static Arena, args: &[String]) -> ! {
     });
     // The confinement's directories are opened now (a missing one ends
     // the run with its name); it is enforced right before the jump.
-    let confine = match confine.map(|c| c.prepare()).transpose() {
+    let confine_args: Vec<String> = start
+        .confine
+        .iter()
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect();
+    let confine = super::confine::Confinement::from_args(&confine_args)
+        .and_then(|c| c.map(|c| c.prepare()).transpose());
+    let confine = match confine {
         Ok(c) => c,
         Err(e) => fail(&ch, &e),
     };
