@@ -572,7 +572,7 @@ fn confinement(opts: &RunOpts, store: &Store) -> Vec<String> {
 /// Runs a program; returns its status. Errors before it runs are
 /// [`RunError`]s.
 pub fn run(arena: &'static super::arena::Arena, opts: &RunOpts) -> Result<Outcome, RunError> {
-    let t0 = Instant::now();
+    let t0 = *RUN_START.get_or_init(Instant::now);
     ph::uffd::available(ph::wanted_features(false)).map_err(err)?;
     // The task first: a copy of this process, still single-threaded,
     // which readies its pagers while we reach the file server and read
@@ -594,7 +594,7 @@ pub fn run(arena: &'static super::arena::Arena, opts: &RunOpts) -> Result<Outcom
     // SIGTERM (timeout(1), service managers) goes to the program, as it
     // would natively; the run then ends with its status.
     forward_sigterm(task.pid() as i32);
-    trace(t0, "task-forked");
+    trace("loader", "task-forked");
     let (fs, store) = match &opts.server {
         Some(sock) => match FsTask::connect(sock) {
             Ok(f) => {
@@ -616,7 +616,7 @@ pub fn run(arena: &'static super::arena::Arena, opts: &RunOpts) -> Result<Outcom
     // A server that serves something we cannot name: no host file for
     // /proc/self/exe, no profile.
     let store = store.unwrap_or(Store::Ext2(PathBuf::new()));
-    trace(t0, "fs-reached");
+    trace("loader", "fs-reached");
     // A relative name is relative to our directory when we serve all of /
     // (as execve would take it); under another root, relative to the root.
     let lookup = if !opts.program.starts_with('/') && store == Store::Dir("/".into()) {
@@ -627,11 +627,11 @@ pub fn run(arena: &'static super::arena::Arena, opts: &RunOpts) -> Result<Outcom
         opts.program.clone()
     };
     let file = fs.open(&lookup)?;
-    trace(t0, "opened");
+    trace("loader", "opened");
     let view = DsView::new(file.cap()).map_err(|e| err(format!("{}: {e}", opts.program)))?;
     let (plan, header_pages) =
         read_and_plan(&view).map_err(|e| err(format!("{}: {e}", opts.program)))?;
-    trace(t0, "planned");
+    trace("loader", "planned");
 
     // The task's hello, then the capability of its region map.
     let (k, hello, mut fds) = ch
@@ -733,7 +733,7 @@ pub fn run(arena: &'static super::arena::Arena, opts: &RunOpts) -> Result<Outcom
             .map_err(|e| err(format!("thread: {e}")))?;
     }
 
-    trace(t0, "hello");
+    trace("loader", "hello");
     // Attach the regions through the task's region map (L4Re::Rm).
     let rm: Cap<Rm> = gate.cap().cast();
     let regions: Vec<_> = loader_map.lock().iter().cloned().collect();
@@ -827,7 +827,7 @@ pub fn run(arena: &'static super::arena::Arena, opts: &RunOpts) -> Result<Outcom
     // The program's file itself, for /proc/self/exe in the task (if we
     // can open it; resolved beneath the root as the server does).
     let exe_fds: Vec<_> = exe.iter().map(|f| f.as_fd()).collect();
-    trace(t0, "attached");
+    trace("loader", "attached");
     ch.send(kind::START, &start.encode(), &exe_fds)
         .map_err(|e| err(format!("the task is gone: {e}")))?;
     drop(exe);
@@ -859,12 +859,13 @@ pub fn run(arena: &'static super::arena::Arena, opts: &RunOpts) -> Result<Outcom
             .map_err(|e| err(format!("thread: {e}")))?
     };
 
-    trace(t0, "started");
+    trace("loader", "started");
     let st = task
         .wait(None)
         .map_err(|e| err(format!("waiting for the task: {e}")))?
         .ok_or_else(|| err("the task did not end"))?;
     forward_sigterm(0);
+    trace("loader", "task ended");
     use std::os::unix::process::ExitStatusExt;
     let (mut status, signal) = match (st.code(), st.signal()) {
         (Some(c), _) => (c, None),
@@ -919,8 +920,9 @@ pub fn run(arena: &'static super::arena::Arena, opts: &RunOpts) -> Result<Outcom
         }
         _ => {}
     }
-    trace(t0, "ended");
+    trace("loader", "descendants done, profile kept");
     fs.sync();
+    trace("loader", "synced");
     if let Some(dest) = &opts.stats {
         let json = stats_json(
             opts,
@@ -1172,12 +1174,17 @@ fn stats_json(
 /// the rest be mapped while it runs).
 pub const PROFILE_HEAD: u64 = u64::MAX;
 
-/// With `L4_TRACE` set: the time since `t0` at a step of the run, on
-/// standard error (where the start-up time goes).
-fn trace(t0: Instant, what: &str) {
+/// The start of the run, for [`trace`] (the forked task inherits it).
+static RUN_START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+
+/// With `L4_TRACE` set: the time since the run started at a step of the
+/// run (`who`: the loader or its task), on standard error (where the
+/// start-up time goes).
+pub(crate) fn trace(who: &str, what: &str) {
     static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     if *ON.get_or_init(|| std::env::var_os("L4_TRACE").is_some()) {
-        eprintln!("loader: {:8.3} ms {what}", t0.elapsed().as_secs_f64() * 1e3);
+        let t0 = RUN_START.get_or_init(Instant::now);
+        eprintln!("{who}: {:8.3} ms {what}", t0.elapsed().as_secs_f64() * 1e3);
     }
 }
 

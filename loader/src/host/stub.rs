@@ -36,14 +36,15 @@ use l4pager::host::{self as ph, Mode, Pager, SharedStats};
 use l4pager::region::{Region, RegionMap};
 use l4pager::rm::{RmBackend, RmService};
 use l4pager::sync::SpinLock;
-use l4re::Result;
 use l4re::CapRights;
+use l4re::Result;
 use l4re::host::signal::{self, CrashRecord, SigSet};
 use l4re::host::{Mapping, Prot, Source};
 use l4re::server::Server;
 
 use super::arena::Arena;
 use super::ctl::{Channel, Enc, Start, kind};
+use super::run::trace;
 use crate::elf::{PAGE, USER_END};
 use crate::stack::{self, StackSpec, at};
 
@@ -79,7 +80,9 @@ fn fail(ch: &Channel, msg: &str) -> ! {
 pub fn run_task(arena: &'static Arena, ch: Channel, mode: Mode) -> ! {
     // While still single-threaded: so that /proc/self/exe can name the
     // program later (see `detach_from_exe`).
+    trace("l4task", "forked");
     let exe_detached = may_set_exe() && detach_from_exe();
+    trace("l4task", "detached from the executable");
     ph::block_signals();
     let ch = Arc::new(ch);
 
@@ -132,6 +135,7 @@ pub fn run_task(arena: &'static Arena, ch: Channel, mode: Mode) -> ! {
         eprintln!("l4task: cannot reach the loader");
         std::process::exit(127);
     }
+    trace("l4task", "hello sent");
     // Registered only now that the loader holds the uffd: from here on the
     // external pager serves the arena's new pages.
     if let Err(e) = self_uffd.register(
@@ -201,6 +205,7 @@ pub fn run_task(arena: &'static Arena, ch: Channel, mode: Mode) -> ! {
         }
     }
 
+    trace("l4task", "pagers ready");
     // Wait for START (the loader attaches the regions meanwhile).
     let (start, exe_fd) = match ch.recv() {
         Ok((kind::START, p, fds)) => match Start::decode(&p) {
@@ -210,6 +215,7 @@ pub fn run_task(arena: &'static Arena, ch: Channel, mode: Mode) -> ! {
         Ok((k, _, _)) => fail(&ch, &format!("unexpected control message {k}")),
         Err(_) => std::process::exit(127),
     };
+    trace("l4task", "START");
     pager.set_fault_around(start.fault_around);
     if start.record {
         pager.set_log(stats.log);
@@ -294,6 +300,7 @@ pub fn run_task(arena: &'static Arena, ch: Channel, mode: Mode) -> ! {
         }
     }
     unregister_rseq();
+    trace("l4task", "entering the program");
     // SAFETY: the program is mapped and its stack built by `launch`; from
     // here on this thread runs only program code. (Stays here: entering
     // the program is the stub's own `execve`.)

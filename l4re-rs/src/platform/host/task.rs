@@ -278,8 +278,7 @@ pub fn fork_task(opts: SpawnOptions) -> Result<Forked> {
         return adopt_child(pid).map(Forked::Parent);
     }
     if opts.die_with_parent {
-        let set =
-            rustix::process::set_parent_process_death_signal(Some(Signal::KILL)).is_ok();
+        let set = rustix::process::set_parent_process_death_signal(Some(Signal::KILL)).is_ok();
         if !set || rustix::process::getppid().map(|p| p.as_raw_nonzero().get()) != Some(parent) {
             // The creator is gone (or cannot take us along): nobody waits.
             super::sys::exit_group(127);
