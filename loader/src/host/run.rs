@@ -632,6 +632,22 @@ pub fn run(arena: &'static super::arena::Arena, opts: &RunOpts) -> Result<Outcom
     let (plan, header_pages) =
         read_and_plan(&view).map_err(|e| err(format!("{}: {e}", opts.program)))?;
     trace("loader", "planned");
+    // While the task gets ready: our copy of its region map and the
+    // learned-prefetch profile.
+    let loader_map = crate::layout::region_map(&plan, file.idx(), STACK_TOP, STACK_SIZE)
+        .map_err(|e| err(format!("{}: {e}", opts.program)))?;
+    // Learned prefetch: record, or replay what an earlier run recorded.
+    let exe = match &store {
+        Store::Dir(root) => open_beneath(root, &lookup),
+        // Not a host file: a copy of it (read through the server).
+        Store::Ext2(_) => exe_copy(&view, &opts.program),
+    };
+    let prof = if opts.profile {
+        learned_profile(&store, exe.as_ref(), &view, &opts.program, &loader_map)
+    } else {
+        Prof::Off
+    };
+    trace("loader", "profile read");
 
     // The task's hello, then the capability of its region map.
     let (k, hello, mut fds) = ch
@@ -676,19 +692,6 @@ pub fn run(arena: &'static super::arena::Arena, opts: &RunOpts) -> Result<Outcom
             .spawn(move || serve_arena(arena, c))
             .map_err(|e| err(format!("thread: {e}")))?;
     }
-    let loader_map = crate::layout::region_map(&plan, file.idx(), STACK_TOP, STACK_SIZE)
-        .map_err(|e| err(format!("{}: {e}", opts.program)))?;
-    // Learned prefetch: record, or replay what an earlier run recorded.
-    let exe = match &store {
-        Store::Dir(root) => open_beneath(root, &lookup),
-        // Not a host file: a copy of it (read through the server).
-        Store::Ext2(_) => exe_copy(&view, &opts.program),
-    };
-    let prof = if opts.profile {
-        learned_profile(&store, exe.as_ref(), &view, &opts.program, &loader_map)
-    } else {
-        Prof::Off
-    };
     let loader_map = Arc::new(SpinLock::new(loader_map));
     // Forked descendants: served here for as long as they live (the
     // internal pager hands them over; the external pager's fork events

@@ -78,11 +78,7 @@ fn fail(ch: &Channel, msg: &str) -> ! {
 /// library owns the heap break. Must be called while the process is still
 /// single-threaded (it replaces its own mappings of the executable).
 pub fn run_task(arena: &'static Arena, ch: Channel, mode: Mode) -> ! {
-    // While still single-threaded: so that /proc/self/exe can name the
-    // program later (see `detach_from_exe`).
     trace("l4task", "forked");
-    let exe_detached = may_set_exe() && detach_from_exe();
-    trace("l4task", "detached from the executable");
     ph::block_signals();
     let ch = Arc::new(ch);
 
@@ -146,6 +142,11 @@ pub fn run_task(arena: &'static Arena, ch: Channel, mode: Mode) -> ! {
         fail(&ch, &format!("cannot register the arena: errno {e}"));
     }
     drop(self_uffd);
+    // So that /proc/self/exe can name the program later (see
+    // `detach_from_exe`): the writable mappings while still
+    // single-threaded, the rest (most) once the region-map thread serves
+    // the loader's attaches.
+    let may_detach = may_set_exe() && detach_from_exe(ExeMappings::Writable);
 
     // The internal pager: region map, Rm server on the gate, fault thread.
     let map = Arc::new(SpinLock::new(RegionMap::new(0x10000, USER_END)));
@@ -206,6 +207,8 @@ pub fn run_task(arena: &'static Arena, ch: Channel, mode: Mode) -> ! {
     }
 
     trace("l4task", "pagers ready");
+    let exe_detached = may_detach && detach_from_exe(ExeMappings::ReadOnly);
+    trace("l4task", "detached from the executable");
     // Wait for START (the loader attaches the regions meanwhile).
     let (start, exe_fd) = match ch.recv() {
         Ok((kind::START, p, fds)) => match Start::decode(&p) {
@@ -670,16 +673,28 @@ fn may_set_exe() -> bool {
         .is_some_and(|c| c & (1 << CAP_SYS_ADMIN | 1 << CAP_CHECKPOINT_RESTORE) != 0)
 }
 
-/// Replaces every mapping of our own executable (the loader binary) with
-/// an anonymous copy of it, at the same address with the same protection:
-/// the kernel changes a process's executable file (`/proc/self/exe`) only
-/// when the old one is no longer mapped. Text is replaced while it runs:
-/// `mremap` swaps the pages atomically and their bytes are the same.
-/// Must run while the process has a single thread (writable data is
-/// copied; nothing may write it between the copy and the swap, so the loop
-/// below does not allocate). Returns whether it worked (on failure part
-/// of the executable may be anonymous: harmless).
-fn detach_from_exe() -> bool {
+/// Which mappings of our executable [`detach_from_exe`] replaces.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum ExeMappings {
+    /// The writable ones (data, bss): only while the process has a single
+    /// thread.
+    Writable,
+    /// The others (text, read-only data): at any time.
+    ReadOnly,
+}
+
+/// Replaces the `which` mappings of our own executable (the loader
+/// binary) with an anonymous copy of them, at the same address with the
+/// same protection: the kernel changes a process's executable file
+/// (`/proc/self/exe`) only when the old one is no longer mapped (both
+/// kinds must be replaced). Text is replaced while it runs: `mremap`
+/// swaps the pages atomically and their bytes are the same, so other
+/// threads may run meanwhile. Writable data is copied: nothing may write
+/// it between the copy and the swap, so those must be replaced while the
+/// process has a single thread (the loop below does not allocate).
+/// Returns whether it worked (on failure part of the executable may be
+/// anonymous: harmless).
+fn detach_from_exe(which: ExeMappings) -> bool {
     use std::os::unix::fs::MetadataExt;
     let Ok(ino) = std::fs::metadata("/proc/self/exe").map(|m| m.ino()) else {
         return false;
@@ -701,6 +716,9 @@ fn detach_from_exe() -> bool {
             return false;
         };
         let p = f[1].as_bytes();
+        if (p[1] == b'w') != (which == ExeMappings::Writable) {
+            continue;
+        }
         let mut prot = libc::PROT_NONE;
         if p[0] == b'r' {
             prot |= libc::PROT_READ;
@@ -720,15 +738,17 @@ fn detach_from_exe() -> bool {
         let len = b - a;
         // SAFETY: a fresh anonymous mapping, filled from our own mapping
         // of the same length at `a` (readable when `prot` says so), then
-        // moved over it; the bytes at `a` stay what they were. (Stays
-        // here: it swaps the running executable's own text and data, only
-        // sound while the stub is single-threaded.)
+        // moved over it; the bytes at `a` stay what they were (writable
+        // ones only while the stub is single-threaded, see above). Both
+        // ranges are populated up front (one call each instead of a page
+        // fault per page). (Stays here: it swaps the running executable's
+        // own text and data.)
         unsafe {
             let n = libc::mmap(
                 core::ptr::null_mut(),
                 len,
                 libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_POPULATE,
                 -1,
                 0,
             );
@@ -736,6 +756,8 @@ fn detach_from_exe() -> bool {
                 return false;
             }
             if prot & libc::PROT_READ != 0 {
+                // Best effort (Linux 5.14+): faults do the rest.
+                libc::madvise(a as *mut libc::c_void, len, libc::MADV_POPULATE_READ);
                 core::ptr::copy_nonoverlapping(a as *const u8, n as *mut u8, len);
             }
             if libc::mprotect(n, len, prot) != 0 {
