@@ -509,14 +509,24 @@ pub fn read_and_plan(view: &DsView) -> Result<(Plan, u64), RunError> {
     Ok((plan, read_pages))
 }
 
-/// Serves the faults of the stub's own arena with zero pages from our own
-/// memory (the external pager for the internal pager).
-fn serve_arena(uffd: Uffd, count: Arc<AtomicU64>) {
-    static ZERO: [u8; PAGE as usize] = [0; PAGE as usize];
+/// Pages the external pager maps at once into the stub's allocator arena:
+/// a bump allocator's next pages are the next it touches.
+const ARENA_AROUND: u64 = 16;
+
+/// Serves the faults of the stub's own arena `[.., end)` with zero pages
+/// from our own memory (the external pager for the internal pager), the
+/// faulting page and up to [`ARENA_AROUND`] - 1 after it (those not yet
+/// mapped); `count` counts the faults.
+fn serve_arena(uffd: Uffd, end: u64, count: Arc<AtomicU64>) {
+    static ZERO: [u8; (ARENA_AROUND * PAGE) as usize] = [0; (ARENA_AROUND * PAGE) as usize];
     while let Ok(Some(ev)) = uffd.read_event() {
         if let Event::Fault(f) = ev {
             let page = f.addr & !(PAGE - 1);
-            if uffd.copy(page, &ZERO[..PAGE as usize]).is_ok() {
+            let n = (end.saturating_sub(page) / PAGE).clamp(1, ARENA_AROUND);
+            let (mapped, _) = uffd.copy_nowake(page, &ZERO[..(n * PAGE) as usize]);
+            // Mapped meanwhile (or not at all): wake the thread either way.
+            uffd.wake(page, mapped.max(PAGE));
+            if mapped > 0 {
                 count.fetch_add(1, Ordering::Relaxed);
             }
         }
@@ -617,6 +627,50 @@ pub fn run(arena: &'static super::arena::Arena, opts: &RunOpts) -> Result<Outcom
     // /proc/self/exe, no profile.
     let store = store.unwrap_or(Store::Ext2(PathBuf::new()));
     trace("loader", "fs-reached");
+    // The task's hello (its pagers wait for the arena's external pager
+    // before they can allocate), then the capability of its region map.
+    let (k, hello, mut fds) = ch
+        .recv()
+        .map_err(|e| err(format!("the task did not start: {e}")))?;
+    if k == kind::ERROR {
+        return Err(err(String::from_utf8_lossy(&hello).into_owned()));
+    }
+    if k != kind::HELLO || fds.len() < 2 {
+        return Err(err("the task sent a bad hello"));
+    }
+    let gate = match l4re::host::recv_caps(ch.as_fd(), Duration::from_secs(20)) {
+        Ok((_, caps)) if caps.len() == 1 && caps[0].0 == "rm" => {
+            OwnedCap::<IpcGate>::from_cap(Cap::from_idx(caps[0].1))
+        }
+        Ok(_) => return Err(err("the task sent a bad region-map capability")),
+        Err(e) => return Err(err(format!("the task sent no region-map capability: {e}"))),
+    };
+    let mut d = Dec(&hello);
+    let pid = d.u64().map_err(|e| err(e.to_string()))? as i32;
+    // The arena's range, then the features of the program's uffd.
+    let (arena_start, arena_len, features) = d
+        .u64()
+        .and_then(|a| Ok((a, d.u64()?, d.u64()?)))
+        .map_err(|e| err(e.to_string()))?;
+    // FORK messages come only from an internal pager with fork events.
+    let forks = opts.mode == Mode::Internal && features & ph::uffd::features::EVENT_FORK != 0;
+    let counters_fd: OwnedFd = fds.remove(0);
+    // The stub's statistics page and page log, mapped for our life.
+    let ph::SharedStats {
+        counters,
+        log: page_log,
+    } = ph::SharedStats::open(counters_fd.as_fd())
+        .map_err(|_| err("cannot map the task's statistics page"))?;
+    let self_faults = Arc::new(AtomicU64::new(0));
+    {
+        let arena = Uffd::from_fd(fds.remove(0), 0);
+        let c = self_faults.clone();
+        std::thread::Builder::new()
+            .name("ext-pager-arena".into())
+            .spawn(move || serve_arena(arena, arena_start.saturating_add(arena_len), c))
+            .map_err(|e| err(format!("thread: {e}")))?;
+    }
+    trace("loader", "hello");
     // A relative name is relative to our directory when we serve all of /
     // (as execve would take it); under another root, relative to the root.
     let lookup = if !opts.program.starts_with('/') && store == Store::Dir("/".into()) {
@@ -649,49 +703,6 @@ pub fn run(arena: &'static super::arena::Arena, opts: &RunOpts) -> Result<Outcom
     };
     trace("loader", "profile read");
 
-    // The task's hello, then the capability of its region map.
-    let (k, hello, mut fds) = ch
-        .recv()
-        .map_err(|e| err(format!("the task did not start: {e}")))?;
-    if k == kind::ERROR {
-        return Err(err(String::from_utf8_lossy(&hello).into_owned()));
-    }
-    if k != kind::HELLO || fds.len() < 2 {
-        return Err(err("the task sent a bad hello"));
-    }
-    let gate = match l4re::host::recv_caps(ch.as_fd(), Duration::from_secs(20)) {
-        Ok((_, caps)) if caps.len() == 1 && caps[0].0 == "rm" => {
-            OwnedCap::<IpcGate>::from_cap(Cap::from_idx(caps[0].1))
-        }
-        Ok(_) => return Err(err("the task sent a bad region-map capability")),
-        Err(e) => return Err(err(format!("the task sent no region-map capability: {e}"))),
-    };
-    let mut d = Dec(&hello);
-    let pid = d.u64().map_err(|e| err(e.to_string()))? as i32;
-    // The arena's range, then the features of the program's uffd.
-    let features = d
-        .u64()
-        .and_then(|_| d.u64())
-        .and_then(|_| d.u64())
-        .map_err(|e| err(e.to_string()))?;
-    // FORK messages come only from an internal pager with fork events.
-    let forks = opts.mode == Mode::Internal && features & ph::uffd::features::EVENT_FORK != 0;
-    let counters_fd: OwnedFd = fds.remove(0);
-    // The stub's statistics page and page log, mapped for our life.
-    let ph::SharedStats {
-        counters,
-        log: page_log,
-    } = ph::SharedStats::open(counters_fd.as_fd())
-        .map_err(|_| err("cannot map the task's statistics page"))?;
-    let self_faults = Arc::new(AtomicU64::new(0));
-    {
-        let arena = Uffd::from_fd(fds.remove(0), 0);
-        let c = self_faults.clone();
-        std::thread::Builder::new()
-            .name("ext-pager-arena".into())
-            .spawn(move || serve_arena(arena, c))
-            .map_err(|e| err(format!("thread: {e}")))?;
-    }
     let loader_map = Arc::new(SpinLock::new(loader_map));
     // Forked descendants: served here for as long as they live (the
     // internal pager hands them over; the external pager's fork events
@@ -736,7 +747,7 @@ pub fn run(arena: &'static super::arena::Arena, opts: &RunOpts) -> Result<Outcom
             .map_err(|e| err(format!("thread: {e}")))?;
     }
 
-    trace("loader", "hello");
+    trace("loader", "pagers set up");
     // Attach the regions through the task's region map (L4Re::Rm).
     let rm: Cap<Rm> = gate.cap().cast();
     let regions: Vec<_> = loader_map.lock().iter().cloned().collect();
