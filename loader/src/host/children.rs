@@ -95,9 +95,9 @@ impl Children {
     ///
     /// A child's pager thread notices that its child is gone only at its
     /// next poll ([`l4pager::host::CHILD_POLL_MS`]); the run need not wait
-    /// for that: every 250 µs this probes the children's uffds
+    /// for that: at once and every 100 µs this probes the children's uffds
     /// ([`Uffd::mm_alive`]), and once all are dead — and stay so for
-    /// another 250 µs with no child handed over meanwhile (a fork
+    /// another 100 µs with no child handed over meanwhile (a fork
     /// event being handled) — there is nothing left to page.
     pub fn wait(&self) {
         let probe = self.pager.unregistered_page();
@@ -108,18 +108,10 @@ impl Children {
                 .all(|w| w.upgrade().is_none_or(|u| !u.mm_alive(probe)));
             (gone, served.len())
         };
-        let tick = std::time::Duration::from_micros(250);
+        let tick = std::time::Duration::from_micros(100);
         let mut n = self.live.lock().unwrap_or_else(|p| p.into_inner());
         let mut quiet_since: Option<usize> = None;
         while *n > 0 {
-            n = self
-                .done
-                .wait_timeout(n, tick)
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
-            if *n == 0 {
-                break;
-            }
             drop(n);
             let (gone, handed_over) = all_gone();
             match (gone, quiet_since) {
@@ -128,6 +120,14 @@ impl Children {
                 (false, _) => quiet_since = None,
             }
             n = self.live.lock().unwrap_or_else(|p| p.into_inner());
+            if *n == 0 {
+                break;
+            }
+            n = self
+                .done
+                .wait_timeout(n, tick)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
         }
     }
 }

@@ -719,6 +719,17 @@ pub fn run(arena: &'static super::arena::Arena, opts: &RunOpts) -> Result<Outcom
         }),
     ));
     children.pager().set_fault_around(opts.fault_around);
+    // Replaying starts with the server reading what the profile names
+    // into its cache: ask it now, while the regions are attached and the
+    // task gets ready, through our copy of the region map (the task's
+    // replay finds the pages cached).
+    if let Prof::Replay(_, p) = &prof {
+        let (pager, runs) = (children.pager().clone(), p.runs());
+        std::thread::Builder::new()
+            .name("warm-server".into())
+            .spawn(move || pager.warm_server(&runs))
+            .map_err(|e| err(format!("thread: {e}")))?;
+    }
     let mut ext_pager = None;
     if opts.mode == Mode::External {
         let Some(ufd) = fds.pop() else {
