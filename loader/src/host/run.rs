@@ -466,9 +466,20 @@ fn read_range(view: &DsView, buf: &mut [u8], off: u64, len: u64) -> Result<(), R
     Ok(())
 }
 
+/// The program's plan, the pages read for it, and its first page (or
+/// the whole file if shorter).
+pub struct Planned {
+    /// The load plan.
+    pub plan: Plan,
+    /// Pages of the file read to make it.
+    pub header_pages: u64,
+    /// The file's first page.
+    pub first_page: Vec<u8>,
+}
+
 /// Reads what validation needs of the program (header, program headers,
 /// interpreter name, dynamic section) and plans it.
-pub fn read_and_plan(view: &DsView) -> Result<(Plan, u64), RunError> {
+pub fn read_and_plan(view: &DsView) -> Result<Planned, RunError> {
     let size = view.size();
     if size == 0 {
         return Err(err("empty file: not an ELF file"));
@@ -506,7 +517,12 @@ pub fn read_and_plan(view: &DsView) -> Result<(Plan, u64), RunError> {
         }
     }
     let plan = elf::plan(&buf, PIE_BASE).map_err(|e| err(e.to_string()))?;
-    Ok((plan, read_pages))
+    buf.truncate(PAGE.min(size) as usize);
+    Ok(Planned {
+        plan,
+        header_pages: read_pages,
+        first_page: buf,
+    })
 }
 
 /// Pages the external pager maps at once into the stub's allocator arena:
@@ -683,8 +699,11 @@ pub fn run(arena: &'static super::arena::Arena, opts: &RunOpts) -> Result<Outcom
     let file = fs.open(&lookup)?;
     trace("loader", "opened");
     let view = DsView::new(file.cap()).map_err(|e| err(format!("{}: {e}", opts.program)))?;
-    let (plan, header_pages) =
-        read_and_plan(&view).map_err(|e| err(format!("{}: {e}", opts.program)))?;
+    let Planned {
+        plan,
+        header_pages,
+        first_page,
+    } = read_and_plan(&view).map_err(|e| err(format!("{}: {e}", opts.program)))?;
     trace("loader", "planned");
     // While the task gets ready: our copy of its region map and the
     // learned-prefetch profile.
@@ -697,7 +716,13 @@ pub fn run(arena: &'static super::arena::Arena, opts: &RunOpts) -> Result<Outcom
         Store::Ext2(_) => exe_copy(&view, &opts.program),
     };
     let prof = if opts.profile {
-        learned_profile(&store, exe.as_ref(), &view, &opts.program, &loader_map)
+        learned_profile(
+            &store,
+            exe.as_ref(),
+            &first_page,
+            &opts.program,
+            &loader_map,
+        )
     } else {
         Prof::Off
     };
@@ -1229,7 +1254,7 @@ pub enum Prof {
 fn learned_profile(
     store: &Store,
     exe: Option<&OwnedFd>,
-    view: &DsView,
+    first: &[u8],
     program: &str,
     map: &RegionMap,
 ) -> Prof {
@@ -1244,15 +1269,11 @@ fn learned_profile(
         Store::Ext2(img) => std::fs::metadata(img).ok(),
     };
     let Some(meta) = meta else { return Prof::Off };
-    let mut first = vec![0u8; view.size().min(PAGE) as usize];
-    if read_range(view, &mut first, 0, PAGE).is_err() {
-        return Prof::Off;
-    }
     let in_image = match store {
         Store::Ext2(_) => Some(program),
         Store::Dir(_) => None,
     };
-    let id = profile::Identity::new(&meta, &first, in_image);
+    let id = profile::Identity::new(&meta, first, in_image);
     let path = id.path_in(&dir, program);
     match std::fs::read(&path) {
         Ok(b) => match profile::Profile::decode(&b, &id, map) {
