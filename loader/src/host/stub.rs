@@ -1,18 +1,22 @@
 //! The task stub (`l4task`): the first program of a new task on the host.
 //!
-//! The loader starts it (with `l4re::host::spawn`, i.e. `execve` of this
-//! small binary) with the IPC gate named `"server"` among its initial
-//! capabilities. The stub then:
+//! The loader forks it from itself at the start of a run
+//! ([`l4re::host::fork_task`]: no program is executed, so the task is
+//! ready at once) with one end of the control channel, and calls
+//! [`run_task`] in it. The stub then:
 //!
-//! 1. connects to the loader's control socket, makes the statistics page,
-//!    registers the untouched part of its own allocator arena with a
-//!    userfaultfd and hands that to the loader (the external pager serves
-//!    the internal pager's own memory), and in external mode hands over
-//!    the program's userfaultfd as well;
-//! 2. starts the internal pager: a thread bound to the `"server"` gate
-//!    serving `L4Re::Rm` (the loader attaches the program's regions
-//!    through it; attaching maps the region and registers it for faults)
-//!    and, in internal mode, a thread resolving the program's faults;
+//! 1. makes the statistics page, opens the program's userfaultfd and one
+//!    for the untouched part of its own allocator arena, creates the IPC
+//!    gate of its region map and sends HELLO: the statistics page, the
+//!    arena's uffd (the loader's external pager serves the internal
+//!    pager's own memory), in external mode the program's uffd, then the
+//!    gate's capability; it registers the arena;
+//! 2. starts the internal pager: a thread bound to that gate serving
+//!    `L4Re::Rm` (the loader attaches the program's regions through it;
+//!    attaching maps the region and registers it for faults) and, in
+//!    internal mode, a thread resolving the program's faults; meanwhile it
+//!    replaces its mappings of the loader executable with anonymous copies
+//!    (so that `/proc/self/exe` can name the program);
 //! 3. on the loader's START: builds the initial stack (argc, argv, envp,
 //!    auxv with its own vDSO and hardware capabilities), maps it, prefetches,
 //!    resets the signal state, sets the process's memory layout (brk,
