@@ -29,7 +29,10 @@
 //!   main thread's capability is `THREAD`; other threads get a slot on
 //!   first use (released when the thread exits), or from [`spawn_thread`].
 //! * **Tasks.** [`spawn`] starts a program as a child process and hands it
-//!   its named capabilities through a bootstrap socket.
+//!   its named capabilities through a bootstrap socket; [`fork_task`]
+//!   makes a task that is a copy of a still single-threaded creator (no
+//!   program executed: ready at once), which gets capabilities over a
+//!   socket ([`send_caps`]/[`recv_caps`]).
 //! * **Memory items** carry memfd-backed memory ([`SharedMem`], or memory
 //!   received through memory items) and are mapped `MAP_SHARED` into the
 //!   receiver's receive window.
