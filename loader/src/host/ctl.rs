@@ -10,7 +10,7 @@
 //! transfer (the IPC gate, the file's dataspace) goes through L4 IPC.
 
 use std::mem::MaybeUninit;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use rustix::io::Errno;
 use rustix::net::{
@@ -67,11 +67,6 @@ impl Channel {
             None,
         )?;
         Ok((Channel { fd: a }, Channel { fd: b }))
-    }
-
-    /// The descriptor (for signal handlers that write raw).
-    pub fn raw(&self) -> RawFd {
-        self.fd.as_raw_fd()
     }
 
     /// Sends a message with descriptors.
