@@ -8,7 +8,7 @@
 //!    pages into the caches, `MADV_DONTNEED` drops the mappings, and the
 //!    second pass is measured (the first is reported too);
 //! 2. start-to-exit time of a small static program under the loader vs
-//!    native `execve`;
+//!    native `execve` (demand paged, and replaying its learned profile);
 //!    and with a running file server (`loader serve`); first vs later
 //!    runs (learned prefetch) of `bash-static` and `busybox sh` scripts,
 //!    one-shot and with a running server, with their faults;
@@ -247,7 +247,22 @@ fn run() -> Result<(), String> {
     let le = runs(reps, || {
         time(&mut loader_cmd(&loader, "external", FA, &hello, &[]))
     })?;
-    println!("start to exit of a static hello (includes starting the filesystem server task):");
+    // The same with the learned profile a first (untimed) run recorded.
+    let cache = dir.join("cache-hello");
+    let profiled = || {
+        let mut c = Command::new(&loader);
+        c.env("XDG_CACHE_HOME", &cache)
+            .env_remove("L4FS_SOCKET")
+            .arg("run")
+            .arg(&hello);
+        c
+    };
+    time(&mut profiled())?;
+    let lp = runs(reps, || time(&mut profiled()))?;
+    println!(
+        "start to exit of a static hello (one-shot: the loader serves the files from a thread \
+         and forks the task):"
+    );
     println!("  native execve             {:>10}   1.00×", fmt_ns(native));
     println!(
         "  loader, internal pager    {:>10}  {:>5.2}×",
@@ -258,6 +273,11 @@ fn run() -> Result<(), String> {
         "  loader, external pager    {:>10}  {:>5.2}×",
         fmt_ns(le),
         le / native
+    );
+    println!(
+        "  internal, learned profile {:>10}  {:>5.2}×  (a later run: the recorded pages mapped first)",
+        fmt_ns(lp),
+        lp / native
     );
 
     // 2b. With a running file server (`loader serve`).

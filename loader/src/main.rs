@@ -9,19 +9,18 @@
 //! loader demo [--pager ...]      run the bundled demo program
 //! loader bench                   the paging benchmark (loader/README.md, "Benchmark")
 //! loader map-bench FILE          time Dataspace map round trips to the filesystem server
-//! loader fs-server (--root DIR | --ext2 IMAGE) [POOL]   (internal) the filesystem server role
-//! loader task-stub CONTROL MODE  (internal) the first program of a new task
+//! loader serve [--root DIR | --ext2 IMAGE] [--socket PATH]   a long-lived file server
 //! ```
 //!
 //! One executable plays every role, so that `cargo run -p loader` builds
-//! all that a run needs: the file server and the task stub are this
-//! executable started again with their role's name.
+//! all that a run needs: a run serves the files from a thread of its own
+//! (or uses `loader serve`) and forks the task stub from itself.
 
 use std::path::PathBuf;
 
 use l4pager::host::Mode;
 use loader::host::arena::Arena;
-use loader::host::run::{RunOpts, Store, fs_server_store, run};
+use loader::host::run::{RunOpts, Store, run};
 
 /// The task stub shares its process with the loaded program, whose C
 /// library owns the heap break: every role of this executable allocates
@@ -145,14 +144,13 @@ fn parse_run(args: &[String]) -> RunOpts {
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
-        Some("task-stub") => loader::host::stub::main(&ARENA, &args[1..]),
         Some("bench") if args.len() == 1 => {
             loader::bench::main();
             std::process::exit(0)
         }
         Some("run") => {
             let o = parse_run(&args[1..]);
-            match run(&o) {
+            match run(&ARENA, &o) {
                 Ok(out) => std::process::exit(out.status),
                 Err(e) => {
                     eprintln!("loader: {e}");
@@ -175,7 +173,7 @@ fn main() {
             if o.stats.is_none() {
                 o.stats = Some("-".into());
             }
-            let r = run(&o);
+            let r = run(&ARENA, &o);
             let _ = std::fs::remove_dir_all(&dir);
             match r {
                 Ok(out) => std::process::exit(out.status),
@@ -251,15 +249,6 @@ fn main() {
                 i += 2;
             }
             std::process::exit(loader::host::run::serve(&store, &socket, pool))
-        }
-        Some("fs-server") if (3..=4).contains(&args.len()) => {
-            let store = match args[1].as_str() {
-                "--root" => Store::Dir(PathBuf::from(&args[2])),
-                "--ext2" => Store::Ext2(PathBuf::from(&args[2])),
-                _ => usage(),
-            };
-            let pool = args.get(3).and_then(|n| n.parse().ok());
-            std::process::exit(fs_server_store(&store, pool))
         }
         _ => usage(),
     }

@@ -141,6 +141,21 @@ unsafe impl GlobalAlloc for Arena {
         p as *mut u8
     }
 
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: the caller's layout is passed on unchanged.
+        let p = unsafe { self.alloc(layout) };
+        // A large block is a fresh anonymous mapping: zero already, and
+        // left untouched (a buffer the size of a program file costs only
+        // the pages that are written).
+        if !p.is_null() && layout.size().max(layout.align()) <= MAX_CLASS {
+            // SAFETY: `p` is a block of at least `layout.size()` bytes that
+            // `alloc` just handed out. (Stays here: `GlobalAlloc` hands out
+            // raw blocks.)
+            unsafe { p.write_bytes(0, layout.size()) };
+        }
+        p
+    }
+
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         let (size, align) = (layout.size(), layout.align());
         if size.max(align) > MAX_CLASS {
@@ -182,6 +197,18 @@ mod tests {
             assert!(!b.is_null() && b as usize % 4096 == 0);
             b.write_bytes(1, 1 << 20);
             a.dealloc(b, big);
+            // Zeroed blocks read as zeros, small ones after reuse too.
+            for l in [big, l] {
+                let z = a.alloc_zeroed(l);
+                let bytes = core::slice::from_raw_parts(z, l.size());
+                assert!(bytes.iter().all(|b| *b == 0));
+                z.write_bytes(7, l.size());
+                a.dealloc(z, l);
+                let z = a.alloc_zeroed(l);
+                let bytes = core::slice::from_raw_parts(z, l.size());
+                assert!(bytes.iter().all(|b| *b == 0), "reused block zeroed");
+                a.dealloc(z, l);
+            }
             let al = Layout::from_size_align(100, 256).unwrap();
             let x = a.alloc(al);
             assert_eq!(x as usize % 256, 0);

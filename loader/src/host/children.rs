@@ -25,6 +25,9 @@ pub struct Children {
     pager: Arc<Pager>,
     live: Mutex<usize>,
     done: Condvar,
+    /// The uffd of every child handed over (gone once its thread ended),
+    /// to see at once that a child's address space is gone ([`Self::wait`]).
+    served: Mutex<Vec<Weak<Uffd>>>,
 }
 
 impl Children {
@@ -35,6 +38,7 @@ impl Children {
             pager: Arc::new(pager),
             live: Mutex::new(0),
             done: Condvar::new(),
+            served: Mutex::new(Vec::new()),
         });
         c.pager.set_on_fork(Self::handler(&c));
         c
@@ -60,12 +64,17 @@ impl Children {
     /// space is gone.
     pub fn add(self: &Arc<Self>, uffd: Uffd) {
         *self.live.lock().unwrap_or_else(|p| p.into_inner()) += 1;
+        let uffd = Arc::new(uffd);
+        self.served
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(Arc::downgrade(&uffd));
         let me = self.clone();
         let spawned = std::thread::Builder::new()
             .name("child-pager".into())
             .spawn(move || {
                 block_signals();
-                me.pager.serve_child(Arc::new(uffd));
+                me.pager.serve_child(uffd);
                 let mut n = me.live.lock().unwrap_or_else(|p| p.into_inner());
                 *n -= 1;
                 me.done.notify_all();
@@ -81,11 +90,44 @@ impl Children {
         *self.live.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Waits until no child is served any more.
+    /// Waits until no child is served any more, or every child's address
+    /// space is gone.
+    ///
+    /// A child's pager thread notices that its child is gone only at its
+    /// next poll ([`l4pager::host::CHILD_POLL_MS`]); the run need not wait
+    /// for that: at once and every 100 µs this probes the children's uffds
+    /// ([`Uffd::mm_alive`]), and once all are dead — and stay so for
+    /// another 100 µs with no child handed over meanwhile (a fork
+    /// event being handled) — there is nothing left to page.
     pub fn wait(&self) {
+        let probe = self.pager.unregistered_page();
+        let all_gone = || {
+            let served = self.served.lock().unwrap_or_else(|p| p.into_inner());
+            let gone = served
+                .iter()
+                .all(|w| w.upgrade().is_none_or(|u| !u.mm_alive(probe)));
+            (gone, served.len())
+        };
+        let tick = std::time::Duration::from_micros(100);
         let mut n = self.live.lock().unwrap_or_else(|p| p.into_inner());
+        let mut quiet_since: Option<usize> = None;
         while *n > 0 {
-            n = self.done.wait(n).unwrap_or_else(|p| p.into_inner());
+            drop(n);
+            let (gone, handed_over) = all_gone();
+            match (gone, quiet_since) {
+                (true, Some(before)) if before == handed_over => return,
+                (true, _) => quiet_since = Some(handed_over),
+                (false, _) => quiet_since = None,
+            }
+            n = self.live.lock().unwrap_or_else(|p| p.into_inner());
+            if *n == 0 {
+                break;
+            }
+            n = self
+                .done
+                .wait_timeout(n, tick)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
         }
     }
 }

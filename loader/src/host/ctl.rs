@@ -1,7 +1,8 @@
 //! The control channel between the loader and a task's stub: a
-//! `SOCK_SEQPACKET` Unix socket in the abstract namespace (the stub
-//! connects to the name given on its command line), carrying small
-//! messages with file descriptors (`SCM_RIGHTS`).
+//! `SOCK_SEQPACKET` Unix socket pair made before the loader forks the
+//! task, carrying small messages with file descriptors (`SCM_RIGHTS`),
+//! and once the stub's region-map gate in the format of
+//! [`l4re::host::send_caps`].
 //!
 //! This is the host's stand-in for what Fiasco does with kernel objects
 //! the loader maps into the new task: the userfaultfd of the task's memory
@@ -9,19 +10,19 @@
 //! transfer (the IPC gate, the file's dataspace) goes through L4 IPC.
 
 use std::mem::MaybeUninit;
-use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
-use rustix::event::{PollFd, PollFlags, Timespec};
 use rustix::io::Errno;
 use rustix::net::{
     AddressFamily, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SendAncillaryBuffer,
-    SendAncillaryMessage, SendFlags, SocketAddrUnix, SocketFlags, SocketType,
+    SendAncillaryMessage, SendFlags, SocketFlags, SocketType,
 };
 
 /// Message kinds.
 pub mod kind {
     /// stub → loader: pid, arena range; fds: counters memfd, arena uffd,
-    /// program uffd (external mode).
+    /// program uffd (external mode). The next packet carries the stub's
+    /// region-map gate (`"rm"`, [`l4re::host::send_caps`] format).
     pub const HELLO: u32 = 1;
     /// loader → stub: start the program (see [`super::Start`]).
     pub const START: u32 = 2;
@@ -34,11 +35,6 @@ pub mod kind {
     pub const FORK: u32 = 5;
 }
 
-/// The abstract socket address `name` (a leading NUL, not a path).
-fn sockaddr(name: &str) -> std::io::Result<SocketAddrUnix> {
-    Ok(SocketAddrUnix::new_abstract_name(name.as_bytes())?)
-}
-
 /// A new `SOCK_SEQPACKET` Unix socket (close-on-exec).
 pub fn seqpacket_socket() -> std::io::Result<OwnedFd> {
     Ok(rustix::net::socket_with(
@@ -49,91 +45,28 @@ pub fn seqpacket_socket() -> std::io::Result<OwnedFd> {
     )?)
 }
 
-/// A listening control socket with a unique abstract name.
-pub struct Listener {
-    fd: OwnedFd,
-    name: String,
-}
-
-impl Listener {
-    /// Binds a fresh name.
-    pub fn new() -> std::io::Result<Listener> {
-        static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        let fd = seqpacket_socket()?;
-        let name = format!(
-            "l4loader.{}.{}.{}",
-            std::process::id(),
-            N.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.subsec_nanos())
-                .unwrap_or(0)
-        );
-        rustix::net::bind(&fd, &sockaddr(&name)?)?;
-        rustix::net::listen(&fd, 4)?;
-        Ok(Listener { fd, name })
-    }
-
-    /// The name to give the stub.
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
-    /// Accepts the stub's connection, waiting at most `timeout_ms`, and
-    /// only from process `pid` (checked with `SO_PEERCRED`).
-    pub fn accept(&self, timeout_ms: i32, pid: u32) -> std::io::Result<Channel> {
-        let deadline =
-            std::time::Instant::now() + std::time::Duration::from_millis(timeout_ms as u64);
-        loop {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            if left.is_zero() {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    "the task did not connect",
-                ));
-            }
-            let mut pfd = [PollFd::new(&self.fd, PollFlags::IN)];
-            let wait = Timespec::try_from(left).unwrap_or(Timespec {
-                tv_sec: i64::MAX,
-                tv_nsec: 0,
-            });
-            match rustix::event::poll(&mut pfd, Some(&wait)) {
-                Ok(0) | Err(Errno::INTR) => continue,
-                Ok(_) => {}
-                Err(e) => return Err(e.into()),
-            }
-            let fd = rustix::net::accept_with(&self.fd, SocketFlags::CLOEXEC)?;
-            let ch = Channel { fd };
-            if ch.peer_pid() == Some(pid) {
-                return Ok(ch);
-            }
-            // Someone else: drop and wait on.
-        }
-    }
-}
-
 /// A connected control channel.
 pub struct Channel {
     fd: OwnedFd,
 }
 
+impl AsFd for Channel {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
 impl Channel {
-    /// Connects to the loader's socket `name`.
-    pub fn connect(name: &str) -> std::io::Result<Channel> {
-        let fd = seqpacket_socket()?;
-        rustix::net::connect(&fd, &sockaddr(name)?)?;
-        Ok(Channel { fd })
-    }
-
-    /// The peer's process id (`SO_PEERCRED`).
-    pub fn peer_pid(&self) -> Option<u32> {
-        let cred = rustix::net::sockopt::socket_peercred(&self.fd).ok()?;
-        Some(cred.pid.as_raw_nonzero().get() as u32)
-    }
-
-    /// The descriptor (for signal handlers that write raw).
-    pub fn raw(&self) -> RawFd {
-        self.fd.as_raw_fd()
+    /// A connected pair of channels (close-on-exec): one end for the
+    /// loader, one for the task it forks.
+    pub fn pair() -> std::io::Result<(Channel, Channel)> {
+        let (a, b) = rustix::net::socketpair(
+            AddressFamily::UNIX,
+            SocketType::SEQPACKET,
+            SocketFlags::CLOEXEC,
+            None,
+        )?;
+        Ok((Channel { fd: a }, Channel { fd: b }))
     }
 
     /// Sends a message with descriptors.
@@ -268,6 +201,10 @@ pub struct Start {
     pub argv: Vec<Vec<u8>>,
     /// Environment.
     pub envp: Vec<Vec<u8>>,
+    /// `--confine`: the confinement as arguments
+    /// ([`Confinement::to_args`](super::confine::Confinement::to_args));
+    /// empty: not confined.
+    pub confine: Vec<Vec<u8>>,
 }
 
 impl Start {
@@ -301,9 +238,11 @@ impl Start {
         for a in &self.argv {
             e.bytes(a);
         }
-        e.u64(self.envp.len() as u64);
-        for a in &self.envp {
-            e.bytes(a);
+        for list in [&self.envp, &self.confine] {
+            e.u64(list.len() as u64);
+            for a in list {
+                e.bytes(a);
+            }
         }
         e.0
     }
@@ -337,9 +276,11 @@ impl Start {
         for _ in 0..n {
             s.argv.push(d.bytes()?.to_vec());
         }
-        let n = d.u64()?.min(1 << 20);
-        for _ in 0..n {
-            s.envp.push(d.bytes()?.to_vec());
+        for list in [&mut s.envp, &mut s.confine] {
+            let n = d.u64()?.min(1 << 20);
+            for _ in 0..n {
+                list.push(d.bytes()?.to_vec());
+            }
         }
         Ok(s)
     }
@@ -367,6 +308,7 @@ mod tests {
             execfn: b"/bin/x".to_vec(),
             argv: vec![b"x".to_vec(), b"y z".to_vec()],
             envp: vec![b"A=B".to_vec()],
+            confine: vec![b"--confine".to_vec()],
         };
         assert_eq!(Start::decode(&s.encode()).unwrap(), s);
         assert!(Start::decode(&s.encode()[..20]).is_err());
@@ -374,20 +316,19 @@ mod tests {
 
     #[test]
     fn channel_carries_fds() {
-        let l = Listener::new().unwrap();
-        let name = l.name().to_string();
+        let (a, b) = Channel::pair().unwrap();
         let t = std::thread::spawn(move || {
-            let c = Channel::connect(&name).unwrap();
             let f = std::fs::File::open("/proc/self/exe").unwrap();
-            c.send(kind::HELLO, b"hi", &[std::os::fd::AsFd::as_fd(&f)])
-                .unwrap();
+            a.send(kind::HELLO, b"hi", &[AsFd::as_fd(&f)]).unwrap();
         });
-        let c = l.accept(5000, std::process::id()).unwrap();
-        let (k, p, fds) = c.recv().unwrap();
+        let (k, p, fds) = b.recv().unwrap();
         assert_eq!(
             (k, p.as_slice(), fds.len()),
             (kind::HELLO, b"hi".as_slice(), 1)
         );
         t.join().unwrap();
+        // The peer's end is gone: end of file.
+        let e = b.recv().unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::UnexpectedEof);
     }
 }

@@ -163,17 +163,11 @@ impl Profile {
             return Err("corrupt (entry count)".into());
         }
         let entries = w[11..].to_vec();
-        for e in &entries {
-            let a = e & !(PAGE - 1);
-            let end = a + ((e & LOG_COUNT_MASK) + 1) * PAGE;
-            match map.lookup(a) {
-                Some(r) if r.backing != Backing::Reserved && end <= r.end() => {}
-                _ => {
-                    return Err(format!(
-                        "corrupt (page {a:#x} outside the program's regions)"
-                    ));
-                }
-            }
+        if let Some(e) = entries.iter().find(|e| !in_regions(**e, map)) {
+            return Err(format!(
+                "corrupt (page {:#x} outside the program's regions)",
+                run_of(*e).0
+            ));
         }
         Ok(Profile {
             id: *id,
@@ -191,6 +185,30 @@ impl Profile {
         std::fs::write(&tmp, self.encode())?;
         std::fs::rename(&tmp, path)
     }
+
+    /// The runs of pages the profile names, in its order: (first page,
+    /// pages, whether the recording run faulted on the first), as
+    /// [`l4pager::host::Pager::warm_server`] takes them.
+    pub fn runs(&self) -> Vec<(u64, u64, bool)> {
+        self.entries.iter().map(|e| run_of(*e)).collect()
+    }
+}
+
+/// The run of pages a log entry names: (first page, pages, whether it was
+/// a fault's page).
+fn run_of(e: u64) -> (u64, u64, bool) {
+    (
+        e & !(PAGE - 1),
+        (e & LOG_COUNT_MASK) + 1,
+        e & l4pager::host::LOG_FAULT != 0,
+    )
+}
+
+/// Whether the pages of entry `e` lie in one region of `map` that is not
+/// reserved.
+fn in_regions(e: u64, map: &RegionMap) -> bool {
+    let (a, n, _) = run_of(e);
+    matches!(map.lookup(a), Some(r) if r.backing != Backing::Reserved && a + n * PAGE <= r.end())
 }
 
 /// The profile recorded by a run: the log's entries that lie in the
@@ -200,11 +218,7 @@ pub fn from_log(id: Identity, faults: u64, log: &[u64], map: &RegionMap) -> Prof
     let entries = log
         .iter()
         .copied()
-        .filter(|e| {
-            let a = e & !(PAGE - 1);
-            let end = a + ((e & LOG_COUNT_MASK) + 1) * PAGE;
-            matches!(map.lookup(a), Some(r) if r.backing != Backing::Reserved && end <= r.end())
-        })
+        .filter(|e| in_regions(*e, map))
         .take(LOG_ENTRIES)
         .collect();
     Profile {

@@ -41,7 +41,7 @@ use l4re::msg::LongBytes;
 use l4re::proto::{Dataspace, Rm, RmClient};
 
 use super::children::Children;
-use super::ctl::{Dec, Listener, Start, kind, seqpacket_socket};
+use super::ctl::{Channel, Dec, Start, kind, seqpacket_socket};
 use super::profile;
 use crate::elf::{self, PAGE, Plan};
 
@@ -141,67 +141,61 @@ impl Store {
             },
         }
     }
-
-    /// The `fs-server` role's arguments for it.
-    fn args(&self) -> (&'static str, String) {
-        match self {
-            Store::Dir(p) => ("--root", p.to_string_lossy().into_owned()),
-            Store::Ext2(p) => ("--ext2", p.to_string_lossy().into_owned()),
-        }
-    }
 }
 
-/// A filesystem server task and the client side of its root.
+/// The filesystem server of a run and the client side of its root.
 pub struct FsTask {
-    /// `None`: a long-lived server we connected to (`loader serve`).
-    task: Option<l4re::host::ChildTask>,
+    server: FsServer,
     gate: OwnedCap<IpcGate>,
     /// What it serves.
     store: Option<Store>,
 }
 
-impl FsTask {
-    /// Starts the server (this executable in its `fs-server` role) on
-    /// `root`.
-    pub fn start(root: &Path) -> Result<FsTask, RunError> {
-        Self::start_with(root, None)
-    }
+/// Where the filesystem server runs.
+enum FsServer {
+    /// A thread of this process (a one-shot run); the reason it stopped,
+    /// if it has.
+    Thread(Arc<std::sync::OnceLock<String>>),
+    /// A long-lived server (`loader serve`) in process `pid`, watched
+    /// through its pidfd (`None`: it could not be opened).
+    Remote { pid: u32, pidfd: Option<OwnedFd> },
+}
 
-    /// Starts the server with a page pool of `pool_pages` frames.
-    pub fn start_with(root: &Path, pool_pages: Option<usize>) -> Result<FsTask, RunError> {
-        Self::start_store(&Store::Dir(root.to_path_buf()), pool_pages)
+impl FsTask {
+    /// Starts the server on `root`.
+    pub fn start(root: &Path) -> Result<FsTask, RunError> {
+        Self::start_store(&Store::Dir(root.to_path_buf()), None)
     }
 
     /// Starts the server on `store` with a page pool of `pool_pages`
-    /// frames (`None`: its default).
+    /// frames (`None`: its default), on a thread of this process: a
+    /// one-shot run needs no server process of its own (the task's pager
+    /// calls it through the gate as it would call a server task).
     pub fn start_store(store: &Store, pool_pages: Option<usize>) -> Result<FsTask, RunError> {
         store.check()?;
         let gate = env()
             .factory()
             .create_gate(None, 0)
             .map_err(|e| err(format!("cannot create the filesystem gate: {e}")))?;
-        let exe = std::env::current_exe().map_err(|e| err(format!("cannot find myself: {e}")))?;
-        let pool = pool_pages.map(|n| n.to_string()).unwrap_or_default();
-        let (flag, path) = store.args();
-        let mut args = vec!["fs-server", flag, path.as_str()];
-        if pool_pages.is_some() {
-            args.push(&pool);
-        }
-        // It dies with us, however we die, and does not hold our caller's
-        // standard output (it never writes there).
-        let task = l4re::host::spawn_with(
-            &exe,
-            &args,
-            &[("server", gate.idx(), CapRights::RWS)],
-            "l4fs",
-            l4re::host::SpawnOptions {
-                die_with_parent: true,
-                stdout_to_stderr: true,
-            },
-        )
-        .map_err(|e| err(format!("cannot start the filesystem server: {e}")))?;
+        let (cfg, what) = fs_config(store, pool_pages);
+        let stopped = Arc::new(std::sync::OnceLock::new());
+        let (server_gate, why) = (gate.cap(), stopped.clone());
+        std::thread::Builder::new()
+            .name("l4fs".into())
+            .spawn(move || {
+                ph::block_signals();
+                let e = match l4fs::serve(server_gate, cfg) {
+                    Ok(()) => "it stopped".to_string(),
+                    Err(e) => format!("{what}: {e}"),
+                };
+                eprintln!("loader: the filesystem server: {e}");
+                let _ = why.set(e);
+                // Calls fail from now on instead of waiting for a server.
+                let _ = l4re::host::release_server_end(server_gate.idx());
+            })
+            .map_err(|e| err(format!("cannot start the filesystem server: {e}")))?;
         Ok(FsTask {
-            task: Some(task),
+            server: FsServer::Thread(stopped),
             gate,
             store: Some(store.clone()),
         })
@@ -226,8 +220,15 @@ impl FsTask {
             Some(("ext2", p)) => Some(Store::Ext2(p.into())),
             _ => None,
         };
+        // Its death is reported as a server task's would be.
+        let pid = rustix::net::sockopt::socket_peercred(&sock)
+            .map(|c| c.pid.as_raw_nonzero().get() as u32)
+            .unwrap_or(0);
+        let pidfd = rustix::process::Pid::from_raw(pid as i32).and_then(|p| {
+            rustix::process::pidfd_open(p, rustix::process::PidfdFlags::empty()).ok()
+        });
         Ok(FsTask {
-            task: None,
+            server: FsServer::Remote { pid, pidfd },
             gate: OwnedCap::from_cap(Cap::from_idx(idx)),
             store,
         })
@@ -254,16 +255,30 @@ impl FsTask {
         Ok(slot.cast())
     }
 
-    /// How the server ended, if it has (it should live until we drop it).
-    pub fn ended(&self) -> Option<std::process::ExitStatus> {
-        self.task
-            .as_ref()
-            .and_then(|t| t.wait(Some(Duration::ZERO)).ok().flatten())
+    /// How the server ended, in words, if it has (it should live as long
+    /// as the run).
+    pub fn ended(&self) -> Option<String> {
+        match &self.server {
+            FsServer::Thread(why) => why.get().cloned(),
+            FsServer::Remote { pidfd, .. } => {
+                let fd = pidfd.as_ref()?;
+                let mut p = [rustix::event::PollFd::new(fd, rustix::event::PollFlags::IN)];
+                let zero = rustix::event::Timespec {
+                    tv_sec: 0,
+                    tv_nsec: 0,
+                };
+                matches!(rustix::event::poll(&mut p, Some(&zero)), Ok(1))
+                    .then(|| "it ended".to_string())
+            }
+        }
     }
 
     /// The server's process id.
     pub fn pid(&self) -> u32 {
-        self.task.as_ref().map_or(0, |t| t.pid())
+        match &self.server {
+            FsServer::Thread(_) => std::process::id(),
+            FsServer::Remote { pid, .. } => *pid,
+        }
     }
 
     /// Asks the server to write every dirty page back.
@@ -275,13 +290,17 @@ impl FsTask {
     }
 }
 
-impl Drop for FsTask {
-    fn drop(&mut self) {
-        if let Some(t) = &self.task {
-            let _ = t.kill();
-            let _ = t.wait(Some(Duration::from_secs(5)));
-        }
+/// l4fs's configuration for `store` (with a page pool of `pool_pages`
+/// frames if given), and the store in words.
+fn fs_config(store: &Store, pool_pages: Option<usize>) -> (l4fs::FsConfig, String) {
+    let (mut cfg, what) = match store {
+        Store::Dir(root) => (l4fs::FsConfig::host_dir(root), root.display().to_string()),
+        Store::Ext2(img) => (l4fs::FsConfig::ext2_image(img), img.display().to_string()),
+    };
+    if let Some(n) = pool_pages {
+        cfg = cfg.pool_pages(n);
     }
+    (cfg, what)
 }
 
 /// The socket address of `path`.
@@ -343,23 +362,13 @@ pub fn serve(store: &Store, socket: &Path, pool_pages: Option<usize>) -> i32 {
         Ok(g) => g,
         Err(e) => return fail(format!("cannot create the gate: {e}")),
     };
-    let (cfg, tag) = {
-        let (mut cfg, tag) = match store {
-            Store::Dir(root) => (
-                l4fs::FsConfig::host_dir(root),
-                format!("dir:{}", root.display()),
-            ),
-            Store::Ext2(img) => (
-                l4fs::FsConfig::ext2_image(img),
-                format!("ext2:{}", img.display()),
-            ),
-        };
-        if let Some(n) = pool_pages {
-            cfg = cfg.pool_pages(n);
-        }
-        // Longer than a capability name may be: the store stays unnamed.
-        (cfg, if tag.len() > 64 { "other".into() } else { tag })
+    let (cfg, _) = fs_config(store, pool_pages);
+    let tag = match store {
+        Store::Dir(root) => format!("dir:{}", root.display()),
+        Store::Ext2(img) => format!("ext2:{}", img.display()),
     };
+    // Longer than a capability name may be: the store stays unnamed.
+    let tag = if tag.len() > 64 { "other".into() } else { tag };
     // Every thread blocks the stop signals (the mask is inherited); the
     // main thread waits for them.
     let set = l4re::host::signal::SigSet::of(&[libc::SIGTERM, libc::SIGINT, libc::SIGHUP]);
@@ -457,9 +466,20 @@ fn read_range(view: &DsView, buf: &mut [u8], off: u64, len: u64) -> Result<(), R
     Ok(())
 }
 
+/// The program's plan, the pages read for it, and its first page (or
+/// the whole file if shorter).
+pub struct Planned {
+    /// The load plan.
+    pub plan: Plan,
+    /// Pages of the file read to make it.
+    pub header_pages: u64,
+    /// The file's first page.
+    pub first_page: Vec<u8>,
+}
+
 /// Reads what validation needs of the program (header, program headers,
 /// interpreter name, dynamic section) and plans it.
-pub fn read_and_plan(view: &DsView) -> Result<(Plan, u64), RunError> {
+pub fn read_and_plan(view: &DsView) -> Result<Planned, RunError> {
     let size = view.size();
     if size == 0 {
         return Err(err("empty file: not an ELF file"));
@@ -497,17 +517,32 @@ pub fn read_and_plan(view: &DsView) -> Result<(Plan, u64), RunError> {
         }
     }
     let plan = elf::plan(&buf, PIE_BASE).map_err(|e| err(e.to_string()))?;
-    Ok((plan, read_pages))
+    buf.truncate(PAGE.min(size) as usize);
+    Ok(Planned {
+        plan,
+        header_pages: read_pages,
+        first_page: buf,
+    })
 }
 
-/// Serves the faults of the stub's own arena with zero pages from our own
-/// memory (the external pager for the internal pager).
-fn serve_arena(uffd: Uffd, count: Arc<AtomicU64>) {
-    static ZERO: [u8; PAGE as usize] = [0; PAGE as usize];
+/// Pages the external pager maps at once into the stub's allocator arena:
+/// a bump allocator's next pages are the next it touches.
+const ARENA_AROUND: u64 = 16;
+
+/// Serves the faults of the stub's own arena `[.., end)` with zero pages
+/// from our own memory (the external pager for the internal pager), the
+/// faulting page and up to [`ARENA_AROUND`] - 1 after it (those not yet
+/// mapped); `count` counts the faults.
+fn serve_arena(uffd: Uffd, end: u64, count: Arc<AtomicU64>) {
+    static ZERO: [u8; (ARENA_AROUND * PAGE) as usize] = [0; (ARENA_AROUND * PAGE) as usize];
     while let Ok(Some(ev)) = uffd.read_event() {
         if let Event::Fault(f) = ev {
             let page = f.addr & !(PAGE - 1);
-            if uffd.copy(page, &ZERO[..PAGE as usize]).is_ok() {
+            let n = (end.saturating_sub(page) / PAGE).clamp(1, ARENA_AROUND);
+            let (mapped, _) = uffd.copy_nowake(page, &ZERO[..(n * PAGE) as usize]);
+            // Mapped meanwhile (or not at all): wake the thread either way.
+            uffd.wake(page, mapped.max(PAGE));
+            if mapped > 0 {
                 count.fetch_add(1, Ordering::Relaxed);
             }
         }
@@ -562,9 +597,30 @@ fn confinement(opts: &RunOpts, store: &Store) -> Vec<String> {
 
 /// Runs a program; returns its status. Errors before it runs are
 /// [`RunError`]s.
-pub fn run(opts: &RunOpts) -> Result<Outcome, RunError> {
-    let t0 = Instant::now();
+pub fn run(arena: &'static super::arena::Arena, opts: &RunOpts) -> Result<Outcome, RunError> {
+    let t0 = *RUN_START.get_or_init(Instant::now);
     ph::uffd::available(ph::wanted_features(false)).map_err(err)?;
+    // The task first: a copy of this process, still single-threaded,
+    // which readies its pagers while we reach the file server and read
+    // the program (on the other CPU, if there is one).
+    let (ch, task_end) = Channel::pair().map_err(|e| err(format!("control channel: {e}")))?;
+    let forked = l4re::host::fork_task(l4re::host::SpawnOptions {
+        die_with_parent: true,
+        stdout_to_stderr: false,
+    })
+    .map_err(|e| err(format!("cannot start the task: {e}")))?;
+    let task = match forked {
+        l4re::host::Forked::Child => {
+            drop(ch);
+            super::stub::run_task(arena, task_end, opts.mode)
+        }
+        l4re::host::Forked::Parent(task) => task,
+    };
+    drop(task_end);
+    // SIGTERM (timeout(1), service managers) goes to the program, as it
+    // would natively; the run then ends with its status.
+    forward_sigterm(task.pid() as i32);
+    trace("loader", "task-forked");
     let (fs, store) = match &opts.server {
         Some(sock) => match FsTask::connect(sock) {
             Ok(f) => {
@@ -586,64 +642,9 @@ pub fn run(opts: &RunOpts) -> Result<Outcome, RunError> {
     // A server that serves something we cannot name: no host file for
     // /proc/self/exe, no profile.
     let store = store.unwrap_or(Store::Ext2(PathBuf::new()));
-    trace(t0, "fs-started");
-    // A relative name is relative to our directory when we serve all of /
-    // (as execve would take it); under another root, relative to the root.
-    let lookup = if !opts.program.starts_with('/') && store == Store::Dir("/".into()) {
-        std::env::current_dir()
-            .map(|d| d.join(&opts.program).to_string_lossy().into_owned())
-            .unwrap_or_else(|_| opts.program.clone())
-    } else {
-        opts.program.clone()
-    };
-    let file = fs.open(&lookup)?;
-    trace(t0, "opened");
-    let view = DsView::new(file.cap()).map_err(|e| err(format!("{}: {e}", opts.program)))?;
-    let (plan, header_pages) =
-        read_and_plan(&view).map_err(|e| err(format!("{}: {e}", opts.program)))?;
-
-    // The task.
-    let gate = env()
-        .factory()
-        .create_gate(None, 0)
-        .map_err(|e| err(format!("cannot create the task's gate: {e}")))?;
-    let listener = Listener::new().map_err(|e| err(format!("control socket: {e}")))?;
-    // The task stub is this executable in its `task-stub` role.
-    let stub = std::env::current_exe().map_err(|e| err(format!("cannot find myself: {e}")))?;
-    let mode = match opts.mode {
-        Mode::Internal => "internal",
-        Mode::External => "external",
-    };
-    let tag = Path::new(&opts.program)
-        .file_name()
-        .map(|n| n.to_string_lossy().chars().take(15).collect::<String>())
-        .unwrap_or_else(|| "task".into());
-    trace(t0, "planned");
-    let mut stub_args = vec![
-        "task-stub".to_string(),
-        listener.name().to_string(),
-        mode.into(),
-    ];
-    stub_args.extend(confinement(opts, &store));
-    let stub_args: Vec<&str> = stub_args.iter().map(String::as_str).collect();
-    let task = l4re::host::spawn_with(
-        &stub,
-        &stub_args,
-        &[("server", gate.idx(), CapRights::RWS)],
-        &tag,
-        l4re::host::SpawnOptions {
-            die_with_parent: true,
-            stdout_to_stderr: false,
-        },
-    )
-    .map_err(|e| err(format!("cannot start the task ({}): {e}", stub.display())))?;
-    // SIGTERM (timeout(1), service managers) goes to the program, as it
-    // would natively; the run then ends with its status.
-    forward_sigterm(task.pid() as i32);
-    trace(t0, "task-spawned");
-    let ch = listener
-        .accept(20_000, task.pid())
-        .map_err(|e| err(format!("the task did not start: {e}")))?;
+    trace("loader", "fs-reached");
+    // The task's hello (its pagers wait for the arena's external pager
+    // before they can allocate), then the capability of its region map.
     let (k, hello, mut fds) = ch
         .recv()
         .map_err(|e| err(format!("the task did not start: {e}")))?;
@@ -653,13 +654,19 @@ pub fn run(opts: &RunOpts) -> Result<Outcome, RunError> {
     if k != kind::HELLO || fds.len() < 2 {
         return Err(err("the task sent a bad hello"));
     }
+    let gate = match l4re::host::recv_caps(ch.as_fd(), Duration::from_secs(20)) {
+        Ok((_, caps)) if caps.len() == 1 && caps[0].0 == "rm" => {
+            OwnedCap::<IpcGate>::from_cap(Cap::from_idx(caps[0].1))
+        }
+        Ok(_) => return Err(err("the task sent a bad region-map capability")),
+        Err(e) => return Err(err(format!("the task sent no region-map capability: {e}"))),
+    };
     let mut d = Dec(&hello);
     let pid = d.u64().map_err(|e| err(e.to_string()))? as i32;
     // The arena's range, then the features of the program's uffd.
-    let features = d
+    let (arena_start, arena_len, features) = d
         .u64()
-        .and_then(|_| d.u64())
-        .and_then(|_| d.u64())
+        .and_then(|a| Ok((a, d.u64()?, d.u64()?)))
         .map_err(|e| err(e.to_string()))?;
     // FORK messages come only from an internal pager with fork events.
     let forks = opts.mode == Mode::Internal && features & ph::uffd::features::EVENT_FORK != 0;
@@ -676,9 +683,30 @@ pub fn run(opts: &RunOpts) -> Result<Outcome, RunError> {
         let c = self_faults.clone();
         std::thread::Builder::new()
             .name("ext-pager-arena".into())
-            .spawn(move || serve_arena(arena, c))
+            .spawn(move || serve_arena(arena, arena_start.saturating_add(arena_len), c))
             .map_err(|e| err(format!("thread: {e}")))?;
     }
+    trace("loader", "hello");
+    // A relative name is relative to our directory when we serve all of /
+    // (as execve would take it); under another root, relative to the root.
+    let lookup = if !opts.program.starts_with('/') && store == Store::Dir("/".into()) {
+        std::env::current_dir()
+            .map(|d| d.join(&opts.program).to_string_lossy().into_owned())
+            .unwrap_or_else(|_| opts.program.clone())
+    } else {
+        opts.program.clone()
+    };
+    let file = fs.open(&lookup)?;
+    trace("loader", "opened");
+    let view = DsView::new(file.cap()).map_err(|e| err(format!("{}: {e}", opts.program)))?;
+    let Planned {
+        plan,
+        header_pages,
+        first_page,
+    } = read_and_plan(&view).map_err(|e| err(format!("{}: {e}", opts.program)))?;
+    trace("loader", "planned");
+    // While the task gets ready: our copy of its region map and the
+    // learned-prefetch profile.
     let loader_map = crate::layout::region_map(&plan, file.idx(), STACK_TOP, STACK_SIZE)
         .map_err(|e| err(format!("{}: {e}", opts.program)))?;
     // Learned prefetch: record, or replay what an earlier run recorded.
@@ -688,10 +716,18 @@ pub fn run(opts: &RunOpts) -> Result<Outcome, RunError> {
         Store::Ext2(_) => exe_copy(&view, &opts.program),
     };
     let prof = if opts.profile {
-        learned_profile(&store, exe.as_ref(), &view, &opts.program, &loader_map)
+        learned_profile(
+            &store,
+            exe.as_ref(),
+            &first_page,
+            &opts.program,
+            &loader_map,
+        )
     } else {
         Prof::Off
     };
+    trace("loader", "profile read");
+
     let loader_map = Arc::new(SpinLock::new(loader_map));
     // Forked descendants: served here for as long as they live (the
     // internal pager hands them over; the external pager's fork events
@@ -708,6 +744,17 @@ pub fn run(opts: &RunOpts) -> Result<Outcome, RunError> {
         }),
     ));
     children.pager().set_fault_around(opts.fault_around);
+    // Replaying starts with the server reading what the profile names
+    // into its cache: ask it now, while the regions are attached and the
+    // task gets ready, through our copy of the region map (the task's
+    // replay finds the pages cached).
+    if let Prof::Replay(_, p) = &prof {
+        let (pager, runs) = (children.pager().clone(), p.runs());
+        std::thread::Builder::new()
+            .name("warm-server".into())
+            .spawn(move || pager.warm_server(&runs))
+            .map_err(|e| err(format!("thread: {e}")))?;
+    }
     let mut ext_pager = None;
     if opts.mode == Mode::External {
         let Some(ufd) = fds.pop() else {
@@ -736,7 +783,7 @@ pub fn run(opts: &RunOpts) -> Result<Outcome, RunError> {
             .map_err(|e| err(format!("thread: {e}")))?;
     }
 
-    trace(t0, "hello");
+    trace("loader", "pagers set up");
     // Attach the regions through the task's region map (L4Re::Rm).
     let rm: Cap<Rm> = gate.cap().cast();
     let regions: Vec<_> = loader_map.lock().iter().cloned().collect();
@@ -806,6 +853,10 @@ pub fn run(opts: &RunOpts) -> Result<Outcome, RunError> {
         execfn: opts.program.clone().into_bytes(),
         argv,
         envp,
+        confine: confinement(opts, &store)
+            .into_iter()
+            .map(String::into_bytes)
+            .collect(),
     };
     // The external pager replays the profile from here: the program
     // starts once the first pages are mapped, as in the task.
@@ -826,7 +877,7 @@ pub fn run(opts: &RunOpts) -> Result<Outcome, RunError> {
     // The program's file itself, for /proc/self/exe in the task (if we
     // can open it; resolved beneath the root as the server does).
     let exe_fds: Vec<_> = exe.iter().map(|f| f.as_fd()).collect();
-    trace(t0, "attached");
+    trace("loader", "attached");
     ch.send(kind::START, &start.encode(), &exe_fds)
         .map_err(|e| err(format!("the task is gone: {e}")))?;
     drop(exe);
@@ -858,12 +909,13 @@ pub fn run(opts: &RunOpts) -> Result<Outcome, RunError> {
             .map_err(|e| err(format!("thread: {e}")))?
     };
 
-    trace(t0, "started");
+    trace("loader", "started");
     let st = task
         .wait(None)
         .map_err(|e| err(format!("waiting for the task: {e}")))?
         .ok_or_else(|| err("the task did not end"))?;
     forward_sigterm(0);
+    trace("loader", "task ended");
     use std::os::unix::process::ExitStatusExt;
     let (mut status, signal) = match (st.code(), st.signal()) {
         (Some(c), _) => (c, None),
@@ -891,7 +943,7 @@ pub fn run(opts: &RunOpts) -> Result<Outcome, RunError> {
              writes to shared files it had not written back are lost",
             opts.program,
             fs.pid(),
-            describe_status(fst)
+            fst
         );
         if status == 0 {
             status = 1;
@@ -918,8 +970,9 @@ pub fn run(opts: &RunOpts) -> Result<Outcome, RunError> {
         }
         _ => {}
     }
-    trace(t0, "ended");
+    trace("loader", "descendants done, profile kept");
     fs.sync();
+    trace("loader", "synced");
     if let Some(dest) = &opts.stats {
         let json = stats_json(
             opts,
@@ -958,16 +1011,6 @@ fn open_beneath(root: &Path, path: &str) -> Option<OwnedFd> {
         ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS,
     )
     .ok()
-}
-
-/// How a process ended, in words.
-fn describe_status(st: std::process::ExitStatus) -> String {
-    use std::os::unix::process::ExitStatusExt;
-    match (st.code(), st.signal()) {
-        (Some(c), _) => format!("exit status {c}"),
-        (None, Some(s)) => format!("killed by signal {s}"),
-        _ => "ended".into(),
-    }
 }
 
 /// The task to which SIGTERM is forwarded (0: none; then SIGTERM ends
@@ -1181,12 +1224,17 @@ fn stats_json(
 /// the rest be mapped while it runs).
 pub const PROFILE_HEAD: u64 = u64::MAX;
 
-/// With `L4_TRACE` set: the time since `t0` at a step of the run, on
-/// standard error (where the start-up time goes).
-fn trace(t0: Instant, what: &str) {
+/// The start of the run, for [`trace`] (the forked task inherits it).
+static RUN_START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+
+/// With `L4_TRACE` set: the time since the run started at a step of the
+/// run (`who`: the loader or its task), on standard error (where the
+/// start-up time goes).
+pub(crate) fn trace(who: &str, what: &str) {
     static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     if *ON.get_or_init(|| std::env::var_os("L4_TRACE").is_some()) {
-        eprintln!("loader: {:8.3} ms {what}", t0.elapsed().as_secs_f64() * 1e3);
+        let t0 = RUN_START.get_or_init(Instant::now);
+        eprintln!("{who}: {:8.3} ms {what}", t0.elapsed().as_secs_f64() * 1e3);
     }
 }
 
@@ -1206,7 +1254,7 @@ pub enum Prof {
 fn learned_profile(
     store: &Store,
     exe: Option<&OwnedFd>,
-    view: &DsView,
+    first: &[u8],
     program: &str,
     map: &RegionMap,
 ) -> Prof {
@@ -1221,15 +1269,11 @@ fn learned_profile(
         Store::Ext2(img) => std::fs::metadata(img).ok(),
     };
     let Some(meta) = meta else { return Prof::Off };
-    let mut first = vec![0u8; view.size().min(PAGE) as usize];
-    if read_range(view, &mut first, 0, PAGE).is_err() {
-        return Prof::Off;
-    }
     let in_image = match store {
         Store::Ext2(_) => Some(program),
         Store::Dir(_) => None,
     };
-    let id = profile::Identity::new(&meta, &first, in_image);
+    let id = profile::Identity::new(&meta, first, in_image);
     let path = id.path_in(&dir, program);
     match std::fs::read(&path) {
         Ok(b) => match profile::Profile::decode(&b, &id, map) {
@@ -1262,33 +1306,4 @@ fn exe_copy(view: &DsView, name: &str) -> Option<OwnedFd> {
     use std::os::unix::fs::FileExt;
     f.write_all_at(&buf, 0).ok()?;
     Some(f.into())
-}
-
-/// The `fs-server` role: serve `root` on the `"server"` gate (with a page
-/// pool of `pool_pages` frames if given).
-pub fn fs_server(root: &str, pool_pages: Option<usize>) -> i32 {
-    fs_server_store(&Store::Dir(root.into()), pool_pages)
-}
-
-/// The `fs-server` role: serve `store` on the `"server"` gate (with a
-/// page pool of `pool_pages` frames if given).
-pub fn fs_server_store(store: &Store, pool_pages: Option<usize>) -> i32 {
-    let Some(gate) = env().get_cap::<IpcGate>("server") else {
-        eprintln!("loader fs-server: no capability named \"server\"");
-        return 2;
-    };
-    let (mut cfg, what) = match store {
-        Store::Dir(root) => (l4fs::FsConfig::host_dir(root), root.display().to_string()),
-        Store::Ext2(img) => (l4fs::FsConfig::ext2_image(img), img.display().to_string()),
-    };
-    if let Some(n) = pool_pages {
-        cfg = cfg.pool_pages(n);
-    }
-    match l4fs::serve(gate, cfg) {
-        Ok(()) => 0,
-        Err(e) => {
-            eprintln!("loader fs-server: {what}: {e}");
-            1
-        }
-    }
 }

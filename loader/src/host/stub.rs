@@ -1,18 +1,22 @@
 //! The task stub (`l4task`): the first program of a new task on the host.
 //!
-//! The loader starts it (with `l4re::host::spawn`, i.e. `execve` of this
-//! small binary) with the IPC gate named `"server"` among its initial
-//! capabilities. The stub then:
+//! The loader forks it from itself at the start of a run
+//! ([`l4re::host::fork_task`]: no program is executed, so the task is
+//! ready at once) with one end of the control channel, and calls
+//! [`run_task`] in it. The stub then:
 //!
-//! 1. connects to the loader's control socket, makes the statistics page,
-//!    registers the untouched part of its own allocator arena with a
-//!    userfaultfd and hands that to the loader (the external pager serves
-//!    the internal pager's own memory), and in external mode hands over
-//!    the program's userfaultfd as well;
-//! 2. starts the internal pager: a thread bound to the `"server"` gate
-//!    serving `L4Re::Rm` (the loader attaches the program's regions
-//!    through it; attaching maps the region and registers it for faults)
-//!    and, in internal mode, a thread resolving the program's faults;
+//! 1. makes the statistics page, opens the program's userfaultfd and one
+//!    for the untouched part of its own allocator arena, creates the IPC
+//!    gate of its region map and sends HELLO: the statistics page, the
+//!    arena's uffd (the loader's external pager serves the internal
+//!    pager's own memory), in external mode the program's uffd, then the
+//!    gate's capability; it registers the arena;
+//! 2. starts the internal pager: a thread bound to that gate serving
+//!    `L4Re::Rm` (the loader attaches the program's regions through it;
+//!    attaching maps the region and registers it for faults) and, in
+//!    internal mode, a thread resolving the program's faults; meanwhile it
+//!    replaces its mappings of the loader executable with anonymous copies
+//!    (so that `/proc/self/exe` can name the program);
 //! 3. on the loader's START: builds the initial stack (argc, argv, envp,
 //!    auxv with its own vDSO and hardware capabilities), maps it, prefetches,
 //!    resets the signal state, sets the process's memory layout (brk,
@@ -36,14 +40,15 @@ use l4pager::host::{self as ph, Mode, Pager, SharedStats};
 use l4pager::region::{Region, RegionMap};
 use l4pager::rm::{RmBackend, RmService};
 use l4pager::sync::SpinLock;
+use l4re::CapRights;
 use l4re::Result;
-use l4re::cap::IpcGate;
 use l4re::host::signal::{self, CrashRecord, SigSet};
 use l4re::host::{Mapping, Prot, Source};
 use l4re::server::Server;
 
 use super::arena::Arena;
 use super::ctl::{Channel, Enc, Start, kind};
+use super::run::trace;
 use crate::elf::{PAGE, USER_END};
 use crate::stack::{self, StackSpec, at};
 
@@ -69,40 +74,17 @@ fn fail(ch: &Channel, msg: &str) -> ! {
     std::process::exit(127)
 }
 
-/// Runs the stub (`loader task-stub CONTROL-SOCKET internal|external`):
-/// `args` are the words after the role, `[CONTROL-SOCKET, MODE]`.
+/// Runs the stub in a task the loader has just forked ([`l4re::host::fork_task`]):
+/// `ch` is the task's end of the control channel, `mode` who pages the
+/// program. Never returns: the process becomes the program, or ends.
 ///
 /// The process must use `arena` as its global allocator: the program's C
-/// library owns the heap break.
-pub fn main(arena: &'static Arena, args: &[String]) -> ! {
-    if args.len() < 2 {
-        eprintln!(
-            "l4task: started by the loader only (usage: loader task-stub CONTROL internal|external)"
-        );
-        std::process::exit(2);
-    }
-    let mode = if args[1] == "external" {
-        Mode::External
-    } else {
-        Mode::Internal
-    };
-    let confine = super::confine::Confinement::from_args(&args[2..]).unwrap_or_else(|e| {
-        eprintln!("l4task: {e}");
-        std::process::exit(2)
-    });
-    // The stub dies with its loader.
-    let _ = rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL));
-    // While still single-threaded: so that /proc/self/exe can name the
-    // program later (see `detach_from_exe`).
-    let exe_detached = may_set_exe() && detach_from_exe();
+/// library owns the heap break. Must be called while the process is still
+/// single-threaded (it replaces its own mappings of the executable).
+pub fn run_task(arena: &'static Arena, ch: Channel, mode: Mode) -> ! {
+    trace("l4task", "forked");
     ph::block_signals();
-    let ch = match Channel::connect(&args[0]) {
-        Ok(c) => Arc::new(c),
-        Err(e) => {
-            eprintln!("l4task: cannot reach the loader: {e}");
-            std::process::exit(127)
-        }
-    };
+    let ch = Arc::new(ch);
 
     // The statistics page, shared with the loader.
     let (counters_fd, stats) = match SharedStats::create() {
@@ -141,10 +123,19 @@ pub fn main(arena: &'static Arena, args: &[String]) -> ! {
     if mode == Mode::External {
         fds.push(uffd.fd().as_fd());
     }
-    if let Err(e) = ch.send(kind::HELLO, &hello.0, &fds) {
-        eprintln!("l4task: cannot reach the loader: {e}");
+    // The internal pager's region map is served on a gate of this task;
+    // the loader gets a capability to call it (after the hello).
+    let gate = match l4re::env::env().factory().create_gate(None, 0) {
+        Ok(g) => g,
+        Err(e) => fail(&ch, &format!("cannot create the region-map gate: {e}")),
+    };
+    let sent = ch.send(kind::HELLO, &hello.0, &fds).is_ok()
+        && l4re::host::send_caps(ch.as_fd(), "rm", &[("rm", gate.idx(), CapRights::RW)]).is_ok();
+    if !sent {
+        eprintln!("l4task: cannot reach the loader");
         std::process::exit(127);
     }
+    trace("l4task", "hello sent");
     // Registered only now that the loader holds the uffd: from here on the
     // external pager serves the arena's new pages.
     if let Err(e) = self_uffd.register(
@@ -155,6 +146,11 @@ pub fn main(arena: &'static Arena, args: &[String]) -> ! {
         fail(&ch, &format!("cannot register the arena: errno {e}"));
     }
     drop(self_uffd);
+    // So that /proc/self/exe can name the program later (see
+    // `detach_from_exe`): the writable mappings while still
+    // single-threaded, the rest (most) once the region-map thread serves
+    // the loader's attaches.
+    let may_detach = may_set_exe() && detach_from_exe(ExeMappings::Writable);
 
     // The internal pager: region map, Rm server on the gate, fault thread.
     let map = Arc::new(SpinLock::new(RegionMap::new(0x10000, USER_END)));
@@ -179,9 +175,7 @@ pub fn main(arena: &'static Arena, args: &[String]) -> ! {
             Err(e) => fail(&ch, &format!("fork barrier: {e}")),
         }
     }
-    let Some(gate) = l4re::env::env().get_cap::<IpcGate>("server") else {
-        fail(&ch, "no initial capability named \"server\"");
-    };
+    let rm_gate = gate.cap();
     let rm = Arc::new(RmService::new(
         map.clone(),
         Backend {
@@ -194,8 +188,8 @@ pub fn main(arena: &'static Arena, args: &[String]) -> ! {
         .spawn(move || {
             ph::block_signals();
             let mut s = Server::new();
-            if let Err(e) = s.register_gate(gate, rm) {
-                eprintln!("l4task: cannot bind the \"server\" gate: {e}");
+            if let Err(e) = s.register_gate(rm_gate, rm) {
+                eprintln!("l4task: cannot bind the region-map gate: {e}");
                 return;
             }
             let _ = s.run();
@@ -216,6 +210,9 @@ pub fn main(arena: &'static Arena, args: &[String]) -> ! {
         }
     }
 
+    trace("l4task", "pagers ready");
+    let exe_detached = may_detach && detach_from_exe(ExeMappings::ReadOnly);
+    trace("l4task", "detached from the executable");
     // Wait for START (the loader attaches the regions meanwhile).
     let (start, exe_fd) = match ch.recv() {
         Ok((kind::START, p, fds)) => match Start::decode(&p) {
@@ -225,6 +222,7 @@ pub fn main(arena: &'static Arena, args: &[String]) -> ! {
         Ok((k, _, _)) => fail(&ch, &format!("unexpected control message {k}")),
         Err(_) => std::process::exit(127),
     };
+    trace("l4task", "START");
     pager.set_fault_around(start.fault_around);
     if start.record {
         pager.set_log(stats.log);
@@ -256,7 +254,14 @@ pub fn main(arena: &'static Arena, args: &[String]) -> ! {
     });
     // The confinement's directories are opened now (a missing one ends
     // the run with its name); it is enforced right before the jump.
-    let confine = match confine.map(|c| c.prepare()).transpose() {
+    let confine_args: Vec<String> = start
+        .confine
+        .iter()
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect();
+    let confine = super::confine::Confinement::from_args(&confine_args)
+        .and_then(|c| c.map(|c| c.prepare()).transpose());
+    let confine = match confine {
         Ok(c) => c,
         Err(e) => fail(&ch, &e),
     };
@@ -302,6 +307,7 @@ pub fn main(arena: &'static Arena, args: &[String]) -> ! {
         }
     }
     unregister_rseq();
+    trace("l4task", "entering the program");
     // SAFETY: the program is mapped and its stack built by `launch`; from
     // here on this thread runs only program code. (Stays here: entering
     // the program is the stub's own `execve`.)
@@ -671,16 +677,28 @@ fn may_set_exe() -> bool {
         .is_some_and(|c| c & (1 << CAP_SYS_ADMIN | 1 << CAP_CHECKPOINT_RESTORE) != 0)
 }
 
-/// Replaces every mapping of our own executable (the loader binary) with
-/// an anonymous copy of it, at the same address with the same protection:
-/// the kernel changes a process's executable file (`/proc/self/exe`) only
-/// when the old one is no longer mapped. Text is replaced while it runs:
-/// `mremap` swaps the pages atomically and their bytes are the same.
-/// Must run while the process has a single thread (writable data is
-/// copied; nothing may write it between the copy and the swap, so the loop
-/// below does not allocate). Returns whether it worked (on failure part
-/// of the executable may be anonymous: harmless).
-fn detach_from_exe() -> bool {
+/// Which mappings of our executable [`detach_from_exe`] replaces.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum ExeMappings {
+    /// The writable ones (data, bss): only while the process has a single
+    /// thread.
+    Writable,
+    /// The others (text, read-only data): at any time.
+    ReadOnly,
+}
+
+/// Replaces the `which` mappings of our own executable (the loader
+/// binary) with an anonymous copy of them, at the same address with the
+/// same protection: the kernel changes a process's executable file
+/// (`/proc/self/exe`) only when the old one is no longer mapped (both
+/// kinds must be replaced). Text is replaced while it runs: `mremap`
+/// swaps the pages atomically and their bytes are the same, so other
+/// threads may run meanwhile. Writable data is copied: nothing may write
+/// it between the copy and the swap, so those must be replaced while the
+/// process has a single thread (the loop below does not allocate).
+/// Returns whether it worked (on failure part of the executable may be
+/// anonymous: harmless).
+fn detach_from_exe(which: ExeMappings) -> bool {
     use std::os::unix::fs::MetadataExt;
     let Ok(ino) = std::fs::metadata("/proc/self/exe").map(|m| m.ino()) else {
         return false;
@@ -702,6 +720,9 @@ fn detach_from_exe() -> bool {
             return false;
         };
         let p = f[1].as_bytes();
+        if (p[1] == b'w') != (which == ExeMappings::Writable) {
+            continue;
+        }
         let mut prot = libc::PROT_NONE;
         if p[0] == b'r' {
             prot |= libc::PROT_READ;
@@ -721,15 +742,17 @@ fn detach_from_exe() -> bool {
         let len = b - a;
         // SAFETY: a fresh anonymous mapping, filled from our own mapping
         // of the same length at `a` (readable when `prot` says so), then
-        // moved over it; the bytes at `a` stay what they were. (Stays
-        // here: it swaps the running executable's own text and data, only
-        // sound while the stub is single-threaded.)
+        // moved over it; the bytes at `a` stay what they were (writable
+        // ones only while the stub is single-threaded, see above). Both
+        // ranges are populated up front (one call each instead of a page
+        // fault per page). (Stays here: it swaps the running executable's
+        // own text and data.)
         unsafe {
             let n = libc::mmap(
                 core::ptr::null_mut(),
                 len,
                 libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_POPULATE,
                 -1,
                 0,
             );
@@ -737,6 +760,8 @@ fn detach_from_exe() -> bool {
                 return false;
             }
             if prot & libc::PROT_READ != 0 {
+                // Best effort (Linux 5.14+): faults do the rest.
+                libc::madvise(a as *mut libc::c_void, len, libc::MADV_POPULATE_READ);
                 core::ptr::copy_nonoverlapping(a as *const u8, n as *mut u8, len);
             }
             if libc::mprotect(n, len, prot) != 0 {

@@ -915,8 +915,10 @@ impl Pager {
 
     /// Asks the server to bring the file ranges behind the profile's
     /// file-backed pages into its cache (Dataspace `allocate`, one call per
-    /// range of consecutive pages).
-    fn warm_server(&self, runs: &[(u64, u64, bool)]) {
+    /// range of consecutive pages). `runs`: (first page, pages, whether it
+    /// was a fault's page). Public so that a loader that reads the profile
+    /// before the task replays it can warm the server meanwhile.
+    pub fn warm_server(&self, runs: &[(u64, u64, bool)]) {
         let mut want: Vec<(u64, u64, u64)> = Vec::new(); // (ds, first, end)
         {
             let map = self.map.lock();

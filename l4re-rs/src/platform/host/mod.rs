@@ -29,7 +29,10 @@
 //!   main thread's capability is `THREAD`; other threads get a slot on
 //!   first use (released when the thread exits), or from [`spawn_thread`].
 //! * **Tasks.** [`spawn`] starts a program as a child process and hands it
-//!   its named capabilities through a bootstrap socket.
+//!   its named capabilities through a bootstrap socket; [`fork_task`]
+//!   makes a task that is a copy of a still single-threaded creator (no
+//!   program executed: ready at once), which gets capabilities over a
+//!   socket ([`send_caps`]/[`recv_caps`]).
 //! * **Memory items** carry memfd-backed memory ([`SharedMem`], or memory
 //!   received through memory items) and are mapped `MAP_SHARED` into the
 //!   receiver's receive window.
@@ -110,7 +113,10 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 pub use mapping::{Mapping, Prot, Source};
 use objects::{Entry, GateObj, Object, ThreadEndpoint};
 pub use shm::{ReservedRange, SharedMem, forget_mappings, memfd_behind};
-pub use task::{BOOTSTRAP_ENV, ChildTask, SpawnOptions, recv_caps, send_caps, spawn, spawn_with};
+pub use task::{
+    BOOTSTRAP_ENV, ChildTask, Forked, SpawnOptions, fork_task, recv_caps, send_caps, spawn,
+    spawn_with,
+};
 pub(crate) use transport::{ipc_call, ipc_reply, ipc_reply_and_wait, ipc_send, ipc_wait};
 
 use crate::cap::{Cap, CapIdx, CapRights, SlotBitmap, Thread, well_known};

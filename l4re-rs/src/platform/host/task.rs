@@ -202,7 +202,11 @@ pub fn spawn_with(
             g.drop_server();
         }
     }
-    let pid = child.id() as i32;
+    adopt_child(child.id() as i32)
+}
+
+/// The [`ChildTask`] of our child process `pid` (not yet reaped).
+fn adopt_child(pid: i32) -> Result<ChildTask> {
     // Not reaped until we wait, so the pid still names our child.
     let pidfd = Pid::from_raw(pid).ok_or(Error::Io).and_then(|p| {
         rustix::process::pidfd_open(p, PidfdFlags::empty()).map_err(errno_to_error)
@@ -231,6 +235,59 @@ pub fn spawn_with(
         slot,
         status: Mutex::new(None),
     })
+}
+
+/// Which side of [`fork_task`] a process is on.
+#[derive(Debug)]
+pub enum Forked {
+    /// The creator, with its new task.
+    Parent(ChildTask),
+    /// The new task: a copy of the creator's process (its memory, its
+    /// descriptors, its one thread), with a fresh capability table.
+    Child,
+}
+
+/// Starts a new task as a copy of this process (`fork` without `exec`):
+/// a task that is ready at once, without loading a program.
+///
+/// Only a process that is still single-threaded and has not used the
+/// platform yet may fork a task (`Error::Inval` otherwise): the child then
+/// starts with no thread but the caller, no lock held, and a capability
+/// table of its own that it sets up on first use; it shares no gate with
+/// its creator until capabilities are passed (e.g. with [`send_caps`] over
+/// a socket pair made before the fork). `opts.die_with_parent` sets the
+/// child's death signal as [`spawn_with`] does (a child whose creator died
+/// before that exits at once with status 127); `opts.stdout_to_stderr`
+/// makes its standard output our standard error.
+pub fn fork_task(opts: SpawnOptions) -> Result<Forked> {
+    if super::PROCESS.get().is_some() || !single_threaded() {
+        return Err(Error::Inval);
+    }
+    let parent = std::process::id() as i32;
+    // SAFETY: the process has one thread (checked above), so the child
+    // gets a consistent copy of every lock and allocator state, and it
+    // runs ordinary code afterwards. (Stays here: the one fork of the
+    // platform, behind these checks.)
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(errno_to_error(Errno::from_raw_os_error(
+            std::io::Error::last_os_error().raw_os_error().unwrap_or(0),
+        )));
+    }
+    if pid > 0 {
+        return adopt_child(pid).map(Forked::Parent);
+    }
+    if opts.die_with_parent {
+        let set = rustix::process::set_parent_process_death_signal(Some(Signal::KILL)).is_ok();
+        if !set || rustix::process::getppid().map(|p| p.as_raw_nonzero().get()) != Some(parent) {
+            // The creator is gone (or cannot take us along): nobody waits.
+            super::sys::exit_group(127);
+        }
+    }
+    if opts.stdout_to_stderr {
+        let _ = rustix::stdio::dup2_stdout(std::io::stderr());
+    }
+    Ok(Forked::Child)
 }
 
 impl ChildTask {

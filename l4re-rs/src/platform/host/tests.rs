@@ -791,3 +791,17 @@ fn channels_move_with_the_gate() {
         free(c);
     }
 }
+
+/// A task is forked only from a process that is still single-threaded
+/// and has not used the platform: the test harness has threads and this
+/// process's table is set up, so it is refused (the loader's every run
+/// forks its task, the positive case).
+#[test]
+fn fork_task_refuses_a_threaded_or_used_process() {
+    let g = new_gate();
+    assert!(matches!(
+        fork_task(SpawnOptions::default()),
+        Err(Error::Inval)
+    ));
+    free(g);
+}
