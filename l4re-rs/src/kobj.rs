@@ -91,9 +91,9 @@ pub enum PfOutcome {
 ///   as IPC: it must not hold a lock that pager needs while it may fault
 ///   (touching memory not yet mapped, code or data), or the two wait for
 ///   each other.
-/// * **FPU.** Set up with [`PfTrampolineState::prepare`], the FPU and SSE
+/// * **FPU.** Set up with `PfTrampolineState::prepare`, the FPU and SSE
 ///   registers are saved around it; with
-///   [`PfTrampolineState::prepare_fpu_free`] they are not, and it must
+///   `PfTrampolineState::prepare_fpu_free` they are not, and it must
 ///   not touch them (cheaper: no lazy FPU switch on every fault).
 pub trait PfHandler: Sync {
     /// Resolves the fault at `pfa` of the instruction at `ip`. `pfa` is
