@@ -113,6 +113,20 @@ impl FrameFactory for PoolFrames {
         };
         Ok((Box::new(io), window))
     }
+
+    fn revoker(&self) -> Option<crate::direct::Revoker> {
+        Some(revoke_image_page)
+    }
+}
+
+/// Takes the page of the image at `addr` (this task's mapping of it) away
+/// from every client it was mapped on to directly: `l4_task_unmap` with
+/// `L4_FP_OTHER_SPACES` removes the mappings derived from it and keeps
+/// this task's own.
+fn revoke_image_page(addr: u64) {
+    if let Err(e) = mem::unmap(addr, PAGE_SHIFT, Rights::RWX, false) {
+        log::error!("l4fs: revoking the image page at {addr:#x} failed: {e}");
+    }
 }
 
 /// One file's frames on Fiasco (see the module documentation).
@@ -262,11 +276,19 @@ impl ModuleDev {
         let info = cap.info()?;
         let size = info.size;
         let ds_writable = info.flags.contains(l4re::proto::dataspace::Flags::W);
-        let image = mem::Attachment::new(ds, size, ds_writable)?;
+        // Aligned like a file's window (2 MiB), so that a file laid out
+        // 2 MiB-aligned in the image can be mapped directly in 2 MiB
+        // flexpages; present, so that its pages can be mapped on at all.
         let mem = if !copy || ds_writable {
-            ModuleMem::Attached(image)
+            ModuleMem::Attached(mem::Attachment::present(
+                ds,
+                size,
+                ds_writable,
+                WINDOW_ORDER,
+            )?)
         } else {
-            let copy = Region::new(size, PAGE_SHIFT)?;
+            let image = mem::Attachment::read_only(ds, size)?;
+            let copy = Region::new(size, WINDOW_ORDER)?;
             copy.write(0, image.bytes())?;
             ModuleMem::Copy(copy)
         };
@@ -301,6 +323,16 @@ impl BlockDev for ModuleDev {
             ModuleMem::Attached(a) => a.read(offset, buf),
             ModuleMem::Copy(r) => r.read(offset, buf),
         }
+    }
+
+    fn memory_at(&self, offset: u64) -> Option<u64> {
+        // Both are present in this task: the attachment was made so, the
+        // copy is a touched `Region`.
+        let base = match &self.mem {
+            ModuleMem::Attached(a) => a.addr(),
+            ModuleMem::Copy(r) => r.addr(),
+        };
+        (offset < self.size).then_some(base + offset)
     }
 
     fn write_at(&mut self, offset: u64, data: &[u8]) -> Result<()> {
