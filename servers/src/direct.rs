@@ -3,9 +3,10 @@
 //! pages of the ext2 image, a boot module or its copy) are sent to clients
 //! straight from there, without being copied into the page cache.
 //! Shared code (`core` + `alloc`); the platform says whether it can do
-//! this and how it takes such pages back ([`crate::fs::FrameFactory::
-//! revoker`]), the backing store where a file's bytes lie
-//! ([`crate::backend::Backing::extents`]).
+//! this and how it takes such pages back
+//! ([`FrameFactory::revoker`](crate::fs::FrameFactory::revoker)), the
+//! backing store where a file's bytes lie
+//! ([`Backing::extents`](crate::backend::Backing::extents)).
 //!
 //! The rules (`docs/l4fs.md`, "Direct mapping"):
 //!
@@ -241,7 +242,14 @@ mod tests {
     fn aligned_contiguous_pages_go_in_one_2_mib_block() {
         // 1024 pages (4 MiB) contiguous at a 2 MiB boundary.
         let mut runs = Runs(vec![(0, 1024, 0x4000_0000)]);
-        let b = direct_block(700, 0x9000_0000 + 700 * PAGE_SIZE, 1024, 21, memory(&mut runs), none_cached);
+        let b = direct_block(
+            700,
+            0x9000_0000 + 700 * PAGE_SIZE,
+            1024,
+            21,
+            memory(&mut runs),
+            none_cached,
+        );
         assert_eq!(
             b,
             Some(DirectBlock {
@@ -251,7 +259,14 @@ mod tests {
             })
         );
         // The largest order the cache allows, not more.
-        let b = direct_block(700, 700 * PAGE_SIZE, 1024, 16, memory(&mut runs), none_cached);
+        let b = direct_block(
+            700,
+            700 * PAGE_SIZE,
+            1024,
+            16,
+            memory(&mut runs),
+            none_cached,
+        );
         assert_eq!(b.map(|b| (b.first, b.order)), Some((688, 16)));
     }
 
@@ -260,11 +275,25 @@ mod tests {
         let mut runs = Runs(vec![(0, 1024, 0x4000_0000)]);
         // A spot 4 KiB off a 2 MiB boundary relative to the offset: pages
         // only.
-        let b = direct_block(700, 0x1000_1000 + 700 * PAGE_SIZE, 1024, 21, memory(&mut runs), none_cached);
+        let b = direct_block(
+            700,
+            0x1000_1000 + 700 * PAGE_SIZE,
+            1024,
+            21,
+            memory(&mut runs),
+            none_cached,
+        );
         assert_eq!(b.map(|b| (b.first, b.order)), Some((700, 12)));
         // 64 KiB agreement: 16-page blocks. (The offset inside the page
         // does not matter.)
-        let b = direct_block(700, 0x1001_0000 + 700 * PAGE_SIZE + 0x123, 1024, 21, memory(&mut runs), none_cached);
+        let b = direct_block(
+            700,
+            0x1001_0000 + 700 * PAGE_SIZE + 0x123,
+            1024,
+            21,
+            memory(&mut runs),
+            none_cached,
+        );
         assert_eq!(b.map(|b| (b.first, b.order)), Some((688, 16)));
     }
 
@@ -284,16 +313,26 @@ mod tests {
         // Pages from 12 on lie one page off: single pages only.
         for p in [12u64, 13, 100, 700] {
             let b = direct_block(p, p * PAGE_SIZE, 2048, 21, memory(&mut runs), none_cached);
-            assert_eq!(b.map(|b| (b.first, b.order, b.addr)), Some((p, 12, base + (p + 1) * PAGE_SIZE)));
+            assert_eq!(
+                b.map(|b| (b.first, b.order, b.addr)),
+                Some((p, 12, base + (p + 1) * PAGE_SIZE))
+            );
         }
         // An unaligned memory page (not page-aligned at all): nothing.
         let mut odd = Runs(vec![(0, 16, 0x4000_0800)]);
-        assert_eq!(direct_block(3, 3 * PAGE_SIZE, 16, 21, memory(&mut odd), none_cached), None);
+        assert_eq!(
+            direct_block(3, 3 * PAGE_SIZE, 16, 21, memory(&mut odd), none_cached),
+            None
+        );
         // A hole: nothing.
         let mut holes = Runs(vec![(0, 4, 0x4000_0000)]);
-        assert_eq!(direct_block(5, 5 * PAGE_SIZE, 16, 21, memory(&mut holes), none_cached), None);
         assert_eq!(
-            direct_block(2, 2 * PAGE_SIZE, 16, 21, memory(&mut holes), none_cached).map(|b| b.order),
+            direct_block(5, 5 * PAGE_SIZE, 16, 21, memory(&mut holes), none_cached),
+            None
+        );
+        assert_eq!(
+            direct_block(2, 2 * PAGE_SIZE, 16, 21, memory(&mut holes), none_cached)
+                .map(|b| b.order),
             Some(14)
         );
     }
@@ -306,15 +345,36 @@ mod tests {
         let cached = |a: u64, b: u64| (a..b).contains(&5);
         let b = direct_block(100, 100 * PAGE_SIZE, 1024, 21, memory(&mut runs), cached);
         assert_eq!(b.map(|b| (b.first, b.order)), Some((64, 18)));
-        assert_eq!(direct_block(5, 5 * PAGE_SIZE, 1024, 21, memory(&mut runs), cached), None);
         assert_eq!(
-            direct_block(4, 4 * PAGE_SIZE, 1024, 21, memory(&mut runs), cached).map(|b| (b.first, b.order)),
+            direct_block(5, 5 * PAGE_SIZE, 1024, 21, memory(&mut runs), cached),
+            None
+        );
+        assert_eq!(
+            direct_block(4, 4 * PAGE_SIZE, 1024, 21, memory(&mut runs), cached)
+                .map(|b| (b.first, b.order)),
             Some((4, 12))
         );
         // Only whole pages of the file: 600 of them; page 600 itself not.
-        let b = direct_block(580, 580 * PAGE_SIZE, 600, 21, memory(&mut runs), none_cached);
+        let b = direct_block(
+            580,
+            580 * PAGE_SIZE,
+            600,
+            21,
+            memory(&mut runs),
+            none_cached,
+        );
         assert_eq!(b.map(|b| (b.first, b.order)), Some((576, 16)));
-        assert_eq!(direct_block(600, 600 * PAGE_SIZE, 600, 21, memory(&mut runs), none_cached), None);
+        assert_eq!(
+            direct_block(
+                600,
+                600 * PAGE_SIZE,
+                600,
+                21,
+                memory(&mut runs),
+                none_cached
+            ),
+            None
+        );
     }
 
     thread_local! {

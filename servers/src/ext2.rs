@@ -551,7 +551,10 @@ mod tests {
         let (mut fs, f) = mapped(1024, block, &ptrs);
         let kib = 1024u64;
         // From block 0: contiguous up to 199 (block 200 jumps).
-        assert_eq!(fs.extent(&f, 0, 1 << 20).unwrap(), Some((100 * kib, 200 * kib)));
+        assert_eq!(
+            fs.extent(&f, 0, 1 << 20).unwrap(),
+            Some((100 * kib, 200 * kib))
+        );
         // Capped by `max`, also inside a block.
         assert_eq!(fs.extent(&f, 0, 5000).unwrap(), Some((100 * kib, 5000)));
         assert_eq!(fs.extent(&f, 10, 100).unwrap(), Some((100 * kib + 10, 100)));
@@ -562,7 +565,10 @@ mod tests {
         );
         // The jumped block alone, then from 201 on across the single and
         // double indirect blocks to the end of the mapped blocks.
-        assert_eq!(fs.extent(&f, 200 * kib, 1 << 20).unwrap(), Some((900 * kib, kib)));
+        assert_eq!(
+            fs.extent(&f, 200 * kib, 1 << 20).unwrap(),
+            Some((900 * kib, kib))
+        );
         assert_eq!(
             fs.extent(&f, 201 * kib, 1 << 20).unwrap(),
             Some((301 * kib, 323 * kib))
@@ -578,10 +584,19 @@ mod tests {
             let (dev, len) = fs.extent(&f, start * kib, 1 << 20).unwrap().unwrap();
             for k in 0..len / kib {
                 let b = fs.map_block(&f, start + k).unwrap() as u64;
-                assert_eq!(b * kib, dev + k * kib, "block {} of the run from {start}", k);
+                assert_eq!(
+                    b * kib,
+                    dev + k * kib,
+                    "block {} of the run from {start}",
+                    k
+                );
             }
             let next = fs.map_block(&f, start + len / kib).unwrap() as u64;
-            assert_ne!(next * kib, dev + len, "the run from {start} ends where contiguity ends");
+            assert_ne!(
+                next * kib,
+                dev + len,
+                "the run from {start} ends where contiguity ends"
+            );
         }
     }
 
@@ -670,7 +685,10 @@ mod tests {
         while off < 300_000 {
             let (dev, len) = fs.extent(&f, off, 300_000 - off).unwrap().unwrap();
             let n = len as usize;
-            assert_eq!(&img[dev as usize..dev as usize + n], &big[off as usize..off as usize + n]);
+            assert_eq!(
+                &img[dev as usize..dev as usize + n],
+                &big[off as usize..off as usize + n]
+            );
             off += len;
         }
         let s = fs.resolve(&[b"sub", b"deeper", b"small"]).unwrap();

@@ -509,9 +509,9 @@ impl FsState {
             ),
             None => (
                 self.cache.total_stats(),
-                self.direct
-                    .values()
-                    .fold(self.direct_closed, |(s, r), d| (s + d.pages_sent, r + d.pages_revoked)),
+                self.direct.values().fold(self.direct_closed, |(s, r), d| {
+                    (s + d.pages_sent, r + d.pages_revoked)
+                }),
             ),
         };
         s.direct_pages = sent;

@@ -320,7 +320,8 @@ fn run(t: &mut Tap) {
     );
     t.ok(
         mapped(&ro_map, at - 10, 10).is_some_and(|v| v == pattern(at - 10, 10))
-            && mapped(&ro_map, 300 * PAGE_SIZE, 64).is_some_and(|v| v == pattern(300 * PAGE_SIZE, 64)),
+            && mapped(&ro_map, 300 * PAGE_SIZE, 64)
+                .is_some_and(|v| v == pattern(300 * PAGE_SIZE, 64)),
         "and the old bytes around them and elsewhere",
     );
     let st: CacheStats = direct.ops().stats().unwrap_or_default();

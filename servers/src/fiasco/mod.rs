@@ -39,7 +39,12 @@
 //! l4fs then serves the files read-only (`open` RW answers `-EACCES`),
 //! unless `--copy` asks it to copy the image into memory from the memory
 //! allocator first (writes then reach that copy, for the server's
-//! lifetime). A writable dataspace is written in place.
+//! lifetime). A writable dataspace is written in place. The image (or the
+//! copy) is attached at a 2 MiB boundary and made present, because its
+//! pages are also mapped to clients as they are ([`ModuleDev`]'s
+//! [`BlockDev::memory_at`], direct mapping: `crate::direct`); such a page
+//! is taken back from the clients by `l4_task_unmap` of this task's page
+//! of the image, other spaces only ([`PoolFrames`]' revoker).
 
 pub mod client;
 
