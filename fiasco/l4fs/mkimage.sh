@@ -8,6 +8,9 @@
 #   sub/dir/nested.txt   "nested file\n"
 #   rw.bin               64 KiB of pattern bytes
 #   big.bin              1 MiB of pattern bytes (larger than the test pool)
+#   direct.bin           2 MiB of pattern bytes, in contiguous blocks from a
+#                        2 MiB boundary of the image (place-aligned.sh): l4fs
+#                        maps it straight from the image
 # Pattern byte i = (i & 255) ^ ((i >> 12) * 31 & 255), as pattern_byte().
 set -eu
 out=$1
@@ -23,6 +26,11 @@ pattern() {
 }
 pattern 65536 > "$dir/rw.bin"
 pattern 1048576 > "$dir/big.bin"
+: > "$dir/direct.bin"
 rm -f "$out.tmp"
-mke2fs -q -F -t ext2 -b 4096 -d "$dir" "$out.tmp" 4M
+mke2fs -q -F -t ext2 -b 4096 -d "$dir" "$out.tmp" 8M
+data=$(mktemp)
+pattern 2097152 > "$data"
+sh "$(dirname "$0")/place-aligned.sh" "$out.tmp" direct.bin "$data" || { rm -f "$data"; exit 1; }
+rm -f "$data"
 mv "$out.tmp" "$out"

@@ -2,7 +2,8 @@
 //! (servers/src/backend.rs) over an arbitrary image in memory: open, walk
 //! the tree from the root (directory entries parsed from the directories'
 //! content, each looked up by name and read), read files, write in place,
-//! set sizes.
+//! set sizes, find device runs (`Ext2::extent`, checked against the block
+//! map).
 #![no_main]
 
 use l4fs::backend::{Backend, Ext2Backend};
@@ -97,6 +98,17 @@ fn walk(fs: &mut Ext2<VecDev>, dir: &Inode, path: &mut Vec<Vec<u8>>, budget: &mu
                 let _ = fs.set_size(&mut inode, a);
                 let _ = fs.set_size(&mut inode, a.saturating_sub(1));
                 let _ = fs.map_block(&inode, u64::MAX / 4096);
+                // Device runs (direct mapping) agree with the block map.
+                let bs = fs.block_size();
+                if let Ok(Some((dev, len))) = fs.extent(&inode, 0, 64 * bs) {
+                    for k in 0..len / bs {
+                        if let Ok(b) = fs.map_block(&inode, k) {
+                            assert_eq!(b as u64 * bs, dev + k * bs, "block {k} of the run");
+                        }
+                    }
+                }
+                let _ = fs.extent(&inode, inode.size.saturating_sub(1), u64::MAX);
+                let _ = fs.extent(&inode, u64::MAX - 5, 4096);
             }
             _ => {}
         }

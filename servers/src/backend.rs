@@ -9,6 +9,7 @@ use core::cell::RefCell;
 
 use l4re::{Error, Result};
 
+use crate::direct::Extents;
 use crate::ext2::{BlockDev, Ext2, Inode, Kind};
 
 /// Longest path component.
@@ -82,6 +83,13 @@ pub trait Backing {
     fn host_file(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
         None
     }
+    /// Where the file's bytes lie in memory of this task that may be
+    /// mapped on to clients as it is, if the store is such memory (an
+    /// ext2 image in a boot module on Fiasco): for direct mapping
+    /// ([`crate::direct`]). `None`, the default, for other stores.
+    fn extents(&self) -> Option<Box<dyn Extents>> {
+        None
+    }
 }
 
 /// A tree of files.
@@ -150,7 +158,7 @@ struct Ext2File<D: BlockDev> {
     writable: bool,
 }
 
-impl<D: BlockDev> Backing for Ext2File<D> {
+impl<D: BlockDev + 'static> Backing for Ext2File<D> {
     fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<usize> {
         self.fs.borrow_mut().read(&self.inode, offset, buf)
     }
@@ -177,6 +185,31 @@ impl<D: BlockDev> Backing for Ext2File<D> {
     }
     fn writable(&self) -> bool {
         self.writable
+    }
+    fn extents(&self) -> Option<Box<dyn Extents>> {
+        self.fs.borrow().memory_at(0)?;
+        Some(Box::new(Ext2Extents {
+            fs: self.fs.clone(),
+            inode: self.inode.clone(),
+        }))
+    }
+}
+
+/// Where an ext2 file's bytes lie in the memory of an image held in
+/// memory: the block map's runs ([`Ext2::extent`]) at the image's address.
+/// (The block map never changes: this ext2 writes in place only.)
+struct Ext2Extents<D: BlockDev> {
+    fs: Rc<RefCell<Ext2<D>>>,
+    inode: Inode,
+}
+
+impl<D: BlockDev> Extents for Ext2Extents<D> {
+    fn extent(&mut self, offset: u64, max: u64) -> Result<Option<(u64, u64)>> {
+        let mut fs = self.fs.borrow_mut();
+        Ok(match fs.extent(&self.inode, offset, max)? {
+            Some((dev, len)) => fs.memory_at(dev).map(|addr| (addr, len)),
+            None => None,
+        })
     }
 }
 

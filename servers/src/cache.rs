@@ -407,6 +407,14 @@ impl PageCache {
             .is_some_and(|f| f.pages.contains_key(&page))
     }
 
+    /// Whether any page of `[first, end)` of the file is in the cache
+    /// (one ordered walk, not a lookup per page).
+    pub fn any_cached(&self, id: FileId, first: u64, end: u64) -> bool {
+        self.files
+            .get(&id)
+            .is_some_and(|f| f.pages.range(first..end).next().is_some())
+    }
+
     fn count(&mut self, id: FileId, f: impl Fn(&mut CacheStats) + Copy) {
         f(&mut self.total);
         if let Some(file) = self.files.get_mut(&id) {

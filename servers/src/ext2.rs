@@ -24,6 +24,14 @@ pub trait BlockDev {
     fn flush(&mut self) -> Result<()> {
         Ok(())
     }
+    /// Where byte `offset` of the device lies in this task's memory, if
+    /// the device is memory that may be mapped on to clients as it is (a
+    /// boot module attached and present in the server); `None`, the
+    /// default, for every other device.
+    fn memory_at(&self, offset: u64) -> Option<u64> {
+        let _ = offset;
+        None
+    }
 }
 
 /// The root directory's inode number.
@@ -215,17 +223,12 @@ impl<D: BlockDev> Ext2<D> {
         Ok(u32::from_le_bytes(b))
     }
 
-    /// The disk block holding logical block `lblk` of the inode (0: a hole).
-    pub fn map_block(&mut self, inode: &Inode, lblk: u64) -> Result<u32> {
-        if inode.flags & EXTENTS_FL != 0 {
-            return Err(Error::NoSys);
-        }
+    /// The pointer block holding the entry of logical block `lblk` (past
+    /// the 12 direct blocks) and the entry's index in it; `None` where an
+    /// indirect block on the way is a hole.
+    fn pointer_slot(&mut self, inode: &Inode, lblk: u64) -> Result<Option<(u32, u64)>> {
         let per = self.block_size / 4;
-        let mut l = lblk;
-        if l < 12 {
-            return Ok(inode.block[l as usize]);
-        }
-        l -= 12;
+        let mut l = lblk - 12;
         let (root, depth) = if l < per {
             (inode.block[12], 1)
         } else if l - per < per * per {
@@ -239,14 +242,91 @@ impl<D: BlockDev> Ext2<D> {
             (inode.block[14], 3)
         };
         let mut blk = root;
-        for level in (0..depth).rev() {
+        for level in (1..depth).rev() {
             if blk == 0 {
-                return Ok(0);
+                return Ok(None);
             }
             let idx = (l / per.pow(level)) % per;
             blk = self.read_ptr(blk, idx)?;
         }
-        Ok(blk)
+        Ok((blk != 0).then_some((blk, l % per)))
+    }
+
+    /// The disk block holding logical block `lblk` of the inode (0: a hole).
+    pub fn map_block(&mut self, inode: &Inode, lblk: u64) -> Result<u32> {
+        if inode.flags & EXTENTS_FL != 0 {
+            return Err(Error::NoSys);
+        }
+        if lblk < 12 {
+            return Ok(inode.block[lblk as usize]);
+        }
+        match self.pointer_slot(inode, lblk)? {
+            Some((blk, idx)) => self.read_ptr(blk, idx),
+            None => Ok(0),
+        }
+    }
+
+    /// Where file byte `offset` lies on the device, and how many bytes
+    /// from there (at most `max`) lie contiguously on the device as the
+    /// file's next bytes: `(device
+    /// offset, length)`, or `None` for a hole or a block past the device's
+    /// end. The file's size is not looked at (the caller bounds `max`).
+    /// Pointer blocks are read a chunk at a time, not an entry at a time.
+    pub fn extent(&mut self, inode: &Inode, offset: u64, max: u64) -> Result<Option<(u64, u64)>> {
+        let bs = self.block_size;
+        let mut lblk = offset / bs;
+        let first = self.map_block(inode, lblk)? as u64;
+        if first == 0 || first >= self.blocks_count {
+            return Ok(None);
+        }
+        let start = first * bs + offset % bs;
+        let mut len = bs - offset % bs;
+        // The device block the next logical block must be in.
+        let mut want = first + 1;
+        lblk += 1;
+        const CHUNK: usize = 256;
+        let mut chunk = [0u8; 4 * CHUNK];
+        while len < max {
+            let need = (max - len).div_ceil(bs);
+            if lblk < 12 {
+                if inode.block[lblk as usize] as u64 != want {
+                    break;
+                }
+                len += bs;
+                want += 1;
+                lblk += 1;
+                continue;
+            }
+            let Some((ptrs, idx)) = self.pointer_slot(inode, lblk)? else {
+                break;
+            };
+            if ptrs as u64 >= self.blocks_count {
+                return Err(Error::Io);
+            }
+            let n = (bs / 4 - idx).min(need).min(CHUNK as u64) as usize;
+            self.dev
+                .read_at(ptrs as u64 * bs + idx * 4, &mut chunk[..4 * n])?;
+            let same = chunk[..4 * n]
+                .chunks_exact(4)
+                .zip(want..)
+                .take_while(|(p, w)| le32(p, 0) as u64 == *w)
+                .count() as u64;
+            len += same * bs;
+            want += same;
+            lblk += same;
+            if same < n as u64 {
+                break;
+            }
+        }
+        // A crafted pointer may run past the device.
+        let len = len.min(max).min(self.blocks_count * bs - start);
+        Ok(Some((start, len)))
+    }
+
+    /// Where byte `offset` of the device lies in this task's memory, if
+    /// the device is such memory ([`BlockDev::memory_at`]).
+    pub fn memory_at(&self, offset: u64) -> Option<u64> {
+        self.dev.memory_at(offset)
     }
 
     /// Reads file bytes at `offset` into `buf`; returns how many (short at
@@ -432,6 +512,94 @@ mod tests {
         img
     }
 
+    /// An image of `blocks` 1 KiB blocks (256 pointers per pointer block)
+    /// with `ptrs` written as (block, index, value) into pointer blocks,
+    /// and a file inode with the 15 block pointers `block`.
+    fn mapped(blocks: u32, block: [u32; 15], ptrs: &[(u32, u32, u32)]) -> (Ext2<VecDev>, Inode) {
+        let mut img = crafted(0, &[(4, blocks)]);
+        img.resize(blocks as usize * 1024, 0);
+        for &(b, i, v) in ptrs {
+            let o = (b * 1024 + 4 * i) as usize;
+            img[o..o + 4].copy_from_slice(&v.to_le_bytes());
+        }
+        let fs = Ext2::open(VecDev(img)).unwrap();
+        let inode = Inode {
+            ino: 12,
+            kind: Kind::File,
+            size: 1 << 30,
+            block,
+            flags: 0,
+        };
+        (fs, inode)
+    }
+
+    #[test]
+    fn extents_follow_contiguous_blocks_through_pointer_blocks() {
+        // Blocks 0-11 at 100-111, the single indirect block (50) maps
+        // 12-267 to 112-367 except 200 (a jump), the double indirect block
+        // (51) maps through 52: 268-523 to 368-623.
+        let mut block = [0u32; 15];
+        for (i, b) in block.iter_mut().enumerate().take(12) {
+            *b = 100 + i as u32;
+        }
+        block[12] = 50;
+        block[13] = 51;
+        let mut ptrs: Vec<(u32, u32, u32)> = (0..256).map(|i| (50, i, 112 + i)).collect();
+        ptrs[200 - 12].2 = 900;
+        ptrs.push((51, 0, 52));
+        ptrs.extend((0..256).map(|i| (52, i, 368 + i)));
+        let (mut fs, f) = mapped(1024, block, &ptrs);
+        let kib = 1024u64;
+        // From block 0: contiguous up to 199 (block 200 jumps).
+        assert_eq!(
+            fs.extent(&f, 0, 1 << 20).unwrap(),
+            Some((100 * kib, 200 * kib))
+        );
+        // Capped by `max`, also inside a block.
+        assert_eq!(fs.extent(&f, 0, 5000).unwrap(), Some((100 * kib, 5000)));
+        assert_eq!(fs.extent(&f, 10, 100).unwrap(), Some((100 * kib + 10, 100)));
+        // From inside a block: the rest of it and what follows.
+        assert_eq!(
+            fs.extent(&f, 3 * kib + 24, 1 << 20).unwrap(),
+            Some((103 * kib + 24, 197 * kib - 24))
+        );
+        // The jumped block alone, then from 201 on across the single and
+        // double indirect blocks to the end of the mapped blocks.
+        assert_eq!(
+            fs.extent(&f, 200 * kib, 1 << 20).unwrap(),
+            Some((900 * kib, kib))
+        );
+        assert_eq!(
+            fs.extent(&f, 201 * kib, 1 << 20).unwrap(),
+            Some((301 * kib, 323 * kib))
+        );
+        // A hole (logical 524: pointer 0) and a block past the device.
+        assert_eq!(fs.extent(&f, 524 * kib, kib).unwrap(), None);
+        let mut far = block;
+        far[0] = 5000;
+        let (mut fs2, f2) = mapped(1024, far, &ptrs);
+        assert_eq!(fs2.extent(&f2, 0, kib).unwrap(), None);
+        // Every block of every run is where map_block says it is.
+        for start in [0u64, 7, 11, 12, 150, 199, 201, 266, 267, 268, 400] {
+            let (dev, len) = fs.extent(&f, start * kib, 1 << 20).unwrap().unwrap();
+            for k in 0..len / kib {
+                let b = fs.map_block(&f, start + k).unwrap() as u64;
+                assert_eq!(
+                    b * kib,
+                    dev + k * kib,
+                    "block {} of the run from {start}",
+                    k
+                );
+            }
+            let next = fs.map_block(&f, start + len / kib).unwrap() as u64;
+            assert_ne!(
+                next * kib,
+                dev + len,
+                "the run from {start} ends where contiguity ends"
+            );
+        }
+    }
+
     /// Crafted superblocks and inodes are refused with errors: no
     /// arithmetic overflow, no absurd allocation (each case panicked or
     /// aborted the server before).
@@ -511,6 +679,18 @@ mod tests {
         let mut out = vec![0u8; 300_000];
         assert_eq!(fs.read(&f, 0, &mut out).unwrap(), 300_000);
         assert!(out == big, "content through double indirect blocks");
+        // The device runs agree with the block map and hold the content.
+        let img = fs.dev.0.clone();
+        let mut off = 0u64;
+        while off < 300_000 {
+            let (dev, len) = fs.extent(&f, off, 300_000 - off).unwrap().unwrap();
+            let n = len as usize;
+            assert_eq!(
+                &img[dev as usize..dev as usize + n],
+                &big[off as usize..off as usize + n]
+            );
+            off += len;
+        }
         let s = fs.resolve(&[b"sub", b"deeper", b"small"]).unwrap();
         let mut b = [0u8; 32];
         assert_eq!(fs.read(&s, 0, &mut b).unwrap(), 10);

@@ -32,7 +32,8 @@ use l4re::server::ServerObject;
 use l4re::{CapRights, Error, MsgTag, Result, SndFpage};
 
 use crate::backend::{Backend, Backing, NodeKind, split_path};
-use crate::cache::{CacheStats, FileId, PAGE_SIZE, PageCache, PageIo, PoolInfo};
+use crate::cache::{CacheStats, FileId, PAGE_SHIFT, PAGE_SIZE, PageCache, PageIo, PoolInfo};
+use crate::direct::{DirectBlock, DirectMap, Revoker};
 use crate::proto::{FileOps, FileOpsServer, FsOps, FsOpsServer, MAX_IO, mode};
 
 /// Makes the frame memory of a file: the platform part.
@@ -42,6 +43,12 @@ pub trait FrameFactory {
     /// file's page `p` is mapped at `base + p * PAGE_SIZE` (the source of
     /// map replies).
     fn frames(&self, backing: Box<dyn Backing>, capacity: u64) -> Result<(Box<dyn PageIo>, u64)>;
+    /// How this platform takes a page of this task's own memory, sent to
+    /// clients by direct mapping ([`crate::direct`]), away from them again;
+    /// `None` (the default): the platform does not map directly.
+    fn revoker(&self) -> Option<Revoker> {
+        None
+    }
 }
 
 /// A gate made while serving a request, waiting to be bound by the server
@@ -104,6 +111,10 @@ impl Limits {
 pub struct FsState {
     /// The page cache.
     pub cache: PageCache,
+    /// Files whose pages may be mapped directly ([`crate::direct`]).
+    direct: BTreeMap<FileId, DirectMap>,
+    /// Direct-mapping counters of files closed since.
+    direct_closed: (u64, u64),
     backend: Box<dyn Backend>,
     frames: Box<dyn FrameFactory>,
     files: BTreeMap<(u64, u64), OpenFile>,
@@ -139,6 +150,8 @@ impl FsState {
     ) -> Fs {
         let fs = Rc::new(RefCell::new(FsState {
             cache,
+            direct: BTreeMap::new(),
+            direct_closed: (0, 0),
             backend,
             frames,
             files: BTreeMap::new(),
@@ -303,9 +316,15 @@ impl FsState {
         if f.handles > 0 {
             return;
         }
-        match self.cache.remove_file(f.id) {
+        let id = f.id;
+        match self.cache.remove_file(id) {
             Ok(()) => {
                 self.files.remove(&key);
+                if let Some(mut d) = self.direct.remove(&id) {
+                    d.revoke_all();
+                    self.direct_closed.0 += d.pages_sent;
+                    self.direct_closed.1 += d.pages_revoked;
+                }
             }
             Err(e) => {
                 // Keep it (and its dirty pages); try again with the next
@@ -384,8 +403,15 @@ impl FsState {
                         None if writable_backing => size.saturating_add(self.grow),
                         None => size,
                     };
+                    let direct = self
+                        .frames
+                        .revoker()
+                        .and_then(|r| Some(DirectMap::new(backing.extents()?, r)));
                     let (io, base) = self.frames.frames(backing, capacity)?;
                     let id = self.cache.add_file(io, size, capacity);
+                    if let Some(d) = direct {
+                        self.direct.insert(id, d);
+                    }
                     self.files.insert(
                         node.key,
                         OpenFile {
@@ -440,13 +466,67 @@ impl FsState {
         }
     }
 
+    /// The block of file `id` around `page` to send for a read-only
+    /// request straight from memory ([`crate::direct`]), or `None`: serve
+    /// it from the cache.
+    fn direct_block(&mut self, id: FileId, page: u64, spot: u64) -> Result<Option<DirectBlock>> {
+        let Some(d) = self.direct.get_mut(&id) else {
+            return Ok(None);
+        };
+        // Whole pages only: the tail of the last one comes from the cache.
+        let pages = self.cache.size(id)? / PAGE_SIZE;
+        let cache = &self.cache;
+        let max_order = cache.config().max_map_order;
+        Ok(d.block(page, spot, pages, max_order, |a, b| {
+            cache.any_cached(id, a, b)
+        }))
+    }
+
+    /// Bytes `[offset, offset + len)` of file `id` are about to change:
+    /// [`revoke_direct`](Self::revoke_direct) of their pages.
+    fn revoke_direct_bytes(&mut self, id: FileId, offset: u64, len: u64) {
+        let end = offset.saturating_add(len).div_ceil(PAGE_SIZE);
+        self.revoke_direct(id, offset / PAGE_SIZE, end);
+    }
+
+    /// Pages `[first, end)` of file `id` are about to change: their direct
+    /// mappings are taken from every client.
+    fn revoke_direct(&mut self, id: FileId, first: u64, end: u64) {
+        if let Some(d) = self.direct.get_mut(&id) {
+            d.revoke(first, end);
+        }
+    }
+
+    /// The cache's counters of file `id`, or of all files (`None`), with
+    /// the direct-mapping counters.
+    pub fn stats(&self, id: Option<FileId>) -> Result<CacheStats> {
+        let (mut s, (sent, revoked)) = match id {
+            Some(id) => (
+                self.cache.file_stats(id)?,
+                self.direct
+                    .get(&id)
+                    .map_or((0, 0), |d| (d.pages_sent, d.pages_revoked)),
+            ),
+            None => (
+                self.cache.total_stats(),
+                self.direct.values().fold(self.direct_closed, |(s, r), d| {
+                    (s + d.pages_sent, r + d.pages_revoked)
+                }),
+            ),
+        };
+        s.direct_pages = sent;
+        s.direct_revocations = revoked;
+        Ok(s)
+    }
+
     /// The statistics as text.
     pub fn stats_text(&self) -> alloc::string::String {
-        let t = self.cache.total_stats();
+        let t = self.stats(None).unwrap_or_default();
         let p = self.cache.pool_info();
         alloc::format!(
             "l4fs: {} | policy {} | pool {} frames: {} active, {} free cached, {} empty, {} pinned | \
-             hits {} misses {} ra-hits {} ra-pages {} reclaims {} evictions {} write-backs {} revocations {} | {} files, {} handles",
+             hits {} misses {} ra-hits {} ra-pages {} reclaims {} evictions {} write-backs {} revocations {} \
+             direct {} direct-revoked {} | {} files, {} handles",
             self.backend.describe(),
             self.cache.policy_name(),
             p.frames,
@@ -462,6 +542,8 @@ impl FsState {
             t.evictions,
             t.writebacks,
             t.revocations,
+            t.direct_pages,
+            t.direct_revocations,
             self.files.len(),
             self.handles.len()
         )
@@ -525,7 +607,7 @@ impl FsOpsServer for DirObj {
         self.fs.borrow_mut().resolve(&self.comps, &path, writable)
     }
     fn stats(&self, _: &mut Request<'_>) -> Result<CacheStats> {
-        Ok(self.fs.borrow().cache.total_stats())
+        self.fs.borrow().stats(None)
     }
     fn pool(&self, _: &mut Request<'_>) -> Result<PoolInfo> {
         Ok(self.fs.borrow().cache.pool_info())
@@ -604,17 +686,28 @@ impl DataspaceServer for FileObj {
             return Err(Error::Inval);
         }
         let mut fs = self.fs.borrow_mut();
-        let (first, order) =
-            fs.cache
-                .map(self.id, offset / PAGE_SIZE, spot, want.contains(DsFlags::W))?;
+        let page = offset / PAGE_SIZE;
         // Readable whatever was asked for, plus W and X as asked.
         let rights = Rights::R | (want & (DsFlags::W | DsFlags::X)).rights();
+        let writable = want.contains(DsFlags::W);
+        if !writable && let Some(b) = fs.direct_block(self.id, page, spot)? {
+            let fpage = Fpage::mem(b.addr, b.order, rights);
+            return Ok(SndFpage::mem(fpage, spot, MapType::Map));
+        }
+        let (first, order) = fs.cache.map(self.id, page, spot, writable)?;
+        if writable {
+            // Clients may write the block from now on: nobody may go on
+            // seeing the image's pages under it.
+            fs.revoke_direct(self.id, first, first + (1 << (order - PAGE_SHIFT)));
+        }
         let fpage = Fpage::mem(self.base + first * PAGE_SIZE, order, rights);
         Ok(SndFpage::mem(fpage, spot, MapType::Map))
     }
     fn clear(&self, _: &mut Request<'_>, offset: u64, size: u64) -> Result<()> {
         self.need_write()?;
-        self.fs.borrow_mut().cache.clear(self.id, offset, size)
+        let mut fs = self.fs.borrow_mut();
+        fs.revoke_direct_bytes(self.id, offset, size);
+        fs.cache.clear(self.id, offset, size)
     }
     fn info(&self, _: &mut Request<'_>) -> Result<Stats> {
         let size = self.fs.borrow().cache.size(self.id)?;
@@ -648,7 +741,9 @@ impl FileOpsServer for FileObj {
     }
     fn write(&self, _: &mut Request<'_>, offset: u64, data: Vec<u8>) -> Result<u64> {
         self.need_write()?;
-        let n = self.fs.borrow_mut().cache.write(self.id, offset, &data)?;
+        let mut fs = self.fs.borrow_mut();
+        fs.revoke_direct_bytes(self.id, offset, data.len() as u64);
+        let n = fs.cache.write(self.id, offset, &data)?;
         Ok(n as u64)
     }
     fn size(&self, _: &mut Request<'_>) -> Result<u64> {
@@ -659,10 +754,14 @@ impl FileOpsServer for FileObj {
     }
     fn truncate(&self, _: &mut Request<'_>, size: u64) -> Result<()> {
         self.need_write()?;
-        self.fs.borrow_mut().cache.truncate(self.id, size)
+        let mut fs = self.fs.borrow_mut();
+        // Only whole pages are mapped directly: from the page the new end
+        // falls into on, nothing may stay mapped from the image.
+        fs.revoke_direct(self.id, size / PAGE_SIZE, u64::MAX);
+        fs.cache.truncate(self.id, size)
     }
     fn stats(&self, _: &mut Request<'_>) -> Result<CacheStats> {
-        self.fs.borrow().cache.file_stats(self.id)
+        self.fs.borrow().stats(Some(self.id))
     }
     fn capacity(&self, _: &mut Request<'_>) -> Result<u64> {
         self.fs.borrow().cache.capacity(self.id)

@@ -25,6 +25,7 @@ pub mod backend;
 pub mod cache;
 #[cfg(feature = "host")]
 pub mod client;
+pub mod direct;
 pub mod ext2;
 #[cfg(feature = "fiasco")]
 pub mod fiasco;

@@ -19,7 +19,8 @@
  * Then it touches the same 16 MiB once more, as a file of l4fs
  * (data/pf-bench.data of bench.img, ext-loader --attach=fs:… at
  * BENCH_L4FS_ADDR, a 2 MiB boundary): l4fs sends up to 2 MiB per fault
- * from its page cache, and the internal pager asks with the largest
+ * straight from the image (the file lies contiguously from a 2 MiB
+ * boundary of bench.img), and the internal pager asks with the largest
  * window the region allows. Its total per page touched is compared with
  * L4Re's pager touching the boot module from moe.
  *

@@ -55,6 +55,12 @@ l4re::wire_struct! {
         pub writebacks: u64,
         /// Pages removed from every client mapping.
         pub revocations: u64,
+        /// Pages mapped to clients straight from the backing store's
+        /// memory, not through the cache (direct mapping, Fiasco).
+        pub direct_pages: u64,
+        /// Directly mapped pages taken back from clients before they
+        /// changed.
+        pub direct_revocations: u64,
     }
 }
 

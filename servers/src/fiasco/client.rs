@@ -3,8 +3,9 @@
 //! prints TAP for L4Re's test harness (test `test_l4fs_client`).
 //!
 //! It expects the image of `fiasco/l4fs/mkimage.sh` (`hello.txt`,
-//! `rw.bin`, `big.bin`, `sub/dir/nested.txt`), served with a pool smaller
-//! than `big.bin` and `--copy` (writable), on its capability `"fs"`.
+//! `rw.bin`, `big.bin`, `direct.bin`, `sub/dir/nested.txt`), served with a
+//! pool smaller than `big.bin` and `--copy` (writable), on its capability
+//! `"fs"`.
 
 use alloc::format;
 use alloc::string::String;
@@ -30,6 +31,9 @@ pub const HELLO: &[u8] = b"Hello from l4fs, an ext2 image served by a Rust serve
 pub const BIG_SIZE: u64 = 1 << 20;
 /// Size of `rw.bin` (pattern bytes).
 pub const RW_SIZE: u64 = 64 << 10;
+/// Size of `direct.bin` (pattern bytes, 2 MiB-aligned in the image: l4fs
+/// maps it straight from the image).
+pub const DIRECT_SIZE: u64 = 2 << 20;
 
 /// Byte `i` of the pattern files (as `mkimage.sh` writes them).
 pub fn pattern_byte(i: u64) -> u8 {
@@ -104,6 +108,41 @@ fn first_query(ns: Cap<Namespace>, path: &str) -> Result<File> {
 
 fn pattern(offset: u64, len: usize) -> Vec<u8> {
     (offset..offset + len as u64).map(pattern_byte).collect()
+}
+
+/// Copies `len` bytes at `offset` out of a mapping (page faults on the way
+/// go to this program's region map, which asks l4fs).
+fn mapped(m: &mem::Attachment, offset: u64, len: usize) -> Option<Vec<u8>> {
+    let mut v = alloc::vec![0u8; len];
+    m.read(offset, &mut v).ok().map(|()| v)
+}
+
+/// Pages of `direct.bin` the checks read through the read-only mapping.
+const DIRECT_PAGES: [u64; 4] = [0, 5, 300, 511];
+
+/// Maps `direct.bin` read-only (2 MiB-aligned, made present at once) and
+/// checks that its pages came straight from the image: the right bytes,
+/// counted as direct pages, and nothing read into the cache. Returns the
+/// file and its mapping.
+fn map_direct(t: &mut Tap, ns: Cap<Namespace>) -> Option<(File, mem::Attachment)> {
+    let ro = query(ns, "direct.bin");
+    t.ok(ro.is_ok(), "query direct.bin");
+    let ro = ro.ok()?;
+    let m = mem::Attachment::present(ro.ds().idx(), DIRECT_SIZE, false, 21);
+    t.ok(m.is_ok(), "direct.bin mapped read-only (Rm attach, eager)");
+    let m = m.ok()?;
+    let good = DIRECT_PAGES.iter().all(|&p| {
+        let off = p * PAGE_SIZE;
+        mapped(&m, off, PAGE_SIZE as usize).is_some_and(|v| v == pattern(off, v.len()))
+    });
+    t.ok(good, "direct.bin read through the mapping: the pattern");
+    let st: CacheStats = ro.ops().stats().unwrap_or_default();
+    log_line(&format!("# direct.bin stats after mapping: {st:?}"));
+    t.ok(
+        st.direct_pages >= DIRECT_SIZE / PAGE_SIZE && st.misses == 0 && st.readahead_pages == 0,
+        "its pages were mapped straight from the image, none read into the cache",
+    );
+    Some((ro, m))
 }
 
 fn l4fs_client_main(args: Args) -> i32 {
@@ -256,6 +295,46 @@ fn run(t: &mut Tap) {
         0,
     );
 
+    // Direct mapping, then a write through another, writable mapping of
+    // the same file: the reader's image page is revoked, and it sees the
+    // cache's page with the new bytes from then on.
+    let Some((direct, ro_map)) = map_direct(t, ns) else {
+        return;
+    };
+    let rw_direct = open(root, "direct.bin", mode::RW);
+    t.ok(rw_direct.is_ok(), "open direct.bin read-write");
+    let Ok(rw_direct) = rw_direct else { return };
+    let rw_map = mem::Attachment::new(rw_direct.ds().idx(), DIRECT_SIZE, true);
+    t.ok(rw_map.is_ok(), "direct.bin mapped writable (Rm attach)");
+    let Ok(mut rw_map) = rw_map else { return };
+    let news = b"new bytes through the writable mapping";
+    let at = 5 * PAGE_SIZE + 10;
+    t.eq(
+        "write through the writable mapping",
+        rw_map.write(at, news),
+        Ok(()),
+    );
+    t.ok(
+        mapped(&ro_map, at, news.len()).is_some_and(|v| v == news),
+        "the read-only mapping shows the new bytes",
+    );
+    t.ok(
+        mapped(&ro_map, at - 10, 10).is_some_and(|v| v == pattern(at - 10, 10))
+            && mapped(&ro_map, 300 * PAGE_SIZE, 64)
+                .is_some_and(|v| v == pattern(300 * PAGE_SIZE, 64)),
+        "and the old bytes around them and elsewhere",
+    );
+    let st: CacheStats = direct.ops().stats().unwrap_or_default();
+    log_line(&format!("# direct.bin stats after the write: {st:?}"));
+    t.ok(
+        st.direct_revocations > 0,
+        "the directly mapped pages under the writable mapping were revoked",
+    );
+    t.ok(
+        direct.read(at, news.len()).is_ok_and(|v| v == news),
+        "l4fs.file read sees the new bytes too",
+    );
+
     // A file larger than the pool: everything is evicted and read again.
     let big = query(ns, "big.bin");
     t.ok(big.is_ok(), "query big.bin");
@@ -386,4 +465,6 @@ fn run_read_only(t: &mut Tap) {
             .is_ok_and(|v| v == pattern(0, RW_SIZE as usize)),
         "rw.bin holds the pattern",
     );
+    // The boot module's own pages, mapped straight to this program.
+    map_direct(t, ns);
 }

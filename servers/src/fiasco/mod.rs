@@ -39,7 +39,12 @@
 //! l4fs then serves the files read-only (`open` RW answers `-EACCES`),
 //! unless `--copy` asks it to copy the image into memory from the memory
 //! allocator first (writes then reach that copy, for the server's
-//! lifetime). A writable dataspace is written in place.
+//! lifetime). A writable dataspace is written in place. The image (or the
+//! copy) is attached at a 2 MiB boundary and made present, because its
+//! pages are also mapped to clients as they are ([`ModuleDev`]'s
+//! [`BlockDev::memory_at`], direct mapping: `crate::direct`); such a page
+//! is taken back from the clients by `l4_task_unmap` of this task's page
+//! of the image, other spaces only ([`PoolFrames`]' revoker).
 
 pub mod client;
 
@@ -112,6 +117,20 @@ impl FrameFactory for PoolFrames {
             window_size: size,
         };
         Ok((Box::new(io), window))
+    }
+
+    fn revoker(&self) -> Option<crate::direct::Revoker> {
+        Some(revoke_image_page)
+    }
+}
+
+/// Takes the page of the image at `addr` (this task's mapping of it) away
+/// from every client it was mapped on to directly: `l4_task_unmap` with
+/// `L4_FP_OTHER_SPACES` removes the mappings derived from it and keeps
+/// this task's own.
+fn revoke_image_page(addr: u64) {
+    if let Err(e) = mem::unmap(addr, PAGE_SHIFT, Rights::RWX, false) {
+        log::error!("l4fs: revoking the image page at {addr:#x} failed: {e}");
     }
 }
 
@@ -248,27 +267,46 @@ pub struct ModuleDev {
 }
 
 enum ModuleMem {
-    /// The dataspace itself, attached (read-write if it is writable).
+    /// The dataspace itself, attached (read-write if it is writable) and
+    /// present: its pages are mapped on to clients as they are.
+    Present(mem::Attachment),
+    /// The dataspace itself, attached (read-write if it is writable), when
+    /// it is not executable: its pages are not mapped on (a client asking
+    /// for X would get a mapping without it and fault for ever), all of
+    /// them go through the cache.
     Attached(mem::Attachment),
     /// A writable copy of a read-only dataspace (whole pages).
     Copy(Region),
 }
 
 impl ModuleDev {
-    /// The dataspace `ds`, attached (read-write if it is writable); with
+    /// The dataspace `ds`, attached (read-write if it is writable; present
+    /// at a 2 MiB boundary if it is executable, for direct mapping); with
     /// `copy`, its content copied into fresh writable memory instead.
     pub fn open(ds: CapIdx, copy: bool) -> Result<Self> {
         let cap: l4re::Cap<Dataspace> = l4re::Cap::from_idx(ds);
         let info = cap.info()?;
         let size = info.size;
         let ds_writable = info.flags.contains(l4re::proto::dataspace::Flags::W);
-        let image = mem::Attachment::new(ds, size, ds_writable)?;
-        let mem = if !copy || ds_writable {
-            ModuleMem::Attached(image)
-        } else {
-            let copy = Region::new(size, PAGE_SHIFT)?;
+        let ds_executable = info.flags.contains(l4re::proto::dataspace::Flags::X);
+        let mem = if copy && !ds_writable {
+            let image = mem::Attachment::read_only(ds, size)?;
+            let copy = Region::new(size, WINDOW_ORDER)?;
             copy.write(0, image.bytes())?;
             ModuleMem::Copy(copy)
+        } else if ds_executable {
+            // Aligned like a file's window (2 MiB), so that a file laid
+            // out 2 MiB-aligned in the image can be mapped directly in
+            // 2 MiB flexpages; present, so that its pages can be mapped
+            // on at all.
+            ModuleMem::Present(mem::Attachment::present(
+                ds,
+                size,
+                ds_writable,
+                WINDOW_ORDER,
+            )?)
+        } else {
+            ModuleMem::Attached(mem::Attachment::new(ds, size, ds_writable)?)
         };
         Ok(ModuleDev { mem, size })
     }
@@ -276,7 +314,7 @@ impl ModuleDev {
     /// Whether writes reach the image.
     pub fn writable(&self) -> bool {
         match &self.mem {
-            ModuleMem::Attached(a) => a.writable(),
+            ModuleMem::Present(a) | ModuleMem::Attached(a) => a.writable(),
             ModuleMem::Copy(_) => true,
         }
     }
@@ -298,9 +336,20 @@ impl BlockDev for ModuleDev {
     fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<()> {
         self.check(offset, buf.len())?;
         match &self.mem {
-            ModuleMem::Attached(a) => a.read(offset, buf),
+            ModuleMem::Present(a) | ModuleMem::Attached(a) => a.read(offset, buf),
             ModuleMem::Copy(r) => r.read(offset, buf),
         }
+    }
+
+    fn memory_at(&self, offset: u64) -> Option<u64> {
+        // Both are present in this task, executable and 2 MiB-aligned:
+        // the attachment was made so, the copy is a touched `Region`.
+        let base = match &self.mem {
+            ModuleMem::Present(a) => a.addr(),
+            ModuleMem::Copy(r) => r.addr(),
+            ModuleMem::Attached(_) => return None,
+        };
+        (offset < self.size).then_some(base + offset)
     }
 
     fn write_at(&mut self, offset: u64, data: &[u8]) -> Result<()> {
@@ -309,7 +358,7 @@ impl BlockDev for ModuleDev {
         }
         self.check(offset, data.len())?;
         match &mut self.mem {
-            ModuleMem::Attached(a) => a.write(offset, data),
+            ModuleMem::Present(a) | ModuleMem::Attached(a) => a.write(offset, data),
             ModuleMem::Copy(r) => r.write(offset, data),
         }
     }

@@ -241,6 +241,52 @@ impl Attachment {
         })
     }
 
+    /// Attaches the first `size` bytes of `ds` at an address aligned to
+    /// `2^align_order`, readable and executable (and writable if
+    /// `writable`), and makes every page present in this task: L4Re's
+    /// region map maps the region eagerly (`L4RE_RM_F_EAGER_MAP`) where
+    /// it can, and every page is read once besides. For a server that
+    /// maps these pages on to other tasks (a map item sends only what is
+    /// present in the sender; the mappings sent are children of these in
+    /// the kernel's mapping database, so [`unmap`] of a page here takes
+    /// them back). X because a mapping passed on has at most the rights of
+    /// its source.
+    pub fn present(ds: CapIdx, size: u64, writable: bool, align_order: u8) -> Result<Self> {
+        let rights = if writable {
+            sys::L4RE_RM_F_RWX
+        } else {
+            sys::L4RE_RM_F_RX
+        };
+        let mut addr: *mut core::ffi::c_void = core::ptr::null_mut();
+        Utcb::with(|_| {
+            // SAFETY: `addr` is a valid out-pointer; the region map checks
+            // the capability and the rights, and maps the region in.
+            code(unsafe {
+                sys::l4re_rm_attach(
+                    &mut addr,
+                    size.max(1).next_multiple_of(PAGE_SIZE) as _,
+                    (sys::L4RE_RM_F_SEARCH_ADDR | sys::L4RE_RM_F_EAGER_MAP | rights) as _,
+                    ds.0 as _,
+                    0,
+                    align_order.max(PAGE_SHIFT),
+                )
+            } as i64)
+        })?;
+        let a = Attachment {
+            addr: addr as u64,
+            size,
+            writable,
+        };
+        let mut off = 0;
+        while off < size {
+            // SAFETY: inside the region attached readable just now; a read
+            // fault makes L4Re's region map map the page.
+            unsafe { ((a.addr + off) as *const u8).read_volatile() };
+            off += PAGE_SIZE;
+        }
+        Ok(a)
+    }
+
     /// Its size in bytes, as asked for.
     pub fn size(&self) -> u64 {
         self.size
