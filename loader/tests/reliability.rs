@@ -4,6 +4,8 @@
 //! `/proc/self/exe` of a loaded program, non-root use, forged control
 //! messages.
 
+mod common;
+
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -157,19 +159,7 @@ impl Served {
     fn start(dir: &Path, extra: &[&std::ffi::OsStr]) -> Served {
         std::fs::create_dir_all(dir).unwrap();
         let sock = dir.join("fs.sock");
-        let _ = std::fs::remove_file(&sock);
-        let child = Command::new(LOADER)
-            .args(["serve", "--socket"])
-            .arg(&sock)
-            .args(extra)
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let t = Instant::now();
-        while !sock.exists() && t.elapsed() < Duration::from_secs(10) {
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        assert!(sock.exists(), "loader serve did not listen on {sock:?}");
+        let child = common::start_serve(&sock, extra);
         Served { child, sock }
     }
 }

@@ -8,14 +8,15 @@
 //! writes through the mapping and exits. The bytes are then in the
 //! server's page cache only; the signal must bring them to the host file.
 
+mod common;
+
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use l4re::cap::{Cap, IpcGate};
 
-const LOADER: &str = env!("CARGO_BIN_EXE_loader");
 /// Set (to the socket's path) in the writer role.
 const WRITER_SOCKET: &str = "L4_TEST_WRITER_SOCKET";
 /// What the writer writes, at offset 4096 of the file.
@@ -73,19 +74,7 @@ fn serve_writes_dirty_pages_back_when_stopped_by_sigterm_or_sigint() {
         let data = root.join("data");
         std::fs::write(&data, vec![0u8; 3 * 4096]).unwrap();
         let sock = dir.join("fs.sock");
-        let mut server = Command::new(LOADER)
-            .args(["serve", "--root"])
-            .arg(&root)
-            .arg("--socket")
-            .arg(&sock)
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let t = Instant::now();
-        while !sock.exists() && t.elapsed() < Duration::from_secs(10) {
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        assert!(sock.exists(), "{name}: loader serve did not listen");
+        let mut server = common::start_serve(&sock, &["--root".as_ref(), root.as_os_str()]);
         let w = Command::new(std::env::current_exe().unwrap())
             .args([
                 "--exact",

@@ -1,7 +1,31 @@
 //! What the loader's integration tests share: comparing a run under the
-//! loader with the native run of the same program.
+//! loader with the native run of the same program, starting `loader
+//! serve`. (Each test file uses a part of it.)
+#![allow(dead_code)]
 
-use std::process::Output;
+use std::ffi::OsStr;
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// Starts `loader serve --socket sock` with `extra` arguments, its
+/// standard error piped, and waits (up to 10 s) until it listens.
+pub fn start_serve(sock: &Path, extra: &[&OsStr]) -> Child {
+    let _ = std::fs::remove_file(sock);
+    let child = Command::new(env!("CARGO_BIN_EXE_loader"))
+        .args(["serve", "--socket"])
+        .arg(sock)
+        .args(extra)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t = Instant::now();
+    while !sock.exists() && t.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(sock.exists(), "loader serve did not listen on {sock:?}");
+    child
+}
 
 /// The exit status as a shell reports it (128 + signal for a signal).
 pub fn status(o: &Output) -> i32 {
