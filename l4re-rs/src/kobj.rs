@@ -308,6 +308,15 @@ mod fiasco_objects {
             k::task_delete_obj(self.idx(), obj)
         }
 
+        /// Deletes the objects in the slots `objs` of this task
+        /// (`l4_task_unmap_batch` with `L4_FP_DELETE_OBJ`, up to 61 per
+        /// call). A call that destroys objects waits for an RCU grace
+        /// period of the kernel before it returns (about 3 M instructions
+        /// under QEMU): deleting a task's objects together waits once.
+        pub fn delete_objs(self, objs: &[CapIdx]) -> Result<()> {
+            k::task_delete_objs(self.idx(), objs)
+        }
+
         /// Whether slot `obj` of this task holds a capability
         /// (`l4_task_cap_valid`).
         pub fn cap_valid(self, obj: CapIdx) -> Result<bool> {

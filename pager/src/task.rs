@@ -86,7 +86,11 @@ protocol! {
         /// (in `ds`) and its size.
         1 => fn memory() buffers(ds: RcvBuf) -> (u64, SndFpage);
         /// The pager is bound to the gate and serves: start the program.
-        2 => fn ready() -> ();
+        /// `pf_trampoline` (0: none) is the address of a page-fault
+        /// trampoline state the pager prepared in the task for the
+        /// program's thread (`l4re::kobj::PfTrampolineState::prepare`):
+        /// the loader enables it before the thread runs.
+        2 => fn ready(pf_trampoline: u64) -> ();
         /// The program ended with `status` ([`STATUS_KILLED`] if the pager
         /// ended it), `why` in words ("exited with status 0", "invalid
         /// access: …", "exception: trap …"). The loader deletes the task;

@@ -22,7 +22,8 @@
  * straight from the image (the file lies contiguously from a 2 MiB
  * boundary of bench.img), and the internal pager asks with the largest
  * window the region allows. Its total per page touched is compared with
- * L4Re's pager touching the boot module from moe.
+ * L4Re's pager touching the boot module from moe: its run at one page per
+ * fault and its cheaper run.
  *
  * Built twice: faultbench, and with -DEXIT_MARK, exitmark, which only
  * writes the time of its end into the benchmark page and exits.
@@ -122,8 +123,20 @@ void cmain(unsigned long *sp, unsigned long long start_tsc)
   struct bench_run l4fs =
     bench_touch((volatile char const *)BENCH_L4FS_ADDR, pages, times, faults);
   put_run("faultbench: l4fs va+0 ", &l4fs);
-  compare("l4fs file (ours) vs boot module from moe (L4Re), total per page, va+0",
-          l4fs.per_page, l4re[BENCH_RUN_ALIGNED].per_page);
+  /* L4Re's figure depends on where bootstrap put the module: the run
+   * whose addresses agree with the module's physical ones in more low
+   * bits gets more pages per fault. Compared with both: the run at one
+   * page per fault (the more faults) and the cheaper run per page. */
+  struct bench_run const *one =
+    l4re[BENCH_RUN_ALIGNED].faults >= l4re[BENCH_RUN_SHIFTED].faults
+    ? &l4re[BENCH_RUN_ALIGNED] : &l4re[BENCH_RUN_SHIFTED];
+  struct bench_run const *best =
+    l4re[BENCH_RUN_ALIGNED].per_page <= l4re[BENCH_RUN_SHIFTED].per_page
+    ? &l4re[BENCH_RUN_ALIGNED] : &l4re[BENCH_RUN_SHIFTED];
+  compare("l4fs file (ours) vs boot module from moe (L4Re) at one page per fault, total per page",
+          l4fs.per_page, one->per_page);
+  compare("l4fs file (ours) vs boot module from moe (L4Re), its cheaper run, total per page",
+          l4fs.per_page, best->per_page);
   if (page->itas_valid)
     {
       /* pf-bench itself started by ned on our in-task pager. */

@@ -12,6 +12,7 @@ use l4pager::task::{self, PagerStats, TaskSetup, TaskSetupClient, layout};
 use l4re::cap::{self, CapIdx, IpcGate, OwnedCap};
 use l4re::env::{env, log_line};
 use l4re::fpage::{Fpage, RcvBuf, Rights};
+use l4re::kobj::PfTrampolineState;
 use l4re::msg::MsgTag;
 use l4re::proto::dataspace::Flags as DsFlags;
 use l4re::proto::parent::SIGNAL_EXIT;
@@ -562,14 +563,18 @@ fn inpager(_: Args) -> i32 {
         line(&format!("serving the gate \"server\": {err}"));
         return 1;
     }
-    // No page-fault trampoline here: its handler needs all of this
-    // pager's code and data mapped first, and under ext-loader each of
-    // those pages is a fault the loader serves: measured, 22 more faults
-    // and about 10 M more instructions from one program's exit to the next
-    // one's first instruction (2.18 times ned's instead of 1.5), against
-    // about 2,100 instructions saved per shared-page fault. Under ned the
-    // outer region map pages us cheaply and the in-task pager uses it.
-    if let Err(err) = loader.ready() {
+    // The program's thread takes its faults through the page-fault
+    // trampoline: the state in the UTCB slot after the program's, which
+    // the loader enables when it starts the thread if its kernel has the
+    // trampoline (the KIP is not mapped in this task).
+    let trampoline = match crate::itas::prepare(PfTrampolineState::take(), &pager) {
+        Ok(prepared) => prepared.address(),
+        Err(err) => {
+            line(&format!("page-fault trampoline: {err}"));
+            return 1;
+        }
+    };
+    if let Err(err) = loader.ready(trampoline) {
         line(&format!("ready: {err}"));
         return 1;
     }

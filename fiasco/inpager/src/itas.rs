@@ -88,7 +88,10 @@ impl PfHandler for InPager {
 /// data are mapped first (faults the handler takes itself go to the gate,
 /// and a fault on our own memory there would be nobody's): the handler
 /// then takes none while it holds a lock the gate's thread needs.
-fn prepare(state: PfTrampolineState, pager: &Arc<InPager>) -> l4re::Result<PreparedPfTrampoline> {
+pub(crate) fn prepare(
+    state: PfTrampolineState,
+    pager: &Arc<InPager>,
+) -> l4re::Result<PreparedPfTrampoline> {
     l4re_rt::freestanding::touch_image();
     let stack: &'static mut [u64] = Vec::leak(alloc::vec![0u64; HANDLER_STACK_WORDS]);
     let handler: &'static Arc<InPager> =

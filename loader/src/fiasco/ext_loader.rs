@@ -40,10 +40,11 @@ use super::options::{self, Attach, Job, Source};
 use super::task::{Image, Planned, inpager_stack, map_cap, query, regions_line, start_thread};
 use super::{
     ANON_SIZE, CHILD_PAGER_SLOT, INPAGER_PAGER_SLOT, INPAGER_THREAD_SLOT, L4RE_UTCB_LOG2,
-    LoaderError, POOL_PAGES, PROGRAM_THREAD_SLOT, PROGRAM_UTCB, STACK_SIZE, STACK_TOP, UTCB_AREA,
-    call,
+    LoaderError, POOL_PAGES, PROGRAM_PF_TRAMPOLINE, PROGRAM_THREAD_SLOT, PROGRAM_UTCB, STACK_SIZE,
+    STACK_TOP, UTCB_AREA, call,
 };
 use crate::elf::PAGE;
+use l4re::kobj::{Kip, PreparedPfTrampoline};
 
 /// A program that faults this often on one page without progress is
 /// ended (a mapping the kernel keeps refusing).
@@ -309,10 +310,11 @@ impl Child {
             objects.push(inner.anon.idx());
             objects.extend(inner.thread.as_ref().map(|t| t.idx()));
         }
-        for c in objects {
-            // Nothing to do about an object that is gone already.
-            let _ = env().task().delete_obj(c);
-        }
+        // All at once: the kernel waits for a grace period once per call
+        // that destroys objects (six calls took 18 M instructions, each
+        // time a program ended). Nothing to do about an object that is
+        // gone already.
+        let _ = env().task().delete_objs(&objects);
         pool.free.append(&mut self.frames);
         if let Some(ext) = self.external.take() {
             for (a, size) in ext.areas {
@@ -401,15 +403,32 @@ impl TaskSetupServer for Loaded {
         ))
     }
 
-    fn ready(&self, _: &mut Request<'_>) -> l4re::Result<()> {
+    fn ready(&self, _: &mut Request<'_>, pf_trampoline: u64) -> l4re::Result<()> {
         let mut child = self.child.borrow_mut();
         let task = child.task.cap();
         let inner = child.internal.as_mut().ok_or(Error::BadProto)?;
         if inner.thread.is_some() {
             return Err(Error::Exist);
         }
-        let thread = start_thread(task, CHILD_PAGER_SLOT, PROGRAM_UTCB, inner.entry, STACK_TOP)
-            .map_err(|_| Error::NoMem)?;
+        // The trampoline state may only be the UTCB slot after the
+        // program's (the pager took it from its environment); it is used
+        // where the kernel has the trampoline.
+        let trampoline = match pf_trampoline {
+            0 => None,
+            PROGRAM_PF_TRAMPOLINE => {
+                Kip::has_feature("pf_tramp").then(|| PreparedPfTrampoline::at(pf_trampoline))
+            }
+            _ => return Err(Error::Inval),
+        };
+        let thread = start_thread(
+            task,
+            CHILD_PAGER_SLOT,
+            PROGRAM_UTCB,
+            trampoline,
+            inner.entry,
+            STACK_TOP,
+        )
+        .map_err(|_| Error::NoMem)?;
         map_cap(
             task,
             thread.idx(),
@@ -734,6 +753,7 @@ fn load(ns: Cap<Namespace>, path: &str, label: u64) -> Result<Child, LoaderError
             task.cap(),
             CHILD_PAGER_SLOT,
             UTCB_AREA,
+            None,
             planned.plan.entry,
             STACK_TOP,
         )?;
@@ -922,6 +942,7 @@ fn start_inpager(
         task.cap(),
         INPAGER_PAGER_SLOT,
         UTCB_AREA,
+        None,
         ipager.plan.entry,
         sp,
     )
@@ -1165,6 +1186,7 @@ fn load_l4re_external(ns: Cap<Namespace>, job: &Job<'_>, label: u64) -> Result<C
             task.cap(),
             CHILD_PAGER_SLOT,
             UTCB_AREA,
+            None,
             entry,
             sp,
         )?;

@@ -116,6 +116,10 @@ pub mod l4re_slots {
 /// Where the program's UTCB lies under an internal pager (after the
 /// internal pager's, which is first in the area).
 pub const PROGRAM_UTCB: u64 = UTCB_AREA + crate::l4re_start::UTCB_OFFSET;
+/// Where the internal pager puts the page-fault trampoline state of the
+/// program's thread (the UTCB slot after the program's: the first free one
+/// of the pager's environment), which `TaskSetup::ready` names.
+pub const PROGRAM_PF_TRAMPOLINE: u64 = PROGRAM_UTCB + crate::l4re_start::UTCB_OFFSET;
 /// Top of the loaded program's stack (the initial stack pointer).
 pub const STACK_TOP: u64 = 0x7fe0_0000;
 /// Size of the stack region.

@@ -13,14 +13,14 @@ use l4re::cap::{self, CapIdx, CapRights, IpcGate, OwnedCap, Task, Thread, Untype
 use l4re::env::env;
 use l4re::fiasco::mem::Attachment;
 use l4re::fpage::{Fpage, RcvBuf, Rights};
-use l4re::kobj::{MAIN_THREAD_PRIO, ThreadAttr, current_thread};
+use l4re::kobj::{MAIN_THREAD_PRIO, PreparedPfTrampoline, ThreadAttr, current_thread};
 use l4re::msg::LongBytes;
 use l4re::proto::{Dataspace, DataspaceClient, Namespace, NamespaceClient};
 use l4re::{Cap, Error, IpcError};
 
 use super::{
     CHILD_LOG_SLOT, CHILD_PAGER_SLOT, CHILD_TASK_SLOT, INPAGER_PAGER_SLOT, INPAGER_THREAD_SLOT,
-    LoaderError, PIE_BASE, PROGRAM_UTCB, UTCB_AREA, call,
+    LoaderError, PIE_BASE, PROGRAM_PF_TRAMPOLINE, UTCB_AREA, call,
 };
 use crate::elf::{self, PAGE};
 use crate::l4re_start::{self, CapEntry, L4reEnv, StartSpec, UtcbArea};
@@ -137,13 +137,15 @@ pub fn create_task(
 
 /// Makes `thread` a thread of `task` whose pager and exception handler
 /// are the task's slot `pager_slot` (the kernel looks them up in the
-/// faulting thread's task), with its UTCB at `utcb`, and starts it at
-/// `entry` with stack pointer `sp`.
+/// faulting thread's task), with its UTCB at `utcb` and, if given, the
+/// page-fault trampoline prepared in the task, and starts it at `entry`
+/// with stack pointer `sp`.
 pub fn run_thread(
     thread: Cap<Thread>,
     task: Cap<Task>,
     pager_slot: u64,
     utcb: u64,
+    trampoline: Option<PreparedPfTrampoline>,
     entry: u64,
     sp: u64,
 ) -> Result<(), LoaderError> {
@@ -154,6 +156,11 @@ pub fn run_thread(
         bind: Some((utcb, task.idx())),
     };
     thread.control(&attr).map_err(call("thread control"))?;
+    if let Some(t) = trampoline {
+        thread
+            .pf_trampoline_enable(t)
+            .map_err(call("page-fault trampoline"))?;
+    }
     thread.ex_regs(entry, sp, 0).map_err(call("ex_regs"))?;
     env()
         .scheduler()
@@ -166,6 +173,7 @@ pub fn start_thread(
     task: Cap<Task>,
     pager_slot: u64,
     utcb: u64,
+    trampoline: Option<PreparedPfTrampoline>,
     entry: u64,
     sp: u64,
 ) -> Result<OwnedCap<Thread>, LoaderError> {
@@ -173,7 +181,7 @@ pub fn start_thread(
         .factory()
         .create_thread()
         .map_err(call("create thread"))?;
-    run_thread(thread.cap(), task, pager_slot, utcb, entry, sp)?;
+    run_thread(thread.cap(), task, pager_slot, utcb, trampoline, entry, sp)?;
     Ok(thread)
 }
 
@@ -349,7 +357,7 @@ pub fn inpager_stack() -> Result<(BTreeMap<u64, Vec<u8>>, u64), LoaderError> {
             start: UTCB_AREA,
             log2_size: 12,
         },
-        first_free_utcb: PROGRAM_UTCB + l4re_start::UTCB_OFFSET,
+        first_free_utcb: PROGRAM_PF_TRAMPOLINE,
         caps: alloc::vec![server],
     };
     let spec = StartSpec {

@@ -127,6 +127,36 @@ pub(crate) fn task_delete_obj(task: CapIdx, obj: CapIdx) -> Result<()> {
     })
 }
 
+/// Deletes the objects in `objs` with one `l4_task_unmap_batch` per
+/// [`MAX_UNMAP_BATCH`] of them: the kernel waits for one RCU grace period
+/// per call that destroys objects, not one per object.
+pub(crate) fn task_delete_objs(task: CapIdx, objs: &[CapIdx]) -> Result<()> {
+    for chunk in objs.chunks(MAX_UNMAP_BATCH) {
+        let mut fps = [sys::l4_fpage_t { raw: 0 }; MAX_UNMAP_BATCH];
+        for (f, o) in fps.iter_mut().zip(chunk) {
+            *f = fpage(Fpage::obj(*o, 0, crate::cap::CapRights::RWSD));
+        }
+        Utcb::with(|_| {
+            // SAFETY: the borrow makes us the UTCB's only user; `fps`
+            // holds `chunk.len()` flexpages, at most
+            // `L4_UTCB_GENERIC_DATA_SIZE - 2`.
+            l4_result(unsafe {
+                sys::l4_task_unmap_batch(
+                    task.0 as _,
+                    fps.as_ptr(),
+                    chunk.len() as _,
+                    sys::L4_FP_DELETE_OBJ as _,
+                )
+            })
+        })?;
+    }
+    Ok(())
+}
+
+/// Flexpages one `l4_task_unmap_batch` takes (`L4_UTCB_GENERIC_DATA_SIZE
+/// - 2`).
+const MAX_UNMAP_BATCH: usize = sys::L4_UTCB_GENERIC_DATA_SIZE as usize - 2;
+
 pub(crate) fn task_cap_valid(task: CapIdx, obj: CapIdx) -> Result<bool> {
     Utcb::with(|_| {
         // SAFETY: the borrow makes us the UTCB's only user; the answer is
