@@ -38,10 +38,10 @@ use l4re::cap::{Cap, IpcGate, OwnedCap, Untyped};
 use l4re::env::env;
 use l4re::fpage::{RcvBuf, Rights};
 use l4re::msg::LongBytes;
-use l4re::proto::{Dataspace, Rm, RmClient};
+use l4re::proto::Dataspace;
 
 use super::children::Children;
-use super::ctl::{Channel, Dec, Start, kind, seqpacket_socket};
+use super::ctl::{Attach, Channel, Dec, Start, kind, seqpacket_socket};
 use super::profile;
 use crate::elf::{self, PAGE, Plan};
 
@@ -66,6 +66,9 @@ pub struct RunOpts {
     /// The pagers' fault-around window in pages (0: none; see
     /// [`Pager::set_fault_around`]).
     pub fault_around: u64,
+    /// Map all of the program's file pages before it starts when they are
+    /// at most this many (0: demand paging only; see [`PREMAP_PAGES`]).
+    pub premap_pages: u64,
     /// Frames of the filesystem server's page pool (`None`: its default).
     pub fs_pool_pages: Option<usize>,
     /// Learned prefetch: record a profile of the program's first run,
@@ -654,7 +657,9 @@ pub fn run(arena: &'static super::arena::Arena, opts: &RunOpts) -> Result<Outcom
     if k != kind::HELLO || fds.len() < 2 {
         return Err(err("the task sent a bad hello"));
     }
-    let gate = match l4re::host::recv_caps(ch.as_fd(), Duration::from_secs(20)) {
+    // The task's region map (L4Re::Rm); the program's regions go in with
+    // START instead of a call each.
+    let _region_map = match l4re::host::recv_caps(ch.as_fd(), Duration::from_secs(20)) {
         Ok((_, caps)) if caps.len() == 1 && caps[0].0 == "rm" => {
             OwnedCap::<IpcGate>::from_cap(Cap::from_idx(caps[0].1))
         }
@@ -784,26 +789,35 @@ pub fn run(arena: &'static super::arena::Arena, opts: &RunOpts) -> Result<Outcom
     }
 
     trace("loader", "pagers set up");
-    // Attach the regions through the task's region map (L4Re::Rm).
-    let rm: Cap<Rm> = gate.cap().cast();
+    // The regions, attached by the task itself when it gets START (with
+    // the file's capability, sent after it): one message instead of a
+    // region-map call per region.
     let regions: Vec<_> = loader_map.lock().iter().cloned().collect();
     let mut file_limits = Vec::new();
-    for r in &regions {
-        let fl = crate::layout::attach_flags(r);
-        let (mem, offs) = match r.backing {
-            Backing::File {
-                offset, file_len, ..
-            } => {
-                if file_len < r.size {
-                    file_limits.push((r.start, file_len));
+    let attach = regions
+        .iter()
+        .map(|r| {
+            let (file, offset) = match r.backing {
+                Backing::File {
+                    offset, file_len, ..
+                } => {
+                    if file_len < r.size {
+                        file_limits.push((r.start, file_len));
+                    }
+                    (true, offset)
                 }
-                (Some(file.cap().send(CapRights::R)), offset)
+                _ => (false, 0),
+            };
+            Attach {
+                start: r.start,
+                size: r.size,
+                flags: crate::layout::attach_flags(r).bits(),
+                offset,
+                file,
+                name: r.name.clone().into_bytes(),
             }
-            _ => (None, 0),
-        };
-        rm.attach(r.start, r.size, fl, mem, offs, 12, 0, &r.name, 0)
-            .map_err(|e| err(format!("cannot attach region {r}: {e}")))?;
-    }
+        })
+        .collect();
 
     // Start.
     let code = regions
@@ -832,6 +846,7 @@ pub fn run(arena: &'static super::arena::Arena, opts: &RunOpts) -> Result<Outcom
         })
         .collect();
     let start = Start {
+        regions: attach,
         entry: plan.entry,
         phdr: (plan.phdr, plan.phnum, plan.phent),
         stack: (STACK_TOP, STACK_SIZE),
@@ -840,12 +855,14 @@ pub fn run(arena: &'static super::arena::Arena, opts: &RunOpts) -> Result<Outcom
         data: (data.0.min(data.1), data.1),
         prefetch: opts.prefetch,
         fault_around: opts.fault_around,
+        premap_pages: opts.premap_pages,
         file_limits,
         record: matches!(prof, Prof::Record(..)) && opts.mode == Mode::Internal,
         profile: match &prof {
             Prof::Replay(_, p) if opts.mode == Mode::Internal => p.entries.clone(),
             _ => Vec::new(),
         },
+        await_go: matches!(prof, Prof::Replay(..)) && opts.mode == Mode::External,
         profile_head: std::env::var("L4_PROFILE_HEAD")
             .ok()
             .and_then(|v| v.parse().ok())
@@ -858,9 +875,25 @@ pub fn run(arena: &'static super::arena::Arena, opts: &RunOpts) -> Result<Outcom
             .map(String::into_bytes)
             .collect(),
     };
-    // The external pager replays the profile from here: the program
-    // starts once the first pages are mapped, as in the task.
+    // The program's file itself, for /proc/self/exe in the task (if we
+    // can open it; resolved beneath the root as the server does).
+    let exe_fds: Vec<_> = exe.iter().map(|f| f.as_fd()).collect();
+    let gone = |e: String| err(format!("the task is gone: {e}"));
+    ch.send(kind::START, &start.encode(), &exe_fds)
+        .map_err(|e| gone(e.to_string()))?;
+    l4re::host::send_caps(ch.as_fd(), "file", &[("file", file.idx(), CapRights::R)])
+        .map_err(|e| gone(e.to_string()))?;
+    trace("loader", "START sent");
+    // The external pager replays the profile from here once the task has
+    // attached the regions: the program starts once the first pages are
+    // mapped, as in the task.
     if let (Prof::Replay(_, p), Some((pager, uffd))) = (&prof, ext_pager) {
+        match ch.recv() {
+            Ok((kind::ATTACHED, _, _)) => {}
+            Ok((kind::ERROR, m, _)) => return Err(err(String::from_utf8_lossy(&m).into_owned())),
+            Ok(_) => return Err(err("the task sent a bad answer")),
+            Err(e) => return Err(gone(e.to_string())),
+        }
         let entries = p.entries.clone();
         let head = start.profile_head;
         let (tx, rx) = std::sync::mpsc::channel();
@@ -873,13 +906,9 @@ pub fn run(arena: &'static super::arena::Arena, opts: &RunOpts) -> Result<Outcom
             })
             .map_err(|e| err(format!("thread: {e}")))?;
         let _ = rx.recv_timeout(Duration::from_millis(100));
+        ch.send(kind::GO, &[], &[])
+            .map_err(|e| gone(e.to_string()))?;
     }
-    // The program's file itself, for /proc/self/exe in the task (if we
-    // can open it; resolved beneath the root as the server does).
-    let exe_fds: Vec<_> = exe.iter().map(|f| f.as_fd()).collect();
-    trace("loader", "attached");
-    ch.send(kind::START, &start.encode(), &exe_fds)
-        .map_err(|e| err(format!("the task is gone: {e}")))?;
     drop(exe);
     // The program may fork before the stub reports STARTED.
     loop {
@@ -1217,6 +1246,11 @@ fn stats_json(
         profile_json,
     )
 }
+
+/// The default of [`RunOpts::premap_pages`]: programs whose file pages
+/// are at most this many (2 MiB) have all of them mapped before they
+/// start.
+pub const PREMAP_PAGES: u64 = 512;
 
 /// Learned prefetch: pages of the profile mapped before the program
 /// starts (all: a program that streams through its pages, the worst case,

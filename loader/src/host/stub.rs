@@ -47,10 +47,11 @@ use l4re::host::{Mapping, Prot, Source};
 use l4re::server::Server;
 
 use super::arena::Arena;
-use super::ctl::{Channel, Enc, Start, kind};
+use super::ctl::{Attach, Channel, Enc, Start, kind};
 use super::run::trace;
 use crate::elf::{PAGE, USER_END};
 use crate::stack::{self, StackSpec, at};
+use l4re::proto::rm::Flags as RmFlags;
 
 /// The Rm backend of the stub: attaching maps and registers the region.
 struct Backend {
@@ -183,12 +184,13 @@ pub fn run_task(arena: &'static Arena, ch: Channel, mode: Mode) -> ! {
             uffd: uffd.clone(),
         },
     ));
+    let served = rm.clone();
     let rm_thread = std::thread::Builder::new()
         .name("rm".into())
         .spawn(move || {
             ph::block_signals();
             let mut s = Server::new();
-            if let Err(e) = s.register_gate(rm_gate, rm) {
+            if let Err(e) = s.register_gate(rm_gate, served) {
                 eprintln!("l4task: cannot bind the region-map gate: {e}");
                 return;
             }
@@ -223,6 +225,12 @@ pub fn run_task(arena: &'static Arena, ch: Channel, mode: Mode) -> ! {
         Err(_) => std::process::exit(127),
     };
     trace("l4task", "START");
+    // The program's regions: attached here, as the loader's L4Re::Rm
+    // attaches would be, the file's capability coming right after START.
+    if let Err(e) = attach_regions(&ch, &rm, &start.regions) {
+        fail(&ch, &e);
+    }
+    trace("l4task", "regions attached");
     pager.set_fault_around(start.fault_around);
     if start.record {
         pager.set_log(stats.log);
@@ -231,6 +239,14 @@ pub fn run_task(arena: &'static Arena, ch: Channel, mode: Mode) -> ! {
         let mut m = map.lock();
         for (s, l) in &start.file_limits {
             m.set_file_len(*s, *l);
+        }
+    }
+    if start.await_go {
+        let _ = ch.send(kind::ATTACHED, &[], &[]);
+        match ch.recv() {
+            Ok((kind::GO, _, _)) => {}
+            Ok((k, _, _)) => fail(&ch, &format!("unexpected control message {k}")),
+            Err(_) => std::process::exit(127),
         }
     }
     let (entry, sp) = match launch(&start, &pager, &uffd, exe_fd.as_ref()) {
@@ -562,16 +578,20 @@ fn launch(
             .fetch_add(1, Ordering::Relaxed);
         a += PAGE;
     }
+    // A small program's file pages all go in now, in a few large runs:
+    // cheaper than the faults (each a round trip to the server) that
+    // would bring most of them.
+    let premapped = pager.file_runs(s.premap_pages).unwrap_or_default();
+    if !premapped.is_empty() {
+        pager.map_file_pages(uffd, &premapped);
+        trace("l4task", "file pages mapped");
+    }
     // Learned prefetch: the profile is replayed ahead of the program
-    // while it runs.
+    // while it runs (what was just mapped left out).
     // The program starts once the first `profile_head` pages are mapped.
-    if !s.profile.is_empty() {
-        let (p, u, prof, head) = (
-            pager.clone(),
-            uffd.clone(),
-            s.profile.clone(),
-            s.profile_head,
-        );
+    let profile = profile_beyond(&s.profile, &premapped);
+    if !profile.is_empty() {
+        let (p, u, prof, head) = (pager.clone(), uffd.clone(), profile, s.profile_head);
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::Builder::new()
             .name("prefetch".into())
@@ -659,6 +679,63 @@ fn launch(
         );
     }
     Ok((s.entry, st.sp))
+}
+
+/// Attaches `regions` to the task's region map through `rm` (mapping and
+/// registering each), file-backed ones to the program file whose
+/// capability the loader sends on `ch` when any region needs it.
+fn attach_regions(
+    ch: &Channel,
+    rm: &RmService<Backend>,
+    regions: &[Attach],
+) -> std::result::Result<(), String> {
+    let file = if regions.iter().any(|r| r.file) {
+        match l4re::host::recv_caps(ch.as_fd(), std::time::Duration::from_secs(20)) {
+            Ok((_, caps)) if caps.len() == 1 && caps[0].0 == "file" => Some(caps[0].1),
+            Ok(_) => return Err("the loader sent a bad file capability".into()),
+            Err(e) => return Err(format!("the loader sent no file capability: {e}")),
+        }
+    } else {
+        None
+    };
+    for r in regions {
+        let name = String::from_utf8_lossy(&r.name);
+        let fl = RmFlags::from_bits(r.flags)
+            .ok_or_else(|| format!("region {name}: bad flags {:#x}", r.flags))?;
+        rm.attach_region(
+            r.start,
+            r.size,
+            fl,
+            file.filter(|_| r.file),
+            r.offset,
+            12,
+            &name,
+        )
+        .map_err(|e| {
+            format!(
+                "cannot attach region {name} [{:#x}, {:#x}): {e}",
+                r.start,
+                r.start.saturating_add(r.size)
+            )
+        })?;
+    }
+    Ok(())
+}
+
+/// The entries of a learned-prefetch profile (as in
+/// [`PageLog`](l4pager::host::PageLog)) that name pages outside `runs`
+/// (`(first page, pages)`, mapped already).
+fn profile_beyond(profile: &[u64], runs: &[(u64, u64)]) -> Vec<u64> {
+    profile
+        .iter()
+        .copied()
+        .filter(|e| {
+            let (a, n) = (e & !(PAGE - 1), (e & ph::LOG_COUNT_MASK) + 1);
+            !runs
+                .iter()
+                .any(|&(s, k)| a >= s && a + n * PAGE <= s + k * PAGE)
+        })
+        .collect()
 }
 
 /// Whether we may replace the process's executable file

@@ -956,6 +956,55 @@ impl Pager {
         }
     }
 
+    /// The file pages of the task's program: for each file-backed region
+    /// that is not writable-shared (text, read-only data, private data),
+    /// `(first page, pages)` up to the end of its file data. `None` if they
+    /// are more than `limit` pages (or `limit` is 0): then
+    /// [`map_file_pages`](Self::map_file_pages) would map more than a
+    /// program touches.
+    pub fn file_runs(&self, limit: u64) -> Option<Vec<(u64, u64)>> {
+        let map = self.map.lock();
+        let mut runs = Vec::new();
+        let mut total = 0;
+        for r in map.iter() {
+            let crate::region::Backing::File { file_len, .. } = r.backing else {
+                continue;
+            };
+            if !r.private && r.rights.contains(Rights::W) {
+                continue;
+            }
+            let pages = file_len.min(r.size).div_ceil(PAGE_SIZE);
+            if pages > 0 {
+                runs.push((r.start, pages));
+                total += pages;
+            }
+        }
+        (limit > 0 && total <= limit).then_some(runs)
+    }
+
+    /// Maps the pages of `runs` (`(first page, pages)`) before the program
+    /// touches them: the server reads them into its cache first (one
+    /// Dataspace `allocate` per stretch of the file, [`warm_server`](
+    /// Self::warm_server)), then each run goes in with one
+    /// `UFFDIO_CONTINUE` (read-only shared pages) or a few `UFFDIO_COPY`s
+    /// (private copies). Pages already mapped are skipped. Counted as
+    /// prefetched; returns the pages mapped.
+    pub fn map_file_pages(&self, uffd: &Uffd, runs: &[(u64, u64)]) -> u64 {
+        let warm: Vec<(u64, u64, bool)> = runs.iter().map(|&(a, n)| (a, n, false)).collect();
+        self.warm_server(&warm);
+        let mut mapped = 0;
+        for &(addr, n) in runs {
+            let end = addr + n * PAGE_SIZE;
+            let mut p = addr;
+            while p < end {
+                let k = self.prefetch_run(uffd, p, end);
+                mapped += k;
+                p += k.max(1) * PAGE_SIZE;
+            }
+        }
+        mapped
+    }
+
     /// Maps the page at `p` ahead of any fault, and in internal mode the
     /// run of read-only shared file pages from it up to `end` that the
     /// server has cached; returns the pages mapped (0: none).
