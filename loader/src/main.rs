@@ -172,6 +172,9 @@ fn main() {
             }
             o.root = dir.clone();
             o.server = None;
+            // The demo shows demand paging: its pages are not mapped
+            // before it starts.
+            o.premap_pages = 0;
             // A new file every time: nothing to learn.
             o.profile = false;
             o.program = "/demo".into();

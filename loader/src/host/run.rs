@@ -14,9 +14,10 @@
 //! 4. serves, as the external pager, the internal pager's own memory (the
 //!    stub's allocator arena) with pages from its own memory — and in
 //!    `--pager external` mode all of the program's faults;
-//! 5. attaches the program's regions and its stack to the task's region
-//!    map through `L4Re::Rm` on the gate (sending the file's capability),
-//!    then tells the stub to start the program;
+//! 5. tells the stub to start the program: START names the program's
+//!    regions and its stack, which the stub attaches to the task's region
+//!    map itself (the file's capability follows START), one message
+//!    instead of an `L4Re::Rm` call per region;
 //! 6. waits; reports invalid accesses; writes the statistics; syncs the
 //!    filesystem; exits with the program's status (128 + signal if it was
 //!    killed).

@@ -12,12 +12,15 @@
 //!    pager's own memory), in external mode the program's uffd, then the
 //!    gate's capability; it registers the arena;
 //! 2. starts the internal pager: a thread bound to that gate serving
-//!    `L4Re::Rm` (the loader attaches the program's regions through it;
-//!    attaching maps the region and registers it for faults) and, in
+//!    `L4Re::Rm` over the task's region map (attaching maps the region
+//!    and registers it for faults) and, in
 //!    internal mode, a thread resolving the program's faults; meanwhile it
 //!    replaces its mappings of the loader executable with anonymous copies
 //!    (so that `/proc/self/exe` can name the program);
-//! 3. on the loader's START: builds the initial stack (argc, argv, envp,
+//! 3. on the loader's START: attaches the program's regions that START
+//!    names to the region map (as Rm attaches would: one message rather
+//!    than a call per region), maps all file pages of a small program,
+//!    builds the initial stack (argc, argv, envp,
 //!    auxv with its own vDSO and hardware capabilities), maps it, prefetches,
 //!    resets the signal state, sets the process's memory layout (brk,
 //!    arguments: `PR_SET_MM_MAP`), starts a watcher thread and enters the
@@ -149,8 +152,8 @@ pub fn run_task(arena: &'static Arena, ch: Channel, mode: Mode) -> ! {
     drop(self_uffd);
     // So that /proc/self/exe can name the program later (see
     // `detach_from_exe`): the writable mappings while still
-    // single-threaded, the rest (most) once the region-map thread serves
-    // the loader's attaches.
+    // single-threaded, the rest (most) once the pagers run, while the
+    // loader opens and plans the program.
     let may_detach = may_set_exe() && detach_from_exe(ExeMappings::Writable);
 
     // The internal pager: region map, Rm server on the gate, fault thread.
@@ -215,7 +218,7 @@ pub fn run_task(arena: &'static Arena, ch: Channel, mode: Mode) -> ! {
     trace("l4task", "pagers ready");
     let exe_detached = may_detach && detach_from_exe(ExeMappings::ReadOnly);
     trace("l4task", "detached from the executable");
-    // Wait for START (the loader attaches the regions meanwhile).
+    // Wait for START.
     let (start, exe_fd) = match ch.recv() {
         Ok((kind::START, p, fds)) => match Start::decode(&p) {
             Ok(s) => (s, fds.into_iter().next().filter(|_| exe_detached)),
