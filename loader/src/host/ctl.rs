@@ -213,9 +213,9 @@ pub struct Start {
     /// The internal pager's fault-around window in pages
     /// ([`Pager::set_fault_around`](l4pager::host::Pager::set_fault_around)).
     pub fault_around: u64,
-    /// Map all of the program's file pages before it starts if they are
-    /// at most this many (0: never; see
-    /// [`Pager::file_runs`](l4pager::host::Pager::file_runs)).
+    /// Map all of the program's file pages (and its bss) before it starts
+    /// if they are at most this many (0: never; see
+    /// [`Pager::premap_runs`](l4pager::host::Pager::premap_runs)).
     pub premap_pages: u64,
     /// Regions whose file data ends inside them: (start, file bytes).
     pub file_limits: Vec<(u64, u64)>,

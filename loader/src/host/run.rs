@@ -531,7 +531,7 @@ pub fn read_and_plan(view: &DsView) -> Result<Planned, RunError> {
 
 /// Pages the external pager maps at once into the stub's allocator arena:
 /// a bump allocator's next pages are the next it touches.
-const ARENA_AROUND: u64 = 16;
+const ARENA_AROUND: u64 = 64;
 
 /// Serves the faults of the stub's own arena `[.., end)` with zero pages
 /// from our own memory (the external pager for the internal pager), the
@@ -1249,9 +1249,10 @@ fn stats_json(
 }
 
 /// The default of [`RunOpts::premap_pages`]: programs whose file pages
-/// are at most this many (2 MiB) have all of them mapped before they
-/// start.
-pub const PREMAP_PAGES: u64 = 512;
+/// are at most this many (4 MiB) have all of them mapped before they
+/// start (bash-static, 2.3 MiB: its first run as fast as a replay of its
+/// learned profile, 35 % faster than demand paging).
+pub const PREMAP_PAGES: u64 = 1024;
 
 /// Learned prefetch: pages of the profile mapped before the program
 /// starts (all: a program that streams through its pages, the worst case,

@@ -510,6 +510,10 @@ struct PrctlMmMap {
     exe_fd: u32,
 }
 
+/// Stack pages below the initial stack that are zero-filled with a
+/// premapped program (see [`Start::premap_pages`]).
+const PREMAP_STACK_PAGES: u64 = 8;
+
 /// Builds the stack, prefetches and starts the program thread.
 fn launch(
     s: &Start,
@@ -581,13 +585,21 @@ fn launch(
             .fetch_add(1, Ordering::Relaxed);
         a += PAGE;
     }
-    // A small program's file pages all go in now, in a few large runs:
-    // cheaper than the faults (each a round trip to the server) that
-    // would bring most of them.
-    let premapped = pager.file_runs(s.premap_pages).unwrap_or_default();
+    // A small program's file pages (and bss) all go in now, in a few
+    // large runs: cheaper than the faults (each a round trip to the pager
+    // thread, a file page's also to the server) that would bring most of
+    // them.
+    let mut premapped = pager
+        .premap_runs(s.premap_pages, top - 1)
+        .unwrap_or_default();
     if !premapped.is_empty() {
-        pager.map_file_pages(uffd, &premapped);
-        trace("l4task", "file pages mapped");
+        // And the stack pages right below the arguments.
+        let below = first
+            .saturating_sub(PREMAP_STACK_PAGES * PAGE)
+            .max(top - size);
+        premapped.push((below, (first - below) / PAGE));
+        pager.premap(uffd, &premapped);
+        trace("l4task", "program pages mapped");
     }
     // Learned prefetch: the profile is replayed ahead of the program
     // while it runs (what was just mapped left out).
