@@ -468,6 +468,8 @@ fn orphaned_child_refaults_revoked_pages() {
             .args([
                 "run",
                 "--no-prefetch-profile",
+                "--premap-pages",
+                "0",
                 "--pager",
                 mode,
                 "--fs-pool-pages",
