@@ -96,7 +96,17 @@ impl Channel {
     /// Receives a message: kind, payload, descriptors. End of file (the
     /// peer is gone) is an error of kind `UnexpectedEof`.
     pub fn recv(&self) -> std::io::Result<(u32, Vec<u8>, Vec<OwnedFd>)> {
-        let mut buf = vec![0u8; 1 << 16];
+        // The next message's length (a peek: the message stays), so that
+        // the buffer is as large as it and no larger (a fresh 64 KiB
+        // buffer was 16 page faults per message).
+        let len = loop {
+            match rustix::net::recv(&self.fd, &mut [0u8; 0], RecvFlags::PEEK | RecvFlags::TRUNC) {
+                Ok((_, n)) => break n,
+                Err(Errno::INTR) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        };
+        let mut buf = vec![0u8; len.max(4)];
         let mut space = [MaybeUninit::<u8>::uninit(); 128];
         let mut control = RecvAncillaryBuffer::new(&mut space);
         let n = loop {
