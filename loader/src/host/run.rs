@@ -1044,8 +1044,8 @@ fn lookup_name(store: &Store, program: &str) -> String {
 const ONE_SHOT_MIN_POOL: usize = 1024;
 
 /// The page pool of the file server of a one-shot run on `store`: what
-/// `--fs-pool-pages` says, else, for a host directory, the program file's
-/// pages (at least [`ONE_SHOT_MIN_POOL`], at most l4fs's default): that
+/// `--fs-pool-pages` says, else, for a host directory, twice the program
+/// file's pages plus [`ONE_SHOT_MIN_POOL`] (at most l4fs's default): that
 /// server serves the program file alone, and a pool much larger than it
 /// only costs its set-up (l4fs's default of 16384 frames: ~200 page
 /// faults of its frame table, ~0.5 ms, in every run). `None`: l4fs's
@@ -1063,7 +1063,10 @@ fn one_shot_pool(opts: &RunOpts, store: &Store) -> Option<usize> {
         .and_then(|fd| rustix::fs::fstat(&fd).ok())
         .map(|st| st.st_size as u64)?;
     let pages = usize::try_from(size.div_ceil(PAGE)).ok()?;
-    Some(pages.clamp(ONE_SHOT_MIN_POOL, default.max(ONE_SHOT_MIN_POOL)))
+    // Twice the file: the server keeps free frames above a watermark
+    // (evicting), and reads ahead.
+    let want = pages.saturating_mul(2).saturating_add(ONE_SHOT_MIN_POOL);
+    Some(want.min(default.max(ONE_SHOT_MIN_POOL)))
 }
 
 /// Opens `path` read-only beneath `root` (`openat2(RESOLVE_BENEATH)`, as
