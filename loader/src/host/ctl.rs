@@ -1,7 +1,7 @@
 //! The control channel between the loader and a task's stub: a
 //! `SOCK_SEQPACKET` Unix socket pair made before the loader forks the
 //! task, carrying small messages with file descriptors (`SCM_RIGHTS`),
-//! and once the stub's region-map gate in the format of
+//! and once the program file's capability in the format of
 //! [`l4re::host::send_caps`].
 //!
 //! This is the host's stand-in for what Fiasco does with kernel objects
@@ -21,10 +21,11 @@ use rustix::net::{
 /// Message kinds.
 pub mod kind {
     /// stub → loader: pid, arena range; fds: counters memfd, arena uffd,
-    /// program uffd (external mode). The next packet carries the stub's
-    /// region-map gate (`"rm"`, [`l4re::host::send_caps`] format).
+    /// program uffd (external mode).
     pub const HELLO: u32 = 1;
-    /// loader → stub: start the program (see [`super::Start`]).
+    /// loader → stub: start the program (see [`super::Start`]). The next
+    /// packet carries the program file's capability (`"file"`,
+    /// [`l4re::host::send_caps`] format) if a region is file-backed.
     pub const START: u32 = 2;
     /// stub → loader: the program runs (its thread id).
     pub const STARTED: u32 = 3;

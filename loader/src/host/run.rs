@@ -664,15 +664,6 @@ pub fn run(arena: &'static super::arena::Arena, opts: &RunOpts) -> Result<Outcom
     if k != kind::HELLO || fds.len() < 2 {
         return Err(err("the task sent a bad hello"));
     }
-    // The task's region map (L4Re::Rm); the program's regions go in with
-    // START instead of a call each.
-    let _region_map = match l4re::host::recv_caps(ch.as_fd(), Duration::from_secs(20)) {
-        Ok((_, caps)) if caps.len() == 1 && caps[0].0 == "rm" => {
-            OwnedCap::<IpcGate>::from_cap(Cap::from_idx(caps[0].1))
-        }
-        Ok(_) => return Err(err("the task sent a bad region-map capability")),
-        Err(e) => return Err(err(format!("the task sent no region-map capability: {e}"))),
-    };
     let mut d = Dec(&hello);
     let pid = d.u64().map_err(|e| err(e.to_string()))? as i32;
     // The arena's range, then the features of the program's uffd.

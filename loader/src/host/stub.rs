@@ -6,14 +6,14 @@
 //! [`run_task`] in it. The stub then:
 //!
 //! 1. makes the statistics page, opens the program's userfaultfd and one
-//!    for the untouched part of its own allocator arena, creates the IPC
-//!    gate of its region map and sends HELLO: the statistics page, the
-//!    arena's uffd (the loader's external pager serves the internal
-//!    pager's own memory), in external mode the program's uffd, then the
-//!    gate's capability; it registers the arena;
-//! 2. starts the internal pager: a thread bound to that gate serving
-//!    `L4Re::Rm` over the task's region map (attaching maps the region
-//!    and registers it for faults) and, in
+//!    for the untouched part of its own allocator arena and sends HELLO:
+//!    the statistics page, the arena's uffd (the loader's external pager
+//!    serves the internal pager's own memory), in external mode the
+//!    program's uffd; it registers the arena;
+//! 2. starts the internal pager: the task's region map with its
+//!    `L4Re::Rm` service (attaching maps the region and registers it for
+//!    faults; the loader's regions come with START, so no thread serves
+//!    it on a gate) and, in
 //!    internal mode, a thread resolving the program's faults; meanwhile it
 //!    replaces its mappings of the loader executable with anonymous copies
 //!    (so that `/proc/self/exe` can name the program);
@@ -43,11 +43,9 @@ use l4pager::host::{self as ph, Mode, Pager, SharedStats};
 use l4pager::region::{Region, RegionMap};
 use l4pager::rm::{RmBackend, RmService};
 use l4pager::sync::SpinLock;
-use l4re::CapRights;
 use l4re::Result;
 use l4re::host::signal::{self, CrashRecord, SigSet};
 use l4re::host::{Mapping, Prot, Source};
-use l4re::server::Server;
 
 use super::arena::Arena;
 use super::ctl::{Attach, Channel, Enc, Start, kind};
@@ -127,15 +125,7 @@ pub fn run_task(arena: &'static Arena, ch: Channel, mode: Mode) -> ! {
     if mode == Mode::External {
         fds.push(uffd.fd().as_fd());
     }
-    // The internal pager's region map is served on a gate of this task;
-    // the loader gets a capability to call it (after the hello).
-    let gate = match l4re::env::env().factory().create_gate(None, 0) {
-        Ok(g) => g,
-        Err(e) => fail(&ch, &format!("cannot create the region-map gate: {e}")),
-    };
-    let sent = ch.send(kind::HELLO, &hello.0, &fds).is_ok()
-        && l4re::host::send_caps(ch.as_fd(), "rm", &[("rm", gate.idx(), CapRights::RW)]).is_ok();
-    if !sent {
+    if ch.send(kind::HELLO, &hello.0, &fds).is_err() {
         eprintln!("l4task: cannot reach the loader");
         std::process::exit(127);
     }
@@ -156,7 +146,8 @@ pub fn run_task(arena: &'static Arena, ch: Channel, mode: Mode) -> ! {
     // loader opens and plans the program.
     let may_detach = may_set_exe() && detach_from_exe(ExeMappings::Writable);
 
-    // The internal pager: region map, Rm server on the gate, fault thread.
+    // The internal pager: region map, its Rm service (the regions of
+    // START are attached through it), fault thread.
     let map = Arc::new(SpinLock::new(RegionMap::new(0x10000, USER_END)));
     let pid = std::process::id() as i32;
     let pager = Arc::new(Pager::new(
@@ -179,29 +170,13 @@ pub fn run_task(arena: &'static Arena, ch: Channel, mode: Mode) -> ! {
             Err(e) => fail(&ch, &format!("fork barrier: {e}")),
         }
     }
-    let rm_gate = gate.cap();
-    let rm = Arc::new(RmService::new(
+    let rm = RmService::new(
         map.clone(),
         Backend {
             pager: pager.clone(),
             uffd: uffd.clone(),
         },
-    ));
-    let served = rm.clone();
-    let rm_thread = std::thread::Builder::new()
-        .name("rm".into())
-        .spawn(move || {
-            ph::block_signals();
-            let mut s = Server::new();
-            if let Err(e) = s.register_gate(rm_gate, served) {
-                eprintln!("l4task: cannot bind the region-map gate: {e}");
-                return;
-            }
-            let _ = s.run();
-        });
-    if rm_thread.is_err() {
-        fail(&ch, "cannot start the region-map thread");
-    }
+    );
     if mode == Mode::Internal {
         let (p, u) = (pager.clone(), uffd.clone());
         let t = std::thread::Builder::new()
@@ -440,7 +415,7 @@ fn hand_over(ch: Arc<Channel>, barrier: Uffd) -> l4pager::host::OnFork {
 }
 
 /// Thread names of the stub (the program's threads carry the program's).
-const STUB_THREADS: &[&str] = &["l4task", "rm", "pager", "pager-fork"];
+const STUB_THREADS: &[&str] = &["l4task", "pager", "pager-fork"];
 
 /// Whether a thread of the program still runs in this process (a leader
 /// that called `exit` stays listed as a zombie until the process ends).
