@@ -876,6 +876,17 @@ pub fn run(arena: &'static super::arena::Arena, opts: &RunOpts) -> Result<Outcom
     l4re::host::send_caps(ch.as_fd(), "file", &[("file", file.idx(), CapRights::R)])
         .map_err(|e| gone(e.to_string()))?;
     trace("loader", "START sent");
+    // A premapped program: the server reads its pages now, while the task
+    // attaches the regions (its own `allocate` calls then find them
+    // cached).
+    if let Some(runs) = children
+        .pager()
+        .premap_runs(opts.premap_pages, STACK_TOP - 1)
+    {
+        let warm: Vec<(u64, u64, bool)> = runs.iter().map(|&(a, n)| (a, n, false)).collect();
+        children.pager().warm_server(&warm);
+        trace("loader", "server warmed");
+    }
     // The external pager replays the profile from here once the task has
     // attached the regions: the program starts once the first pages are
     // mapped, as in the task.
