@@ -369,12 +369,14 @@ fn persistent_server_serves_runs_and_stops_cleanly() {
     let d = tmp("serve");
     let sock = d.join("fs.sock");
     let cache = d.join("cache");
-    let mut server = Command::new(LOADER)
-        .args(["serve", "--socket"])
-        .arg(&sock)
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut server = common::KillOnDrop::new(
+        Command::new(LOADER)
+            .args(["serve", "--socket"])
+            .arg(&sock)
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
     for _ in 0..500 {
         if sock.exists() {
             break;
@@ -384,8 +386,7 @@ fn persistent_server_serves_runs_and_stops_cleanly() {
     assert!(sock.exists(), "socket");
     let prog = "/bin/busybox";
     if !Path::new(prog).exists() {
-        let _ = server.kill();
-        let _ = server.wait();
+        drop(server);
         eprintln!("busybox not installed: skipped");
         return;
     }
@@ -434,8 +435,8 @@ fn persistent_server_serves_runs_and_stops_cleanly() {
     assert!(num(&s, "minor") > 0.0, "{s}");
     // SIGTERM: the server syncs and ends.
     // SIGTERM to our own child.
-    l4re::host::signal::kill(server.id() as i32, 15).unwrap();
-    let out = server.wait_with_output().unwrap();
+    l4re::host::signal::kill(server.child().id() as i32, 15).unwrap();
+    let out = server.take().wait_with_output().unwrap();
     assert!(out.status.success(), "{out:?}");
     assert!(!sock.exists(), "socket removed");
     assert!(String::from_utf8_lossy(&out.stderr).contains("written back"));
