@@ -12,7 +12,7 @@ use l4re::proto::rm::Flags as RmFlags;
 use l4re::utcb::{MR_WORDS, Utcb};
 use l4re::{Marshal, MsgTag, Result};
 use l4re_fuzz::request;
-use loader::host::ctl::Start;
+use loader::host::ctl::{Attach, Start};
 
 fn put(dir: &Path, target: &str, name: &str, bytes: &[u8]) {
     let d = dir.join(target);
@@ -244,6 +244,14 @@ fn msg_seeds(dir: &Path) {
 
 fn ctl_seeds(dir: &Path) {
     let s = Start {
+        regions: vec![Attach {
+            start: 0x40_0000,
+            size: 0x5000,
+            flags: 5,
+            offset: 0,
+            file: true,
+            name: b"text".to_vec(),
+        }],
         entry: 0x40_1000,
         phdr: (0x40_0040, 4, 56),
         stack: (0x7fff_f000_0000, 0x80_0000),
@@ -259,6 +267,8 @@ fn ctl_seeds(dir: &Path) {
         execfn: b"/bin/prog".to_vec(),
         argv: vec![b"prog".to_vec(), b"-x".to_vec()],
         envp: vec![b"PATH=/bin".to_vec()],
+        premap_pages: 1024,
+        ..Default::default()
     };
     put(dir, "ctl", "start", &s.encode());
     put(dir, "ctl", "start-empty", &Start::default().encode());

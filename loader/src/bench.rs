@@ -10,9 +10,11 @@
 //!    pages into the caches, `MADV_DONTNEED` drops the mappings, and the
 //!    second pass is measured (the first is reported too);
 //! 2. start-to-exit time of a small static program under the loader vs
-//!    native `execve` (demand paged, and replaying its learned profile);
+//!    native `execve` (premapped, the default; demand paged; replaying its
+//!    learned profile);
 //!    and with a running file server (`loader serve`); first vs later
 //!    runs (learned prefetch) of `bash-static` and `busybox sh` scripts,
+//!    demand paged and premapped (the default),
 //!    one-shot and with a running server, with their faults;
 //! 3. a whole-file sequential read (32 MiB of read-only data, page by page)
 //!    through the program's mapping, under each pager, and under the
@@ -249,6 +251,11 @@ fn run() -> Result<(), String> {
     let li = runs(reps, || {
         time(&mut loader_cmd(&loader, "internal", FA, &hello, &[]))
     })?;
+    let ld = runs(reps, || {
+        let mut c = loader_cmd(&loader, "internal", FA, &hello, &[]);
+        c.args(["--premap-pages", "0"]);
+        time(&mut c)
+    })?;
     let le = runs(reps, || {
         time(&mut loader_cmd(&loader, "external", FA, &hello, &[]))
     })?;
@@ -258,7 +265,7 @@ fn run() -> Result<(), String> {
         let mut c = Command::new(&loader);
         c.env("XDG_CACHE_HOME", &cache)
             .env_remove("L4FS_SOCKET")
-            .arg("run")
+            .args(["run", "--premap-pages", "0"])
             .arg(&hello);
         c
     };
@@ -270,9 +277,14 @@ fn run() -> Result<(), String> {
     );
     println!("  native execve             {:>10}   1.00×", fmt_ns(native));
     println!(
-        "  loader, internal pager    {:>10}  {:>5.2}×",
+        "  loader, internal pager    {:>10}  {:>5.2}×  (its file pages and bss mapped before it starts)",
         fmt_ns(li),
         li / native
+    );
+    println!(
+        "  internal, demand paged    {:>10}  {:>5.2}×  (--premap-pages 0)",
+        fmt_ns(ld),
+        ld / native
     );
     println!(
         "  loader, external pager    {:>10}  {:>5.2}×",
@@ -280,7 +292,7 @@ fn run() -> Result<(), String> {
         le / native
     );
     println!(
-        "  internal, learned profile {:>10}  {:>5.2}×  (a later run: the recorded pages mapped first)",
+        "  internal, learned profile {:>10}  {:>5.2}×  (demand paged, a later run: the recorded pages mapped first)",
         fmt_ns(lp),
         lp / native
     );
@@ -319,7 +331,9 @@ fn run() -> Result<(), String> {
         ),
     ];
     println!(
-        "learned prefetch: first run (no profile: recorded) vs later runs (replayed), medians:"
+        "learned prefetch: first run (no profile: recorded) vs later runs (replayed), medians; \
+         one-shot and server demand paged (--premap-pages 0), premapped: the default (all file \
+         pages and bss mapped before the program starts):"
     );
     for (prog, args) in scripts {
         if !Path::new(prog).exists() {
@@ -327,7 +341,7 @@ fn run() -> Result<(), String> {
             continue;
         }
         let nat = runs(reps, || time(Command::new(prog).args(args)))?;
-        for server in [false, true] {
+        for (server, premap) in [(false, false), (true, false), (false, true)] {
             let one = |fresh: bool, k: usize| -> Result<(f64, f64), String> {
                 let cache = dir.join(format!("cache-{k}"));
                 if fresh {
@@ -339,7 +353,11 @@ fn run() -> Result<(), String> {
                 if server {
                     c.env("L4FS_SOCKET", &sock);
                 }
-                c.args(["run", "--stats"]).arg(&st).arg(prog).args(args);
+                c.args(["run", "--stats"]).arg(&st);
+                if !premap {
+                    c.args(["--premap-pages", "0"]);
+                }
+                c.arg(prog).args(args);
                 let t = time(&mut c)?;
                 let j = std::fs::read_to_string(&st).map_err(|e| e.to_string())?;
                 Ok((t, json_num(&j, "total")))
@@ -359,7 +377,11 @@ fn run() -> Result<(), String> {
             println!(
                 "  {:<16} {:<10} native {:>9}; first {:>9} {:>5.2}× {:>4} faults; later {:>9} {:>5.2}× {:>4} faults ({:.2}× faster, {:.0}% of the faults)",
                 prog.rsplit('/').next().unwrap_or(prog),
-                if server { "server" } else { "one-shot" },
+                match (server, premap) {
+                    (true, _) => "server",
+                    (false, false) => "one-shot",
+                    (false, true) => "premapped",
+                },
                 fmt_ns(nat),
                 fmt_ns(ft),
                 ft / nat,

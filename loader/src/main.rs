@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! loader run [--pager internal|external] [--root DIR | --ext2 IMAGE] [--prefetch N] [--fault-around N]
-//!            [--fs-pool-pages N] [--stats FILE|-]
+//!            [--premap-pages N] [--fs-pool-pages N] [--stats FILE|-]
 //!            [--confine] [--allow-read DIR]... [--allow-write DIR]... PROGRAM [ARGS...]
 //! loader check PROGRAM...        validate ELF files (no task is started)
 //! loader demo [--pager ...]      run the bundled demo program
@@ -30,7 +30,7 @@ static ARENA: Arena = Arena::new();
 
 fn usage() -> ! {
     eprintln!(
-        "usage: loader run [--pager internal|external] [--root DIR | --ext2 IMAGE] [--prefetch N] [--fault-around N] [--fs-pool-pages N] [--stats FILE|-] [--confine] [--allow-read DIR]... [--allow-write DIR]... PROGRAM [ARGS...]\n       \
+        "usage: loader run [--pager internal|external] [--root DIR | --ext2 IMAGE] [--prefetch N] [--fault-around N] [--premap-pages N] [--fs-pool-pages N] [--stats FILE|-] [--confine] [--allow-read DIR]... [--allow-write DIR]... PROGRAM [ARGS...]\n       \
          loader check FILE...\n       loader demo [--pager internal|external] [--fault-around N] [--stats FILE|-]\n       \
          loader bench"
     );
@@ -44,6 +44,7 @@ fn parse_run(args: &[String]) -> RunOpts {
         ext2: None,
         prefetch: 0,
         fault_around: l4pager::host::FAULT_AROUND_PAGES,
+        premap_pages: loader::host::run::PREMAP_PAGES,
         fs_pool_pages: None,
         profile: true,
         server: None,
@@ -88,6 +89,10 @@ fn parse_run(args: &[String]) -> RunOpts {
             }
             "--fault-around" => {
                 o.fault_around = val(i).parse().unwrap_or_else(|_| usage());
+                i += 2;
+            }
+            "--premap-pages" => {
+                o.premap_pages = val(i).parse().unwrap_or_else(|_| usage());
                 i += 2;
             }
             "--fs-pool-pages" => {
@@ -167,6 +172,9 @@ fn main() {
             }
             o.root = dir.clone();
             o.server = None;
+            // The demo shows demand paging: its pages are not mapped
+            // before it starts.
+            o.premap_pages = 0;
             // A new file every time: nothing to learn.
             o.profile = false;
             o.program = "/demo".into();

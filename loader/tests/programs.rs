@@ -303,7 +303,14 @@ fn native(p: &Path, args: &[&str]) -> Output {
 
 fn loaded(mode: &str, stats: Option<&Path>, p: &Path, args: &[&str]) -> Output {
     let mut c = Command::new(LOADER);
-    c.args(["run", "--no-prefetch-profile", "--pager", mode]);
+    c.args([
+        "run",
+        "--no-prefetch-profile",
+        "--premap-pages",
+        "0",
+        "--pager",
+        mode,
+    ]);
     if let Some(s) = stats {
         c.arg("--stats").arg(s);
     }
@@ -338,7 +345,7 @@ fn stat(json: &str, key: &str) -> u64 {
 
 /// Runs `name` natively and under both pagers: stdout, stderr and status
 /// must be equal. Returns the statistics of each loaded run (demand paging:
-/// learned prefetch off; tests/images.rs tests it).
+/// learned prefetch and premapping off; tests/images.rs tests them).
 fn same_as_native(name: &str, args: &[&str]) -> Vec<String> {
     let Some(p) = prog(name) else {
         return Vec::new();
@@ -461,6 +468,8 @@ fn orphaned_child_refaults_revoked_pages() {
             .args([
                 "run",
                 "--no-prefetch-profile",
+                "--premap-pages",
+                "0",
                 "--pager",
                 mode,
                 "--fs-pool-pages",

@@ -1,7 +1,7 @@
 //! The control channel between the loader and a task's stub: a
 //! `SOCK_SEQPACKET` Unix socket pair made before the loader forks the
 //! task, carrying small messages with file descriptors (`SCM_RIGHTS`),
-//! and once the stub's region-map gate in the format of
+//! and once the program file's capability in the format of
 //! [`l4re::host::send_caps`].
 //!
 //! This is the host's stand-in for what Fiasco does with kernel objects
@@ -21,10 +21,11 @@ use rustix::net::{
 /// Message kinds.
 pub mod kind {
     /// stub → loader: pid, arena range; fds: counters memfd, arena uffd,
-    /// program uffd (external mode). The next packet carries the stub's
-    /// region-map gate (`"rm"`, [`l4re::host::send_caps`] format).
+    /// program uffd (external mode).
     pub const HELLO: u32 = 1;
-    /// loader → stub: start the program (see [`super::Start`]).
+    /// loader → stub: start the program (see [`super::Start`]). The next
+    /// packet carries the program file's capability (`"file"`,
+    /// [`l4re::host::send_caps`] format) if a region is file-backed.
     pub const START: u32 = 2;
     /// stub → loader: the program runs (its thread id).
     pub const STARTED: u32 = 3;
@@ -33,6 +34,12 @@ pub mod kind {
     /// stub → loader: the program forked; the child's userfaultfd (one
     /// descriptor, no payload). The loader serves the child from now on.
     pub const FORK: u32 = 5;
+    /// stub → loader: the regions of START are attached (sent only when
+    /// START asks to await [`GO`]).
+    pub const ATTACHED: u32 = 6;
+    /// loader → stub: enter the program (the loader's external pager has
+    /// mapped what it prefetches first).
+    pub const GO: u32 = 7;
 }
 
 /// A new `SOCK_SEQPACKET` Unix socket (close-on-exec).
@@ -90,7 +97,17 @@ impl Channel {
     /// Receives a message: kind, payload, descriptors. End of file (the
     /// peer is gone) is an error of kind `UnexpectedEof`.
     pub fn recv(&self) -> std::io::Result<(u32, Vec<u8>, Vec<OwnedFd>)> {
-        let mut buf = vec![0u8; 1 << 16];
+        // The next message's length (a peek: the message stays), so that
+        // the buffer is as large as it and no larger (a fresh 64 KiB
+        // buffer was 16 page faults per message).
+        let len = loop {
+            match rustix::net::recv(&self.fd, &mut [0u8; 0], RecvFlags::PEEK | RecvFlags::TRUNC) {
+                Ok((_, n)) => break n,
+                Err(Errno::INTR) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        };
+        let mut buf = vec![0u8; len.max(4)];
         let mut space = [MaybeUninit::<u8>::uninit(); 128];
         let mut control = RecvAncillaryBuffer::new(&mut space);
         let n = loop {
@@ -165,9 +182,31 @@ impl<'a> Dec<'a> {
     }
 }
 
+/// A region of the program that the stub attaches to the task's region
+/// map (as an `L4Re::Rm` attach would) when it gets [`Start`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Attach {
+    /// Start address.
+    pub start: u64,
+    /// Size in bytes.
+    pub size: u64,
+    /// L4Re's attach and region flags (`l4re::proto::rm::Flags` bits).
+    pub flags: u32,
+    /// Offset in the program file (file-backed regions).
+    pub offset: u64,
+    /// Backed by the program file (the capability sent after [`Start`]),
+    /// else anonymous.
+    pub file: bool,
+    /// The region's name.
+    pub name: Vec<u8>,
+}
+
 /// What the loader tells the stub to start.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Start {
+    /// The program's regions, attached in one go by the stub (one
+    /// message instead of a region-map call per region).
+    pub regions: Vec<Attach>,
     /// Entry point.
     pub entry: u64,
     /// `AT_PHDR`, `AT_PHNUM`, `AT_PHENT`.
@@ -185,6 +224,10 @@ pub struct Start {
     /// The internal pager's fault-around window in pages
     /// ([`Pager::set_fault_around`](l4pager::host::Pager::set_fault_around)).
     pub fault_around: u64,
+    /// Map all of the program's file pages (and its bss) before it starts
+    /// if they are at most this many (0: never; see
+    /// [`Pager::premap_runs`](l4pager::host::Pager::premap_runs)).
+    pub premap_pages: u64,
     /// Regions whose file data ends inside them: (start, file bytes).
     pub file_limits: Vec<(u64, u64)>,
     /// Learned prefetch: log the pages mapped at faults (recording run).
@@ -195,6 +238,10 @@ pub struct Start {
     /// Learned prefetch: pages of the profile mapped before the program
     /// starts (the rest are mapped while it runs).
     pub profile_head: u64,
+    /// After attaching the regions, report [`kind::ATTACHED`] and wait for
+    /// [`kind::GO`] before the program starts (the external pager replays
+    /// a profile).
+    pub await_go: bool,
     /// `AT_EXECFN`.
     pub execfn: Vec<u8>,
     /// Arguments.
@@ -211,6 +258,15 @@ impl Start {
     /// Encodes.
     pub fn encode(&self) -> Vec<u8> {
         let mut e = Enc::default();
+        e.u64(self.regions.len() as u64);
+        for r in &self.regions {
+            e.u64(r.start)
+                .u64(r.size)
+                .u64(u64::from(r.flags))
+                .u64(r.offset)
+                .u64(u64::from(r.file))
+                .bytes(&r.name);
+        }
         e.u64(self.entry)
             .u64(self.phdr.0)
             .u64(self.phdr.1)
@@ -224,12 +280,14 @@ impl Start {
             .u64(self.data.1)
             .u64(self.prefetch)
             .u64(self.fault_around)
+            .u64(self.premap_pages)
             .u64(self.file_limits.len() as u64);
         for (s, l) in &self.file_limits {
             e.u64(*s).u64(*l);
         }
         e.u64(self.record as u64)
             .u64(self.profile_head)
+            .u64(u64::from(self.await_go))
             .u64(self.profile.len() as u64);
         for p in &self.profile {
             e.u64(*p);
@@ -250,7 +308,24 @@ impl Start {
     /// Decodes.
     pub fn decode(b: &[u8]) -> std::io::Result<Start> {
         let mut d = Dec(b);
+        let mut regions = Vec::new();
+        let n = d.u64()?.min(1 << 12);
+        for _ in 0..n {
+            let (start, size) = (d.u64()?, d.u64()?);
+            let flags = u32::try_from(d.u64()?).map_err(|_| {
+                std::io::Error::new(std::io::ErrorKind::InvalidData, "bad region flags")
+            })?;
+            regions.push(Attach {
+                start,
+                size,
+                flags,
+                offset: d.u64()?,
+                file: d.u64()? != 0,
+                name: d.bytes()?.to_vec(),
+            });
+        }
         let mut s = Start {
+            regions,
             entry: d.u64()?,
             phdr: (d.u64()?, d.u64()?, d.u64()?),
             stack: (d.u64()?, d.u64()?),
@@ -259,6 +334,7 @@ impl Start {
             data: (d.u64()?, d.u64()?),
             prefetch: d.u64()?,
             fault_around: d.u64()?,
+            premap_pages: d.u64()?,
             ..Default::default()
         };
         let n = d.u64()?.min(1 << 16);
@@ -267,6 +343,7 @@ impl Start {
         }
         s.record = d.u64()? != 0;
         s.profile_head = d.u64()?;
+        s.await_go = d.u64()? != 0;
         let n = d.u64()?.min(l4pager::host::LOG_ENTRIES as u64);
         for _ in 0..n {
             s.profile.push(d.u64()?);
@@ -293,6 +370,24 @@ mod tests {
     #[test]
     fn start_round_trips() {
         let s = Start {
+            regions: vec![
+                Attach {
+                    start: 0x40_0000,
+                    size: 0x2000,
+                    flags: 5,
+                    offset: 0x1000,
+                    file: true,
+                    name: b"text".to_vec(),
+                },
+                Attach {
+                    start: 0x7000,
+                    size: 0x1000,
+                    flags: 3,
+                    offset: 0,
+                    file: false,
+                    name: b"stack".to_vec(),
+                },
+            ],
             entry: 1,
             phdr: (2, 3, 56),
             stack: (0x7000, 0x1000),
@@ -301,10 +396,12 @@ mod tests {
             data: (3, 4),
             prefetch: 8,
             fault_around: 4,
+            premap_pages: 512,
             file_limits: vec![(0x1000, 0x123)],
             record: true,
             profile: vec![0x40_1000 | 0x800, 0x40_2000 | 15],
             profile_head: 64,
+            await_go: true,
             execfn: b"/bin/x".to_vec(),
             argv: vec![b"x".to_vec(), b"y z".to_vec()],
             envp: vec![b"A=B".to_vec()],

@@ -6,18 +6,21 @@
 //! [`run_task`] in it. The stub then:
 //!
 //! 1. makes the statistics page, opens the program's userfaultfd and one
-//!    for the untouched part of its own allocator arena, creates the IPC
-//!    gate of its region map and sends HELLO: the statistics page, the
-//!    arena's uffd (the loader's external pager serves the internal
-//!    pager's own memory), in external mode the program's uffd, then the
-//!    gate's capability; it registers the arena;
-//! 2. starts the internal pager: a thread bound to that gate serving
-//!    `L4Re::Rm` (the loader attaches the program's regions through it;
-//!    attaching maps the region and registers it for faults) and, in
+//!    for the untouched part of its own allocator arena and sends HELLO:
+//!    the statistics page, the arena's uffd (the loader's external pager
+//!    serves the internal pager's own memory), in external mode the
+//!    program's uffd; it registers the arena;
+//! 2. starts the internal pager: the task's region map with its
+//!    `L4Re::Rm` service (attaching maps the region and registers it for
+//!    faults; the loader's regions come with START, so no thread serves
+//!    it on a gate) and, in
 //!    internal mode, a thread resolving the program's faults; meanwhile it
 //!    replaces its mappings of the loader executable with anonymous copies
 //!    (so that `/proc/self/exe` can name the program);
-//! 3. on the loader's START: builds the initial stack (argc, argv, envp,
+//! 3. on the loader's START: attaches the program's regions that START
+//!    names to the region map (as Rm attaches would: one message rather
+//!    than a call per region), maps all file pages of a small program,
+//!    builds the initial stack (argc, argv, envp,
 //!    auxv with its own vDSO and hardware capabilities), maps it, prefetches,
 //!    resets the signal state, sets the process's memory layout (brk,
 //!    arguments: `PR_SET_MM_MAP`), starts a watcher thread and enters the
@@ -40,17 +43,16 @@ use l4pager::host::{self as ph, Mode, Pager, SharedStats};
 use l4pager::region::{Region, RegionMap};
 use l4pager::rm::{RmBackend, RmService};
 use l4pager::sync::SpinLock;
-use l4re::CapRights;
 use l4re::Result;
 use l4re::host::signal::{self, CrashRecord, SigSet};
 use l4re::host::{Mapping, Prot, Source};
-use l4re::server::Server;
 
 use super::arena::Arena;
-use super::ctl::{Channel, Enc, Start, kind};
+use super::ctl::{Attach, Channel, Enc, Start, kind};
 use super::run::trace;
 use crate::elf::{PAGE, USER_END};
 use crate::stack::{self, StackSpec, at};
+use l4re::proto::rm::Flags as RmFlags;
 
 /// The Rm backend of the stub: attaching maps and registers the region.
 struct Backend {
@@ -123,15 +125,7 @@ pub fn run_task(arena: &'static Arena, ch: Channel, mode: Mode) -> ! {
     if mode == Mode::External {
         fds.push(uffd.fd().as_fd());
     }
-    // The internal pager's region map is served on a gate of this task;
-    // the loader gets a capability to call it (after the hello).
-    let gate = match l4re::env::env().factory().create_gate(None, 0) {
-        Ok(g) => g,
-        Err(e) => fail(&ch, &format!("cannot create the region-map gate: {e}")),
-    };
-    let sent = ch.send(kind::HELLO, &hello.0, &fds).is_ok()
-        && l4re::host::send_caps(ch.as_fd(), "rm", &[("rm", gate.idx(), CapRights::RW)]).is_ok();
-    if !sent {
+    if ch.send(kind::HELLO, &hello.0, &fds).is_err() {
         eprintln!("l4task: cannot reach the loader");
         std::process::exit(127);
     }
@@ -148,11 +142,12 @@ pub fn run_task(arena: &'static Arena, ch: Channel, mode: Mode) -> ! {
     drop(self_uffd);
     // So that /proc/self/exe can name the program later (see
     // `detach_from_exe`): the writable mappings while still
-    // single-threaded, the rest (most) once the region-map thread serves
-    // the loader's attaches.
+    // single-threaded, the rest (most) once the pagers run, while the
+    // loader opens and plans the program.
     let may_detach = may_set_exe() && detach_from_exe(ExeMappings::Writable);
 
-    // The internal pager: region map, Rm server on the gate, fault thread.
+    // The internal pager: region map, its Rm service (the regions of
+    // START are attached through it), fault thread.
     let map = Arc::new(SpinLock::new(RegionMap::new(0x10000, USER_END)));
     let pid = std::process::id() as i32;
     let pager = Arc::new(Pager::new(
@@ -175,28 +170,13 @@ pub fn run_task(arena: &'static Arena, ch: Channel, mode: Mode) -> ! {
             Err(e) => fail(&ch, &format!("fork barrier: {e}")),
         }
     }
-    let rm_gate = gate.cap();
-    let rm = Arc::new(RmService::new(
+    let rm = RmService::new(
         map.clone(),
         Backend {
             pager: pager.clone(),
             uffd: uffd.clone(),
         },
-    ));
-    let rm_thread = std::thread::Builder::new()
-        .name("rm".into())
-        .spawn(move || {
-            ph::block_signals();
-            let mut s = Server::new();
-            if let Err(e) = s.register_gate(rm_gate, rm) {
-                eprintln!("l4task: cannot bind the region-map gate: {e}");
-                return;
-            }
-            let _ = s.run();
-        });
-    if rm_thread.is_err() {
-        fail(&ch, "cannot start the region-map thread");
-    }
+    );
     if mode == Mode::Internal {
         let (p, u) = (pager.clone(), uffd.clone());
         let t = std::thread::Builder::new()
@@ -213,7 +193,7 @@ pub fn run_task(arena: &'static Arena, ch: Channel, mode: Mode) -> ! {
     trace("l4task", "pagers ready");
     let exe_detached = may_detach && detach_from_exe(ExeMappings::ReadOnly);
     trace("l4task", "detached from the executable");
-    // Wait for START (the loader attaches the regions meanwhile).
+    // Wait for START.
     let (start, exe_fd) = match ch.recv() {
         Ok((kind::START, p, fds)) => match Start::decode(&p) {
             Ok(s) => (s, fds.into_iter().next().filter(|_| exe_detached)),
@@ -223,6 +203,12 @@ pub fn run_task(arena: &'static Arena, ch: Channel, mode: Mode) -> ! {
         Err(_) => std::process::exit(127),
     };
     trace("l4task", "START");
+    // The program's regions: attached here, as the loader's L4Re::Rm
+    // attaches would be, the file's capability coming right after START.
+    if let Err(e) = attach_regions(&ch, &rm, &start.regions) {
+        fail(&ch, &e);
+    }
+    trace("l4task", "regions attached");
     pager.set_fault_around(start.fault_around);
     if start.record {
         pager.set_log(stats.log);
@@ -231,6 +217,14 @@ pub fn run_task(arena: &'static Arena, ch: Channel, mode: Mode) -> ! {
         let mut m = map.lock();
         for (s, l) in &start.file_limits {
             m.set_file_len(*s, *l);
+        }
+    }
+    if start.await_go {
+        let _ = ch.send(kind::ATTACHED, &[], &[]);
+        match ch.recv() {
+            Ok((kind::GO, _, _)) => {}
+            Ok((k, _, _)) => fail(&ch, &format!("unexpected control message {k}")),
+            Err(_) => std::process::exit(127),
         }
     }
     let (entry, sp) = match launch(&start, &pager, &uffd, exe_fd.as_ref()) {
@@ -421,7 +415,7 @@ fn hand_over(ch: Arc<Channel>, barrier: Uffd) -> l4pager::host::OnFork {
 }
 
 /// Thread names of the stub (the program's threads carry the program's).
-const STUB_THREADS: &[&str] = &["l4task", "rm", "pager", "pager-fork"];
+const STUB_THREADS: &[&str] = &["l4task", "pager", "pager-fork"];
 
 /// Whether a thread of the program still runs in this process (a leader
 /// that called `exit` stays listed as a zombie until the process ends).
@@ -490,6 +484,10 @@ struct PrctlMmMap {
     auxv_size: u32,
     exe_fd: u32,
 }
+
+/// Stack pages below the initial stack that are zero-filled with a
+/// premapped program (see [`Start::premap_pages`]).
+const PREMAP_STACK_PAGES: u64 = 8;
 
 /// Builds the stack, prefetches and starts the program thread.
 fn launch(
@@ -562,16 +560,28 @@ fn launch(
             .fetch_add(1, Ordering::Relaxed);
         a += PAGE;
     }
+    // A small program's file pages (and bss) all go in now, in a few
+    // large runs: cheaper than the faults (each a round trip to the pager
+    // thread, a file page's also to the server) that would bring most of
+    // them.
+    let mut premapped = pager
+        .premap_runs(s.premap_pages, top - 1)
+        .unwrap_or_default();
+    if !premapped.is_empty() {
+        // And the stack pages right below the arguments.
+        let below = first
+            .saturating_sub(PREMAP_STACK_PAGES * PAGE)
+            .max(top - size);
+        premapped.push((below, (first - below) / PAGE));
+        pager.premap(uffd, &premapped);
+        trace("l4task", "program pages mapped");
+    }
     // Learned prefetch: the profile is replayed ahead of the program
-    // while it runs.
+    // while it runs (what was just mapped left out).
     // The program starts once the first `profile_head` pages are mapped.
-    if !s.profile.is_empty() {
-        let (p, u, prof, head) = (
-            pager.clone(),
-            uffd.clone(),
-            s.profile.clone(),
-            s.profile_head,
-        );
+    let profile = profile_beyond(&s.profile, &premapped);
+    if !profile.is_empty() {
+        let (p, u, prof, head) = (pager.clone(), uffd.clone(), profile, s.profile_head);
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::Builder::new()
             .name("prefetch".into())
@@ -659,6 +669,63 @@ fn launch(
         );
     }
     Ok((s.entry, st.sp))
+}
+
+/// Attaches `regions` to the task's region map through `rm` (mapping and
+/// registering each), file-backed ones to the program file whose
+/// capability the loader sends on `ch` when any region needs it.
+fn attach_regions(
+    ch: &Channel,
+    rm: &RmService<Backend>,
+    regions: &[Attach],
+) -> std::result::Result<(), String> {
+    let file = if regions.iter().any(|r| r.file) {
+        match l4re::host::recv_caps(ch.as_fd(), std::time::Duration::from_secs(20)) {
+            Ok((_, caps)) if caps.len() == 1 && caps[0].0 == "file" => Some(caps[0].1),
+            Ok(_) => return Err("the loader sent a bad file capability".into()),
+            Err(e) => return Err(format!("the loader sent no file capability: {e}")),
+        }
+    } else {
+        None
+    };
+    for r in regions {
+        let name = String::from_utf8_lossy(&r.name);
+        let fl = RmFlags::from_bits(r.flags)
+            .ok_or_else(|| format!("region {name}: bad flags {:#x}", r.flags))?;
+        rm.attach_region(
+            r.start,
+            r.size,
+            fl,
+            file.filter(|_| r.file),
+            r.offset,
+            12,
+            &name,
+        )
+        .map_err(|e| {
+            format!(
+                "cannot attach region {name} [{:#x}, {:#x}): {e}",
+                r.start,
+                r.start.saturating_add(r.size)
+            )
+        })?;
+    }
+    Ok(())
+}
+
+/// The entries of a learned-prefetch profile (as in
+/// [`PageLog`](l4pager::host::PageLog)) that name pages outside `runs`
+/// (`(first page, pages)`, mapped already).
+fn profile_beyond(profile: &[u64], runs: &[(u64, u64)]) -> Vec<u64> {
+    profile
+        .iter()
+        .copied()
+        .filter(|e| {
+            let (a, n) = (e & !(PAGE - 1), (e & ph::LOG_COUNT_MASK) + 1);
+            !runs
+                .iter()
+                .any(|&(s, k)| a >= s && a + n * PAGE <= s + k * PAGE)
+        })
+        .collect()
 }
 
 /// Whether we may replace the process's executable file

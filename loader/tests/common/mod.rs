@@ -27,6 +27,37 @@ pub fn start_serve(sock: &Path, extra: &[&OsStr]) -> Child {
     child
 }
 
+/// A child process (a `loader serve`) killed and reaped when dropped
+/// unless taken back first, so that a failing assertion does not leave
+/// it running.
+pub struct KillOnDrop(Option<Child>);
+
+impl KillOnDrop {
+    /// Guards `child`.
+    pub fn new(child: Child) -> Self {
+        KillOnDrop(Some(child))
+    }
+
+    /// The child.
+    pub fn child(&mut self) -> &mut Child {
+        self.0.as_mut().expect("not taken")
+    }
+
+    /// The child, no longer killed on drop.
+    pub fn take(mut self) -> Child {
+        self.0.take().expect("not taken")
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
 /// The exit status as a shell reports it (128 + signal for a signal).
 pub fn status(o: &Output) -> i32 {
     use std::os::unix::process::ExitStatusExt;

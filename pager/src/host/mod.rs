@@ -956,6 +956,76 @@ impl Pager {
         }
     }
 
+    /// The pages of the task's program to map before it starts: each
+    /// file-backed region that is not writable-shared (text, read-only
+    /// data, private data) up to the end of its file data, and each
+    /// anonymous region (bss) but the one holding `except` (the stack), as
+    /// `(first page, pages)`. `None` if the file pages are more than
+    /// `limit` (or `limit` is 0): then [`premap`](Self::premap) would map
+    /// more than a program touches. Anonymous regions are left out when
+    /// larger than `limit` pages.
+    pub fn premap_runs(&self, limit: u64, except: u64) -> Option<Vec<(u64, u64)>> {
+        let map = self.map.lock();
+        let mut runs = Vec::new();
+        let mut file_pages = 0;
+        for r in map.iter() {
+            let pages = match r.backing {
+                crate::region::Backing::File { file_len, .. }
+                    if r.private || !r.rights.contains(Rights::W) =>
+                {
+                    let n = file_len.min(r.size).div_ceil(PAGE_SIZE);
+                    file_pages += n;
+                    n
+                }
+                crate::region::Backing::Anon if !r.contains(except) => {
+                    let n = r.size / PAGE_SIZE;
+                    if n > limit { 0 } else { n }
+                }
+                _ => 0,
+            };
+            if pages > 0 {
+                runs.push((r.start, pages));
+            }
+        }
+        (limit > 0 && file_pages <= limit).then_some(runs)
+    }
+
+    /// Maps the pages of `runs` (`(first page, pages)`) before the program
+    /// touches them. File pages: the server reads them into its cache
+    /// first (one Dataspace `allocate` per stretch of the file,
+    /// [`warm_server`](Self::warm_server)), then each run goes in with one
+    /// `UFFDIO_CONTINUE` (read-only shared pages) or a few `UFFDIO_COPY`s
+    /// (private copies). Anonymous pages: one `UFFDIO_ZEROPAGE` per run
+    /// (the kernel copies a page at its first write). Pages already
+    /// mapped are skipped. Counted as prefetched; returns the pages
+    /// mapped.
+    pub fn premap(&self, uffd: &Uffd, runs: &[(u64, u64)]) -> u64 {
+        let warm: Vec<(u64, u64, bool)> = runs.iter().map(|&(a, n)| (a, n, false)).collect();
+        self.warm_server(&warm);
+        let mut mapped = 0;
+        for &(addr, n) in runs {
+            let end = addr + n * PAGE_SIZE;
+            let anon = matches!(
+                self.map.lock().lookup(addr).map(|r| &r.backing),
+                Some(crate::region::Backing::Anon)
+            );
+            if anon && uffd.zeropage(addr, end - addr).is_ok() {
+                Counters::add(&self.counters.zero_pages, n);
+                Counters::add(&self.counters.pages_mapped, n);
+                Counters::add(&self.counters.prefetched, n);
+                mapped += n;
+                continue;
+            }
+            let mut p = addr;
+            while p < end {
+                let k = self.prefetch_run(uffd, p, end);
+                mapped += k;
+                p += k.max(1) * PAGE_SIZE;
+            }
+        }
+        mapped
+    }
+
     /// Maps the page at `p` ahead of any fault, and in internal mode the
     /// run of read-only shared file pages from it up to `end` that the
     /// server has cached; returns the pages mapped (0: none).

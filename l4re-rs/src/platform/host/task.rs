@@ -472,7 +472,18 @@ fn peek_magic(fd: BorrowedFd<'_>) -> bool {
 fn read_caps_packet(
     fd: BorrowedFd<'_>,
 ) -> Result<(String, Vec<(String, crate::host::wire::Desc, Vec<OwnedFd>)>)> {
-    let mut buf = vec![0u8; 1 << 16];
+    // The packet's length first (a peek), so that the buffer is only as
+    // large as the packet: a fresh 64 KiB buffer costs 16 page faults.
+    let (_, len) = rustix::net::recv(
+        fd,
+        &mut [0u8; 0],
+        RecvFlags::PEEK | RecvFlags::TRUNC | RecvFlags::DONTWAIT,
+    )
+    .map_err(errno_to_error)?;
+    if len > 1 << 16 {
+        return Err(Error::Inval);
+    }
+    let mut buf = vec![0u8; len.max(1)];
     let mut space =
         vec![std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(SCM_MAX_FD))];
     let mut control = RecvAncillaryBuffer::new(&mut space);
