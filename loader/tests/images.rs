@@ -179,13 +179,8 @@ fn run_with(cache: &Path, extra: &[&str], prog: &str, args: &[&str], st: &Path) 
         .unwrap()
 }
 
-/// A program whose file pages are at most `--premap-pages` has them all
-/// mapped before it starts, in a few large runs: it takes a tenth of the
-/// faults of demand paging (only its zero-filled bss and stack are left),
-/// with the same output; one page over the limit, it is demand paged.
-#[test]
-fn small_programs_are_mapped_before_they_start() {
-    let d = tmp("premap");
+/// `PROG` built static in `d` (as `d/prog`).
+fn build_prog(d: &Path) -> PathBuf {
     std::fs::write(d.join("p.c"), PROG).unwrap();
     let prog = d.join("prog");
     assert!(
@@ -197,6 +192,17 @@ fn small_programs_are_mapped_before_they_start() {
             .unwrap()
             .success()
     );
+    prog
+}
+
+/// A program whose file pages are at most `--premap-pages` has them all
+/// mapped before it starts, in a few large runs: it takes a tenth of the
+/// faults of demand paging (only its zero-filled bss and stack are left),
+/// with the same output; one page over the limit, it is demand paged.
+#[test]
+fn small_programs_are_mapped_before_they_start() {
+    let d = tmp("premap");
+    let prog = build_prog(&d);
     let prog = prog.to_str().unwrap();
     let native = Command::new(prog).output().unwrap();
     let (cache, st) = (d.join("cache"), d.join("st.json"));
@@ -239,17 +245,7 @@ fn small_programs_are_mapped_before_they_start() {
 fn learned_prefetch_replays_and_distrusts_bad_profiles() {
     let d = tmp("learned");
     let cache = d.join("cache");
-    std::fs::write(d.join("p.c"), PROG).unwrap();
-    let prog = d.join("prog");
-    assert!(
-        Command::new("cc")
-            .args(["-O1", "-static", "-o"])
-            .arg(&prog)
-            .arg(d.join("p.c"))
-            .status()
-            .unwrap()
-            .success()
-    );
+    let prog = build_prog(&d);
     let prog = prog.to_str().unwrap();
     let native = Command::new(prog).output().unwrap();
     let st = d.join("st.json");
