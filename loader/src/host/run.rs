@@ -3,14 +3,16 @@
 //!
 //! The creating task (this process):
 //!
-//! 1. starts the filesystem server as a task (this binary in its
-//!    `fs-server` role, serving `--root` with `l4fs`) and opens PROGRAM
-//!    through it: a read-only file capability that speaks Dataspace;
-//! 2. reads the ELF headers through its own view of the file (Dataspace
+//! 1. forks the task (the `l4task` stub, [`l4re::host::fork_task`]): it
+//!    readies its pagers while this process goes on;
+//! 2. serves the files: from a thread of its own running `l4fs` on
+//!    `--root` (one-shot), or through a running `loader serve`; opens
+//!    PROGRAM there (a read-only file capability that speaks Dataspace),
+//!    reads the ELF headers through its own view of the file (Dataspace
 //!    `map` into a receive window) and validates them ([`crate::elf`]);
-//! 3. creates the IPC gate for the new task's internal pager and starts the
-//!    task (the `l4task` stub) with the gate named `"server"` in its
-//!    initial capabilities;
+//! 3. takes the task's hello; on the host the task's internal pager keeps
+//!    its region map (`L4Re::Rm` service) to itself: a Linux program
+//!    cannot call it, and the loader's regions arrive with START (below);
 //! 4. serves, as the external pager, the internal pager's own memory (the
 //!    stub's allocator arena) with pages from its own memory — and in
 //!    `--pager external` mode all of the program's faults;
@@ -85,7 +87,7 @@ pub struct RunOpts {
     pub stats: Option<String>,
     /// The program, as looked up through the filesystem server.
     pub program: String,
-    /// Its arguments (without argv[0]).
+    /// Its arguments (without `argv[0]`).
     pub args: Vec<String>,
     /// `--confine`: restrict what the program itself opens to the served
     /// directory (read, execute) and these extra directories
