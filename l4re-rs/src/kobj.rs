@@ -303,9 +303,10 @@ mod fiasco_objects {
         }
 
         /// Deletes the object in slot `obj` of this task
-        /// (`l4_task_delete_obj`).
+        /// (`l4_task_delete_obj`, which is [`delete_objs`](Self::delete_objs)
+        /// of one: an unmap with `L4_FP_DELETE_OBJ`).
         pub fn delete_obj(self, obj: CapIdx) -> Result<()> {
-            k::task_delete_obj(self.idx(), obj)
+            self.delete_objs(&[obj])
         }
 
         /// Deletes the objects in the slots `objs` of this task

@@ -302,6 +302,17 @@ fn native(p: &Path, args: &[&str]) -> Output {
 }
 
 fn loaded(mode: &str, stats: Option<&Path>, p: &Path, args: &[&str]) -> Output {
+    loaded_with(mode, &[], stats, p, args)
+}
+
+/// `p` under the loader in `mode`, demand paged, with `extra` options.
+fn loaded_with(
+    mode: &str,
+    extra: &[&str],
+    stats: Option<&Path>,
+    p: &Path,
+    args: &[&str],
+) -> Output {
     let mut c = Command::new(LOADER);
     c.args([
         "run",
@@ -311,6 +322,7 @@ fn loaded(mode: &str, stats: Option<&Path>, p: &Path, args: &[&str]) -> Output {
         "--pager",
         mode,
     ]);
+    c.args(extra);
     if let Some(s) = stats {
         c.arg("--stats").arg(s);
     }
@@ -464,22 +476,7 @@ fn orphaned_child_refaults_revoked_pages() {
     let n = native(&p, &[]);
     for mode in ["internal", "external"] {
         let stats = p.with_extension(format!("{mode}.json"));
-        let l = Command::new(LOADER)
-            .args([
-                "run",
-                "--no-prefetch-profile",
-                "--premap-pages",
-                "0",
-                "--pager",
-                mode,
-                "--fs-pool-pages",
-                "64",
-                "--stats",
-            ])
-            .arg(&stats)
-            .arg(&p)
-            .output()
-            .unwrap();
+        let l = loaded_with(mode, &["--fs-pool-pages", "64"], Some(&stats), &p, &[]);
         assert_eq!(
             String::from_utf8_lossy(&l.stdout),
             String::from_utf8_lossy(&n.stdout),

@@ -120,13 +120,6 @@ pub(crate) fn task_unmap(task: CapIdx, fp: Fpage, all_spaces: bool) -> Result<()
     })
 }
 
-pub(crate) fn task_delete_obj(task: CapIdx, obj: CapIdx) -> Result<()> {
-    Utcb::with(|_| {
-        // SAFETY: the borrow makes us the UTCB's only user.
-        l4_result(unsafe { sys::l4_task_delete_obj(task.0 as _, obj.0 as _) })
-    })
-}
-
 /// Deletes the objects in `objs` with one `l4_task_unmap_batch` per
 /// [`MAX_UNMAP_BATCH`] of them: the kernel waits for one RCU grace period
 /// per call that destroys objects, not one per object.
