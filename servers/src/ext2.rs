@@ -455,10 +455,11 @@ impl<D: BlockDev> Ext2<D> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    struct VecDev(Vec<u8>);
+    /// An image in a vector.
+    pub(crate) struct VecDev(pub(crate) Vec<u8>);
     impl BlockDev for VecDev {
         fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<()> {
             let o = offset as usize;
@@ -486,7 +487,7 @@ mod tests {
     /// 16 inodes in a table at block 5; inode 12 is a regular file of size
     /// `size` with no blocks. `patch` changes the superblock (offsets into
     /// it) before the image is returned.
-    fn crafted(size: u64, patch: &[(usize, u32)]) -> Vec<u8> {
+    pub(crate) fn crafted(size: u64, patch: &[(usize, u32)]) -> Vec<u8> {
         let mut img = vec![0u8; 64 * 1024];
         let sb = 1024;
         let put = |img: &mut Vec<u8>, o: usize, v: u32| {

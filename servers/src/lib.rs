@@ -60,16 +60,33 @@ pub enum Store {
     Ext2Image(PathBuf),
     /// An ext2 image in a dataspace (Fiasco: a boot module that ned passes
     /// as the initial capability `cap`). Written in place if the dataspace
-    /// is writable; `copy` first copies it into memory from the memory
-    /// allocator, which makes it writable (the changes last until the
-    /// server ends); otherwise read-only.
+    /// is writable; `copy` says whether it is first copied into memory from
+    /// the memory allocator, and whether that copy is writable.
     #[cfg(feature = "fiasco")]
     Ext2Module {
         /// Name of the initial capability.
         cap: String,
-        /// Copy the image into writable memory first.
-        copy: bool,
+        /// Whether the image is served from a copy, and which.
+        copy: ImageCopy,
     },
+}
+
+/// Whether l4fs serves a boot-module image from a copy of its own
+/// (Fiasco). A copy is made in super pages where the memory allocator has
+/// contiguous memory for it (else in 4 KiB pages): its read-only file pages
+/// are then mapped to clients in 2 MiB super pages, one page-table entry
+/// for 512 pages, which a boot module cannot offer (bootstrap places
+/// modules at 4 KiB boundaries). The copy costs the image's size in memory
+/// once more and a copy at start.
+#[cfg(feature = "fiasco")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ImageCopy {
+    /// Serve the dataspace itself (read-only unless it is writable).
+    None,
+    /// A read-only copy in super pages (`--superpages`).
+    ReadOnly,
+    /// A writable copy (`--copy`): writes last until the server ends.
+    Writable,
 }
 
 /// The replacement policies to choose from.
@@ -149,9 +166,9 @@ impl FsConfig {
     }
 
     /// Serve the ext2 image in the dataspace of the initial capability
-    /// `cap` (Fiasco), copied into writable memory first if `copy`.
+    /// `cap` (Fiasco), served from a copy as `copy` says.
     #[cfg(feature = "fiasco")]
-    pub fn ext2_module(cap: &str, copy: bool) -> Self {
+    pub fn ext2_module(cap: &str, copy: ImageCopy) -> Self {
         Self::with_store(Store::Ext2Module {
             cap: cap.into(),
             copy,

@@ -45,6 +45,14 @@
 //! [`BlockDev::memory_at`], direct mapping: `crate::direct`); such a page
 //! is taken back from the clients by `l4_task_unmap` of this task's page
 //! of the image, other spaces only ([`PoolFrames`]' revoker).
+//!
+//! **Super pages.** Bootstrap places boot modules at 4 KiB boundaries, so
+//! moe maps a module in 4 KiB pages and the kernel enters 512 page-table
+//! entries into a client for each 2 MiB flexpage sent out of it (~1,080
+//! instructions a page). A copy (`--copy`, or `--superpages` for a
+//! read-only one) is made in super pages ([`Region::superpages`]: 2 MiB
+//! aligned, physically contiguous) where the allocator has the memory: a
+//! 2 MiB flexpage out of it becomes one super page mapping in the client.
 
 pub mod client;
 
@@ -64,7 +72,7 @@ use crate::backend::{Backing, Ext2Backend};
 use crate::cache::{FrameIdx, PAGE_SHIFT, PAGE_SIZE, PageIo};
 use crate::ext2::BlockDev;
 use crate::fs::{self, FrameFactory};
-use crate::{FsConfig, Store};
+use crate::{FsConfig, ImageCopy, Store};
 
 /// Alignment of a file's window (2 MiB: the largest flexpage a map reply
 /// may carry).
@@ -275,25 +283,43 @@ enum ModuleMem {
     /// for X would get a mapping without it and fault for ever), all of
     /// them go through the cache.
     Attached(mem::Attachment),
-    /// A writable copy of a read-only dataspace (whole pages).
-    Copy(Region),
+    /// A copy of a read-only dataspace (whole pages; in super pages where
+    /// the allocator had them), writable or not.
+    Copy {
+        mem: Region,
+        writable: bool,
+        superpages: bool,
+    },
 }
 
 impl ModuleDev {
     /// The dataspace `ds`, attached (read-write if it is writable; present
     /// at a 2 MiB boundary if it is executable, for direct mapping); with
-    /// `copy`, its content copied into fresh writable memory instead.
-    pub fn open(ds: CapIdx, copy: bool) -> Result<Self> {
+    /// `copy`, its content copied into fresh memory (super pages where the
+    /// allocator has them) instead.
+    pub fn open(ds: CapIdx, copy: ImageCopy) -> Result<Self> {
         let cap: l4re::Cap<Dataspace> = l4re::Cap::from_idx(ds);
         let info = cap.info()?;
         let size = info.size;
         let ds_writable = info.flags.contains(l4re::proto::dataspace::Flags::W);
         let ds_executable = info.flags.contains(l4re::proto::dataspace::Flags::X);
-        let mem = if copy && !ds_writable {
+        let mem = if copy != ImageCopy::None && !ds_writable {
             let image = mem::Attachment::read_only(ds, size)?;
-            let copy = Region::new(size, WINDOW_ORDER)?;
-            copy.write(0, image.bytes())?;
-            ModuleMem::Copy(copy)
+            let (copy_mem, superpages) = match Region::superpages(size) {
+                Ok(r) => (r, true),
+                Err(e) => {
+                    log::warn!(
+                        "l4fs: no super pages for the image copy ({e:?}): copied into 4 KiB pages"
+                    );
+                    (Region::new(size, WINDOW_ORDER)?, false)
+                }
+            };
+            copy_mem.write(0, image.bytes())?;
+            ModuleMem::Copy {
+                mem: copy_mem,
+                writable: copy == ImageCopy::Writable,
+                superpages,
+            }
         } else if ds_executable {
             // Aligned like a file's window (2 MiB), so that a file laid
             // out 2 MiB-aligned in the image can be mapped directly in
@@ -315,13 +341,25 @@ impl ModuleDev {
     pub fn writable(&self) -> bool {
         match &self.mem {
             ModuleMem::Present(a) | ModuleMem::Attached(a) => a.writable(),
-            ModuleMem::Copy(_) => true,
+            ModuleMem::Copy { writable, .. } => *writable,
         }
     }
 
     /// The image size in bytes.
     pub fn size(&self) -> u64 {
         self.size
+    }
+
+    /// Where the served bytes are: the dataspace itself or a copy, in
+    /// super pages or not.
+    pub fn held_in(&self) -> &'static str {
+        match &self.mem {
+            ModuleMem::Present(_) | ModuleMem::Attached(_) => "in place",
+            ModuleMem::Copy {
+                superpages: true, ..
+            } => "copy in super pages",
+            ModuleMem::Copy { .. } => "copy in 4 KiB pages",
+        }
     }
 
     fn check(&self, offset: u64, len: usize) -> Result<()> {
@@ -337,7 +375,7 @@ impl BlockDev for ModuleDev {
         self.check(offset, buf.len())?;
         match &self.mem {
             ModuleMem::Present(a) | ModuleMem::Attached(a) => a.read(offset, buf),
-            ModuleMem::Copy(r) => r.read(offset, buf),
+            ModuleMem::Copy { mem, .. } => mem.read(offset, buf),
         }
     }
 
@@ -346,7 +384,7 @@ impl BlockDev for ModuleDev {
         // the attachment was made so, the copy is a touched `Region`.
         let base = match &self.mem {
             ModuleMem::Present(a) => a.addr(),
-            ModuleMem::Copy(r) => r.addr(),
+            ModuleMem::Copy { mem, .. } => mem.addr(),
             ModuleMem::Attached(_) => return None,
         };
         (offset < self.size).then_some(base + offset)
@@ -359,7 +397,7 @@ impl BlockDev for ModuleDev {
         self.check(offset, data.len())?;
         match &mut self.mem {
             ModuleMem::Present(a) | ModuleMem::Attached(a) => a.write(offset, data),
-            ModuleMem::Copy(r) => r.write(offset, data),
+            ModuleMem::Copy { mem, .. } => mem.write(offset, data),
         }
     }
 }
@@ -374,9 +412,10 @@ pub fn build(config: &FsConfig) -> Result<fs::Fs> {
     let dev = ModuleDev::open(ds.idx(), *copy)?;
     let writable = dev.writable();
     let name = alloc::format!(
-        "boot module \"{cap}\" ({} KiB, {})",
+        "boot module \"{cap}\" ({} KiB, {}, {})",
         dev.size() / 1024,
-        if writable { "read-write" } else { "read-only" }
+        if writable { "read-write" } else { "read-only" },
+        dev.held_in()
     );
     let backend = Box::new(Ext2Backend::new(dev, writable, &name)?);
     let pool = Rc::new(Pool::new(config.pool_pages.max(2))?);
@@ -390,24 +429,28 @@ pub fn build(config: &FsConfig) -> Result<fs::Fs> {
 
 fn usage() -> Error {
     log_line(
-        "usage: l4fs [--image CAP] [--copy] [--server CAP] [--pool-pages N] [--readahead N] \
+        "usage: l4fs [--image CAP] [--copy | --superpages] [--server CAP] [--pool-pages N] [--readahead N] \
          [--readaround N] [--low-watermark N] [--policy clock|fifo] [--log-stats 0|1]",
     );
     Error::Inval
 }
 
-/// `l4fs [--image CAP] [--copy] [--server CAP] [options]`: serves the ext2
-/// image in the dataspace `CAP` (default `"image"`) on the gate `"server"`.
+/// `l4fs [--image CAP] [--copy | --superpages] [--server CAP] [options]`:
+/// serves the ext2 image in the dataspace `CAP` (default `"image"`) on the
+/// gate `"server"`; from a writable copy with `--copy`, from a read-only
+/// copy in super pages with `--superpages` (see [`ImageCopy`]).
 fn l4fs_server_main(args: Args) -> Result<()> {
     l4re::env::init_logger(log::LevelFilter::Info);
     let mut image = String::from("image");
     let mut server = String::from("server");
-    let mut copy = false;
+    let mut copy = ImageCopy::None;
     let mut opts: alloc::vec::Vec<(&str, &str)> = alloc::vec::Vec::new();
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a {
-            "--copy" => copy = true,
+            "--copy" => copy = ImageCopy::Writable,
+            "--superpages" if copy == ImageCopy::None => copy = ImageCopy::ReadOnly,
+            "--superpages" => {}
             "--image" => image = it.next().ok_or_else(usage)?.into(),
             "--server" => server = it.next().ok_or_else(usage)?.into(),
             k => opts.push((k, it.next().ok_or_else(usage)?)),

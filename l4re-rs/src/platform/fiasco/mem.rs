@@ -67,15 +67,42 @@ pub struct Region {
     not_sync: PhantomData<Cell<()>>,
 }
 
+bitflags::bitflags! {
+    /// How the memory allocator is to allocate
+    /// (`L4Re::Mem_alloc::Mem_alloc_flags`, `L4RE_MA_*`).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub struct AllocFlags: u64 {
+        /// Physically contiguous memory (`L4RE_MA_CONTINUOUS`).
+        const CONTINUOUS = sys::L4RE_MA_CONTINUOUS as u64;
+        /// Super pages: the allocator aligns the memory to the super page
+        /// size (2 MiB) and maps it in super pages, so that it can be
+        /// mapped on in super pages too (`L4RE_MA_SUPER_PAGES`; moe honours
+        /// it for contiguous memory only, see [`AllocFlags::SUPER_PAGES_CONTINUOUS`]).
+        const SUPER_PAGES = sys::L4RE_MA_SUPER_PAGES as u64;
+        /// Both: what moe needs to hand out super pages.
+        const SUPER_PAGES_CONTINUOUS = Self::CONTINUOUS.bits() | Self::SUPER_PAGES.bits();
+    }
+}
+
+/// log2 of the super page size (2 MiB on amd64).
+pub const SUPERPAGE_SHIFT: u8 = 21;
+
 /// Allocates a dataspace of `size` bytes from the environment's memory
 /// allocator (corresponds to `l4re_ma_alloc(size, mem, 0)`: a factory
 /// `create` of `L4RE_PROTO_DATASPACE` on `l4re_env()->mem_alloc`).
 pub fn alloc(size: u64) -> Result<OwnedCap<Dataspace>> {
+    alloc_with(size, AllocFlags::empty())
+}
+
+/// Allocates a dataspace of `size` bytes from the environment's memory
+/// allocator as `flags` say (corresponds to `l4re_ma_alloc(size, mem,
+/// flags)`).
+pub fn alloc_with(size: u64, flags: AllocFlags) -> Result<OwnedCap<Dataspace>> {
     let ds = crate::cap::alloc::<Dataspace>()?;
     Utcb::with(|_| {
         // SAFETY: `ds` is a free slot of ours; the allocator puts the new
         // dataspace there. The borrow makes us the UTCB's only user.
-        code(unsafe { sys::l4re_ma_alloc(size as _, ds.idx().0 as _, 0) } as i64)
+        code(unsafe { sys::l4re_ma_alloc(size as _, ds.idx().0 as _, flags.bits() as _) } as i64)
     })?;
     Ok(ds)
 }
@@ -87,8 +114,23 @@ impl Region {
     /// e.g. file pages holding program code, and a mapping passed on has
     /// at most the rights of its source.)
     pub fn new(size: u64, align_order: u8) -> Result<Self> {
+        Self::new_with(size, align_order, AllocFlags::empty())
+    }
+
+    /// Like [`Region::new`], in super pages: `size` rounded up to 2 MiB,
+    /// physically contiguous, attached at a 2 MiB boundary, so that this
+    /// task holds it in super page mappings and can map it on in super
+    /// pages (one page-table entry for 512 pages in the receiver). Fails
+    /// (`Error::NoMem`) when the allocator has no contiguous memory of
+    /// that size.
+    pub fn superpages(size: u64) -> Result<Self> {
+        let size = size.max(1).next_multiple_of(1 << SUPERPAGE_SHIFT);
+        Self::new_with(size, SUPERPAGE_SHIFT, AllocFlags::SUPER_PAGES_CONTINUOUS)
+    }
+
+    fn new_with(size: u64, align_order: u8, flags: AllocFlags) -> Result<Self> {
         let size = size.max(1).next_multiple_of(PAGE_SIZE);
-        let ds = alloc(size)?;
+        let ds = alloc_with(size, flags)?;
         let mut addr: *mut core::ffi::c_void = core::ptr::null_mut();
         Utcb::with(|_| -> Result<()> {
             // SAFETY: `addr` is a valid out-pointer; the region map picks a
