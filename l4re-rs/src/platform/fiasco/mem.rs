@@ -228,8 +228,41 @@ unsafe fn copy_out(base: u64, size: u64, offset: u64, out: &mut [u8]) -> Result<
     let at = span(base, size, offset, out.len())?;
     // SAFETY: inside the range (checked), readable (the caller's contract);
     // `out` is ours.
-    unsafe { core::ptr::copy_nonoverlapping(at as *const u8, out.as_mut_ptr(), out.len()) };
+    unsafe { copy_bytes(at as *const u8, out.as_mut_ptr(), out.len()) };
     Ok(())
+}
+
+/// Copies `len` bytes from `src` to `dst`: when both addresses are
+/// multiples of 8, the whole words with one `rep movsq` (page copies: 512
+/// string steps a page, where L4Re's `memcpy` runs 11 instructions per 32
+/// bytes, 1,408 a page) and the rest with `memcpy`; else all with `memcpy`.
+///
+/// # Safety
+///
+/// As for `core::ptr::copy_nonoverlapping`: `src` readable and `dst`
+/// writable for `len` bytes, the two not overlapping.
+unsafe fn copy_bytes(src: *const u8, dst: *mut u8, len: usize) {
+    let words = if (src as usize | dst as usize) & 7 == 0 {
+        len / 8
+    } else {
+        0
+    };
+    if words > 0 {
+        // SAFETY: the caller's contract covers these `8 * words <= len`
+        // bytes; the direction flag is clear at every call (SysV ABI).
+        unsafe {
+            core::arch::asm!(
+                "rep movsq",
+                inout("rcx") words => _,
+                inout("rsi") src => _,
+                inout("rdi") dst => _,
+                options(nostack, preserves_flags)
+            )
+        };
+    }
+    let done = words * 8;
+    // SAFETY: the caller's contract, for the bytes after the words.
+    unsafe { core::ptr::copy_nonoverlapping(src.add(done), dst.add(done), len - done) };
 }
 
 /// Copies `data` to `offset` of the `size` bytes at `base`.
@@ -242,7 +275,7 @@ unsafe fn copy_in(base: u64, size: u64, offset: u64, data: &[u8]) -> Result<()> 
     let at = span(base, size, offset, data.len())?;
     // SAFETY: inside the range (checked), writable and unreferenced (the
     // caller's contract).
-    unsafe { core::ptr::copy_nonoverlapping(data.as_ptr(), at as *mut u8, data.len()) };
+    unsafe { copy_bytes(data.as_ptr(), at as *mut u8, data.len()) };
     Ok(())
 }
 
