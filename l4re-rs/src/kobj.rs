@@ -213,6 +213,23 @@ mod fiasco_objects {
             PfTrampolineState(crate::platform::fiasco::take_utcb())
         }
 
+        /// Bytes one state takes ([`in_ku_mem`](Self::in_ku_mem) places
+        /// them this far apart).
+        pub const SIZE: u64 = crate::platform::fiasco::pf_trampoline::STATE_SIZE as u64;
+
+        /// The state at `address`, in kernel-user memory that the caller
+        /// added to this task ([`Cap::<Task>::add_ku_mem`]), as
+        /// `l4re_itas` keeps the states of the threads a program creates.
+        ///
+        /// # Safety
+        ///
+        /// `address` is 8-aligned, and the [`SIZE`](Self::SIZE) bytes from
+        /// it are kernel-user memory of this task that no other state or
+        /// thread uses while the one made of this is in use.
+        pub unsafe fn in_ku_mem(address: u64) -> Self {
+            PfTrampolineState(address)
+        }
+
         /// Writes the state: faults of the thread it will be enabled for
         /// run `handler` on `stack`, in this task.
         pub fn prepare(
@@ -300,6 +317,14 @@ mod fiasco_objects {
         /// `L4_FP_ALL_SPACES`, else `L4_FP_OTHER_SPACES`).
         pub fn unmap(self, fpage: Fpage, all_spaces: bool) -> Result<()> {
             k::task_unmap(self.idx(), fpage, all_spaces)
+        }
+
+        /// Adds kernel-user memory (memory that the kernel and this task
+        /// share, for UTCBs and page-fault trampoline states) at `fpage`,
+        /// a free range of this task's address space
+        /// (`l4_task_add_ku_mem`): the kernel allocates and maps it.
+        pub fn add_ku_mem(self, fpage: Fpage) -> Result<()> {
+            k::task_add_ku_mem(self.idx(), fpage)
         }
 
         /// Deletes the object in slot `obj` of this task

@@ -281,7 +281,8 @@ impl L4reEnv {
     /// The environment an in-task pager gives the program it starts, as
     /// `l4re_itas` does (`L4Re_app_model::add_env`): a copy of its own with
     /// `rm` its region-map object, `main_thread` the program's thread, no
-    /// ITAS services, and `first_free_utcb` past the program thread's
+    /// ITAS services (a pager that serves `L4Re::Itas` sets `itas`
+    /// afterwards), and `first_free_utcb` past the program thread's
     /// UTCB at `thread_utcb` (the UTCB the pager took from its own
     /// `first_free_utcb`) and past whatever else the pager took from the
     /// UTCB area before (its own `first_free_utcb` now: e.g. the thread's

@@ -31,7 +31,8 @@
 //!    thread's; [`prepare`]): the thread maps shared pages itself, as
 //!    under `l4re_itas`; start it at the entry point;
 //! 7. serve the gate: page faults and `L4Re::Rm` of every thread of the
-//!    program (threads a program creates take `l4re_env()->rm` as their
+//!    program (threads a program creates are registered with the
+//!    program's `itas`, [`crate::threads`], which makes the gate their
 //!    pager), exceptions.
 //!
 //! The program's exit goes to its parent (ned) directly, as under
@@ -63,7 +64,7 @@ use crate::fiasco::{ANON_CHUNK, Anon, Ending, InPager, Origin, line};
 use crate::window::PAGE;
 
 /// Words of the stack the page-fault trampoline handler runs on.
-const HANDLER_STACK_WORDS: usize = 4096;
+pub(crate) const HANDLER_STACK_WORDS: usize = 4096;
 
 /// The program's threads with a trampoline resolve their own faults
 /// ([`InPager::resolve`], the same as for page-fault IPC).
@@ -92,10 +93,21 @@ pub(crate) fn prepare(
     state: PfTrampolineState,
     pager: &Arc<InPager>,
 ) -> l4re::Result<PreparedPfTrampoline> {
-    l4re_rt::freestanding::touch_image();
     let stack: &'static mut [u64] = Vec::leak(alloc::vec![0u64; HANDLER_STACK_WORDS]);
     let handler: &'static Arc<InPager> =
         alloc::boxed::Box::leak(alloc::boxed::Box::new(pager.clone()));
+    prepare_for(state, stack, &**handler)
+}
+
+/// Writes a trampoline state at `state` whose faults run `handler` (the
+/// pager's [`InPager::resolve`], perhaps counted per thread) on `stack`;
+/// see [`prepare`].
+pub(crate) fn prepare_for(
+    state: PfTrampolineState,
+    stack: &'static mut [u64],
+    handler: &'static dyn PfHandler,
+) -> l4re::Result<PreparedPfTrampoline> {
+    l4re_rt::freestanding::touch_image();
     // SAFETY: the handler's path (`InPager::resolve` for
     // `Origin::Trampoline`: the region lookup, `Dataspace::map`, page-fault
     // IPC to the gate, atomic counters, the rescue lookup) is written to
@@ -104,7 +116,9 @@ pub(crate) fn prepare(
     // handler and back on every fault goes. The harness test
     // `itas-fpu` keeps values in every vector register across faults of
     // each kind the handler resolves or sends on and checks them.
-    unsafe { state.prepare_fpu_free(stack, &**handler) }
+    // A `handler` other than the pager adds only atomic counting
+    // (`crate::threads`).
+    unsafe { state.prepare_fpu_free(stack, handler) }
 }
 
 /// Runs the in-task pager; returns only on failure (the exit status).
@@ -386,7 +400,22 @@ fn start(info: StartInfo) -> Result<(Arc<InPager>, Server), String> {
     // The trampoline state goes next to the thread's UTCB, before the
     // program's environment records the first free UTCB.
     let trampoline = Kip::has_feature("pf_tramp").then(PfTrampolineState::take);
-    let penv = own_env().for_program(gate.idx().slot(), thread.idx().slot(), utcb);
+    // The program's `itas`: its threads are registered here
+    // (`crate::threads`), each with a trampoline where the kernel has it.
+    let static_pager: &'static InPager =
+        alloc::boxed::Box::leak(alloc::boxed::Box::new(pager.clone()));
+    let threads = crate::threads::Threads::new(
+        static_pager,
+        gate.idx(),
+        trampoline.is_some(),
+        aux.dbg_lvl & crate::threads::DBG_SERVER != 0,
+    );
+    let (itas_gate, _) = server
+        .register(Arc::new(threads))
+        .map_err(|e| format!("cannot create the itas gate: {e}"))?;
+    let itas_gate = itas_gate.into_cap();
+    let mut penv = own_env().for_program(gate.idx().slot(), thread.idx().slot(), utcb);
+    penv.itas = Some(itas_gate.idx().slot());
     let (argv, envp) = (info.args(), info.vars());
     // The program gets our `l4re_aux_t` too: ned reads the KIP's
     // dataspace from it to hand the KIP on to the programs it starts.

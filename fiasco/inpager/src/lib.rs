@@ -35,3 +35,22 @@ pub mod window;
 mod fiasco;
 #[cfg(feature = "fiasco")]
 mod itas;
+#[cfg(feature = "fiasco")]
+mod threads;
+
+/// `L4RE_ELF_AUX_T_KIP_ADDR` (l4re-core `l4re/include/elf_aux.h`).
+#[cfg(feature = "fiasco")]
+const ELF_AUX_KIP_ADDR: u64 = 4;
+
+/// Where a loader that starts this pager (ned, moe: L4Re's libloader reads
+/// the `PT_L4_AUX` program header) maps the KIP into the task, as
+/// `l4re_itas` asks (`l4re_elf_aux_mword_t`: type, length, value). Without
+/// it the KIP lands where the loader has its own, and the program learns
+/// that address from us and puts its children's KIP there: under moe
+/// 0x600000, inside a static program larger than 2 MiB linked at 0x400000
+/// (seen with ned itself on this pager: its children's data segments
+/// collided with it).
+#[cfg(feature = "fiasco")]
+#[used]
+#[unsafe(link_section = ".rol4re_elf_aux")]
+static KIP_ADDRESS: [u64; 3] = [ELF_AUX_KIP_ADDR, 24, 0x6fff_f000];

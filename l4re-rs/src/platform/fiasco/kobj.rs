@@ -120,6 +120,17 @@ pub(crate) fn task_unmap(task: CapIdx, fp: Fpage, all_spaces: bool) -> Result<()
     })
 }
 
+/// Adds kernel-user memory at `fp` to `task` (`l4_task_add_ku_mem`): the
+/// kernel allocates it and maps it there.
+pub(crate) fn task_add_ku_mem(task: CapIdx, fp: Fpage) -> Result<()> {
+    let mut raw = fpage(fp);
+    Utcb::with(|_| {
+        // SAFETY: `raw` is a valid flexpage we own for the call; the borrow
+        // makes us the UTCB's only user.
+        l4_result(unsafe { sys::l4_task_add_ku_mem(task.0 as _, &mut raw) })
+    })
+}
+
 /// Deletes the objects in `objs` with one `l4_task_unmap_batch` per
 /// [`MAX_UNMAP_BATCH`] of them: the kernel waits for one RCU grace period
 /// per call that destroys objects, not one per object.
