@@ -26,6 +26,10 @@ struct bench_run
 
 enum { BENCH_RUN_ALIGNED, BENCH_RUN_SHIFTED, BENCH_RUNS };
 
+/* Runs over pf-bench's own memory: first touches of its bss (zero-fill)
+ * and first writes to its data segment (private copies of file pages). */
+enum { BENCH_ANON_ZERO, BENCH_ANON_COPY, BENCH_ANON_RUNS };
+
 struct bench_page
 {
   unsigned long long magic;       /* BENCH_MAGIC once pf-bench wrote it */
@@ -41,6 +45,9 @@ struct bench_page
   unsigned long long itas_valid;
   unsigned long long itas_start;
   struct bench_run itas[BENCH_RUNS];
+  /* The bss and data runs, under L4Re's pager and under ours. */
+  struct bench_run l4re_anon[BENCH_ANON_RUNS];
+  struct bench_run itas_anon[BENCH_ANON_RUNS];
 };
 
 /* A touch slower than this took a page fault. */
@@ -91,15 +98,19 @@ static inline unsigned long long bench_median(unsigned long long *v, unsigned lo
 
 /* Touches each of `pages` pages at `base` once, timing every touch (t[i]),
  * then each again (already mapped); f is scratch of `pages` entries. */
-static inline struct bench_run bench_touch(volatile char const *base, unsigned long pages,
-                                           unsigned long long *t, unsigned long long *f)
+static inline struct bench_run bench_touch_how(volatile char *base, unsigned long pages,
+                                               int write, unsigned long long *t,
+                                               unsigned long long *f)
 {
   struct bench_run r = { .pages = pages };
   unsigned long long total = 0;
   for (unsigned long i = 0; i < pages; ++i)
     {
       unsigned long long a = bench_tsc();
-      (void)base[i * 4096];
+      if (write)
+        base[i * 4096] += 1;
+      else
+        (void)base[i * 4096];
       unsigned long long b = bench_tsc();
       t[i] = b - a;
     }
@@ -121,4 +132,11 @@ static inline struct bench_run bench_touch(volatile char const *base, unsigned l
     }
   r.mapped_median = bench_median(t, pages);
   return r;
+}
+
+/* Reads each of `pages` pages at `base` once (see bench_touch_how). */
+static inline struct bench_run bench_touch(volatile char const *base, unsigned long pages,
+                                           unsigned long long *t, unsigned long long *f)
+{
+  return bench_touch_how((volatile char *)base, pages, 0, t, f);
 }

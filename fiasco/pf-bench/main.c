@@ -41,6 +41,12 @@
 #include "bench.h"
 
 #define PAGE 4096UL
+/* Pages of the bss and data runs (4 MiB each). */
+#define ANON_PAGES 1024UL
+
+static char anon_zero[ANON_PAGES * PAGE] __attribute__((aligned(4096)));
+/* Initialised: in the data segment, backed by the binary. */
+static char anon_data[ANON_PAGES * PAGE] __attribute__((aligned(4096))) = { 1 };
 
 /* The TSC at the program's first instruction (see bench_entry). */
 unsigned long long entry_tsc;
@@ -142,6 +148,17 @@ int main(int argc, char **argv)
          size >> 10, ours ? "our in-task pager (rom/inpager)" : "L4Re's region map");
   struct bench_run aligned = run("va+0", ds, size, 0, t, f);
   struct bench_run shifted = run("va+4K", ds, size, PAGE, t, f);
+  /* The pager's own kinds of fault: zero-fill (first touch of the bss)
+     and private copies (first write to the data segment). */
+  struct bench_run anon[BENCH_ANON_RUNS];
+  anon[BENCH_ANON_ZERO] = bench_touch(anon_zero, ANON_PAGES, t, f);
+  anon[BENCH_ANON_COPY] = bench_touch_how(anon_data, ANON_PAGES, 1, t, f);
+  printf("pf-bench: bss  (zero-fill)     %lu pages: faults %llu, fault median %llu, "
+         "total/page %llu cycles\n", ANON_PAGES, anon[BENCH_ANON_ZERO].faults,
+         anon[BENCH_ANON_ZERO].fault_median, anon[BENCH_ANON_ZERO].per_page);
+  printf("pf-bench: data (private copy)  %lu pages: faults %llu, fault median %llu, "
+         "total/page %llu cycles\n", ANON_PAGES, anon[BENCH_ANON_COPY].faults,
+         anon[BENCH_ANON_COPY].fault_median, anon[BENCH_ANON_COPY].per_page);
   if (page && ours)
     {
       if (page->exit_tsc && started > page->exit_tsc)
@@ -153,6 +170,8 @@ int main(int argc, char **argv)
       page->exit_tsc = 0;
       page->itas[BENCH_RUN_ALIGNED] = aligned;
       page->itas[BENCH_RUN_SHIFTED] = shifted;
+      page->itas_anon[BENCH_ANON_ZERO] = anon[BENCH_ANON_ZERO];
+      page->itas_anon[BENCH_ANON_COPY] = anon[BENCH_ANON_COPY];
       page->itas_valid = 1;
     }
   else if (page)
@@ -168,6 +187,8 @@ int main(int argc, char **argv)
       page->data_size = size;
       page->l4re[BENCH_RUN_ALIGNED] = aligned;
       page->l4re[BENCH_RUN_SHIFTED] = shifted;
+      page->l4re_anon[BENCH_ANON_ZERO] = anon[BENCH_ANON_ZERO];
+      page->l4re_anon[BENCH_ANON_COPY] = anon[BENCH_ANON_COPY];
       page->magic = BENCH_MAGIC;
     }
   puts("pf-bench: done");

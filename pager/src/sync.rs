@@ -41,6 +41,14 @@ impl<T> SpinLock<T> {
         }
         SpinGuard { lock: self }
     }
+
+    /// Takes the lock if it is free, without waiting.
+    pub fn try_lock(&self) -> Option<SpinGuard<'_, T>> {
+        self.locked
+            .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .ok()
+            .map(|_| SpinGuard { lock: self })
+    }
 }
 
 /// The guard of a [`SpinLock`]; unlocks on drop.
@@ -68,5 +76,21 @@ impl<T> DerefMut for SpinGuard<'_, T> {
 impl<T> Drop for SpinGuard<'_, T> {
     fn drop(&mut self) {
         self.lock.locked.store(false, Ordering::Release);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn try_lock_fails_while_held_and_succeeds_after() {
+        let l = SpinLock::new(1);
+        let mut g = l.lock();
+        assert!(l.try_lock().is_none());
+        *g += 1;
+        drop(g);
+        let g = l.try_lock().expect("free again");
+        assert_eq!(*g, 2);
     }
 }

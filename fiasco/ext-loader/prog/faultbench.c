@@ -151,6 +151,12 @@ void cmain(unsigned long *sp, unsigned long long start_tsc)
               it[BENCH_RUN_SHIFTED].per_page, l4re[BENCH_RUN_SHIFTED].per_page);
       compare("in-task pager under ned, total per page, va+0",
               it[BENCH_RUN_ALIGNED].per_page, l4re[BENCH_RUN_ALIGNED].per_page);
+      compare("in-task pager under ned, zero-fill (bss), fault median",
+              page->itas_anon[BENCH_ANON_ZERO].fault_median,
+              page->l4re_anon[BENCH_ANON_ZERO].fault_median);
+      compare("in-task pager under ned, private copy (data write), fault median",
+              page->itas_anon[BENCH_ANON_COPY].fault_median,
+              page->l4re_anon[BENCH_ANON_COPY].fault_median);
       puts_("faultbench: exit to the next program's first instruction under ned: ");
       put_num("rom/inpager ", page->itas_start, 0, ", l4re_itas ");
       put_num("", page->ned_start, 0, " cycles");

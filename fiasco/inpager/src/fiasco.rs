@@ -9,7 +9,7 @@ use l4pager::region::{Region, RegionMap};
 use l4pager::rm::{RmBackend, RmService};
 use l4pager::sync::SpinLock;
 use l4pager::task::{self, PagerStats, TaskSetup, TaskSetupClient, layout};
-use l4re::cap::{self, CapIdx, IpcGate, OwnedCap};
+use l4re::cap::{self, CapIdx, CapRights, IpcGate, OwnedCap};
 use l4re::env::{env, log_line};
 use l4re::fpage::{Fpage, RcvBuf, Rights};
 use l4re::kobj::PfTrampolineState;
@@ -167,6 +167,23 @@ impl Counters {
     }
 }
 
+/// Has `anon`'s server copy `valid` bytes at `offset` of `src` to `off`
+/// of `anon` (`Dataspace::copy_in`). A function of its own, not inlined:
+/// it runs in the page-fault trampoline's handler, which must not touch
+/// a vector register (see `crate::itas::prepare_for`), and inlined into
+/// the large `InPager::resolve` the message set-up was compiled with SSE
+/// stores (the harness test itas-fpu caught it: xmm0 zeroed).
+#[inline(never)]
+fn copy_page_in(
+    anon: Cap<Dataspace>,
+    off: u64,
+    src: Cap<Dataspace>,
+    offset: u64,
+    valid: u64,
+) -> Result<()> {
+    anon.copy_in(off, src.send(CapRights::R), offset, valid)
+}
+
 /// Adds `n` to the counter `c`.
 fn count(c: &AtomicU64, n: u64) {
     c.fetch_add(n, Ordering::Relaxed);
@@ -190,6 +207,12 @@ pub(crate) struct InPager {
     /// The gate this pager serves (where the trampoline sends what the
     /// faulting thread does not resolve itself).
     pub(crate) gate: CapIdx,
+    /// The last dataspaces whose server refused to copy a page into our
+    /// anonymous memory (`Dataspace::copy_in`: moe copies only between
+    /// its own dataspaces): their private copies go to the gate's thread.
+    copy_refused: [AtomicU64; 4],
+    /// Where the next refusal is noted in `copy_refused`.
+    copy_refused_next: AtomicU64,
 }
 
 impl InPager {
@@ -208,6 +231,8 @@ impl InPager {
             stats: Counters::default(),
             ending,
             scratch: SpinLock::new(scratch),
+            copy_refused: Default::default(),
+            copy_refused_next: AtomicU64::new(0),
         }
     }
 
@@ -238,6 +263,37 @@ impl InPager {
             a.next += PAGE;
             (a.ds, a.next - PAGE)
         };
+        self.map_anon(ds, off, page, rights)
+    }
+
+    /// A fresh page of anonymous memory (its dataspace and offset) for
+    /// a faulting thread that resolves a zero-fill fault itself: only
+    /// when the current chunk has room and no one else holds the lock
+    /// (no waiting, no allocation, no IPC in the handler; otherwise the
+    /// gate's thread does it). Two threads faulting on one page at once
+    /// take a page each: the kernel keeps the first mapping and skips
+    /// the second (`Insert_err_exists`), so nothing written is lost; one
+    /// page of the chunk goes unused.
+    fn take_anon_page(&self) -> Option<(Cap<Dataspace>, u64)> {
+        let mut a = self.anon.try_lock()?;
+        if a.next + PAGE > a.size {
+            return None;
+        }
+        a.next += PAGE;
+        Some((a.ds, a.next - PAGE))
+    }
+
+    /// Whether `ds`'s server refused to copy for us before (its entries
+    /// are stored with bit 0 set, which no capability index has, so that
+    /// the zeroed table matches nothing).
+    fn copy_refused(&self, ds: CapIdx) -> bool {
+        self.copy_refused
+            .iter()
+            .any(|r| r.load(Ordering::Relaxed) == ds.0 | 1)
+    }
+
+    /// Maps page `off` of the anonymous memory `ds` at `page`.
+    fn map_anon(&self, ds: Cap<Dataspace>, off: u64, page: u64, rights: Rights) -> Result<()> {
         ds.map(off, page, DsFlags::from(rights), RcvBuf::window(page, 12))?;
         count(&self.stats.anon_pages, 1);
         Ok(())
@@ -249,11 +305,13 @@ impl InPager {
     /// The faulting thread itself ([`Origin::Trampoline`]) resolves only
     /// what may be done twice for one page: mapping a shared dataspace
     /// page (another thread may have mapped it meanwhile: the kernel keeps
-    /// the first mapping) or the outer pager's. Zero-fill and private
-    /// copies must happen once per page, and an invalid access ends the
-    /// program: those it sends to the gate's thread as page-fault IPC,
-    /// which serializes them with the faults of the program's other
-    /// threads, as without the trampoline.
+    /// the first mapping) or the outer pager's, and a zero-fill page when
+    /// it can take one without waiting ([`take_anon_page`](Self::take_anon_page):
+    /// a second thread's page for the same address is not mapped, the
+    /// kernel keeps the first). Private copies must happen once per page,
+    /// and an invalid access ends the program: those it sends to the
+    /// gate's thread as page-fault IPC, which serializes them with the
+    /// faults of the program's other threads, as without the trampoline.
     pub(crate) fn resolve(&self, pfa: u64, pc: u64, origin: Origin) -> Result<()> {
         let fault = u64::from(origin != Origin::Pager);
         let in_thread = u64::from(origin == Origin::Trampoline);
@@ -276,12 +334,28 @@ impl InPager {
             };
             (d, bounds, self.rm.generation())
         };
+        // A zero-fill page the faulting thread takes itself, if it can
+        // without waiting (see `take_anon_page`).
+        let fresh = match (&decision, origin) {
+            (Some(Decision::Zero { .. }), Origin::Trampoline) => self.take_anon_page(),
+            (Some(Decision::CopyPrivate { ds, .. }), Origin::Trampoline)
+                if !self.copy_refused(*ds) =>
+            {
+                self.take_anon_page()
+            }
+            _ => None,
+        };
         let decision = match decision {
             Some(d @ (Decision::MapShared { .. } | Decision::Forward { .. })) => d,
+            Some(d @ (Decision::Zero { .. } | Decision::CopyPrivate { .. })) if fresh.is_some() => {
+                d
+            }
             Some(d) if origin != Origin::Trampoline => d,
             _ => {
-                // Zero-fill, private copies and invalid accesses: the gate's
-                // thread, which counts the fault.
+                // Private copies, invalid accesses, and zero-fill when the
+                // anonymous memory needs more from the allocator or another
+                // thread is taking a page: the gate's thread, which counts
+                // the fault.
                 let gate: Cap<PageFault> = Cap::from_idx(self.gate);
                 gate.page_fault(pfa, pc, RcvBuf::window(addr & !(PAGE - 1), 12))?;
                 return Ok(());
@@ -345,6 +419,39 @@ impl InPager {
                 page,
                 rights,
                 ..
+            } if fresh.is_some() => {
+                // In the faulting thread: the anonymous memory's server
+                // copies the file page into a fresh page, which is then
+                // mapped. The page is complete before it is mapped, so a
+                // second thread copying the same page at once cannot
+                // overwrite what the first one's thread wrote since (its
+                // mapping is skipped, see `take_anon_page`).
+                // (`fresh` is `Some` here: the guard; no panic path in a
+                // handler that runs in the program's thread.)
+                let (anon, off) = fresh.unwrap_or((Cap::INVALID, 0));
+                if copy_page_in(anon, off, Cap::from_idx(ds), offset, valid).is_err() {
+                    // Not the allocator's dataspace (e.g. an l4fs file):
+                    // the gate's thread copies, now and from now on.
+                    let at = self.copy_refused_next.fetch_add(1, Ordering::Relaxed);
+                    self.copy_refused[at as usize % self.copy_refused.len()]
+                        .store(ds.0 | 1, Ordering::Relaxed);
+                    let gate: Cap<PageFault> = Cap::from_idx(self.gate);
+                    gate.page_fault(pfa, pc, RcvBuf::window(page, 12))?;
+                    return Ok(());
+                }
+                self.map_anon(anon, off, page, rights)?;
+                count(&self.stats.faults, fault);
+                count(&self.stats.in_thread, in_thread);
+                count(&self.stats.copied, 1);
+                (page, PAGE)
+            }
+            Decision::CopyPrivate {
+                ds,
+                offset,
+                valid,
+                page,
+                rights,
+                ..
             } => {
                 // The copy is written in place: writable first.
                 self.anon_page(page, rights | Rights::R | Rights::W)?;
@@ -375,8 +482,12 @@ impl InPager {
                 (page, PAGE)
             }
             Decision::Zero { page, rights, .. } => {
-                self.anon_page(page, rights)?;
+                match fresh {
+                    Some((ds, off)) => self.map_anon(ds, off, page, rights)?,
+                    None => self.anon_page(page, rights)?,
+                }
                 count(&self.stats.faults, fault);
+                count(&self.stats.in_thread, in_thread);
                 count(&self.stats.zero, 1);
                 (page, PAGE)
             }
@@ -532,6 +643,8 @@ fn set_up(loader: Cap<TaskSetup>) -> Result<InPager> {
             .get_cap::<IpcGate>("server")
             .ok_or(Error::NoEnt)?
             .idx(),
+        copy_refused: Default::default(),
+        copy_refused_next: AtomicU64::new(0),
     })
 }
 
