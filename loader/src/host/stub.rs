@@ -196,7 +196,19 @@ pub fn run_task(arena: &'static Arena, ch: Channel, mode: Mode) -> ! {
     // Wait for START.
     let (start, exe_fd) = match ch.recv() {
         Ok((kind::START, p, fds)) => match Start::decode(&p) {
-            Ok(s) => (s, fds.into_iter().next().filter(|_| exe_detached)),
+            Ok(s) => {
+                let mut fds = fds.into_iter();
+                if s.stdio {
+                    // A client's run: its descriptors, directory, umask
+                    // and trace from here on.
+                    super::run::set_trace(s.trace);
+                    let io: Vec<OwnedFd> = fds.by_ref().take(4).collect();
+                    if let Err(e) = take_client_io(&io, s.umask) {
+                        fail(&ch, &e)
+                    }
+                }
+                (s, fds.next().filter(|_| exe_detached))
+            }
             Err(e) => fail(&ch, &format!("bad START: {e}")),
         },
         Ok((k, _, _)) => fail(&ch, &format!("unexpected control message {k}")),
@@ -306,6 +318,25 @@ pub fn run_task(arena: &'static Arena, ch: Channel, mode: Mode) -> ! {
     // here on this thread runs only program code. (Stays here: entering
     // the program is the stub's own `execve`.)
     unsafe { enter(entry, sp) }
+}
+
+/// Makes `io` (stdin, stdout, stderr, working directory: a client's of
+/// `loader serve`) the process's standard descriptors and directory, and
+/// `umask` (unless `u64::MAX`) its umask, as the program's would be had
+/// the client executed it.
+fn take_client_io(io: &[OwnedFd], umask: u64) -> std::result::Result<(), String> {
+    let [stdin, stdout, stderr, cwd] = io else {
+        return Err("START without the client's descriptors".into());
+    };
+    let bad = |what: &str, e: rustix::io::Errno| format!("cannot take the client's {what}: {e}");
+    rustix::stdio::dup2_stdin(stdin).map_err(|e| bad("stdin", e))?;
+    rustix::stdio::dup2_stdout(stdout).map_err(|e| bad("stdout", e))?;
+    rustix::stdio::dup2_stderr(stderr).map_err(|e| bad("stderr", e))?;
+    rustix::process::fchdir(cwd).map_err(|e| bad("working directory", e))?;
+    if let Ok(m) = u32::try_from(umask) {
+        rustix::process::umask(rustix::fs::Mode::from_bits_truncate(m));
+    }
+    Ok(())
 }
 
 /// The exit status the thread-group leader left when it ended with the
