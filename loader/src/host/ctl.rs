@@ -82,7 +82,8 @@ pub struct RunRequest {
     pub trace: u64,
     /// The client's umask.
     pub umask: u64,
-    /// `--prefetch`.
+    /// `--prefetch` (`u64::MAX`, here and in the next two: the server's
+    /// default).
     pub prefetch: u64,
     /// `--fault-around`.
     pub fault_around: u64,

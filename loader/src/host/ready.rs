@@ -207,9 +207,16 @@ fn runner(arena: &'static super::arena::Arena, ch: Channel, socket: &Path, mut o
         .iter()
         .map(|a| String::from_utf8_lossy(a).into_owned())
         .collect();
-    opts.prefetch = req.prefetch;
-    opts.fault_around = req.fault_around;
-    opts.premap_pages = req.premap_pages;
+    // u64::MAX: the server's default.
+    for (mine, asked) in [
+        (&mut opts.prefetch, req.prefetch),
+        (&mut opts.fault_around, req.fault_around),
+        (&mut opts.premap_pages, req.premap_pages),
+    ] {
+        if asked != u64::MAX {
+            *mine = asked;
+        }
+    }
     opts.profile = req.profile;
     opts.stats = (!req.stats.is_empty()).then(|| String::from_utf8_lossy(&req.stats).into_owned());
     let client = Client { conn, fds, req };
