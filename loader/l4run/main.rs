@@ -2,7 +2,8 @@
 //! ready task without the loader's own start-up.
 //!
 //! ```text
-//! l4run [--server SOCKET] PROGRAM [ARGS...]
+//! l4run [--server SOCKET] [--stats FILE|-] [--premap-pages N] [--fault-around N]
+//!       [--no-prefetch-profile] PROGRAM [ARGS...]
 //! ```
 //!
 //! A freestanding static program (no C library, raw system calls; built
@@ -339,25 +340,61 @@ pub unsafe extern "C" fn l4run_main(sp: *const usize) -> ! {
     main(args, envp)
 }
 
+/// A decimal number.
+fn number(s: &[u8]) -> Option<u64> {
+    if s.is_empty() {
+        return None;
+    }
+    let mut v: u64 = 0;
+    for c in s {
+        if !c.is_ascii_digit() {
+            return None;
+        }
+        v = v.checked_mul(10)?.checked_add(u64::from(c - b'0'))?;
+    }
+    Some(v)
+}
+
 fn main(all: &[*const u8], envp: &[*const u8]) -> ! {
     let mut args = all;
     let mut server: Option<&[u8]> = None;
-    if let Some(&a) = args.first() {
+    let (mut premap, mut fault_around, mut profile, mut stats) = (u64::MAX, u64::MAX, 1, &b""[..]);
+    // The options a ready task honours; any other is loader run's.
+    while let Some(&a) = args.first() {
         let a = cstr(a);
-        if a == b"--server" && args.len() > 1 {
-            server = Some(cstr(args[1]));
-            args = &args[2..];
-        } else if a.starts_with(b"-") {
-            // Options of loader run.
-            exec_loader(all, envp)
+        let val = args.get(1).map(|&v| cstr(v));
+        match (a, val) {
+            (b"--server", Some(v)) => server = Some(v),
+            (b"--stats", Some(v)) => stats = v,
+            (b"--premap-pages", Some(v)) => match number(v) {
+                Some(n) => premap = n,
+                None => exec_loader(all, envp),
+            },
+            (b"--fault-around", Some(v)) => match number(v) {
+                Some(n) => fault_around = n,
+                None => exec_loader(all, envp),
+            },
+            (b"--no-prefetch-profile", _) => {
+                profile = 0;
+                args = &args[1..];
+                continue;
+            }
+            (b"--", _) => {
+                args = &args[1..];
+                break;
+            }
+            _ if a.starts_with(b"-") => exec_loader(all, envp),
+            _ => break,
         }
+        args = &args[2..];
     }
     if args.is_empty() {
-        write_all(2, b"usage: l4run [--server SOCKET] PROGRAM [ARGS...]\n");
+        write_all(
+            2,
+            b"usage: l4run [--server SOCKET] [--stats FILE|-] [--premap-pages N] \
+              [--fault-around N] [--no-prefetch-profile] PROGRAM [ARGS...]\n",
+        );
         exit(2)
-    }
-    if args.first().is_some_and(|&a| cstr(a).starts_with(b"-")) {
-        exec_loader(all, envp)
     }
     // The socket: as loader run and loader serve find it.
     let mut path = Buf::<108>::new();
@@ -423,10 +460,10 @@ fn main(all: &[*const u8], envp: &[*const u8]) -> ! {
         sys(95, [m as usize, 0, 0, 0, 0, 0]);
         m as u64
     };
-    // The request (RunRequest's encoding): trace (off: the server's own
-    // L4_TRACE), umask, prefetch, fault-around, premap (u64::MAX: the
-    // server's defaults), profile on, no stats, profile head unset,
-    // program, args, environment.
+    // The request (RunRequest's encoding): trace (our start if L4_TRACE is
+    // set), umask, prefetch, fault-around, premap (u64::MAX: the server's
+    // defaults), profile, stats, profile head unset, program, args,
+    // environment.
     // SAFETY: the one user of REQ, single-threaded.
     let req = unsafe { &mut *core::ptr::addr_of_mut!(REQ) };
     req.put(&RUN.to_le_bytes());
@@ -439,10 +476,10 @@ fn main(all: &[*const u8], envp: &[*const u8]) -> ! {
     req.word(ts[0] * 1_000_000_000 + ts[1])
         .word(umask)
         .word(u64::MAX)
-        .word(u64::MAX)
-        .word(u64::MAX)
-        .word(1)
-        .bytes(b"")
+        .word(fault_around)
+        .word(premap)
+        .word(profile)
+        .bytes(stats)
         .word(u64::MAX)
         .bytes(cstr(args[0]))
         .word(args.len() as u64 - 1);

@@ -43,7 +43,7 @@ use super::ctl::{Channel, Dec, Enc, RunRequest, serve_kind};
 use super::run::{Client, RunOpts, finish, prepare, set_trace, trace};
 
 /// Ready runners that `loader serve` keeps by default (`--ready N`).
-pub const DEFAULT_READY: usize = 1;
+pub const DEFAULT_READY: usize = 2;
 
 /// How long a client's request waits for a runner before it fails.
 const RUNNER_WAIT: Duration = Duration::from_secs(10);
@@ -87,6 +87,14 @@ fn zygote(arena: &'static super::arena::Arena, ch: Channel, socket: PathBuf, opt
     // Out of the server's session: a terminal's Ctrl-C meant for the
     // server's foreground group must not reach the clients' programs.
     let _ = rustix::process::setsid();
+    // Once for every task: our executable's mappings replaced by
+    // anonymous copies (so that a task's /proc/self/exe can name its
+    // program), shared copy-on-write by every runner and task forked from
+    // here; a task's own copy (~0.65 ms of CPU) then has nothing to do.
+    if super::stub::may_set_exe() {
+        use super::stub::{ExeMappings, detach_from_exe};
+        let _ = detach_from_exe(ExeMappings::Writable) && detach_from_exe(ExeMappings::ReadOnly);
+    }
     loop {
         reap();
         match ch.recv() {

@@ -910,6 +910,7 @@ pub fn finish(
     };
     let prof = if opts.profile {
         learned_profile(
+            client.map(|c| c.req.envp.as_slice()),
             &store,
             exe.as_ref(),
             &first_page,
@@ -1595,13 +1596,25 @@ pub enum Prof {
 /// profile if there is a good one (a bad one is named and ignored, and
 /// replaced by this run's recording).
 fn learned_profile(
+    envp: Option<&[Vec<u8>]>,
     store: &Store,
     exe: Option<&OwnedFd>,
     first: &[u8],
     program: &str,
     map: &RegionMap,
 ) -> Prof {
-    let Some(dir) = profile::dir() else {
+    // A client's profiles are in its cache directory.
+    let dir = match envp {
+        Some(envp) => profile::dir_with(|k| {
+            use std::os::unix::ffi::OsStrExt;
+            envp.iter().find_map(|e| {
+                let v = e.strip_prefix(k.as_bytes())?.strip_prefix(b"=")?;
+                Some(std::ffi::OsStr::from_bytes(v).to_os_string())
+            })
+        }),
+        None => profile::dir(),
+    };
+    let Some(dir) = dir else {
         return Prof::Off;
     };
     let meta = match store {

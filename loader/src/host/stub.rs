@@ -762,7 +762,7 @@ fn profile_beyond(profile: &[u64], runs: &[(u64, u64)]) -> Vec<u64> {
 /// Whether we may replace the process's executable file
 /// (`PR_SET_MM_MAP`'s `exe_fd` needs CAP_SYS_ADMIN or
 /// CAP_CHECKPOINT_RESTORE).
-fn may_set_exe() -> bool {
+pub(crate) fn may_set_exe() -> bool {
     const CAP_SYS_ADMIN: u32 = 21;
     const CAP_CHECKPOINT_RESTORE: u32 = 40;
     std::fs::read_to_string("/proc/self/status")
@@ -777,7 +777,7 @@ fn may_set_exe() -> bool {
 
 /// Which mappings of our executable [`detach_from_exe`] replaces.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum ExeMappings {
+pub(crate) enum ExeMappings {
     /// The writable ones (data, bss): only while the process has a single
     /// thread.
     Writable,
@@ -794,9 +794,9 @@ enum ExeMappings {
 /// threads may run meanwhile. Writable data is copied: nothing may write
 /// it between the copy and the swap, so those must be replaced while the
 /// process has a single thread (the loop below does not allocate).
-/// Returns whether it worked (on failure part of the executable may be
-/// anonymous: harmless).
-fn detach_from_exe(which: ExeMappings) -> bool {
+/// Returns whether it worked, or nothing of the kind was mapped (on
+/// failure part of the executable may be anonymous: harmless).
+pub(crate) fn detach_from_exe(which: ExeMappings) -> bool {
     use std::os::unix::fs::MetadataExt;
     let Ok(ino) = std::fs::metadata("/proc/self/exe").map(|m| m.ino()) else {
         return false;
@@ -834,7 +834,9 @@ fn detach_from_exe(which: ExeMappings) -> bool {
         ranges.push((a, b, prot));
     }
     if ranges.is_empty() {
-        return false;
+        // Nothing of the executable is mapped: done before us (the zygote
+        // of `loader serve` detaches once for every task it forks).
+        return true;
     }
     for &(a, b, prot) in &ranges {
         let len = b - a;
