@@ -336,6 +336,7 @@ impl Pool {
                 }
             };
             let Some((pid, runner)) = next else {
+                let _ = conn.recv();
                 let _ = conn.send(
                     serve_kind::FAILED,
                     b"loader serve: no ready task came in time",

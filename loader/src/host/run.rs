@@ -521,7 +521,11 @@ fn serve_client(
             let peer = rustix::net::sockopt::socket_peercred(&conn)
                 .ok()
                 .map(|c| c.uid.as_raw());
+            // An answer other than a hand-over reads the request first:
+            // a connection closed with unread data resets, and the client
+            // would not see the answer.
             if peer != Some(uid) {
+                let _ = conn.recv();
                 let why = super::ready::refusal(uid, peer);
                 eprintln!("loader serve: refused: {why}");
                 let _ = conn.send(serve_kind::REFUSED, why.as_bytes(), &[]);
@@ -530,6 +534,7 @@ fn serve_client(
             match pool {
                 Some(p) => p.hand_over(conn),
                 None => {
+                    let _ = conn.recv();
                     let _ = conn.send(serve_kind::NO_READY, &[], &[]);
                 }
             }
