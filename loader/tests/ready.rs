@@ -129,7 +129,7 @@ fn pid_of(s: &[u8]) -> u32 {
 
 /// Stops the server (SIGTERM) and returns its standard error.
 fn stop(server: KillOnDrop) -> String {
-    let mut s = server.take();
+    let s = server.take();
     l4re::host::signal::kill(s.id() as i32, libc::SIGTERM).unwrap();
     let out = wait_output(s, Duration::from_secs(10));
     String::from_utf8_lossy(&out.stderr).into_owned()
@@ -165,7 +165,7 @@ fn a_ready_task_runs_the_program_as_natively_and_a_replacement_the_next() {
     std::fs::create_dir_all(&work).unwrap();
     let args = ["a", "b c", ""];
     let setup_cmd = |c: &mut Command| {
-        c.args(&args)
+        c.args(args)
             .current_dir(&work)
             .env("L4_TEST_VAR", "xyz")
             .env("L4_TEST_STATUS", "3");
