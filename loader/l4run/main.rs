@@ -463,7 +463,7 @@ fn main(all: &[*const u8], envp: &[*const u8]) -> ! {
     // The request (RunRequest's encoding): trace (our start if L4_TRACE is
     // set), umask, prefetch, fault-around, premap (u64::MAX: the server's
     // defaults), profile, stats, profile head unset, program, args,
-    // environment.
+    // environment, our CPU.
     // SAFETY: the one user of REQ, single-threaded.
     let req = unsafe { &mut *core::ptr::addr_of_mut!(REQ) };
     req.put(&RUN.to_le_bytes());
@@ -495,6 +495,11 @@ fn main(all: &[*const u8], envp: &[*const u8]) -> ! {
     for e in env.iter().filter(keep) {
         req.bytes(cstr(*e));
     }
+    // The CPU we run on (getcpu): the server's task moves there.
+    let mut cpu: u32 = u32::MAX;
+    // SAFETY: getcpu writes one u32.
+    let r = unsafe { sys(309, [&mut cpu as *mut u32 as usize, 0, 0, 0, 0, 0]) };
+    req.word(if r == 0 { u64::from(cpu) } else { u64::MAX });
     if req.over || cwd < 0 {
         close(sock);
         exec_loader(all, envp)

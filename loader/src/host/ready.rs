@@ -208,6 +208,21 @@ fn runner(arena: &'static super::arena::Arena, ch: Channel, socket: &Path, mut o
     if let Ok(m) = u32::try_from(req.umask) {
         rustix::process::umask(rustix::fs::Mode::from_bits_truncate(m));
     }
+    // Where the client runs: this thread and the task's first thread
+    // (which restores its own mask before it enters the program) move
+    // there, so that the hand-offs of the start wake a thread on the same
+    // CPU.
+    if let Ok(cpu) = usize::try_from(req.cpu) {
+        let mut set = rustix::thread::CpuSet::new();
+        if cpu < rustix::thread::CpuSet::MAX_CPU {
+            set.set(cpu);
+            let _ = rustix::thread::sched_setaffinity(None, &set);
+            let _ = rustix::thread::sched_setaffinity(
+                rustix::process::Pid::from_raw(prepared.task_pid() as i32),
+                &set,
+            );
+        }
+    }
     trace("loader", "request taken by a ready task");
     opts.program = String::from_utf8_lossy(&req.program).into_owned();
     opts.args = req
@@ -432,6 +447,7 @@ pub fn run_via_server(opts: &RunOpts, sock: &Path) -> Result<i32, NotRun> {
                 e
             })
             .collect(),
+        cpu: rustix::thread::sched_getcpu() as u64,
     };
     let cwd = match rustix::fs::open(
         ".",

@@ -85,6 +85,10 @@ fn fail(ch: &Channel, msg: &str) -> ! {
 /// single-threaded (it replaces its own mappings of the executable).
 pub fn run_task(arena: &'static Arena, ch: Channel, mode: Mode) -> ! {
     trace("l4task", "forked");
+    // The CPUs this thread may use now: restored before the program
+    // starts (a ready task of `loader serve` is moved to its client's
+    // CPU meanwhile).
+    let cpus = rustix::thread::sched_getaffinity(None).ok();
     ph::block_signals();
     let ch = Arc::new(ch);
 
@@ -311,6 +315,9 @@ pub fn run_task(arena: &'static Arena, ch: Channel, mode: Mode) -> ! {
                 std::process::exit(127)
             }
         }
+    }
+    if let Some(c) = &cpus {
+        let _ = rustix::thread::sched_setaffinity(None, c);
     }
     unregister_rseq();
     trace("l4task", "entering the program");
