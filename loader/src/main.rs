@@ -33,7 +33,8 @@ fn usage() -> ! {
     eprintln!(
         "usage: loader run [--pager internal|external] [--root DIR | --ext2 IMAGE] [--prefetch N] [--fault-around N] [--premap-pages N] [--fs-pool-pages N] [--stats FILE|-] [--confine] [--allow-read DIR]... [--allow-write DIR]... PROGRAM [ARGS...]\n       \
          loader check FILE...\n       loader demo [--pager internal|external] [--fault-around N] [--stats FILE|-]\n       \
-         loader bench"
+         loader bench\n       \
+         loader serve [--root DIR | --ext2 IMAGE] [--socket PATH] [--fs-pool-pages N] [--ready N] [--socket-mode OCTAL]"
     );
     std::process::exit(2)
 }
