@@ -12,10 +12,13 @@
 //! 2. start-to-exit time of a small static program under the loader vs
 //!    native `execve` (premapped, the default; demand paged; replaying its
 //!    learned profile);
-//!    and with a running file server (`loader serve`); first vs later
+//!    and with a running file server (`loader serve`, whose ready tasks
+//!    run it: `loader run` and the small client `l4run`, alternated with
+//!    native runs); first vs later
 //!    runs (learned prefetch) of `bash-static` and `busybox sh` scripts,
 //!    demand paged and premapped (the default),
-//!    one-shot and with a running server, with their faults;
+//!    one-shot and with a running server (`loader run` and `l4run`), with
+//!    their faults;
 //! 3. a whole-file sequential read (32 MiB of read-only data, page by page)
 //!    through the program's mapping, under each pager, and under the
 //!    internal pager without fault-around and with the file already in a
@@ -297,20 +300,53 @@ fn run() -> Result<(), String> {
         lp / native
     );
 
-    // 2b. With a running file server (`loader serve`).
+    // 2b. With a running file server (`loader serve`): its ready tasks
+    // run the program; the commands a user runs: `loader run` finding the
+    // server, and the small client `l4run`. Alternated with native runs.
     let sock = dir.join("fs.sock");
     let _server = Server::start(&loader, &sock)?;
-    let ls = runs(reps, || {
+    let l4run = l4run_path(&loader);
+    let (mut nat2, mut ls, mut lr) = (vec![], vec![], vec![]);
+    for _ in 0..3 * reps {
+        nat2.push(time(&mut Command::new(&hello))?);
         let mut c = loader_cmd(&loader, "internal", FA, &hello, &[]);
         c.env("L4FS_SOCKET", &sock);
-        time(&mut c)
-    })?;
-    println!("start to exit of a static hello with a running file server (loader serve):");
+        ls.push(time(&mut c)?);
+        if let Some(r) = &l4run {
+            lr.push(time(
+                Command::new(r).arg("--server").arg(&sock).arg(&hello),
+            )?);
+        }
+    }
+    let (nat2, ls) = (median(nat2), median(ls));
     println!(
-        "  loader, internal pager    {:>10}  {:>5.2}×",
+        "start to exit of a static hello with a running file server (loader serve: a ready task \
+         runs it; {} runs alternated with native; ratios to the native figure above, measured \
+         back to back):",
+        3 * reps
+    );
+    println!(
+        "  native, alternated        {:>10}  {:>5.2}×  (after a loader run: the server readies the \
+         next task meanwhile)",
+        fmt_ns(nat2),
+        nat2 / native
+    );
+    println!(
+        "  loader, internal pager    {:>10}  {:>5.2}×  (loader run finding the server: its client)",
         fmt_ns(ls),
         ls / native
     );
+    match l4run {
+        Some(_) => {
+            let lr = median(lr);
+            println!(
+                "  l4run                     {:>10}  {:>5.2}×  (the small client, no C library)",
+                fmt_ns(lr),
+                lr / native
+            );
+        }
+        None => println!("  l4run: not built, skipped"),
+    }
 
     // 2c. Learned prefetch: first run (records) vs later runs (replay).
     let scripts: [(&str, &[&str]); 2] = [
@@ -341,19 +377,34 @@ fn run() -> Result<(), String> {
             continue;
         }
         let nat = runs(reps, || time(Command::new(prog).args(args)))?;
-        for (server, premap) in [(false, false), (true, false), (false, true)] {
+        for (server, premap, small) in [
+            (false, false, false),
+            (true, false, false),
+            (true, false, true),
+            (false, true, false),
+        ] {
+            if small && l4run.is_none() {
+                continue;
+            }
             let one = |fresh: bool, k: usize| -> Result<(f64, f64), String> {
                 let cache = dir.join(format!("cache-{k}"));
                 if fresh {
                     let _ = std::fs::remove_dir_all(&cache);
                 }
                 let st = dir.join("st.json");
-                let mut c = Command::new(&loader);
+                let mut c = match (&l4run, small) {
+                    (Some(r), true) => Command::new(r),
+                    _ => {
+                        let mut c = Command::new(&loader);
+                        c.arg("run");
+                        c
+                    }
+                };
                 c.env("XDG_CACHE_HOME", &cache).env_remove("L4FS_SOCKET");
                 if server {
                     c.env("L4FS_SOCKET", &sock);
                 }
-                c.args(["run", "--stats"]).arg(&st);
+                c.arg("--stats").arg(&st);
                 if !premap {
                     c.args(["--premap-pages", "0"]);
                 }
@@ -377,10 +428,11 @@ fn run() -> Result<(), String> {
             println!(
                 "  {:<16} {:<10} native {:>9}; first {:>9} {:>5.2}× {:>4} faults; later {:>9} {:>5.2}× {:>4} faults ({:.2}× faster, {:.0}% of the faults)",
                 prog.rsplit('/').next().unwrap_or(prog),
-                match (server, premap) {
-                    (true, _) => "server",
-                    (false, false) => "one-shot",
-                    (false, true) => "premapped",
+                match (server, premap, small) {
+                    (true, _, true) => "l4run",
+                    (true, _, false) => "server",
+                    (false, false, _) => "one-shot",
+                    (false, true, _) => "premapped",
                 },
                 fmt_ns(nat),
                 fmt_ns(ft),
@@ -438,6 +490,18 @@ fn run() -> Result<(), String> {
         e16 / kseq
     );
     Ok(())
+}
+
+/// The small client of `loader serve` (`l4run`, built by the loader's
+/// build script): next to `loader`, else where the build put it.
+fn l4run_path(loader: &Path) -> Option<PathBuf> {
+    let next = loader.with_file_name("l4run");
+    if next.is_file() {
+        return Some(next);
+    }
+    option_env!("L4RUN_PATH")
+        .map(PathBuf::from)
+        .filter(|p| p.is_file())
 }
 
 /// The number after `"key":` in a statistics line.

@@ -9,7 +9,8 @@
 //! loader demo [--pager ...]      run the bundled demo program
 //! loader bench                   the paging benchmark (loader/README.md, "Benchmark")
 //! loader map-bench FILE          time Dataspace map round trips to the filesystem server
-//! loader serve [--root DIR | --ext2 IMAGE] [--socket PATH]   a long-lived file server
+//! loader serve [--root DIR | --ext2 IMAGE] [--socket PATH] [--ready N] [--socket-mode OCTAL]
+//!                                a long-lived file server with N ready tasks
 //! ```
 //!
 //! One executable plays every role, so that `cargo run -p loader` builds
@@ -32,7 +33,8 @@ fn usage() -> ! {
     eprintln!(
         "usage: loader run [--pager internal|external] [--root DIR | --ext2 IMAGE] [--prefetch N] [--fault-around N] [--premap-pages N] [--fs-pool-pages N] [--stats FILE|-] [--confine] [--allow-read DIR]... [--allow-write DIR]... PROGRAM [ARGS...]\n       \
          loader check FILE...\n       loader demo [--pager internal|external] [--fault-around N] [--stats FILE|-]\n       \
-         loader bench"
+         loader bench\n       \
+         loader serve [--root DIR | --ext2 IMAGE] [--socket PATH] [--fs-pool-pages N] [--ready N] [--socket-mode OCTAL]"
     );
     std::process::exit(2)
 }
@@ -146,6 +148,13 @@ fn parse_run(args: &[String]) -> RunOpts {
     o
 }
 
+/// Whether a run with a server goes through one of its ready tasks: not
+/// with the external pager or `--confine` (they keep the path of a run of
+/// our own, with the server's capability).
+fn through_ready_task(o: &RunOpts) -> bool {
+    o.mode == Mode::Internal && o.confine.is_none()
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
@@ -155,6 +164,28 @@ fn main() {
         }
         Some("run") => {
             let o = parse_run(&args[1..]);
+            // With a running server: a ready task of its runs the program
+            // (the options it cannot honour keep the path of a run of our
+            // own, with its capability).
+            if let Some(sock) = o.server.as_ref().filter(|_| through_ready_task(&o)) {
+                match loader::host::ready::run_via_server(&o, sock) {
+                    Ok(status) => std::process::exit(status),
+                    Err(loader::host::ready::NotRun::NoReady) => {
+                        loader::host::run::trace("loader", "the server keeps no ready tasks")
+                    }
+                    Err(loader::host::ready::NotRun::Unreachable(e)) if !o.server_optional => {
+                        eprintln!("loader: {e}");
+                        std::process::exit(127)
+                    }
+                    // Reported by the run (it starts a server of its own).
+                    Err(loader::host::ready::NotRun::Unreachable(_)) => {}
+                }
+            } else if o.server.is_some() {
+                loader::host::run::trace(
+                    "loader",
+                    "--pager external / --confine: not through a ready task of the server",
+                );
+            }
             match run(&ARENA, &o) {
                 Ok(out) => std::process::exit(out.status),
                 Err(e) => {
@@ -240,23 +271,36 @@ fn main() {
             std::process::exit(0)
         }
         Some("serve") => {
-            let mut store = Store::Dir(PathBuf::from("/"));
-            let mut socket = loader::host::run::default_socket();
-            let mut pool = None;
+            let mut o = loader::host::run::ServeOpts {
+                store: Store::Dir(PathBuf::from("/")),
+                socket: loader::host::run::default_socket(),
+                pool_pages: None,
+                ready: loader::host::ready::DEFAULT_READY,
+                socket_mode: loader::host::run::SOCKET_MODE,
+                run: parse_run(&["-".to_string()]),
+            };
+            o.run.server = None;
             let a = &args[1..];
             let mut i = 0;
             while i < a.len() {
                 let v = a.get(i + 1).cloned().unwrap_or_else(|| usage());
                 match a[i].as_str() {
-                    "--root" => store = Store::Dir(PathBuf::from(v)),
-                    "--ext2" => store = Store::Ext2(PathBuf::from(v)),
-                    "--socket" => socket = PathBuf::from(v),
-                    "--fs-pool-pages" => pool = Some(v.parse().unwrap_or_else(|_| usage())),
+                    "--root" => o.store = Store::Dir(PathBuf::from(v)),
+                    "--ext2" => o.store = Store::Ext2(PathBuf::from(v)),
+                    "--socket" => o.socket = PathBuf::from(v),
+                    "--fs-pool-pages" => o.pool_pages = Some(v.parse().unwrap_or_else(|_| usage())),
+                    "--ready" => o.ready = v.parse().unwrap_or_else(|_| usage()),
+                    "--socket-mode" => {
+                        o.socket_mode = u32::from_str_radix(&v, 8)
+                            .ok()
+                            .filter(|m| *m <= 0o777)
+                            .unwrap_or_else(|| usage())
+                    }
                     _ => usage(),
                 }
                 i += 2;
             }
-            std::process::exit(loader::host::run::serve(&store, &socket, pool))
+            std::process::exit(loader::host::run::serve(&ARENA, &o))
         }
         _ => usage(),
     }

@@ -205,7 +205,13 @@ fn stderr_of(c: &mut Child) -> String {
 fn dead_file_server_ends_the_run() {
     let Some(prog) = late() else { return };
     for mode in ["internal", "external"] {
-        let server = Served::start(&tmp().join(format!("dead-server-{mode}")), &[]);
+        // Without ready tasks: the run uses the server's capability, and
+        // its pagers see the server die (a run by a ready task dies with
+        // its server: tests/ready.rs).
+        let server = Served::start(
+            &tmp().join(format!("dead-server-{mode}")),
+            &["--ready".as_ref(), "0".as_ref()],
+        );
         let (mut c, _out) = start_ready(
             mode,
             &["--server".as_ref(), server.sock.as_os_str()],

@@ -34,6 +34,10 @@ fn write_through_mapping(sock: &Path, file: &str) {
     )
     .unwrap();
     rustix::net::connect(&s, &rustix::net::SocketAddrUnix::new(sock).unwrap()).unwrap();
+    // Ask for the root's capability (CAPS, kind 20: a message of its kind
+    // alone).
+    let caps_request = loader::host::ctl::serve_kind::CAPS.to_le_bytes();
+    rustix::net::send(&s, &caps_request, rustix::net::SendFlags::empty()).unwrap();
     let (_, caps) = l4re::host::recv_caps(s.as_fd(), Duration::from_secs(5)).unwrap();
     let fs = caps
         .iter()

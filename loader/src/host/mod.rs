@@ -9,5 +9,6 @@ pub mod children;
 pub mod confine;
 pub mod ctl;
 pub mod profile;
+pub mod ready;
 pub mod run;
 pub mod stub;

@@ -100,9 +100,15 @@ impl Identity {
 /// The directory of the profiles: `$XDG_CACHE_HOME/l4re-loader/prefetch`
 /// (default `$HOME/.cache/...`); `None` when neither is set.
 pub fn dir() -> Option<PathBuf> {
-    let base = match std::env::var_os("XDG_CACHE_HOME").filter(|v| !v.is_empty()) {
+    dir_with(|k| std::env::var_os(k))
+}
+
+/// [`dir`] for the environment that `var` reads (a client's of `loader
+/// serve`).
+pub fn dir_with(var: impl Fn(&str) -> Option<std::ffi::OsString>) -> Option<PathBuf> {
+    let base = match var("XDG_CACHE_HOME").filter(|v| !v.is_empty()) {
         Some(d) => PathBuf::from(d),
-        None => PathBuf::from(std::env::var_os("HOME").filter(|v| !v.is_empty())?).join(".cache"),
+        None => PathBuf::from(var("HOME").filter(|v| !v.is_empty())?).join(".cache"),
     };
     Some(base.join("l4re-loader").join("prefetch"))
 }

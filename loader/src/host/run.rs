@@ -216,6 +216,9 @@ impl FsTask {
         let addr = unix_addr(path).map_err(|e| what(e.to_string()))?;
         rustix::net::connect(&sock, &addr)
             .map_err(|e| what(std::io::Error::from(e).to_string()))?;
+        let sock = Channel::from_fd(sock);
+        sock.send(super::ctl::serve_kind::CAPS, &[], &[])
+            .map_err(|e| what(e.to_string()))?;
         let (tag, caps) = l4re::host::recv_caps(sock.as_fd(), Duration::from_secs(5))
             .map_err(|e| what(format!("no answer: {e}")))?;
         let Some((_, idx)) = caps.into_iter().find(|(n, _)| n == "fs") else {
@@ -342,12 +345,38 @@ pub const SOCKET_ENV: &str = "L4FS_SOCKET";
 /// Set by SIGTERM/SIGINT/SIGHUP in `loader serve`.
 static SERVE_STOP: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
 
-/// `loader serve`: serves `store` with l4fs as a long-lived task that
-/// `loader run` uses (through the socket at `socket`: each connection
-/// gets the root's capability), so that runs share its page cache. Ends
-/// on SIGTERM, SIGINT or SIGHUP, after writing every dirty page back and
+/// Options of `loader serve`.
+#[derive(Debug, Clone)]
+pub struct ServeOpts {
+    /// What it serves.
+    pub store: Store,
+    /// Its socket.
+    pub socket: PathBuf,
+    /// Frames of l4fs's page pool (`None`: its default).
+    pub pool_pages: Option<usize>,
+    /// Ready tasks kept for clients ([`super::ready`]; 0: none, clients
+    /// then run with the root's capability).
+    pub ready: usize,
+    /// The socket file's permission bits (default 0600: the owner only).
+    pub socket_mode: u32,
+    /// The options of the runs in ready tasks that a request does not set
+    /// (pager mode: internal).
+    pub run: RunOpts,
+}
+
+/// The default permission bits of `loader serve`'s socket: only its
+/// owner may connect (a ready task runs programs with the server's
+/// credentials).
+pub const SOCKET_MODE: u32 = 0o600;
+
+/// `loader serve`: serves `opts.store` with l4fs as a long-lived task
+/// that `loader run` uses (through the socket at `opts.socket`: a
+/// connection asks for the root's capability, or has a ready task run a
+/// program, [`super::ready`]), so that runs share its page cache. Ends on
+/// SIGTERM, SIGINT or SIGHUP, after writing every dirty page back and
 /// removing the socket.
-pub fn serve(store: &Store, socket: &Path, pool_pages: Option<usize>) -> i32 {
+pub fn serve(arena: &'static super::arena::Arena, opts: &ServeOpts) -> i32 {
+    let (store, socket, pool_pages) = (&opts.store, opts.socket.as_path(), opts.pool_pages);
     if let Err(e) = store.check() {
         eprintln!("loader serve: {e}");
         return 2;
@@ -355,6 +384,16 @@ pub fn serve(store: &Store, socket: &Path, pool_pages: Option<usize>) -> i32 {
     let fail = |what: String| {
         eprintln!("loader serve: {what}");
         1
+    };
+    // The zygote of the ready tasks first: while this process is still
+    // single-threaded and has not used the platform.
+    let zygote = if opts.ready > 0 {
+        match super::ready::start_zygote(arena, socket, &opts.run) {
+            Ok(z) => Some(z),
+            Err(e) => return fail(e),
+        }
+    } else {
+        None
     };
     // A socket file nobody answers on is stale: replaced; a live one is
     // another server's.
@@ -394,24 +433,41 @@ pub fn serve(store: &Store, socket: &Path, pool_pages: Option<usize>) -> i32 {
         Ok(a) => a,
         Err(e) => return fail(format!("{}: {e}", socket.display())),
     };
-    let bound =
-        rustix::net::bind(&listener, &addr).and_then(|()| rustix::net::listen(&listener, 64));
+    // Owner only unless told otherwise, set before anyone can connect
+    // (listen).
+    let bound = rustix::net::bind(&listener, &addr)
+        .and_then(|()| {
+            rustix::fs::chmod(
+                socket,
+                rustix::fs::Mode::from_bits_truncate(opts.socket_mode),
+            )
+        })
+        .and_then(|()| rustix::net::listen(&listener, 64));
     if let Err(e) = bound {
         return fail(format!("{}: {}", socket.display(), std::io::Error::from(e)));
     }
+    let pool = match zygote.map(|z| super::ready::Pool::new(z, opts.ready)) {
+        Some(Ok(p)) => Some(p),
+        Some(Err(e)) => return fail(format!("ready tasks: {e}")),
+        None => None,
+    };
     let gate_idx = gate.idx();
+    let uid = rustix::process::getuid().as_raw();
     let acceptor = std::thread::Builder::new()
         .name("accept".into())
         .spawn(move || {
-            use std::os::fd::AsFd;
+            let tag: Arc<str> = tag.into();
             loop {
                 let Ok(c) = rustix::net::accept_with(&listener, rustix::net::SocketFlags::CLOEXEC)
                 else {
                     continue;
                 };
-                let caps = [("fs", gate_idx, CapRights::RW)];
-                if let Err(e) = l4re::host::send_caps(c.as_fd(), &tag, &caps) {
-                    log::debug!("loader serve: a client got nothing: {e}");
+                let (tag, pool) = (tag.clone(), pool.clone());
+                let handler = std::thread::Builder::new()
+                    .name("client".into())
+                    .spawn(move || serve_client(Channel::from_fd(c), &tag, gate_idx, pool, uid));
+                if let Err(e) = handler {
+                    log::debug!("loader serve: no thread for a client: {e}");
                 }
             }
         });
@@ -440,6 +496,51 @@ pub fn serve(store: &Store, socket: &Path, pool_pages: Option<usize>) -> i32 {
     };
     eprintln!("loader serve: stopped by signal {sig}, dirty pages written back");
     code
+}
+
+/// Answers one connection to `loader serve`: the root's capability
+/// (CAPS), or the client's program run in a ready task of `pool` (RUN,
+/// only for a client of the server's own user `uid`).
+fn serve_client(
+    conn: Channel,
+    tag: &str,
+    gate: l4re::cap::CapIdx,
+    pool: Option<Arc<super::ready::Pool>>,
+    uid: u32,
+) {
+    use super::ctl::serve_kind;
+    match conn.peek_kind() {
+        Ok(Some(serve_kind::CAPS)) => {
+            let _ = conn.recv();
+            let caps = [("fs", gate, CapRights::RW)];
+            if let Err(e) = l4re::host::send_caps(conn.as_fd(), tag, &caps) {
+                log::debug!("loader serve: a client got nothing: {e}");
+            }
+        }
+        Ok(Some(serve_kind::RUN)) => {
+            let peer = rustix::net::sockopt::socket_peercred(&conn)
+                .ok()
+                .map(|c| c.uid.as_raw());
+            // An answer other than a hand-over reads the request first:
+            // a connection closed with unread data resets, and the client
+            // would not see the answer.
+            if peer != Some(uid) {
+                let _ = conn.recv();
+                let why = super::ready::refusal(uid, peer);
+                eprintln!("loader serve: refused: {why}");
+                let _ = conn.send(serve_kind::REFUSED, why.as_bytes(), &[]);
+                return;
+            }
+            match pool {
+                Some(p) => p.hand_over(conn),
+                None => {
+                    let _ = conn.recv();
+                    let _ = conn.send(serve_kind::NO_READY, &[], &[]);
+                }
+            }
+        }
+        _ => {}
+    }
 }
 
 /// Reads `[off, off + len)` of the file through `view` into `buf`.
@@ -604,7 +705,65 @@ fn confinement(opts: &RunOpts, store: &Store) -> Vec<String> {
 /// Runs a program; returns its status. Errors before it runs are
 /// [`RunError`]s.
 pub fn run(arena: &'static super::arena::Arena, opts: &RunOpts) -> Result<Outcome, RunError> {
-    let t0 = *RUN_START.get_or_init(Instant::now);
+    let t0 = Instant::now();
+    trace_from_now();
+    let p = prepare(arena, opts, Vec::new())?;
+    finish(p, opts, None, t0)
+}
+
+/// The standard descriptors, working directory and request of a client
+/// of `loader serve` whose program a ready task runs ([`super::ready`]).
+pub struct Client {
+    /// The connection (STARTED goes there once the program runs).
+    pub conn: Channel,
+    /// The program's stdin, stdout, stderr and working directory (the
+    /// client's).
+    pub fds: Vec<OwnedFd>,
+    /// What the client asked for.
+    pub req: super::ctl::RunRequest,
+}
+
+/// A task made ready for a program: forked, its hello taken, the file
+/// server reached (the first steps of [`run`], done ahead of the request
+/// by a ready task of `loader serve`).
+pub struct Prepared {
+    ch: Channel,
+    task: l4re::host::ChildTask,
+    fs: FsTask,
+    store: Store,
+    pid: i32,
+    features: u64,
+    counters: &'static Counters,
+    page_log: &'static ph::PageLog,
+    self_faults: Arc<AtomicU64>,
+    /// The program's uffd (external mode).
+    fds: Vec<OwnedFd>,
+    /// What [`prepare`] kept from the task.
+    kept: Vec<OwnedFd>,
+}
+
+impl Prepared {
+    /// The task's process id.
+    pub fn task_pid(&self) -> u32 {
+        self.task.pid()
+    }
+
+    /// The descriptors kept from the task ([`prepare`]'s `keep`).
+    pub fn kept(&self) -> &[OwnedFd] {
+        &self.kept
+    }
+}
+
+/// Forks the task for a run of `opts`, reaches the file server, takes
+/// the task's hello and serves its allocator arena. `keep`: descriptors
+/// of this process that the task (and the program) must not inherit:
+/// closed in the task, kept here until the run is over. Must be called
+/// while this process is single-threaded and has not used the platform.
+pub fn prepare(
+    arena: &'static super::arena::Arena,
+    opts: &RunOpts,
+    keep: Vec<OwnedFd>,
+) -> Result<Prepared, RunError> {
     ph::uffd::available(ph::wanted_features(false)).map_err(err)?;
     // The task first: a copy of this process, still single-threaded,
     // which readies its pagers while we reach the file server and read
@@ -618,6 +777,7 @@ pub fn run(arena: &'static super::arena::Arena, opts: &RunOpts) -> Result<Outcom
     let task = match forked {
         l4re::host::Forked::Child => {
             drop(ch);
+            drop(keep);
             super::stub::run_task(arena, task_end, opts.mode)
         }
         l4re::host::Forked::Parent(task) => task,
@@ -673,8 +833,6 @@ pub fn run(arena: &'static super::arena::Arena, opts: &RunOpts) -> Result<Outcom
         .u64()
         .and_then(|a| Ok((a, d.u64()?, d.u64()?)))
         .map_err(|e| err(e.to_string()))?;
-    // FORK messages come only from an internal pager with fork events.
-    let forks = opts.mode == Mode::Internal && features & ph::uffd::features::EVENT_FORK != 0;
     let counters_fd: OwnedFd = fds.remove(0);
     // The stub's statistics page and page log, mapped for our life.
     let ph::SharedStats {
@@ -692,6 +850,47 @@ pub fn run(arena: &'static super::arena::Arena, opts: &RunOpts) -> Result<Outcom
             .map_err(|e| err(format!("thread: {e}")))?;
     }
     trace("loader", "hello");
+    Ok(Prepared {
+        ch,
+        task,
+        fs,
+        store,
+        pid,
+        features,
+        counters,
+        page_log,
+        self_faults,
+        fds,
+        kept: keep,
+    })
+}
+
+/// The rest of a run after [`prepare`]: opens and plans the program,
+/// sends START, waits for the program and what it forked, reports,
+/// writes the statistics. With `client`, the program gets the client's
+/// descriptors, directory, umask, arguments and environment, and the
+/// client gets STARTED with the task's pidfd once it runs.
+pub fn finish(
+    p: Prepared,
+    opts: &RunOpts,
+    client: Option<&Client>,
+    t0: Instant,
+) -> Result<Outcome, RunError> {
+    let Prepared {
+        ch,
+        task,
+        fs,
+        store,
+        pid,
+        features,
+        counters,
+        page_log,
+        self_faults,
+        mut fds,
+        kept: _kept,
+    } = p;
+    // FORK messages come only from an internal pager with fork events.
+    let forks = opts.mode == Mode::Internal && features & ph::uffd::features::EVENT_FORK != 0;
     // A relative name is relative to our directory when we serve all of /
     // (as execve would take it); under another root, relative to the root.
     let lookup = lookup_name(&store, &opts.program);
@@ -716,6 +915,7 @@ pub fn run(arena: &'static super::arena::Arena, opts: &RunOpts) -> Result<Outcom
     };
     let prof = if opts.profile {
         learned_profile(
+            client.map(|c| c.req.envp.as_slice()),
             &store,
             exe.as_ref(),
             &first_page,
@@ -827,18 +1027,28 @@ pub fn run(arena: &'static super::arena::Arena, opts: &RunOpts) -> Result<Outcom
     } else {
         data
     };
-    let mut argv = vec![opts.program.clone().into_bytes()];
-    argv.extend(opts.args.iter().map(|a| a.clone().into_bytes()));
-    let envp = std::env::vars_os()
-        .filter(|(k, _)| k != l4re::host::BOOTSTRAP_ENV)
-        .map(|(k, v)| {
-            use std::os::unix::ffi::OsStrExt;
-            let mut e = k.as_bytes().to_vec();
-            e.push(b'=');
-            e.extend_from_slice(v.as_bytes());
-            e
-        })
-        .collect();
+    let (argv, envp) = match client {
+        Some(c) => {
+            let mut argv = vec![c.req.program.clone()];
+            argv.extend(c.req.args.iter().cloned());
+            (argv, c.req.envp.clone())
+        }
+        None => {
+            let mut argv = vec![opts.program.clone().into_bytes()];
+            argv.extend(opts.args.iter().map(|a| a.clone().into_bytes()));
+            let envp = std::env::vars_os()
+                .filter(|(k, _)| k != l4re::host::BOOTSTRAP_ENV)
+                .map(|(k, v)| {
+                    use std::os::unix::ffi::OsStrExt;
+                    let mut e = k.as_bytes().to_vec();
+                    e.push(b'=');
+                    e.extend_from_slice(v.as_bytes());
+                    e
+                })
+                .collect();
+            (argv, envp)
+        }
+    };
     let start = Start {
         regions: attach,
         entry: plan.entry,
@@ -857,21 +1067,35 @@ pub fn run(arena: &'static super::arena::Arena, opts: &RunOpts) -> Result<Outcom
             _ => Vec::new(),
         },
         await_go: matches!(prof, Prof::Replay(..)) && opts.mode == Mode::External,
-        profile_head: std::env::var("L4_PROFILE_HEAD")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(PROFILE_HEAD),
-        execfn: opts.program.clone().into_bytes(),
+        profile_head: match client {
+            Some(c) if c.req.profile_head != u64::MAX => c.req.profile_head,
+            Some(_) => PROFILE_HEAD,
+            None => std::env::var("L4_PROFILE_HEAD")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(PROFILE_HEAD),
+        },
+        execfn: match client {
+            Some(c) => c.req.program.clone(),
+            None => opts.program.clone().into_bytes(),
+        },
         argv,
         envp,
         confine: confinement(opts, &store)
             .into_iter()
             .map(String::into_bytes)
             .collect(),
+        stdio: client.is_some(),
+        umask: client.map_or(u64::MAX, |c| c.req.umask),
+        trace: client.map_or(0, |c| c.req.trace),
     };
-    // The program's file itself, for /proc/self/exe in the task (if we
-    // can open it; resolved beneath the root as the server does).
-    let exe_fds: Vec<_> = exe.iter().map(|f| f.as_fd()).collect();
+    // A client's stdin, stdout, stderr and directory first; then the
+    // program's file itself, for /proc/self/exe in the task (if we can
+    // open it; resolved beneath the root as the server does).
+    let mut exe_fds: Vec<_> = client
+        .map(|c| c.fds.iter().map(|f| f.as_fd()).collect())
+        .unwrap_or_default();
+    exe_fds.extend(exe.iter().map(|f| f.as_fd()));
     let gone = |e: String| err(format!("the task is gone: {e}"));
     ch.send(kind::START, &start.encode(), &exe_fds)
         .map_err(|e| gone(e.to_string()))?;
@@ -918,7 +1142,18 @@ pub fn run(arena: &'static super::arena::Arena, opts: &RunOpts) -> Result<Outcom
     // The program may fork before the stub reports STARTED.
     loop {
         match ch.recv() {
-            Ok((kind::STARTED, _, _)) => break,
+            Ok((kind::STARTED, _, _)) => {
+                if let Some(c) = client {
+                    let mut e = super::ctl::Enc::default();
+                    e.u64(u64::from(task.pid()));
+                    // A client gone meanwhile: its program still runs to
+                    // its end (as a native one whose parent died).
+                    let _ = c
+                        .conn
+                        .send(super::ctl::serve_kind::STARTED, &e.0, &[task.pidfd()]);
+                }
+                break;
+            }
             Ok((kind::FORK, p, fds)) => adopt(&children, forks, &p, fds),
             Ok((kind::ERROR, m, _)) => {
                 return Err(err(String::from_utf8_lossy(&m).into_owned()));
@@ -1306,17 +1541,49 @@ pub const PREMAP_PAGES: u64 = 1024;
 /// the rest be mapped while it runs).
 pub const PROFILE_HEAD: u64 = u64::MAX;
 
-/// The start of the run, for [`trace`] (the forked task inherits it).
-static RUN_START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+/// The start of the run (`CLOCK_MONOTONIC`, ns) for [`trace`] (the forked
+/// task inherits it); 0: not yet known.
+static TRACE_BASE: AtomicU64 = AtomicU64::new(0);
+/// Whether [`trace`] prints: 0 not yet known (`L4_TRACE` decides), 1
+/// yes, 2 no.
+static TRACE_ON: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+
+/// `CLOCK_MONOTONIC` in ns.
+pub fn monotonic_ns() -> u64 {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+    (t.tv_sec as u64)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(t.tv_nsec as u64)
+}
+
+/// Starts [`trace`]'s clock now, unless it runs already.
+fn trace_from_now() {
+    let _ = TRACE_BASE.compare_exchange(0, monotonic_ns(), Ordering::Relaxed, Ordering::Relaxed);
+}
+
+/// Sets [`trace`] for the rest of the process: times since `base`
+/// (`CLOCK_MONOTONIC` ns, e.g. a client's start); 0: no trace.
+pub fn set_trace(base: u64) {
+    TRACE_ON.store(if base == 0 { 2 } else { 1 }, Ordering::Relaxed);
+    TRACE_BASE.store(base, Ordering::Relaxed);
+}
 
 /// With `L4_TRACE` set: the time since the run started at a step of the
 /// run (`who`: the loader or its task), on standard error (where the
 /// start-up time goes).
-pub(crate) fn trace(who: &str, what: &str) {
-    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    if *ON.get_or_init(|| std::env::var_os("L4_TRACE").is_some()) {
-        let t0 = RUN_START.get_or_init(Instant::now);
-        eprintln!("{who}: {:8.3} ms {what}", t0.elapsed().as_secs_f64() * 1e3);
+pub fn trace(who: &str, what: &str) {
+    let on = match TRACE_ON.load(Ordering::Relaxed) {
+        0 => {
+            let on = std::env::var_os("L4_TRACE").is_some();
+            TRACE_ON.store(if on { 1 } else { 2 }, Ordering::Relaxed);
+            on
+        }
+        v => v == 1,
+    };
+    if on {
+        trace_from_now();
+        let ns = monotonic_ns().saturating_sub(TRACE_BASE.load(Ordering::Relaxed));
+        eprintln!("{who}: {:8.3} ms {what}", ns as f64 / 1e6);
     }
 }
 
@@ -1334,13 +1601,25 @@ pub enum Prof {
 /// profile if there is a good one (a bad one is named and ignored, and
 /// replaced by this run's recording).
 fn learned_profile(
+    envp: Option<&[Vec<u8>]>,
     store: &Store,
     exe: Option<&OwnedFd>,
     first: &[u8],
     program: &str,
     map: &RegionMap,
 ) -> Prof {
-    let Some(dir) = profile::dir() else {
+    // A client's profiles are in its cache directory.
+    let dir = match envp {
+        Some(envp) => profile::dir_with(|k| {
+            use std::os::unix::ffi::OsStrExt;
+            envp.iter().find_map(|e| {
+                let v = e.strip_prefix(k.as_bytes())?.strip_prefix(b"=")?;
+                Some(std::ffi::OsStr::from_bytes(v).to_os_string())
+            })
+        }),
+        None => profile::dir(),
+    };
+    let Some(dir) = dir else {
         return Prof::Off;
     };
     let meta = match store {

@@ -85,6 +85,10 @@ fn fail(ch: &Channel, msg: &str) -> ! {
 /// single-threaded (it replaces its own mappings of the executable).
 pub fn run_task(arena: &'static Arena, ch: Channel, mode: Mode) -> ! {
     trace("l4task", "forked");
+    // The CPUs this thread may use now: restored before the program
+    // starts (a ready task of `loader serve` is moved to its client's
+    // CPU meanwhile).
+    let cpus = rustix::thread::sched_getaffinity(None).ok();
     ph::block_signals();
     let ch = Arc::new(ch);
 
@@ -196,7 +200,19 @@ pub fn run_task(arena: &'static Arena, ch: Channel, mode: Mode) -> ! {
     // Wait for START.
     let (start, exe_fd) = match ch.recv() {
         Ok((kind::START, p, fds)) => match Start::decode(&p) {
-            Ok(s) => (s, fds.into_iter().next().filter(|_| exe_detached)),
+            Ok(s) => {
+                let mut fds = fds.into_iter();
+                if s.stdio {
+                    // A client's run: its descriptors, directory, umask
+                    // and trace from here on.
+                    super::run::set_trace(s.trace);
+                    let io: Vec<OwnedFd> = fds.by_ref().take(4).collect();
+                    if let Err(e) = take_client_io(&io, s.umask) {
+                        fail(&ch, &e)
+                    }
+                }
+                (s, fds.next().filter(|_| exe_detached))
+            }
             Err(e) => fail(&ch, &format!("bad START: {e}")),
         },
         Ok((k, _, _)) => fail(&ch, &format!("unexpected control message {k}")),
@@ -300,12 +316,34 @@ pub fn run_task(arena: &'static Arena, ch: Channel, mode: Mode) -> ! {
             }
         }
     }
+    if let Some(c) = &cpus {
+        let _ = rustix::thread::sched_setaffinity(None, c);
+    }
     unregister_rseq();
     trace("l4task", "entering the program");
     // SAFETY: the program is mapped and its stack built by `launch`; from
     // here on this thread runs only program code. (Stays here: entering
     // the program is the stub's own `execve`.)
     unsafe { enter(entry, sp) }
+}
+
+/// Makes `io` (stdin, stdout, stderr, working directory: a client's of
+/// `loader serve`) the process's standard descriptors and directory, and
+/// `umask` (unless `u64::MAX`) its umask, as the program's would be had
+/// the client executed it.
+fn take_client_io(io: &[OwnedFd], umask: u64) -> std::result::Result<(), String> {
+    let [stdin, stdout, stderr, cwd] = io else {
+        return Err("START without the client's descriptors".into());
+    };
+    let bad = |what: &str, e: rustix::io::Errno| format!("cannot take the client's {what}: {e}");
+    rustix::stdio::dup2_stdin(stdin).map_err(|e| bad("stdin", e))?;
+    rustix::stdio::dup2_stdout(stdout).map_err(|e| bad("stdout", e))?;
+    rustix::stdio::dup2_stderr(stderr).map_err(|e| bad("stderr", e))?;
+    rustix::process::fchdir(cwd).map_err(|e| bad("working directory", e))?;
+    if let Ok(m) = u32::try_from(umask) {
+        rustix::process::umask(rustix::fs::Mode::from_bits_truncate(m));
+    }
+    Ok(())
 }
 
 /// The exit status the thread-group leader left when it ended with the
@@ -731,7 +769,7 @@ fn profile_beyond(profile: &[u64], runs: &[(u64, u64)]) -> Vec<u64> {
 /// Whether we may replace the process's executable file
 /// (`PR_SET_MM_MAP`'s `exe_fd` needs CAP_SYS_ADMIN or
 /// CAP_CHECKPOINT_RESTORE).
-fn may_set_exe() -> bool {
+pub(crate) fn may_set_exe() -> bool {
     const CAP_SYS_ADMIN: u32 = 21;
     const CAP_CHECKPOINT_RESTORE: u32 = 40;
     std::fs::read_to_string("/proc/self/status")
@@ -746,7 +784,7 @@ fn may_set_exe() -> bool {
 
 /// Which mappings of our executable [`detach_from_exe`] replaces.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum ExeMappings {
+pub(crate) enum ExeMappings {
     /// The writable ones (data, bss): only while the process has a single
     /// thread.
     Writable,
@@ -763,9 +801,9 @@ enum ExeMappings {
 /// threads may run meanwhile. Writable data is copied: nothing may write
 /// it between the copy and the swap, so those must be replaced while the
 /// process has a single thread (the loop below does not allocate).
-/// Returns whether it worked (on failure part of the executable may be
-/// anonymous: harmless).
-fn detach_from_exe(which: ExeMappings) -> bool {
+/// Returns whether it worked, or nothing of the kind was mapped (on
+/// failure part of the executable may be anonymous: harmless).
+pub(crate) fn detach_from_exe(which: ExeMappings) -> bool {
     use std::os::unix::fs::MetadataExt;
     let Ok(ino) = std::fs::metadata("/proc/self/exe").map(|m| m.ino()) else {
         return false;
@@ -803,7 +841,9 @@ fn detach_from_exe(which: ExeMappings) -> bool {
         ranges.push((a, b, prot));
     }
     if ranges.is_empty() {
-        return false;
+        // Nothing of the executable is mapped: done before us (the zygote
+        // of `loader serve` detaches once for every task it forks).
+        return true;
     }
     for &(a, b, prot) in &ranges {
         let len = b - a;

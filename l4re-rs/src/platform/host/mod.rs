@@ -114,8 +114,8 @@ pub use mapping::{Mapping, Prot, Source};
 use objects::{Entry, GateObj, Object, ThreadEndpoint};
 pub use shm::{ReservedRange, SharedMem, forget_mappings, memfd_behind};
 pub use task::{
-    BOOTSTRAP_ENV, ChildTask, Forked, SpawnOptions, fork_task, recv_caps, send_caps, spawn,
-    spawn_with,
+    BOOTSTRAP_ENV, ChildTask, Forked, ForkedProcess, SpawnOptions, fork_process, fork_task,
+    recv_caps, send_caps, spawn, spawn_with,
 };
 pub(crate) use transport::{ipc_call, ipc_reply, ipc_reply_and_wait, ipc_send, ipc_wait};
 

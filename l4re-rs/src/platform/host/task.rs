@@ -260,6 +260,47 @@ pub enum Forked {
 /// before that exits at once with status 127); `opts.stdout_to_stderr`
 /// makes its standard output our standard error.
 pub fn fork_task(opts: SpawnOptions) -> Result<Forked> {
+    match fork_checked(opts)? {
+        Some(pid) => adopt_child(pid).map(Forked::Parent),
+        None => Ok(Forked::Child),
+    }
+}
+
+/// Which side of [`fork_process`] a process is on.
+#[derive(Debug)]
+pub enum ForkedProcess {
+    /// The creator: the new process's id and a pidfd of it (it is no task
+    /// of ours: no capability names it; wait for it with `waitid`).
+    Parent {
+        /// Its process id.
+        pid: i32,
+        /// Its pidfd.
+        pidfd: OwnedFd,
+    },
+    /// The new process: a copy of the creator's, as after [`fork_task`].
+    Child,
+}
+
+/// [`fork_task`] for a process that must keep the right to fork: the new
+/// process is not made a task of the creator (no capability slot, the
+/// platform stays unused), so the creator can fork again — a zygote that
+/// forks processes which then use the platform themselves. The same
+/// conditions as for [`fork_task`] hold (single-threaded, the platform
+/// not used yet).
+pub fn fork_process(opts: SpawnOptions) -> Result<ForkedProcess> {
+    let Some(pid) = fork_checked(opts)? else {
+        return Ok(ForkedProcess::Child);
+    };
+    // Not reaped until the creator waits, so the pid still names our child.
+    let pidfd = Pid::from_raw(pid).ok_or(Error::Io).and_then(|p| {
+        rustix::process::pidfd_open(p, PidfdFlags::empty()).map_err(errno_to_error)
+    })?;
+    Ok(ForkedProcess::Parent { pid, pidfd })
+}
+
+/// The fork of [`fork_task`] and [`fork_process`], after their checks:
+/// the child's pid in the parent, `None` in the child.
+fn fork_checked(opts: SpawnOptions) -> Result<Option<i32>> {
     if super::PROCESS.get().is_some() || !single_threaded() {
         return Err(Error::Inval);
     }
@@ -275,7 +316,7 @@ pub fn fork_task(opts: SpawnOptions) -> Result<Forked> {
         )));
     }
     if pid > 0 {
-        return adopt_child(pid).map(Forked::Parent);
+        return Ok(Some(pid));
     }
     if opts.die_with_parent {
         let set = rustix::process::set_parent_process_death_signal(Some(Signal::KILL)).is_ok();
@@ -287,13 +328,19 @@ pub fn fork_task(opts: SpawnOptions) -> Result<Forked> {
     if opts.stdout_to_stderr {
         let _ = rustix::stdio::dup2_stdout(std::io::stderr());
     }
-    Ok(Forked::Child)
+    Ok(None)
 }
 
 impl ChildTask {
     /// The process id.
     pub fn pid(&self) -> u32 {
         self.handle.pid as u32
+    }
+
+    /// A pidfd of the task's process (to send it signals, or to hand to a
+    /// process that should: `pidfd_send_signal`).
+    pub fn pidfd(&self) -> BorrowedFd<'_> {
+        self.handle.pidfd.as_fd()
     }
 
     /// The task capability (valid while this value lives).
