@@ -283,6 +283,15 @@ impl InPager {
         Some((a.ds, a.next - PAGE))
     }
 
+    /// Hands the fault at `pfa` of the instruction at `pc` on to the gate's
+    /// thread as page-fault IPC (from the faulting thread's trampoline
+    /// handler: what it does not resolve itself); that thread counts it.
+    fn to_gate(&self, pfa: u64, pc: u64) -> Result<()> {
+        let gate: Cap<PageFault> = Cap::from_idx(self.gate);
+        gate.page_fault(pfa, pc, RcvBuf::window(pfa & !(PAGE - 1), 12))?;
+        Ok(())
+    }
+
     /// Whether `ds`'s server refused to copy for us before (its entries
     /// are stored with bit 0 set, which no capability index has, so that
     /// the zeroed table matches nothing).
@@ -352,13 +361,10 @@ impl InPager {
             }
             Some(d) if origin != Origin::Trampoline => d,
             _ => {
-                // Private copies, invalid accesses, and zero-fill when the
-                // anonymous memory needs more from the allocator or another
-                // thread is taking a page: the gate's thread, which counts
-                // the fault.
-                let gate: Cap<PageFault> = Cap::from_idx(self.gate);
-                gate.page_fault(pfa, pc, RcvBuf::window(addr & !(PAGE - 1), 12))?;
-                return Ok(());
+                // Invalid accesses, and zero-fill or private copies when
+                // the anonymous memory needs more from the allocator or
+                // another thread is taking a page: the gate's thread.
+                return self.to_gate(pfa, pc);
             }
         };
         // What was mapped into which window: unmapped again below if its
@@ -435,9 +441,7 @@ impl InPager {
                     let at = self.copy_refused_next.fetch_add(1, Ordering::Relaxed);
                     self.copy_refused[at as usize % self.copy_refused.len()]
                         .store(ds.0 | 1, Ordering::Relaxed);
-                    let gate: Cap<PageFault> = Cap::from_idx(self.gate);
-                    gate.page_fault(pfa, pc, RcvBuf::window(page, 12))?;
-                    return Ok(());
+                    return self.to_gate(pfa, pc);
                 }
                 self.map_anon(anon, off, page, rights)?;
                 count(&self.stats.faults, fault);
