@@ -2,13 +2,16 @@
 //! `l4re::fiasco::mem`, Fiasco only).
 //!
 //! * [`alloc`]: a dataspace from the environment's memory allocator
-//!   (`l4re_ma_alloc`);
+//!   (`l4re_ma_alloc`); [`alloc_with`] with [`AllocFlags`] (contiguous,
+//!   super pages);
 //! * [`Region`]: anonymous memory from that allocator, attached by L4Re's
 //!   region map (`l4re_rm_attach`) and touched page by page, so that every
 //!   page is present in this task and can be mapped to others; read and
 //!   written by copying ([`Region::read`], [`Region::write`],
 //!   [`Region::fill`]), never through references, because other tasks may
 //!   write its pages through their mappings at any time;
+//!   [`Region::superpages`] the same in 2 MiB super pages, which can be
+//!   mapped on in super pages;
 //! * [`attach`]: a dataspace received from elsewhere (a boot module from
 //!   ned's `caps`), attached read-only or read-write; [`Attachment`]: one
 //!   attached as long as it lives, readable as bytes (read-only) or by
