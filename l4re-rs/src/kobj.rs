@@ -218,7 +218,7 @@ mod fiasco_objects {
         pub const SIZE: u64 = crate::platform::fiasco::pf_trampoline::STATE_SIZE as u64;
 
         /// The state at `address`, in kernel-user memory that the caller
-        /// added to this task ([`Cap::<Task>::add_ku_mem`]), as
+        /// added to this task (`Cap<Task>::add_ku_mem`), as
         /// `l4re_itas` keeps the states of the threads a program creates.
         ///
         /// # Safety
