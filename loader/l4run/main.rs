@@ -192,7 +192,11 @@ struct Buf<const N: usize> {
 
 impl<const N: usize> Buf<N> {
     const fn new() -> Self {
-        Buf { b: [0; N], n: 0, over: false }
+        Buf {
+            b: [0; N],
+            n: 0,
+            over: false,
+        }
     }
     fn put(&mut self, s: &[u8]) -> &mut Self {
         if self.n + s.len() > N {
@@ -242,11 +246,23 @@ fn exec_loader(args: &[*const u8], envp: &[*const u8]) -> ! {
             let mut exe = [0u8; 4000];
             // SAFETY: readlink writes at most exe.len() bytes.
             let n = unsafe {
-                sys(89, [b"/proc/self/exe\0".as_ptr() as usize, exe.as_mut_ptr() as usize,
-                         exe.len(), 0, 0, 0])
+                sys(
+                    89,
+                    [
+                        b"/proc/self/exe\0".as_ptr() as usize,
+                        exe.as_mut_ptr() as usize,
+                        exe.len(),
+                        0,
+                        0,
+                        0,
+                    ],
+                )
             };
             let exe = if n > 0 { &exe[..n as usize] } else { &exe[..0] };
-            let dir = exe.iter().rposition(|c| *c == b'/').map_or(&exe[..0], |i| &exe[..=i]);
+            let dir = exe
+                .iter()
+                .rposition(|c| *c == b'/')
+                .map_or(&exe[..0], |i| &exe[..=i]);
             path.put(dir).put(b"loader");
         }
     }
@@ -264,8 +280,17 @@ fn exec_loader(args: &[*const u8], envp: &[*const u8]) -> ! {
     env[..n].copy_from_slice(&envp[..n]);
     // SAFETY: NUL-terminated path, NULL-terminated argv and envp.
     unsafe {
-        sys(59, [path.get().as_ptr() as usize, argv.as_ptr() as usize, env.as_ptr() as usize,
-                 0, 0, 0])
+        sys(
+            59,
+            [
+                path.get().as_ptr() as usize,
+                argv.as_ptr() as usize,
+                env.as_ptr() as usize,
+                0,
+                0,
+                0,
+            ],
+        )
     };
     write_all(2, b"l4run: cannot execute ");
     write_all(2, &path.get()[..path.n - 1]);
@@ -299,7 +324,19 @@ fn recv(sock: i32, buf: &mut [u8]) -> Option<(u32, usize, i32)> {
     };
     let n = loop {
         // SAFETY: m describes our buffers (MSG_CMSG_CLOEXEC).
-        let n = unsafe { sys(47, [sock as usize, &mut m as *mut MsgHdr as usize, 0x4000_0000, 0, 0, 0]) };
+        let n = unsafe {
+            sys(
+                47,
+                [
+                    sock as usize,
+                    &mut m as *mut MsgHdr as usize,
+                    0x4000_0000,
+                    0,
+                    0,
+                    0,
+                ],
+            )
+        };
         if n != -4 {
             break n;
         }
@@ -434,7 +471,10 @@ fn main(all: &[*const u8], envp: &[*const u8]) -> ! {
     // SAFETY: blocks from a readable sigset; signalfd4 of it.
     let sfd = unsafe {
         sys(14, [0, &set as *const u64 as usize, 0, 8, 0, 0]);
-        sys(289, [usize::MAX, &set as *const u64 as usize, 8, 0o2000000, 0, 0]) as i32
+        sys(
+            289,
+            [usize::MAX, &set as *const u64 as usize, 8, 0o2000000, 0, 0],
+        ) as i32
     };
     // SAFETY: socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC).
     let sock = unsafe { sys(41, [1, 5 | 0x80000, 0, 0, 0, 0]) } as i32;
@@ -442,7 +482,12 @@ fn main(all: &[*const u8], envp: &[*const u8]) -> ! {
     addr[0] = 1;
     addr[2..2 + path.n].copy_from_slice(path.get());
     // SAFETY: addr is a sockaddr_un of 2 + path bytes.
-    let c = unsafe { sys(42, [sock as usize, addr.as_ptr() as usize, 2 + path.n, 0, 0, 0]) };
+    let c = unsafe {
+        sys(
+            42,
+            [sock as usize, addr.as_ptr() as usize, 2 + path.n, 0, 0, 0],
+        )
+    };
     if sock < 0 || c < 0 {
         if server.is_some() {
             write_all(2, b"l4run: cannot reach the file server at ");
@@ -453,7 +498,19 @@ fn main(all: &[*const u8], envp: &[*const u8]) -> ! {
         exec_loader(all, envp)
     }
     // SAFETY: openat(AT_FDCWD, ".", O_PATH | O_DIRECTORY | O_CLOEXEC).
-    let cwd = unsafe { sys(257, [-100isize as usize, b".\0".as_ptr() as usize, 0o10000000 | 0o200000 | 0o2000000, 0, 0, 0]) } as i32;
+    let cwd = unsafe {
+        sys(
+            257,
+            [
+                -100isize as usize,
+                b".\0".as_ptr() as usize,
+                0o10000000 | 0o200000 | 0o2000000,
+                0,
+                0,
+                0,
+            ],
+        )
+    } as i32;
     // SAFETY: umask is set and read back.
     let umask = unsafe {
         let m = sys(95, [0o022, 0, 0, 0, 0, 0]);
@@ -489,7 +546,9 @@ fn main(all: &[*const u8], envp: &[*const u8]) -> ! {
     let env: &[*const u8] = envp;
     let keep = |e: &&*const u8| {
         let s = cstr(**e);
-        !(s.len() > BOOTSTRAP_ENV.len() && s.starts_with(BOOTSTRAP_ENV) && s[BOOTSTRAP_ENV.len()] == b'=')
+        !(s.len() > BOOTSTRAP_ENV.len()
+            && s.starts_with(BOOTSTRAP_ENV)
+            && s[BOOTSTRAP_ENV.len()] == b'=')
     };
     req.word(env.iter().filter(keep).count() as u64);
     for e in env.iter().filter(keep) {
@@ -521,7 +580,12 @@ fn main(all: &[*const u8], envp: &[*const u8]) -> ! {
         flags: 0,
     };
     // SAFETY: m describes readable buffers (MSG_NOSIGNAL).
-    let sent = unsafe { sys(46, [sock as usize, &m as *const MsgHdr as usize, 0x4000, 0, 0, 0]) };
+    let sent = unsafe {
+        sys(
+            46,
+            [sock as usize, &m as *const MsgHdr as usize, 0x4000, 0, 0, 0],
+        )
+    };
     close(cwd);
     if sent < 0 {
         close(sock);
@@ -551,7 +615,10 @@ fn main(all: &[*const u8], envp: &[*const u8]) -> ! {
             }
         }
         let Some((kind, n, fd)) = recv(sock, &mut buf) else {
-            write_all(2, b"l4run: the file server (loader serve) ended during the run\n");
+            write_all(
+                2,
+                b"l4run: the file server (loader serve) ended during the run\n",
+            );
             exit(1)
         };
         match kind {
