@@ -7,8 +7,10 @@
  * every page. L4Re's pthreads register each thread with the program's
  * `itas` (`L4Re::Itas::register_thread`); our in-task pager gives it its
  * own page-fault trampoline there. A fifth thread follows once the four
- * have ended. The output does not depend on the pager: the harness
- * compares it with l4re_itas's.
+ * have ended, then 50 threads one after another, each writing a fresh
+ * page, and a last one (our pager reuses the trampolines of ended
+ * threads: it reports how many it made). The output does not depend on
+ * the pager: the harness compares it with l4re_itas's.
  */
 #include <pthread.h>
 #include <stdio.h>
@@ -26,6 +28,16 @@ static unsigned char rw[SIZE] __attribute__((aligned(4096))) =
 static unsigned char zero[SIZE] __attribute__((aligned(4096)));
 
 static unsigned long sums[THREADS];
+
+#define SERIES 50UL
+static unsigned char series[SERIES * PAGE] __attribute__((aligned(4096)));
+
+static void *one_page(void *arg)
+{
+  unsigned long k = (unsigned long)arg;
+  series[k * PAGE + k % PAGE] = (unsigned char)(k + 1);
+  return 0;
+}
 
 static void *work(void *arg)
 {
@@ -85,5 +97,26 @@ int main(void)
       return 1;
     }
   printf("threads: a fifth thread after them: read-only sum %lu\n", sums[0]);
-  return fails ? 1 : 0;
+
+  for (unsigned long k = 0; k < SERIES; ++k)
+    {
+      pthread_t x;
+      if (pthread_create(&x, 0, one_page, (void *)k) || pthread_join(x, 0))
+        {
+          printf("threads: thread %lu of the series failed\n", k);
+          return 1;
+        }
+    }
+  unsigned long wrong = 0;
+  for (unsigned long k = 0; k < SERIES; ++k)
+    if (series[k * PAGE + k % PAGE] != (unsigned char)(k + 1))
+      ++wrong;
+  printf("threads: %lu threads one after another: %s\n", SERIES, wrong ? "FAILED" : "ok");
+  if (pthread_create(&last, 0, one_page, (void *)0) || pthread_join(last, 0))
+    {
+      printf("threads: the last thread failed\n");
+      return 1;
+    }
+  printf("threads: a last thread: ok\n");
+  return fails || wrong ? 1 : 0;
 }

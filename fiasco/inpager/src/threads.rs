@@ -84,6 +84,9 @@ struct Registry {
     /// Unused states in the last kernel-user page: `[next, end)`.
     ku_next: u64,
     ku_end: u64,
+    /// Trampolines made so far (the most threads alive at once, plus one
+    /// at most where a thread is registered before the last one ended).
+    made: u64,
 }
 
 /// The object behind the program's `itas` gate.
@@ -157,6 +160,7 @@ impl Threads {
         }
         let state = reg.ku_next;
         reg.ku_next += PfTrampolineState::SIZE.next_multiple_of(16);
+        reg.made += 1;
         let stack = Vec::leak(alloc::vec![0u64; HANDLER_STACK_WORDS]);
         // Written page by page now: the handler must not fault on its own
         // stack while it holds the region map's lock (the gate's thread
@@ -234,9 +238,10 @@ impl ItasServer for Threads {
                 "page-fault IPC"
             };
             line(&format!(
-                "thread {:#x} registered ({how}); faults through the threads' trampolines so far: {}",
+                "thread {:#x} registered ({how}); faults through the threads' trampolines so far: {}; trampolines made: {}",
                 thread.idx.0,
-                self.faults.load(Ordering::Relaxed)
+                self.faults.load(Ordering::Relaxed),
+                self.registry.lock().made
             ));
         }
         Ok(())
