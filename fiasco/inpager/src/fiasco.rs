@@ -104,6 +104,18 @@ pub(crate) struct Anon {
     pub(crate) total: u64,
 }
 
+impl Anon {
+    /// The next page of the current chunk (its dataspace and offset), if
+    /// the chunk has room.
+    fn take_page(&mut self) -> Option<(Cap<Dataspace>, u64)> {
+        if self.next + PAGE > self.size {
+            return None;
+        }
+        self.next += PAGE;
+        Some((self.ds, self.next - PAGE))
+    }
+}
+
 /// Bytes of anonymous memory allocated at a time from a memory allocator.
 pub(crate) const ANON_CHUNK: u64 = 16 << 20;
 /// Most anonymous memory the pager allocates for one program.
@@ -240,7 +252,9 @@ impl InPager {
     fn anon_page(&self, page: u64, rights: Rights) -> Result<()> {
         let (ds, off) = {
             let mut a = self.anon.lock();
-            if a.next + PAGE > a.size {
+            if let Some(fresh) = a.take_page() {
+                fresh
+            } else {
                 match a.more {
                     Some(alloc) if a.total < ANON_LIMIT => {
                         let ds = alloc.alloc_dataspace(ANON_CHUNK, 0, 12).inspect_err(|e| {
@@ -250,6 +264,7 @@ impl InPager {
                         a.size = ANON_CHUNK;
                         a.next = 0;
                         a.total += ANON_CHUNK;
+                        a.take_page().ok_or(Error::NoMem)?
                     }
                     _ => {
                         line(&format!(
@@ -260,8 +275,6 @@ impl InPager {
                     }
                 }
             }
-            a.next += PAGE;
-            (a.ds, a.next - PAGE)
         };
         self.map_anon(ds, off, page, rights)
     }
@@ -275,12 +288,47 @@ impl InPager {
     /// the second (`Insert_err_exists`), so nothing written is lost; one
     /// page of the chunk goes unused.
     fn take_anon_page(&self) -> Option<(Cap<Dataspace>, u64)> {
-        let mut a = self.anon.try_lock()?;
-        if a.next + PAGE > a.size {
-            return None;
+        self.anon.try_lock()?.take_page()
+    }
+
+    /// Makes a private copy of `valid` bytes at `offset` of `ds` at `page`
+    /// with `rights`, through the scratch page (the gate's thread, and the
+    /// pager itself): a fresh anonymous page mapped writable at `page`,
+    /// the file page read through the scratch window, the rest zeroed.
+    fn copy_in_place(
+        &self,
+        ds: Cap<Dataspace>,
+        offset: u64,
+        valid: u64,
+        page: u64,
+        rights: Rights,
+    ) -> Result<()> {
+        // The copy is written in place: writable first.
+        self.anon_page(page, rights | Rights::R | Rights::W)?;
+        let scratch = self.scratch.lock();
+        let at = *scratch;
+        ds.map(offset, at, DsFlags::R, RcvBuf::window(at, 12))?;
+        // SAFETY: `page` was just mapped writable here from our anonymous
+        // memory and nothing else uses it yet (the faulting thread waits
+        // for us); `at` holds the dataspace page, readable, ours while the
+        // lock is held; `valid <= PAGE`.
+        unsafe {
+            core::ptr::copy_nonoverlapping(at as *const u8, page as *mut u8, valid as usize);
+            core::ptr::write_bytes((page + valid) as *mut u8, 0, (PAGE - valid) as usize);
         }
-        a.next += PAGE;
-        Some((a.ds, a.next - PAGE))
+        unmap_range(at, PAGE);
+        drop(scratch);
+        if !rights.contains(Rights::W) {
+            write_protect(page);
+        }
+        Ok(())
+    }
+
+    /// Notes that `ds`'s server refused to copy for us (see
+    /// [`copy_refused`](Self::copy_refused)).
+    fn note_copy_refused(&self, ds: CapIdx) {
+        let at = self.copy_refused_next.fetch_add(1, Ordering::Relaxed);
+        self.copy_refused[at as usize % self.copy_refused.len()].store(ds.0 | 1, Ordering::Relaxed);
     }
 
     /// Hands the fault at `pfa` of the instruction at `pc` on to the gate's
@@ -425,63 +473,30 @@ impl InPager {
                 page,
                 rights,
                 ..
-            } if fresh.is_some() => {
-                // In the faulting thread: the anonymous memory's server
-                // copies the file page into a fresh page, which is then
-                // mapped. The page is complete before it is mapped, so a
-                // second thread copying the same page at once cannot
-                // overwrite what the first one's thread wrote since (its
-                // mapping is skipped, see `take_anon_page`).
-                // (`fresh` is `Some` here: the guard; no panic path in a
-                // handler that runs in the program's thread.)
-                let (anon, off) = fresh.unwrap_or((Cap::INVALID, 0));
-                if copy_page_in(anon, off, Cap::from_idx(ds), offset, valid).is_err() {
-                    // Not the allocator's dataspace (e.g. an l4fs file):
-                    // the gate's thread copies, now and from now on.
-                    let at = self.copy_refused_next.fetch_add(1, Ordering::Relaxed);
-                    self.copy_refused[at as usize % self.copy_refused.len()]
-                        .store(ds.0 | 1, Ordering::Relaxed);
-                    return self.to_gate(pfa, pc);
+            } => {
+                let ds: Cap<Dataspace> = Cap::from_idx(ds);
+                match fresh {
+                    // In the faulting thread: the anonymous memory's
+                    // server copies the file page into a fresh page,
+                    // which is then mapped. The page is complete before
+                    // it is mapped, so a second thread copying the same
+                    // page at once cannot overwrite what the first one's
+                    // thread wrote since (its mapping is skipped, see
+                    // `take_anon_page`).
+                    Some((anon, off)) => {
+                        if copy_page_in(anon, off, ds, offset, valid).is_err() {
+                            // Not the allocator's dataspace (e.g. an l4fs
+                            // file): the gate's thread copies, now and
+                            // from now on.
+                            self.note_copy_refused(ds.idx());
+                            return self.to_gate(pfa, pc);
+                        }
+                        self.map_anon(anon, off, page, rights)?;
+                    }
+                    None => self.copy_in_place(ds, offset, valid, page, rights)?,
                 }
-                self.map_anon(anon, off, page, rights)?;
                 count(&self.stats.faults, fault);
                 count(&self.stats.in_thread, in_thread);
-                count(&self.stats.copied, 1);
-                (page, PAGE)
-            }
-            Decision::CopyPrivate {
-                ds,
-                offset,
-                valid,
-                page,
-                rights,
-                ..
-            } => {
-                // The copy is written in place: writable first.
-                self.anon_page(page, rights | Rights::R | Rights::W)?;
-                let ds: Cap<Dataspace> = Cap::from_idx(ds);
-                let scratch = self.scratch.lock();
-                let at = *scratch;
-                ds.map(offset, at, DsFlags::R, RcvBuf::window(at, 12))?;
-                // SAFETY: `page` was just mapped writable here from our
-                // anonymous memory and nothing else uses it yet (the
-                // faulting thread waits for us); `at` holds the
-                // dataspace page, readable, ours while the lock is held;
-                // `valid <= PAGE`.
-                unsafe {
-                    core::ptr::copy_nonoverlapping(
-                        at as *const u8,
-                        page as *mut u8,
-                        valid as usize,
-                    );
-                    core::ptr::write_bytes((page + valid) as *mut u8, 0, (PAGE - valid) as usize);
-                }
-                unmap_range(at, PAGE);
-                drop(scratch);
-                if !rights.contains(Rights::W) {
-                    write_protect(page);
-                }
-                count(&self.stats.faults, fault);
                 count(&self.stats.copied, 1);
                 (page, PAGE)
             }

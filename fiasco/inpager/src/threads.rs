@@ -230,7 +230,11 @@ impl ItasServer for Threads {
         } else {
             None
         };
-        self.registry.lock().threads.push((thread.idx, tramp));
+        let made = {
+            let mut reg = self.registry.lock();
+            reg.threads.push((thread.idx, tramp));
+            reg.made
+        };
         if self.verbose {
             let how = if tramp.is_some() {
                 "page-fault trampoline"
@@ -241,7 +245,7 @@ impl ItasServer for Threads {
                 "thread {:#x} registered ({how}); faults through the threads' trampolines so far: {}; trampolines made: {}",
                 thread.idx.0,
                 self.faults.load(Ordering::Relaxed),
-                self.registry.lock().made
+                made
             ));
         }
         Ok(())
