@@ -284,7 +284,12 @@ fn learned_prefetch_replays_and_distrusts_bad_profiles() {
         );
         let s3 = stats(&off, &st);
         assert!(s3.contains("\"state\":\"off\""), "{s3}");
-        assert_eq!(num(&s3, "total"), f1, "{mode}: without the profile");
+        // Demand paged without a profile: the faults of a run that does
+        // not record (the kernel maps what the server has cached: at most
+        // the recording run's, which sees every first touch), more than
+        // the replay's.
+        let f3 = num(&s3, "total");
+        assert!(f3 <= f1 && f3 > f2, "{mode}: without the profile {f3}");
         // Corrupt: every byte flipped in the middle.
         let path = std::fs::read_dir(&profdir)
             .unwrap()
@@ -303,9 +308,10 @@ fn learned_prefetch_replays_and_distrusts_bad_profiles() {
         let err = String::from_utf8_lossy(&c.stderr);
         assert!(err.contains("corrupt") && err.contains("ignored"), "{err}");
         assert!(sc.contains("\"state\":\"recorded\""), "{sc}");
+        // Pages mapped ahead of faults as in the first recording run.
         assert_eq!(
             num(&sc, "prefetched"),
-            num(&s3, "prefetched"),
+            num(&s1, "prefetched"),
             "nothing replayed"
         );
         // Another file's profile under this file's name: the program is
@@ -425,10 +431,13 @@ fn persistent_server_serves_runs_and_stops_cleanly() {
         .unwrap();
     assert_eq!(o.stdout, native.stdout);
     let s = std::fs::read_to_string(&st).unwrap();
-    // Pages the earlier runs loaded are in the server's cache: no
-    // Dataspace map had to load anything (all faults minor or asked
-    // only for read-ahead).
-    assert!(num(&s, "minor") > 0.0, "{s}");
+    // Pages the earlier runs loaded are in the server's cache: the kernel
+    // mapped them (no fault on a shared file page reached the pager, and
+    // none was minor: those regions see only holes); the faults left are
+    // the private copies and zero fills.
+    assert_eq!(num(&s, "shared_file"), 0.0, "{s}");
+    assert_eq!(num(&s, "minor"), 0.0, "{s}");
+    assert!(num(&s, "private_copy") > 0.0, "{s}");
     // SIGTERM: the server syncs and ends.
     // SIGTERM to our own child.
     l4re::host::signal::kill(server.child().id() as i32, 15).unwrap();

@@ -219,16 +219,19 @@ pub fn run_task(arena: &'static Arena, ch: Channel, mode: Mode) -> ! {
         Err(_) => std::process::exit(127),
     };
     trace("l4task", "START");
+    // A recording run sees every first touch, and so does a run without
+    // fault-around: set before the regions are realized (see
+    // `Pager::set_sees_cached`).
+    pager.set_fault_around(start.fault_around);
+    if start.record {
+        pager.set_log(stats.log);
+    }
     // The program's regions: attached here, as the loader's L4Re::Rm
     // attaches would be, the file's capability coming right after START.
     if let Err(e) = attach_regions(&ch, &rm, &start.regions) {
         fail(&ch, &e);
     }
     trace("l4task", "regions attached");
-    pager.set_fault_around(start.fault_around);
-    if start.record {
-        pager.set_log(stats.log);
-    }
     {
         let mut m = map.lock();
         for (s, l) in &start.file_limits {

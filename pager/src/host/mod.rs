@@ -5,10 +5,14 @@
 //! [`fault::resolve`](crate::fault::resolve):
 //!
 //! * **shared file pages** (internal pager): the region is a `MAP_SHARED`
-//!   mapping of the file's memfd (the filesystem server's page cache),
-//!   registered for MISSING and MINOR faults. A MINOR fault (the page is
-//!   cached) is resolved with `UFFDIO_CONTINUE`, which maps the server's
-//!   page itself: zero copy, one physical page for every task. A MISSING
+//!   mapping of the file's memfd (the filesystem server's page cache).
+//!   A page the server has cached is mapped by the kernel at the task's
+//!   fault, as a page of its own page cache (read-only regions: no pager
+//!   call); where the pager must see every first touch (writable shared
+//!   regions, and every file region of a learned-prefetch recording run)
+//!   the region is also registered for MINOR faults, resolved with
+//!   `UFFDIO_CONTINUE`, which maps the server's page itself: zero copy,
+//!   one physical page for every task. A MISSING
 //!   fault (a hole: never loaded, or revoked by the server) first asks the
 //!   server with a Dataspace `map` into the pager's view of the file, which
 //!   makes the server load the page (and sends the whole aligned block
@@ -661,6 +665,8 @@ pub struct Pager {
     log: OnceLock<&'static PageLog>,
     /// The profile being replayed.
     replay: OnceLock<Replay>,
+    /// See [`set_sees_cached`](Self::set_sees_cached).
+    sees_cached: std::sync::atomic::AtomicBool,
 }
 
 impl Pager {
@@ -687,6 +693,7 @@ impl Pager {
             children: false,
             log: OnceLock::new(),
             replay: OnceLock::new(),
+            sees_cached: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -813,9 +820,28 @@ impl Pager {
 
     /// From now on, logs the pages mapped at faults in `log`, in order
     /// (the recording run of learned prefetch). Only the first call
-    /// counts.
+    /// counts. Call it before the regions are realized: only those
+    /// realized after it bring faults on cached pages to the pager.
     pub fn set_log(&self, log: &'static PageLog) {
         let _ = self.log.set(log);
+        self.set_sees_cached();
+    }
+
+    /// From now on, file regions realized by [`realize_region`] bring
+    /// faults on pages the server has cached to this pager too (uffd
+    /// MINOR faults), not only holes: every first touch of a file page is
+    /// then seen (and counted, logged, mapped with the pager's
+    /// fault-around). Writable shared regions always do; a recording run
+    /// ([`set_log`](Self::set_log)) sets it for all. Elsewhere the kernel
+    /// maps a cached page itself.
+    pub fn set_sees_cached(&self) {
+        self.sees_cached.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether file regions realized now bring faults on cached pages to
+    /// this pager (see [`set_sees_cached`](Self::set_sees_cached)).
+    pub fn sees_cached(&self) -> bool {
+        self.sees_cached.load(Ordering::Relaxed)
     }
 
     /// Replays a learned-prefetch profile (entries as in [`PageLog`]):
@@ -1306,8 +1332,14 @@ impl Pager {
     /// answering it, the internal pager asks the server to read the next
     /// window ahead ([`DsView::read_ahead`]). Any other fault starts over
     /// at `pages`.
+    ///
+    /// None (0 or 1) also means that each page comes at a fault of its
+    /// own: file regions realized from then on bring faults on cached
+    /// pages to the pager ([`set_sees_cached`](Self::set_sees_cached)),
+    /// or the kernel would map the cached neighbours of a fault itself.
     pub fn set_fault_around(&self, pages: u64) {
         let p = if pages <= 1 {
+            self.set_sees_cached();
             0
         } else {
             1 << (63 - pages.leading_zeros())
@@ -1788,7 +1820,9 @@ pub fn prot_of(rights: Rights) -> Prot {
 ///
 /// * reserved: `PROT_NONE`, not registered (every access is a `SIGSEGV`);
 /// * shared file region, internal mode: the file's memfd mapped
-///   `MAP_SHARED` over the region, registered for MISSING and MINOR faults
+///   `MAP_SHARED` over the region, registered for MISSING faults (and
+///   MINOR ones where the pager must see cached pages: writable, or a
+///   recording run)
 ///   (the view's first load gets the memfd from the server);
 /// * everything else: private anonymous memory, registered for MISSING
 ///   faults.
@@ -1855,10 +1889,20 @@ pub fn realize_region(pager: &Pager, uffd: &Uffd, r: &crate::region::Region) -> 
         mapping.leak();
         return Ok(());
     }
-    let mode = if shared_file.is_some() {
-        uffd::mode::MISSING | uffd::mode::MINOR
-    } else {
-        uffd::mode::MISSING
+    // A fault on a page the server has cached reaches the pager (MINOR)
+    // only where the pager must see it: a writable shared page (the
+    // server must hear of each before it is written) and, in a recording
+    // run, every file page (learned prefetch logs first touches in
+    // order). Elsewhere the kernel maps a cached page itself, with its own
+    // fault-around, as it maps a page of its own page cache: the pager
+    // sees the holes (MISSING), the pages the server has not loaded or
+    // has revoked. `UFFDIO_CONTINUE` (premap, prefetch, the answer to a
+    // hole) works on both.
+    let mode = match shared_file {
+        Some(_) if r.rights.contains(Rights::W) || pager.sees_cached() => {
+            uffd::mode::MISSING | uffd::mode::MINOR
+        }
+        _ => uffd::mode::MISSING,
     };
     if let Err(e) = uffd.register(r.start, r.size, mode) {
         log::warn!(

@@ -223,6 +223,8 @@ fn real_faults_shared_private_anonymous_and_revocation() {
         Mode::Internal,
         Box::new(|r, _| panic!("unexpected invalid access: {r}")),
     ));
+    // Every first touch to the pager, cached or not (each kind counted).
+    pager.set_sees_cached();
     // Make the pager's view of the file now, so that it does not take the
     // address range freed below.
     pager.view(ds.idx()).unwrap().load(0).unwrap();
@@ -463,6 +465,8 @@ fn many_threads_on_the_same_pages_duplicate_events_are_woken() {
         Mode::Internal,
         Box::new(|r, _| panic!("unexpected invalid access: {r}")),
     ));
+    // Minor faults too: the threads race on cached pages as well.
+    pager.set_sees_cached();
     pager.view(ds.idx()).unwrap().load(0).unwrap();
     let b = ReservedRange::new(64 * PAGE_SIZE as usize)
         .unwrap()
@@ -629,6 +633,19 @@ fn fixture(mode: Mode) -> Option<Fixture> {
 /// server's clusters, and a server that reads ahead when asked
 /// (`read_ahead`, see [`serve_file_with`]).
 fn fixture_of(mode: Mode, pages: u64, skip: Option<u64>, read_ahead: bool) -> Option<Fixture> {
+    fixture_with(mode, pages, skip, read_ahead, true)
+}
+
+/// As [`fixture_of`]; `sees_cached`: the pager is set to see faults on
+/// cached pages too ([`Pager::set_sees_cached`]; `false`: the default,
+/// the kernel maps them).
+fn fixture_with(
+    mode: Mode,
+    pages: u64,
+    skip: Option<u64>,
+    read_ahead: bool,
+    sees_cached: bool,
+) -> Option<Fixture> {
     let Ok(u) = uffd::Uffd::open(wanted_features(false)) else {
         eprintln!("userfaultfd unavailable: test skipped");
         return None;
@@ -642,6 +659,9 @@ fn fixture_of(mode: Mode, pages: u64, skip: Option<u64>, read_ahead: bool) -> Op
         mode,
         Box::new(|r, _| panic!("unexpected invalid access: {r}")),
     ));
+    if sees_cached {
+        pager.set_sees_cached();
+    }
     // The view's first map now, so that it does not happen between
     // freeing the region's range and mapping the region.
     pager.view(ds.idx()).unwrap().load(0).unwrap();
@@ -778,6 +798,53 @@ fn fault_around_maps_cached_neighbours_never_holes() {
     assert_eq!(t.c(|c| &c.faults), f0 + 3, "a stream maps its window ahead");
     assert_eq!(t.c(|c| &c.server_maps), maps, "cached: no round trip");
     assert_eq!(t.c(|c| &c.errors), 0);
+}
+
+#[test]
+fn cached_read_only_pages_are_mapped_by_the_kernel_holes_by_the_pager() {
+    let Some(t) = fixture_with(Mode::Internal, 64, Some(HOLE), false, false) else {
+        return;
+    };
+    // Attaching loaded the first cluster (pages 0-15): the server has them
+    // cached, and reading them never reaches the pager.
+    for p in 0..16 {
+        t.check_page(p);
+    }
+    assert_eq!(t.c(|c| &c.faults), 0, "cached pages reached the pager");
+    // A page the server has not loaded: a missing fault; the server loads
+    // its cluster and the pager maps the window around it.
+    t.check_page(19);
+    assert_eq!((t.c(|c| &c.faults), t.c(|c| &c.missing)), (1, 1));
+    for p in 16..32 {
+        t.check_page(p);
+    }
+    assert_eq!(t.c(|c| &c.faults), 1);
+    // A cluster with a hole: its neighbours come without the pager, the
+    // hole is a missing fault of its own and stays a hole until then.
+    t.check_page(50);
+    for p in (48..64).filter(|&p| p != HOLE) {
+        t.check_page(p);
+    }
+    assert_eq!(t.c(|c| &c.faults), 2);
+    assert!(t.is_hole(HOLE), "the kernel filled the hole");
+    t.check_page(HOLE);
+    assert_eq!((t.c(|c| &c.faults), t.c(|c| &c.missing)), (3, 3));
+    // The server revokes a page: gone from the task too; it comes back
+    // through the pager (missing, reloaded) with its content.
+    t.punch(20);
+    t.check_page(20);
+    assert_eq!((t.c(|c| &c.faults), t.c(|c| &c.missing)), (4, 4));
+    // Mappings dropped, pages still cached (all but the untouched cluster
+    // 32-47): they come back without a fault reaching the pager, and
+    // without a server call.
+    discard(t.b, 64 * PAGE_SIZE);
+    let (faults, maps) = (t.c(|c| &c.faults), t.c(|c| &c.server_maps));
+    for p in (0..32).chain(48..64).filter(|p| p % 3 == 0 || *p == HOLE) {
+        t.check_page(p);
+    }
+    assert_eq!(t.c(|c| &c.faults), faults, "cached pages reached the pager");
+    assert_eq!(t.c(|c| &c.server_maps), maps);
+    assert_eq!((t.c(|c| &c.minor), t.c(|c| &c.errors)), (0, 0));
 }
 
 #[test]
