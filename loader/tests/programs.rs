@@ -50,6 +50,22 @@ int main(void) {
 }
 "#;
 
+/// Prints the CPUs it may run on (a one-shot `loader run` pins its start
+/// to one CPU: the program must get them all back).
+const AFFINITY: &str = r#"
+#define _GNU_SOURCE
+#include <sched.h>
+#include <stdio.h>
+int main(void) {
+    cpu_set_t s;
+    if (sched_getaffinity(0, sizeof s, &s)) return 1;
+    printf("cpus:");
+    for (int i = 0; i < CPU_SETSIZE; i++) if (CPU_ISSET(i, &s)) printf(" %d", i);
+    printf("\n");
+    return 0;
+}
+"#;
+
 const FORK: &str = r#"
 #include <stdio.h>
 #include <stdlib.h>
@@ -232,6 +248,7 @@ fn built() -> Option<&'static Built> {
             ("hello", HELLO, ""),
             ("threads", THREADS, "-pthread"),
             ("fork", FORK, ""),
+            ("affinity", AFFINITY, ""),
             ("orphan", ORPHAN, ""),
             ("plainexit", PLAIN_EXIT, ""),
             ("big", BIG, ""),
@@ -399,6 +416,11 @@ fn same_as_native(name: &str, args: &[&str]) -> Vec<String> {
 fn hello_static_and_pie_equal_native() {
     same_as_native("hello", &["one", "two words"]);
     same_as_native("hello-pie", &["x"]);
+}
+
+#[test]
+fn program_may_use_the_cpus_it_would_natively() {
+    same_as_native("affinity", &[]);
 }
 
 #[test]

@@ -85,10 +85,13 @@ fn fail(ch: &Channel, msg: &str) -> ! {
 /// single-threaded (it replaces its own mappings of the executable).
 pub fn run_task(arena: &'static Arena, ch: Channel, mode: Mode) -> ! {
     trace("l4task", "forked");
-    // The CPUs this thread may use now: restored before the program
-    // starts (a ready task of `loader serve` is moved to its client's
-    // CPU meanwhile).
-    let cpus = rustix::thread::sched_getaffinity(None).ok();
+    // The CPUs the program may use: restored before it starts (a one-shot
+    // run pins its start to one CPU, see `run::pin_start_to_this_cpu`; a
+    // ready task of `loader serve` is moved to its client's CPU).
+    let cpus = super::run::START_AFFINITY
+        .get()
+        .cloned()
+        .or_else(|| rustix::thread::sched_getaffinity(None).ok());
     ph::block_signals();
     let ch = Arc::new(ch);
 
