@@ -68,11 +68,22 @@ int main(int argc, char **argv) {
 
 const HELLO: &str = "#include <stdio.h>\nint main(void) { puts(\"hello\"); return 0; }\n";
 
+/// A program without a C library: its only instruction of note is the
+/// `exit` system call (of its only thread).
+const BARE: &str =
+    "void _start(void) { __asm__ volatile(\"mov $60, %eax\\n xor %edi, %edi\\n syscall\"); }\n";
+
 fn build(dir: &Path, name: &str, src: &str) -> Result<PathBuf, String> {
+    build_with(dir, name, src, &[])
+}
+
+/// As [`build`], with `extra` flags for `cc`.
+fn build_with(dir: &Path, name: &str, src: &str, extra: &[&str]) -> Result<PathBuf, String> {
     let c = dir.join(format!("{name}.c"));
     std::fs::write(&c, src).map_err(|e| e.to_string())?;
     let out = dir.join(name);
     let o = Command::new("cc")
+        .args(extra)
         .args(["-O1", "-static", "-o"])
         .arg(&out)
         .arg(&c)
@@ -306,6 +317,25 @@ fn run() -> Result<(), String> {
         "  internal, learned profile {:>10}  {:>5.2}×  (demand paged, a later run: the recorded pages mapped first)",
         fmt_ns(lp),
         lp / native
+    );
+    // Most of a static hello's native run is its C library's start-up:
+    // without one, what a start costs the loader stands out.
+    let bare = build_with(&dir, "bare", BARE, &["-nostdlib"])?;
+    let nb = runs(reps, || time(&mut Command::new(&bare)))?;
+    let lb = runs(reps, || {
+        time(&mut loader_cmd(&loader, "internal", FA, &bare, &[]))
+    })?;
+    println!(
+        "  native, no C library      {:>10}   1.00×  (a program that makes the exit system call: the hello's C library start-up is {} of its {})",
+        fmt_ns(nb),
+        fmt_ns((native - nb).max(0.0)),
+        fmt_ns(native)
+    );
+    println!(
+        "  loader, no C library      {:>10}  {:>5.2}×  (the loader's own cost of a start and an exit: {})",
+        fmt_ns(lb),
+        lb / nb,
+        fmt_ns(lb - nb)
     );
 
     // 2b. With a running file server (`loader serve`): its ready tasks

@@ -216,6 +216,10 @@ fn runner(arena: &'static super::arena::Arena, ch: Channel, socket: &Path, mut o
         let mut set = rustix::thread::CpuSet::new();
         if cpu < rustix::thread::CpuSet::MAX_CPU {
             set.set(cpu);
+            // Ours again once the program runs (see `run::finish`).
+            if let Ok(all) = rustix::thread::sched_getaffinity(None) {
+                let _ = super::run::START_AFFINITY.set(all);
+            }
             let _ = rustix::thread::sched_setaffinity(None, &set);
             let _ = rustix::thread::sched_setaffinity(
                 rustix::process::Pid::from_raw(prepared.task_pid() as i32),

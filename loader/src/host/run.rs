@@ -1180,6 +1180,13 @@ pub fn finish(
     };
 
     trace("loader", "started");
+    // This thread only waits from now on: back on all its CPUs, so that
+    // reaping the task does not compete with the task's last threads on
+    // the program's CPU (the kernel's reaping spins until they are done
+    // with their /proc entries).
+    if let Some(all) = START_AFFINITY.get() {
+        let _ = rustix::thread::sched_setaffinity(None, all);
+    }
     let st = task
         .wait(None)
         .map_err(|e| err(format!("waiting for the task: {e}")))?
@@ -1672,7 +1679,8 @@ fn exe_copy(view: &DsView, name: &str) -> Option<OwnedFd> {
 
 /// The CPUs a one-shot `loader run` might use before
 /// [`pin_start_to_this_cpu`]: the program's, restored by the task's first
-/// thread before it enters the program.
+/// thread before it enters the program, and ours once it runs (a runner of
+/// `loader serve`, moved to its client's CPU, keeps its own here).
 pub static START_AFFINITY: std::sync::OnceLock<rustix::thread::CpuSet> = std::sync::OnceLock::new();
 
 /// Pins this thread, and so every thread and task it makes from now on

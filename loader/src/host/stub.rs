@@ -293,16 +293,24 @@ pub fn run_task(arena: &'static Arena, ch: Channel, mode: Mode) -> ! {
     // is the native status when the main thread leaves last; natively the
     // last thread's status is reported, which a non-leader thread takes
     // with it here.
+    //
+    // It looks at growing intervals, 1 ms to 200 ms: a program that ends
+    // with `exit` soon after it started (a program without a C library)
+    // ends within milliseconds, a long one costs a look every 200 ms. (A
+    // pidfd of the leader thread does not do: the kernel does not wake
+    // its pollers when a leader with live threads exits.)
     let watcher = std::thread::Builder::new()
         .name("l4task".into())
         .spawn(move || {
             let _keep = ch;
+            let mut wait = std::time::Duration::from_millis(1);
             loop {
-                std::thread::sleep(std::time::Duration::from_millis(200));
                 if !program_threads_left() {
                     // Nothing of the program is left.
                     l4re::host::sys::exit_group(leader_exit_status() as i32);
                 }
+                std::thread::sleep(wait);
+                wait = (wait * 2).min(std::time::Duration::from_millis(200));
             }
         });
     if watcher.is_err() {
