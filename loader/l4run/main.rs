@@ -140,7 +140,9 @@ unsafe fn sys(n: usize, a: [usize; 6]) -> isize {
 fn exit(code: i32) -> ! {
     // SAFETY: exit_group does not return.
     unsafe { sys(231, [code as usize, 0, 0, 0, 0, 0]) };
-    loop {}
+    loop {
+        core::hint::spin_loop();
+    }
 }
 
 fn write_all(fd: i32, mut b: &[u8]) {
@@ -249,7 +251,7 @@ fn exec_loader(args: &[*const u8], envp: &[*const u8]) -> ! {
                 sys(
                     89,
                     [
-                        b"/proc/self/exe\0".as_ptr() as usize,
+                        c"/proc/self/exe".as_ptr() as usize,
                         exe.as_mut_ptr() as usize,
                         exe.len(),
                         0,
@@ -273,7 +275,7 @@ fn exec_loader(args: &[*const u8], envp: &[*const u8]) -> ! {
         exit(127)
     }
     argv[0] = path.get().as_ptr();
-    argv[1] = b"run\0".as_ptr();
+    argv[1] = c"run".as_ptr().cast();
     argv[2..2 + args.len()].copy_from_slice(args);
     let mut env = [core::ptr::null::<u8>(); 8192];
     let n = envp.len().min(env.len() - 1);
@@ -503,7 +505,7 @@ fn main(all: &[*const u8], envp: &[*const u8]) -> ! {
             257,
             [
                 -100isize as usize,
-                b".\0".as_ptr() as usize,
+                c".".as_ptr() as usize,
                 0o10000000 | 0o200000 | 0o2000000,
                 0,
                 0,
