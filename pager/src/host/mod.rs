@@ -126,7 +126,9 @@ pub struct Counters {
     pub server_lost: AtomicU64,
     /// Learned prefetch: pages in the profile being replayed.
     pub profile_pages: AtomicU64,
-    /// Learned prefetch: pages the prefetcher mapped from the profile.
+    /// Learned prefetch: pages the prefetcher brought in from the
+    /// profile: mapped, or (read-only shared file pages where the kernel
+    /// maps what the server has cached) brought into the server's cache.
     pub profile_prefetched: AtomicU64,
     /// Learned prefetch: of those, pages the recording run faulted on
     /// (the program touched them first-hand there).
@@ -580,6 +582,26 @@ impl DsView {
     pub fn memfd(&self) -> Option<&std::os::fd::OwnedFd> {
         self.memfd.get().map(|(fd, _)| fd)
     }
+
+    /// Whether the server has every page of file range `[first, end)`
+    /// (up to the end of the file) in its cache: no hole in its memfd
+    /// there (`SEEK_HOLE`, no call to the server). `false` before the
+    /// first map brought the memfd.
+    pub fn cached(&self, first: u64, end: u64) -> bool {
+        let end = end.min(self.size);
+        if first >= end {
+            return true;
+        }
+        let Some(fd) = self.memfd() else {
+            return false;
+        };
+        // The memfd may be longer than the file (whole pages); the
+        // implicit hole at its end lies past `end` then.
+        matches!(
+            rustix::fs::seek(fd, rustix::fs::SeekFrom::Hole(first)),
+            Ok(hole) if hole >= end
+        )
+    }
 }
 
 /// The error of a resolving ioctl that failed on `page` for a reason other
@@ -846,11 +868,13 @@ impl Pager {
 
     /// Replays a learned-prefetch profile (entries as in [`PageLog`]):
     /// maps its pages ahead of the program, in order, until the end or the
-    /// first fault on a page outside the profile. Runs of read-only shared
-    /// file pages the server has cached are mapped with one
-    /// `UFFDIO_CONTINUE` each (internal pager); first the server is asked
-    /// (Dataspace `allocate`) to bring the file ranges the profile needs
-    /// into its cache, a few round trips for all of them. Counted in
+    /// first fault on a page outside the profile. First the server is
+    /// asked (Dataspace `allocate`) to bring the file ranges the profile
+    /// needs into its cache, a few round trips for all those it lacks.
+    /// Runs of read-only shared file pages are then mapped with one
+    /// `UFFDIO_CONTINUE` each (internal pager) where the pager sees cached
+    /// pages, and left to the kernel where it sees only holes
+    /// ([`set_sees_cached`](Self::set_sees_cached)). Counted in
     /// [`Counters::profile_prefetched`] and
     /// [`profile_used`](Counters::profile_used).
     ///
@@ -918,7 +942,12 @@ impl Pager {
                     p += PAGE_SIZE;
                     continue;
                 }
-                let mapped = self.prefetch_run(uffd, p, end);
+                // Warmed above and mapped by the kernel at the touch:
+                // brought in, counted as prefetched.
+                let mapped = match self.left_to_kernel(p, end) {
+                    Some(e) => (e - p) / PAGE_SIZE,
+                    None => self.prefetch_run(uffd, p, end),
+                };
                 let got = mapped.max(1);
                 for q in (p..p + got * PAGE_SIZE).step_by(PAGE_SIZE as usize) {
                     done.insert(q);
@@ -941,7 +970,8 @@ impl Pager {
 
     /// Asks the server to bring the file ranges behind the profile's
     /// file-backed pages into its cache (Dataspace `allocate`, one call per
-    /// range of consecutive pages). `runs`: (first page, pages, whether it
+    /// range of consecutive pages that is not cached already, see
+    /// [`DsView::cached`]). `runs`: (first page, pages, whether it
     /// was a fault's page). Public so that a loader that reads the profile
     /// before the task replays it can warm the server meanwhile.
     pub fn warm_server(&self, runs: &[(u64, u64, bool)]) {
@@ -975,6 +1005,11 @@ impl Pager {
             }
         }
         for (ds, f, e) in merged {
+            // Ranges the server has cached cost no round trip (a warm
+            // server: all of them).
+            if self.view(CapIdx(ds)).is_ok_and(|v| v.cached(f, e)) {
+                continue;
+            }
             let cap: Cap<Dataspace> = Cap::from_idx(CapIdx(ds));
             if let Err(err) = cap.allocate(f, e - f) {
                 log::debug!("pager: allocate of {f:#x}..{e:#x} failed: {err}");
@@ -1050,6 +1085,26 @@ impl Pager {
             }
         }
         mapped
+    }
+
+    /// The end of the run of read-only shared file pages from `p` (up to
+    /// `end`) that the kernel maps itself at the program's touch, if `p`
+    /// starts one: internal mode, regions that see only holes (see
+    /// [`set_sees_cached`](Self::set_sees_cached)). A replay does not map
+    /// them ahead: it would only repeat the kernel's work while the
+    /// program runs (after [`warm_server`](Self::warm_server) they are
+    /// cached; a warm server's bash replay: 1 ms less). `None` for every
+    /// other page.
+    fn left_to_kernel(&self, p: u64, end: u64) -> Option<u64> {
+        if self.mode != Mode::Internal || self.sees_cached() {
+            return None;
+        }
+        let map = self.map.lock();
+        let r = map.lookup(p)?;
+        (!r.private
+            && !r.rights.contains(Rights::W)
+            && matches!(r.backing, crate::region::Backing::File { .. }))
+        .then(|| end.min(r.end()))
     }
 
     /// Maps the page at `p` ahead of any fault, and in internal mode the

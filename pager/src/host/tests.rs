@@ -612,6 +612,8 @@ fn forked_child_is_served_until_it_is_gone() {
 /// page 53 out of its clusters.
 struct Fixture {
     pager: Arc<Pager>,
+    /// The file's dataspace.
+    ds: CapIdx,
     counters: &'static Counters,
     /// The region's start.
     b: u64,
@@ -695,6 +697,7 @@ fn fixture_with(
     std::thread::spawn(move || p2.serve(u));
     Some(Fixture {
         pager,
+        ds: ds.idx(),
         counters,
         b,
         memfd,
@@ -845,6 +848,34 @@ fn cached_read_only_pages_are_mapped_by_the_kernel_holes_by_the_pager() {
     assert_eq!(t.c(|c| &c.faults), faults, "cached pages reached the pager");
     assert_eq!(t.c(|c| &c.server_maps), maps);
     assert_eq!((t.c(|c| &c.minor), t.c(|c| &c.errors)), (0, 0));
+}
+
+#[test]
+fn view_knows_which_ranges_the_server_has_cached() {
+    let Some(t) = fixture(Mode::Internal) else {
+        return;
+    };
+    let p = |n: u64| n * PAGE_SIZE;
+    let view = t.pager.view(t.ds).unwrap();
+    // Attaching loaded the first cluster (pages 0-15), no other.
+    assert!(view.cached(0, p(16)));
+    assert!(view.cached(p(3), p(5)));
+    assert!(!view.cached(p(15), p(17)));
+    assert!(!view.cached(p(20), p(21)));
+    // A fault there loads its cluster: cached from then on.
+    t.check_page(20);
+    assert!(view.cached(0, p(32)));
+    // The cluster of pages 48-63 comes without page 53 (a hole).
+    t.check_page(50);
+    assert!(view.cached(p(48), p(HOLE)));
+    assert!(!view.cached(p(48), p(64)));
+    assert!(view.cached(p(HOLE + 1), p(64)));
+    // Past the end of the file: nothing to load.
+    assert!(view.cached(p(64), p(80)));
+    // Revoked pages are no longer cached.
+    t.punch(5);
+    assert!(!view.cached(0, p(16)));
+    assert_eq!(t.c(|c| &c.errors), 0);
 }
 
 #[test]
