@@ -1193,6 +1193,11 @@ pub fn finish(
         .ok_or_else(|| err("the task did not end"))?;
     forward_sigterm(0);
     trace("loader", "task ended");
+    // Back beside the file server's thread for the end of the run (the
+    // sync, a round trip: 0.32 ms across CPUs, 0.02 ms on its CPU).
+    if let Some(one) = START_CPU.get() {
+        let _ = rustix::thread::sched_setaffinity(None, one);
+    }
     use std::os::unix::process::ExitStatusExt;
     let (mut status, signal) = match (st.code(), st.signal()) {
         (Some(c), _) => (c, None),
@@ -1677,6 +1682,10 @@ fn exe_copy(view: &DsView, name: &str) -> Option<OwnedFd> {
     Some(f.into())
 }
 
+/// The CPU [`pin_start_to_this_cpu`] pinned a one-shot run to (its file
+/// server's thread stays there).
+static START_CPU: std::sync::OnceLock<rustix::thread::CpuSet> = std::sync::OnceLock::new();
+
 /// The CPUs a one-shot `loader run` might use before
 /// [`pin_start_to_this_cpu`]: the program's, restored by the task's first
 /// thread before it enters the program, and ours once it runs (a runner of
@@ -1707,5 +1716,6 @@ fn pin_start_to_this_cpu() {
     one.set(cpu);
     if START_AFFINITY.set(all).is_ok() {
         let _ = rustix::thread::sched_setaffinity(None, &one);
+        let _ = START_CPU.set(one);
     }
 }
