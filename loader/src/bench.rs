@@ -344,7 +344,7 @@ fn run() -> Result<(), String> {
     let sock = dir.join("fs.sock");
     let _server = Server::start(&loader, &sock)?;
     let l4run = l4run_path(&loader);
-    let (mut nat2, mut ls, mut lr) = (vec![], vec![], vec![]);
+    let (mut nat2, mut ls, mut lr, mut lrb) = (vec![], vec![], vec![], vec![]);
     for _ in 0..3 * reps {
         nat2.push(time(&mut Command::new(&hello))?);
         let mut c = loader_cmd(&loader, "internal", FA, &hello, &[]);
@@ -354,6 +354,8 @@ fn run() -> Result<(), String> {
             lr.push(time(
                 Command::new(r).arg("--server").arg(&sock).arg(&hello),
             )?);
+            time(&mut Command::new(&bare))?;
+            lrb.push(time(Command::new(r).arg("--server").arg(&sock).arg(&bare))?);
         }
     }
     let (nat2, ls) = (median(nat2), median(ls));
@@ -381,6 +383,13 @@ fn run() -> Result<(), String> {
                 "  l4run                     {:>10}  {:>5.2}×  (the small client, no C library)",
                 fmt_ns(lr),
                 lr / native
+            );
+            let lrb = median(lrb);
+            println!(
+                "  l4run, no C library      {:>10}  {:>5.2}×  (to that program's native figure above: a served run's own cost {})",
+                fmt_ns(lrb),
+                lrb / nb,
+                fmt_ns(lrb - nb)
             );
         }
         None => println!("  l4run: not built, skipped"),
