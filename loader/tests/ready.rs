@@ -351,3 +351,51 @@ fn a_client_of_another_user_is_refused() {
         );
     }
 }
+
+/// The allowed CPUs (`Cpus_allowed_list`) of the thread named `name` of
+/// process `pid`.
+fn thread_cpus(pid: u32, name: &str) -> Option<String> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .ok()?
+        .flatten()
+        .find(|t| {
+            std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.trim_end() == name)
+        })
+        .and_then(|t| std::fs::read_to_string(t.path().join("status")).ok())
+        .and_then(|st| {
+            st.lines()
+                .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+                .map(|v| v.trim().to_string())
+        })
+}
+
+#[test]
+fn a_run_moves_the_servers_file_thread_to_the_clients_cpu() {
+    let Some((prog, dir)) = setup("ready-cpu") else {
+        return;
+    };
+    if std::thread::available_parallelism().map_or(1, |n| n.get()) < 2 {
+        eprintln!("skipped: one CPU");
+        return;
+    }
+    let sock = dir.join("s.sock");
+    let mut server = KillOnDrop::new(start_serve(&sock, &[]));
+    let pid = server.child().id();
+    let before = thread_cpus(pid, "l4fs").expect("the server's l4fs thread");
+    for cpu in ["1", "0"] {
+        // The client on one CPU (taskset, util-linux): the run's calls to
+        // the server's file thread are hand-offs on that CPU.
+        let mut c = Command::new("taskset");
+        c.args(["-c", cpu, env!("L4RUN_PATH"), "--server"])
+            .arg(&sock)
+            .arg(&prog);
+        let o = output_with_stdin(c, b"x\n");
+        assert!(o.status.success(), "{o:?}");
+        assert_eq!(
+            thread_cpus(pid, "l4fs").as_deref(),
+            Some(cpu),
+            "the l4fs thread after a client on CPU {cpu} (before the first run: {before})"
+        );
+    }
+    stop(server);
+}

@@ -73,6 +73,9 @@ pub mod serve_kind {
     /// zygote → server: a new runner (its pid; fd: the server's end of its
     /// channel).
     pub const RUNNER: u32 = 29;
+    /// server → zygote: the thread id of the server's l4fs thread, which
+    /// a runner moves to its client's CPU with itself and its task.
+    pub const FS_THREAD: u32 = 30;
 }
 
 /// What a client of `loader serve` asks it to run ([`serve_kind::RUN`]).

@@ -95,10 +95,16 @@ fn zygote(arena: &'static super::arena::Arena, ch: Channel, socket: PathBuf, opt
         use super::stub::{ExeMappings, detach_from_exe};
         let _ = detach_from_exe(ExeMappings::Writable) && detach_from_exe(ExeMappings::ReadOnly);
     }
+    // The server's l4fs thread (see `serve_kind::FS_THREAD`).
+    let mut fs_thread = None;
     loop {
         reap();
         match ch.recv() {
             Ok((serve_kind::SPAWN, _, _)) => {}
+            Ok((serve_kind::FS_THREAD, p, _)) => {
+                fs_thread = Dec(&p).u64().ok().and_then(|t| i32::try_from(t).ok());
+                continue;
+            }
             // The server is gone.
             _ => std::process::exit(0),
         }
@@ -118,7 +124,7 @@ fn zygote(arena: &'static super::arena::Arena, ch: Channel, socket: PathBuf, opt
             Ok(l4re::host::ForkedProcess::Child) => {
                 drop(ch);
                 drop(server_end);
-                runner(arena, runner_end, &socket, opts)
+                runner(arena, runner_end, &socket, opts, fs_thread)
             }
             Ok(l4re::host::ForkedProcess::Parent { pid, .. }) => {
                 drop(runner_end);
@@ -137,8 +143,14 @@ fn zygote(arena: &'static super::arena::Arena, ch: Channel, socket: PathBuf, opt
 }
 
 /// A runner: readies a task, waits for a client on `ch`, runs its
-/// program, reports to it, exits.
-fn runner(arena: &'static super::arena::Arena, ch: Channel, socket: &Path, mut opts: RunOpts) -> ! {
+/// program, reports to it, exits. `fs_thread`: the server's l4fs thread.
+fn runner(
+    arena: &'static super::arena::Arena,
+    ch: Channel,
+    socket: &Path,
+    mut opts: RunOpts,
+    fs_thread: Option<i32>,
+) -> ! {
     opts.server = Some(socket.to_path_buf());
     opts.server_optional = false;
     // The channel to the server stays ours: its end tells the server
@@ -225,6 +237,12 @@ fn runner(arena: &'static super::arena::Arena, ch: Channel, socket: &Path, mut o
                 rustix::process::Pid::from_raw(prepared.task_pid() as i32),
                 &set,
             );
+            // The server's l4fs thread too, which the run calls (open, the
+            // ELF headers, the attach's map, the premap): with several
+            // clients at once on different CPUs it follows the latest.
+            if let Some(t) = fs_thread {
+                let _ = rustix::thread::sched_setaffinity(rustix::process::Pid::from_raw(t), &set);
+            }
         }
     }
     trace("loader", "request taken by a ready task");

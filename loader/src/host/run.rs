@@ -419,11 +419,22 @@ pub fn serve(arena: &'static super::arena::Arena, opts: &ServeOpts) -> i32 {
     let set = l4re::host::signal::SigSet::of(&[libc::SIGTERM, libc::SIGINT, libc::SIGHUP]);
     set.block();
     let server_gate = gate.cap();
+    let (tid_tx, tid_rx) = std::sync::mpsc::channel();
     let server = std::thread::Builder::new()
         .name("l4fs".into())
-        .spawn(move || l4fs::serve(server_gate, cfg));
+        .spawn(move || {
+            let _ = tid_tx.send(rustix::thread::gettid());
+            l4fs::serve(server_gate, cfg)
+        });
     if let Err(e) = server {
         return fail(format!("thread: {e}"));
+    }
+    // The runners move the l4fs thread to their client's CPU (their
+    // calls to it are then hand-offs on one CPU).
+    if let (Some(z), Ok(tid)) = (&zygote, tid_rx.recv()) {
+        let mut e = super::ctl::Enc::default();
+        e.u64(tid.as_raw_nonzero().get() as u64);
+        let _ = z.send(super::ctl::serve_kind::FS_THREAD, &e.0, &[]);
     }
     let listener = match seqpacket_socket() {
         Ok(s) => s,
