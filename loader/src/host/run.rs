@@ -1710,11 +1710,13 @@ pub static START_AFFINITY: std::sync::OnceLock<rustix::thread::CpuSet> = std::sy
 /// A start is a chain of hand-offs between the loader, its file server
 /// and the task, each waiting for the other: on two CPUs each hand-off
 /// wakes the other, idle CPU (on a 2-vCPU VM a round trip over a socket
-/// took 70 µs across CPUs, 2.8 µs on one; a static hello's one-shot run
-/// 3.9-4.2 ms unpinned, 3.5-3.7 ms pinned). The program gets the CPUs
-/// back; our threads stay where the program starts, so its faults that
-/// reach the server are hand-offs on its CPU too (as `loader serve`'s
-/// runner moves to its client's CPU).
+/// took 64-70 µs across CPUs, 2.8-3.3 µs on one; a static hello's
+/// one-shot run 3.9-4.2 ms unpinned, 3.5-3.7 ms pinned). The program gets
+/// the CPUs back; the file server's thread stays where the program
+/// starts, so its faults that reach the server are hand-offs on its CPU
+/// too (as `loader serve`'s runner moves itself, its task and the
+/// server's l4fs thread to its client's CPU); our waiting thread leaves
+/// while the program runs (see `finish`).
 fn pin_start_to_this_cpu() {
     let Ok(all) = rustix::thread::sched_getaffinity(None) else {
         return;
