@@ -1006,8 +1006,15 @@ impl Pager {
         }
         for (ds, f, e) in merged {
             // Ranges the server has cached cost no round trip (a warm
-            // server: all of them).
-            if self.view(CapIdx(ds)).is_ok_and(|v| v.cached(f, e)) {
+            // server: all of them). Only a view we have can tell: making
+            // one for it would cost a round trip of its own.
+            let view = self
+                .views
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&ds)
+                .cloned();
+            if view.is_some_and(|v| v.cached(f, e)) {
                 continue;
             }
             let cap: Cap<Dataspace> = Cap::from_idx(CapIdx(ds));
@@ -1099,6 +1106,12 @@ impl Pager {
         if self.mode != Mode::Internal || self.sees_cached() {
             return None;
         }
+        self.shared_ro_run(p, end)
+    }
+
+    /// The end of the run from `p` (up to `end`) within `p`'s region if
+    /// that is a read-only shared file region, else `None`.
+    fn shared_ro_run(&self, p: u64, end: u64) -> Option<u64> {
         let map = self.map.lock();
         let r = map.lookup(p)?;
         (!r.private
@@ -1112,20 +1125,7 @@ impl Pager {
     /// server has cached; returns the pages mapped (0: none).
     fn prefetch_run(&self, uffd: &Uffd, p: u64, end: u64) -> u64 {
         if self.mode == Mode::Internal {
-            let shared_ro = {
-                let map = self.map.lock();
-                match map.lookup(p) {
-                    Some(r) => {
-                        let e = end.min(r.end());
-                        (!r.private
-                            && !r.rights.contains(Rights::W)
-                            && matches!(r.backing, crate::region::Backing::File { .. }))
-                        .then_some(e)
-                    }
-                    None => None,
-                }
-            };
-            if let Some(e) = shared_ro {
+            if let Some(e) = self.shared_ro_run(p, end) {
                 let (done, _) = uffd.continue_nowake(p, e - p);
                 if done > 0 {
                     let n = done / PAGE_SIZE;
