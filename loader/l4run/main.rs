@@ -522,7 +522,7 @@ fn main(all: &[*const u8], envp: &[*const u8]) -> ! {
     // The request (RunRequest's encoding): trace (our start if L4_TRACE is
     // set), umask, prefetch, fault-around, premap (u64::MAX: the server's
     // defaults), profile, stats, profile head unset, program, args,
-    // environment, our CPU.
+    // environment, our CPU and CPU mask.
     // SAFETY: the one user of REQ, single-threaded.
     let req = unsafe { &mut *core::ptr::addr_of_mut!(REQ) };
     req.put(&RUN.to_le_bytes());
@@ -561,6 +561,13 @@ fn main(all: &[*const u8], envp: &[*const u8]) -> ! {
     // SAFETY: getcpu writes one u32.
     let r = unsafe { sys(309, [&mut cpu as *mut u32 as usize, 0, 0, 0, 0, 0]) };
     req.word(if r == 0 { u64::from(cpu) } else { u64::MAX });
+    // The CPUs we may run on (sched_getaffinity): the program's, as if we
+    // had executed it.
+    let mut mask = [0u8; 128];
+    // SAFETY: sched_getaffinity(0, len, mask) writes at most `len` bytes
+    // of `mask` and returns how many.
+    let n = unsafe { sys(204, [0, mask.len(), mask.as_mut_ptr() as usize, 0, 0, 0]) };
+    req.bytes(&mask[..usize::try_from(n).unwrap_or(0).min(mask.len())]);
     if req.over || cwd < 0 {
         close(sock);
         exec_loader(all, envp)

@@ -370,7 +370,7 @@ fn thread_cpus(pid: u32, name: &str) -> Option<String> {
 }
 
 #[test]
-fn a_run_moves_the_servers_file_thread_to_the_clients_cpu() {
+fn a_run_moves_to_the_clients_cpu_and_its_program_gets_the_clients_cpus() {
     let Some((prog, dir)) = setup("ready-cpu") else {
         return;
     };
@@ -396,6 +396,31 @@ fn a_run_moves_the_servers_file_thread_to_the_clients_cpu() {
             Some(cpu),
             "the l4fs thread after a client on CPU {cpu} (before the first run: {before})"
         );
+        // The task's pager thread moves there too (the program's faults
+        // and the task's end stay on that CPU); the program itself may
+        // use every CPU the client may.
+        let mut c = Command::new("taskset");
+        c.args(["-c", cpu, env!("L4RUN_PATH"), "--server"])
+            .arg(&sock)
+            .arg(&prog)
+            .arg("wait")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped());
+        let mut run = KillOnDrop::new(c.spawn().unwrap());
+        let mut line = String::new();
+        std::io::BufReader::new(run.child().stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let task: u32 = line.trim().strip_prefix("pid=").unwrap().parse().unwrap();
+        let pager = thread_cpus(task, "pager");
+        let program = thread_cpus(task, "prog");
+        let _ = rustix::process::kill_process(
+            rustix::process::Pid::from_raw(task as i32).unwrap(),
+            rustix::process::Signal::TERM,
+        );
+        let _ = run.child().wait();
+        assert_eq!(pager.as_deref(), Some(cpu), "the task's pager thread");
+        assert_eq!(program.as_deref(), Some(cpu), "the program (taskset's CPU)");
     }
     stop(server);
 }

@@ -109,6 +109,9 @@ pub struct RunRequest {
     /// starts (a wake-up on another CPU costs 0.1-0.5 ms on the
     /// development VM).
     pub cpu: u64,
+    /// The CPUs the client may run on ([`cpu_mask`]; empty: unknown): the
+    /// program's, as a program the client executed would inherit them.
+    pub cpus: Vec<u8>,
 }
 
 impl RunRequest {
@@ -130,7 +133,7 @@ impl RunRequest {
                 e.bytes(a);
             }
         }
-        e.u64(self.cpu);
+        e.u64(self.cpu).bytes(&self.cpus);
         e.0
     }
 
@@ -156,6 +159,7 @@ impl RunRequest {
             }
         }
         r.cpu = d.u64()?;
+        r.cpus = d.bytes()?.to_vec();
         Ok(r)
     }
 }
@@ -404,6 +408,38 @@ pub struct Start {
     /// `L4_TRACE`: the run's start (`CLOCK_MONOTONIC`, ns) for the task's
     /// trace lines; 0: as the task had it.
     pub trace: u64,
+    /// The CPUs the program may run on ([`cpu_mask`]; empty: those the
+    /// task had when it was made).
+    pub cpus: Vec<u8>,
+}
+
+/// A CPU set as the kernel's affinity mask: byte `i / 8`, bit `i % 8`
+/// for CPU `i`, up to the last CPU in the set.
+pub fn cpu_mask(set: &rustix::thread::CpuSet) -> Vec<u8> {
+    let mut m = Vec::new();
+    for cpu in (0..rustix::thread::CpuSet::MAX_CPU).filter(|&c| set.is_set(c)) {
+        m.resize(m.len().max(cpu / 8 + 1), 0);
+        m[cpu / 8] |= 1 << (cpu % 8);
+    }
+    m
+}
+
+/// The CPU set of a [`cpu_mask`] (CPUs past
+/// [`CpuSet::MAX_CPU`](rustix::thread::CpuSet::MAX_CPU) left out), or
+/// `None` if it names none.
+pub fn cpu_set(mask: &[u8]) -> Option<rustix::thread::CpuSet> {
+    let mut set = rustix::thread::CpuSet::new();
+    let mut any = false;
+    for (i, b) in mask.iter().enumerate() {
+        for bit in 0..8 {
+            let cpu = i * 8 + bit;
+            if b & (1 << bit) != 0 && cpu < rustix::thread::CpuSet::MAX_CPU {
+                set.set(cpu);
+                any = true;
+            }
+        }
+    }
+    any.then_some(set)
 }
 
 impl Start {
@@ -454,7 +490,10 @@ impl Start {
                 e.bytes(a);
             }
         }
-        e.u64(u64::from(self.stdio)).u64(self.umask).u64(self.trace);
+        e.u64(u64::from(self.stdio))
+            .u64(self.umask)
+            .u64(self.trace)
+            .bytes(&self.cpus);
         e.0
     }
 
@@ -515,6 +554,7 @@ impl Start {
         s.stdio = d.u64()? != 0;
         s.umask = d.u64()?;
         s.trace = d.u64()?;
+        s.cpus = d.bytes()?.to_vec();
         Ok(s)
     }
 }
@@ -565,6 +605,7 @@ mod tests {
             stdio: true,
             umask: 0o22,
             trace: 7,
+            cpus: vec![0b101],
         };
         assert_eq!(Start::decode(&s.encode()).unwrap(), s);
         assert!(Start::decode(&s.encode()[..20]).is_err());
@@ -585,10 +626,26 @@ mod tests {
             args: vec![b"a".to_vec(), b"".to_vec()],
             envp: vec![b"A=B".to_vec()],
             cpu: 1,
+            cpus: vec![0, 0b10],
         };
         let b = r.encode();
         assert_eq!(RunRequest::decode(&b).unwrap(), r);
         assert!(RunRequest::decode(&b[..b.len() - 1]).is_err());
+    }
+
+    #[test]
+    fn cpu_masks_are_the_kernels() {
+        let mut set = rustix::thread::CpuSet::new();
+        set.set(0);
+        set.set(9);
+        let m = cpu_mask(&set);
+        assert_eq!(m, [0b1, 0b10]);
+        assert_eq!(cpu_set(&m), Some(set));
+        assert_eq!(cpu_set(&[0, 0]), None, "no CPU");
+        assert_eq!(cpu_set(&[]), None);
+        // What sched_getaffinity reports comes back as it was.
+        let mine = rustix::thread::sched_getaffinity(None).unwrap();
+        assert_eq!(cpu_set(&cpu_mask(&mine)), Some(mine));
     }
 
     #[test]

@@ -74,6 +74,20 @@ pub fn start_zygote(
     }
 }
 
+/// Moves every thread of process `pid` to the CPUs of `set` (those that
+/// end meanwhile are passed over).
+fn move_threads(pid: u32, set: &rustix::thread::CpuSet) {
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return;
+    };
+    for tid in dir
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+    {
+        let _ = rustix::thread::sched_setaffinity(rustix::process::Pid::from_raw(tid), set);
+    }
+}
+
 /// Reaps the runners that ended.
 fn reap() {
     while let Ok(Some(_)) = rustix::process::waitid(
@@ -220,10 +234,13 @@ fn runner(
     if let Ok(m) = u32::try_from(req.umask) {
         rustix::process::umask(rustix::fs::Mode::from_bits_truncate(m));
     }
-    // Where the client runs: this thread and the task's first thread
-    // (which restores its own mask before it enters the program) move
-    // there, so that the hand-offs of the start wake a thread on the same
-    // CPU.
+    // Where the client runs: this thread and the task's threads (the
+    // first restores its own mask before it enters the program; the
+    // pager's stays) move there, so that the hand-offs of the start and
+    // the program's faults wake a thread on the same CPU, and the task's
+    // address space is in use on one CPU only when it ends (its teardown
+    // then frees the page tables without waiting for the other CPU to
+    // flush its TLB).
     if let Ok(cpu) = usize::try_from(req.cpu) {
         let mut set = rustix::thread::CpuSet::new();
         if cpu < rustix::thread::CpuSet::MAX_CPU {
@@ -233,10 +250,7 @@ fn runner(
                 let _ = super::run::START_AFFINITY.set(all);
             }
             let _ = rustix::thread::sched_setaffinity(None, &set);
-            let _ = rustix::thread::sched_setaffinity(
-                rustix::process::Pid::from_raw(prepared.task_pid() as i32),
-                &set,
-            );
+            move_threads(prepared.task_pid(), &set);
             // The server's l4fs thread too, which the run calls (open, the
             // ELF headers, the attach's map, the premap): with several
             // clients at once on different CPUs it follows the latest.
@@ -470,6 +484,9 @@ pub fn run_via_server(opts: &RunOpts, sock: &Path) -> Result<i32, NotRun> {
             })
             .collect(),
         cpu: rustix::thread::sched_getcpu() as u64,
+        cpus: rustix::thread::sched_getaffinity(None)
+            .map(|s| super::ctl::cpu_mask(&s))
+            .unwrap_or_default(),
     };
     let cwd = match rustix::fs::open(
         ".",

@@ -222,6 +222,8 @@ pub fn run_task(arena: &'static Arena, ch: Channel, mode: Mode) -> ! {
         Err(_) => std::process::exit(127),
     };
     trace("l4task", "START");
+    // The program's CPUs: the client's or the caller's, as START says.
+    let cpus = super::ctl::cpu_set(&start.cpus).or(cpus);
     // A recording run sees every first touch, and so does a run without
     // fault-around: set before the regions are realized (see
     // `Pager::set_sees_cached`).
@@ -294,22 +296,45 @@ pub fn run_task(arena: &'static Arena, ch: Channel, mode: Mode) -> ! {
     // last thread's status is reported, which a non-leader thread takes
     // with it here.
     //
-    // It looks at growing intervals, 1 ms to 200 ms: a program that ends
-    // with `exit` soon after it started (a program without a C library)
-    // ends within milliseconds, a long one costs a look every 200 ms. (A
+    // It looks when the leader ends (the kernel clears `LEADER_ALIVE`, its
+    // `clear_child_tid`, and wakes the watcher: a program without a C
+    // library that ends with `exit` ends at once) and otherwise at
+    // growing intervals, 1 ms to 200 ms (other threads of the program
+    // ending last; a C library that set its own `clear_child_tid`). (A
     // pidfd of the leader thread does not do: the kernel does not wake
     // its pollers when a leader with live threads exits.)
+    let leader = std::process::id();
+    LEADER_ALIVE.store(leader, Ordering::SeqCst);
+    l4re::host::sys::clear_on_exit(&LEADER_ALIVE);
     let watcher = std::thread::Builder::new()
         .name("l4task".into())
         .spawn(move || {
             let _keep = ch;
             let mut wait = std::time::Duration::from_millis(1);
             loop {
-                if !program_threads_left() {
+                // A leader whose word is cleared is ending (its exit code
+                // is set by then), whether or not it is a zombie yet.
+                let leader_gone = LEADER_ALIVE.load(Ordering::SeqCst) == 0;
+                if !program_threads_left(leader_gone.then_some(leader)) {
                     // Nothing of the program is left.
                     l4re::host::sys::exit_group(leader_exit_status() as i32);
                 }
-                std::thread::sleep(wait);
+                if leader_gone {
+                    std::thread::sleep(wait);
+                } else {
+                    let t = rustix::thread::futex::Timespec {
+                        tv_sec: wait.as_secs() as i64,
+                        tv_nsec: wait.subsec_nanos() as i64,
+                    };
+                    // Not FUTEX_PRIVATE: the kernel's wake at a
+                    // thread's end is a shared one.
+                    let _ = rustix::thread::futex::wait(
+                        &LEADER_ALIVE,
+                        rustix::thread::futex::Flags::empty(),
+                        leader,
+                        Some(&t),
+                    );
+                }
                 wait = (wait * 2).min(std::time::Duration::from_millis(200));
             }
         });
@@ -469,13 +494,23 @@ fn hand_over(ch: Arc<Channel>, barrier: Uffd) -> l4pager::host::OnFork {
 /// Thread names of the stub (the program's threads carry the program's).
 const STUB_THREADS: &[&str] = &["l4task", "pager", "pager-fork"];
 
+/// The program's main thread (the thread-group leader) is alive: its
+/// thread id until it ends, when the kernel clears it (see
+/// [`l4re::host::sys::clear_on_exit`]) and wakes the watcher.
+static LEADER_ALIVE: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
 /// Whether a thread of the program still runs in this process (a leader
-/// that called `exit` stays listed as a zombie until the process ends).
-fn program_threads_left() -> bool {
+/// that called `exit` stays listed as a zombie until the process ends;
+/// `ended`: a thread known to be ending, not counted).
+fn program_threads_left(ended: Option<u32>) -> bool {
     let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
         return true;
     };
+    let ended = ended.map(|t| t.to_string());
     dir.flatten().any(|t| {
+        if ended.as_deref().is_some_and(|e| t.file_name() == e) {
+            return false;
+        }
         let program = std::fs::read_to_string(t.path().join("comm"))
             .map(|c| !STUB_THREADS.contains(&c.trim_end()))
             .unwrap_or(false);

@@ -37,6 +37,17 @@ pub fn exit_group(status: i32) -> ! {
     unreachable!("exit_group returned")
 }
 
+/// Has the kernel write 0 to `word` and wake one futex waiter on it when
+/// the calling thread ends (its `clear_child_tid`; a C library that
+/// starts later in this thread may set its own). Corresponds to
+/// `set_tid_address(2)`.
+pub fn clear_on_exit(word: &'static std::sync::atomic::AtomicU32) {
+    // SAFETY: the kernel keeps the address and writes a u32 there when
+    // this thread ends; `word` is a static u32 that lives as long as the
+    // process.
+    unsafe { libc::syscall(libc::SYS_set_tid_address, word.as_ptr()) };
+}
+
 /// Where a thread (of any process) runs: its `/proc/TID/stat`, kept open,
 /// so that each look is one `pread` (about 1 µs) rather than an open, a
 /// read and a close.

@@ -38,6 +38,8 @@ const UFFDIO_CONTINUE: u64 = iowr(0x07, 32);
 const UFFDIO_COPY_MODE_DONTWAKE: u64 = 1;
 /// `UFFDIO_CONTINUE_MODE_DONTWAKE`.
 const UFFDIO_CONTINUE_MODE_DONTWAKE: u64 = 1;
+/// `UFFDIO_ZEROPAGE_MODE_DONTWAKE`.
+const UFFDIO_ZEROPAGE_MODE_DONTWAKE: u64 = 1;
 /// `_IO(0xAA, 0x00)` of `/dev/userfaultfd`: `USERFAULTFD_IOC_NEW` (the
 /// flags are the plain integer argument; no size is encoded).
 pub const USERFAULTFD_IOC_NEW: u64 = 0xaa << 8;
@@ -338,6 +340,20 @@ impl Uffd {
         ];
         let r = ioctl(&self.fd, UFFDIO_COPY, &mut c);
         ranged(r, c[4] as i64, len)
+    }
+
+    /// Maps the zero page at as much as it can of `[dst, dst + len)` of
+    /// an anonymous mapping **without waking** anyone, stopping at the
+    /// first page already mapped; returns as
+    /// [`continue_nowake`](Self::continue_nowake). The first write to
+    /// such a page is the kernel's own copy-on-write fault (a fresh page,
+    /// no userfault): pages that are only ever read cost no memory.
+    /// Corresponds to `ioctl(UFFDIO_ZEROPAGE)` with
+    /// `UFFDIO_ZEROPAGE_MODE_DONTWAKE`.
+    pub fn zeropage_nowake(&self, dst: u64, len: u64) -> (u64, Result<(), i32>) {
+        let mut z = [dst, len, UFFDIO_ZEROPAGE_MODE_DONTWAKE, 0u64];
+        let r = ioctl(&self.fd, UFFDIO_ZEROPAGE, &mut z);
+        ranged(r, z[3] as i64, len)
     }
 
     /// Makes reads non-blocking (for [`wait_readable`](Self::wait_readable)
