@@ -234,13 +234,13 @@ fn runner(
     if let Ok(m) = u32::try_from(req.umask) {
         rustix::process::umask(rustix::fs::Mode::from_bits_truncate(m));
     }
-    // Where the client runs: this thread and the task's threads (the
-    // first restores its own mask before it enters the program; the
-    // pager's stays) move there, so that the hand-offs of the start and
-    // the program's faults wake a thread on the same CPU, and the task's
-    // address space is in use on one CPU only when it ends (its teardown
-    // then frees the page tables without waiting for the other CPU to
-    // flush its TLB).
+    // Where the client runs: our threads (this one, the external pager
+    // of the task's arena) and the task's (the first restores its own
+    // mask before it enters the program; the pager's stays) move there,
+    // so that the hand-offs of the start and the program's faults wake a
+    // thread on the same CPU, and the task's address space is in use on
+    // one CPU only when it ends (its teardown then frees the page tables
+    // without waiting for the other CPU to flush its TLB).
     if let Ok(cpu) = usize::try_from(req.cpu) {
         let mut set = rustix::thread::CpuSet::new();
         if cpu < rustix::thread::CpuSet::MAX_CPU {
@@ -249,7 +249,7 @@ fn runner(
             if let Ok(all) = rustix::thread::sched_getaffinity(None) {
                 let _ = super::run::START_AFFINITY.set(all);
             }
-            let _ = rustix::thread::sched_setaffinity(None, &set);
+            move_threads(std::process::id(), &set);
             move_threads(prepared.task_pid(), &set);
             // The server's l4fs thread too, which the run calls (open, the
             // ELF headers, the attach's map, the premap): with several
