@@ -222,8 +222,13 @@ pub fn run_task(arena: &'static Arena, ch: Channel, mode: Mode) -> ! {
         Err(_) => std::process::exit(127),
     };
     trace("l4task", "START");
-    // The program's CPUs: the client's or the caller's, as START says.
-    let cpus = super::ctl::cpu_set(&start.cpus).or(cpus);
+    // The program's CPUs: the client's or the caller's, as START says; the
+    // task's own if the kernel refuses those (a client whose CPUs the
+    // server may not use).
+    let cpus: Vec<_> = super::ctl::cpu_set(&start.cpus)
+        .into_iter()
+        .chain(cpus)
+        .collect();
     // A recording run sees every first touch, and so does a run without
     // fault-around: set before the regions are realized (see
     // `Pager::set_sees_cached`).
@@ -355,9 +360,7 @@ pub fn run_task(arena: &'static Arena, ch: Channel, mode: Mode) -> ! {
             }
         }
     }
-    if let Some(c) = &cpus {
-        let _ = rustix::thread::sched_setaffinity(None, c);
-    }
+    set_first_allowed_cpus(&cpus);
     unregister_rseq();
     trace("l4task", "entering the program");
     // SAFETY: the program is mapped and its stack built by `launch`; from
@@ -489,6 +492,13 @@ fn hand_over(ch: Arc<Channel>, barrier: Uffd) -> l4pager::host::OnFork {
         }
         log::warn!("l4task: no fork event on the barrier");
     })
+}
+
+/// Gives the calling thread the first of `sets` the kernel accepts (it
+/// refuses a set without a CPU this thread may use); returns its index.
+fn set_first_allowed_cpus(sets: &[rustix::thread::CpuSet]) -> Option<usize> {
+    sets.iter()
+        .position(|c| rustix::thread::sched_setaffinity(None, c).is_ok())
 }
 
 /// Thread names of the stub (the program's threads carry the program's).
@@ -968,5 +978,27 @@ unsafe fn enter(entry: u64, sp: u64) -> ! {
             in("rsi") entry,
             options(noreturn)
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_first_cpu_set_the_kernel_accepts_is_taken() {
+        // On a thread of its own: the test changes its CPUs.
+        std::thread::spawn(|| {
+            let mine = rustix::thread::sched_getaffinity(None).unwrap();
+            // A CPU no machine this runs on has.
+            let mut absent = rustix::thread::CpuSet::new();
+            absent.set(rustix::thread::CpuSet::MAX_CPU - 1);
+            assert_eq!(set_first_allowed_cpus(&[absent, mine]), Some(1));
+            assert_eq!(rustix::thread::sched_getaffinity(None).unwrap(), mine);
+            assert_eq!(set_first_allowed_cpus(&[absent]), None);
+            assert_eq!(rustix::thread::sched_getaffinity(None).unwrap(), mine);
+        })
+        .join()
+        .unwrap();
     }
 }
