@@ -23,6 +23,7 @@
 #![no_main]
 
 use core::arch::{asm, global_asm};
+use core::sync::atomic::{AtomicU64, Ordering};
 
 global_asm!(
     ".globl _start",
@@ -233,12 +234,42 @@ const NO_READY: u32 = 26;
 const BOOTSTRAP_ENV: &[u8] = b"L4RE_HOST_BOOTSTRAP_FD";
 const FORWARDED: [u32; 4] = [2, 15, 1, 3];
 
+/// The signal mask we were started with (before we blocked the signals
+/// we forward): the program's, as `execve` would pass it on.
+static CALLER_MASK: AtomicU64 = AtomicU64::new(0);
+
+/// Reads the mask we were started with into [`CALLER_MASK`] (before
+/// anything blocks a signal).
+fn keep_caller_mask() {
+    let mut mask = 0u64;
+    // SAFETY: no new mask (how is ignored then); the kernel writes 8 bytes.
+    unsafe { sys(14, [0, 0, &mut mask as *mut u64 as usize, 8, 0, 0]) };
+    CALLER_MASK.store(mask, Ordering::Relaxed);
+}
+
+/// The signals we were started ignoring (`SIG_IGN`), which `execve` would
+/// pass on to the program: `rt_sigaction(sig, NULL, &old)` of each.
+fn ignored_signals() -> u64 {
+    let mut ignored = 0u64;
+    for sig in 1..=64usize {
+        // struct kernel_sigaction: handler, flags, restorer, mask.
+        let mut old = [0u64; 4];
+        // SAFETY: no new action; the kernel writes one 32-byte action.
+        let r = unsafe { sys(13, [sig, 0, old.as_mut_ptr() as usize, 8, 0, 0]) };
+        if r == 0 && old[0] == 1 {
+            ignored |= 1 << (sig - 1);
+        }
+    }
+    ignored
+}
+
 /// Executes `loader run` with our arguments (`args`: without argv[0]).
 fn exec_loader(args: &[*const u8], envp: &[*const u8]) -> ! {
-    // The signals were blocked for forwarding: an exec keeps the mask.
-    let none = 0u64;
+    // The signals were blocked for forwarding: an exec keeps the mask, so
+    // the caller's goes back.
+    let mask = CALLER_MASK.load(Ordering::Relaxed);
     // SAFETY: sets the mask from a readable sigset.
-    unsafe { sys(14, [2, &none as *const u64 as usize, 0, 8, 0, 0]) };
+    unsafe { sys(14, [2, &mask as *const u64 as usize, 0, 8, 0, 0]) };
     let mut path = Buf::<4096>::new();
     match getenv(envp, b"L4_LOADER") {
         Some(p) => {
@@ -395,6 +426,7 @@ fn number(s: &[u8]) -> Option<u64> {
 }
 
 fn main(all: &[*const u8], envp: &[*const u8]) -> ! {
+    keep_caller_mask();
     let mut args = all;
     let mut server: Option<&[u8]> = None;
     let (mut premap, mut fault_around, mut profile, mut stats) = (u64::MAX, u64::MAX, 1, &b""[..]);
@@ -522,7 +554,8 @@ fn main(all: &[*const u8], envp: &[*const u8]) -> ! {
     // The request (RunRequest's encoding): trace (our start if L4_TRACE is
     // set), umask, prefetch, fault-around, premap (u64::MAX: the server's
     // defaults), profile, stats, profile head unset, program, args,
-    // environment, our CPU and CPU mask.
+    // environment, our CPU and CPU mask, the signals we ignore and our
+    // caller's signal mask.
     // SAFETY: the one user of REQ, single-threaded.
     let req = unsafe { &mut *core::ptr::addr_of_mut!(REQ) };
     req.put(&RUN.to_le_bytes());
@@ -568,6 +601,9 @@ fn main(all: &[*const u8], envp: &[*const u8]) -> ! {
     // of `mask` and returns how many.
     let n = unsafe { sys(204, [0, mask.len(), mask.as_mut_ptr() as usize, 0, 0, 0]) };
     req.bytes(&mask[..usize::try_from(n).unwrap_or(0).min(mask.len())]);
+    // The signals we ignore and our mask as we were started with them.
+    req.word(ignored_signals())
+        .word(CALLER_MASK.load(Ordering::Relaxed));
     if req.over || cwd < 0 {
         close(sock);
         exec_loader(all, envp)

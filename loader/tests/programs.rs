@@ -11,6 +11,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 
+mod common;
+
 const LOADER: &str = env!("CARGO_BIN_EXE_loader");
 
 const HELLO: &str = r#"
@@ -421,6 +423,43 @@ fn hello_static_and_pie_equal_native() {
 #[test]
 fn program_may_use_the_cpus_it_would_natively() {
     same_as_native("affinity", &[]);
+}
+
+#[test]
+fn the_callers_ignored_signals_and_mask_are_the_programs() {
+    // As across execve: ignored signals stay ignored, the mask is kept
+    // (the loader's runtime ignores SIGPIPE and blocks signals of its own;
+    // the program sees its caller's state, not the loader's).
+    let Some(b) = built() else {
+        return;
+    };
+    let Some((state, caller)) = common::signal_programs(&b.dir) else {
+        return;
+    };
+    let native = Command::new(&caller).arg(&state).output().unwrap();
+    let text = String::from_utf8_lossy(&native.stdout).into_owned();
+    let word = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+            .unwrap_or(0)
+    };
+    // What the caller set (on top of what this test's process passed on).
+    assert_eq!(word("SigIgn:") & 0x1802, 0x1802, "native: {text}");
+    assert_eq!(
+        word("SigBlk:") & 0x10_0000_0200,
+        0x10_0000_0200,
+        "native: {text}"
+    );
+    for mode in ["internal", "external"] {
+        let l = Command::new(&caller)
+            .args([LOADER, "run", "--no-prefetch-profile", "--pager", mode])
+            .arg(&state)
+            .output()
+            .unwrap();
+        assert!(l.status.success(), "{mode}: {l:?}");
+        assert_eq!(String::from_utf8_lossy(&l.stdout), text, "{mode}");
+    }
 }
 
 #[test]

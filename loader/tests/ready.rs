@@ -370,6 +370,34 @@ fn thread_cpus(pid: u32, name: &str) -> Option<String> {
 }
 
 #[test]
+fn a_served_program_gets_its_clients_ignored_signals_and_mask() {
+    let Some((_, dir)) = setup("ready-signals") else {
+        return;
+    };
+    let Some((state, caller)) = common::signal_programs(&dir) else {
+        return;
+    };
+    let native = Command::new(&caller).arg(&state).output().unwrap();
+    let sock = dir.join("s.sock");
+    let server = KillOnDrop::new(start_serve(&sock, &[]));
+    for (name, client) in clients(&sock) {
+        // The caller executes the client, as it would the program.
+        let mut c = Command::new(&caller);
+        c.arg(client.get_program())
+            .args(client.get_args())
+            .arg(&state);
+        let o = output_with_stdin(c, b"");
+        assert!(o.status.success(), "{name}: {o:?}");
+        assert_eq!(
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&native.stdout),
+            "{name}"
+        );
+    }
+    stop(server);
+}
+
+#[test]
 fn a_run_moves_to_the_clients_cpu_and_its_program_gets_the_clients_cpus() {
     let Some((prog, dir)) = setup("ready-cpu") else {
         return;

@@ -112,6 +112,30 @@ pub struct RunRequest {
     /// The CPUs the client may run on ([`cpu_mask`]; empty: unknown): the
     /// program's, as a program the client executed would inherit them.
     pub cpus: Vec<u8>,
+    /// The signals the client ignores and its mask (bit `n - 1`: signal
+    /// `n`): the program's, as `execve` passes them on.
+    pub signals: SignalState,
+}
+
+/// What a program inherits of its caller's signal state across `execve`
+/// (bit `n - 1` stands for signal `n`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SignalState {
+    /// Signals ignored (`SIG_IGN`).
+    pub ignored: u64,
+    /// The mask.
+    pub blocked: u64,
+}
+
+impl SignalState {
+    /// What this process inherited ([`l4re::host::signal::inherited`]);
+    /// nothing ignored or blocked if that is unknown.
+    pub fn inherited() -> SignalState {
+        l4re::host::signal::inherited().map_or_else(SignalState::default, |i| SignalState {
+            ignored: i.ignored,
+            blocked: i.blocked,
+        })
+    }
 }
 
 impl RunRequest {
@@ -133,7 +157,10 @@ impl RunRequest {
                 e.bytes(a);
             }
         }
-        e.u64(self.cpu).bytes(&self.cpus);
+        e.u64(self.cpu)
+            .bytes(&self.cpus)
+            .u64(self.signals.ignored)
+            .u64(self.signals.blocked);
         e.0
     }
 
@@ -160,6 +187,10 @@ impl RunRequest {
         }
         r.cpu = d.u64()?;
         r.cpus = d.bytes()?.to_vec();
+        r.signals = SignalState {
+            ignored: d.u64()?,
+            blocked: d.u64()?,
+        };
         Ok(r)
     }
 }
@@ -411,6 +442,8 @@ pub struct Start {
     /// The CPUs the program may run on ([`cpu_mask`]; empty: those the
     /// task had when it was made).
     pub cpus: Vec<u8>,
+    /// The signal state the program inherits (its caller's).
+    pub signals: SignalState,
 }
 
 /// A CPU set as the kernel's affinity mask: byte `i / 8`, bit `i % 8`
@@ -493,7 +526,9 @@ impl Start {
         e.u64(u64::from(self.stdio))
             .u64(self.umask)
             .u64(self.trace)
-            .bytes(&self.cpus);
+            .bytes(&self.cpus)
+            .u64(self.signals.ignored)
+            .u64(self.signals.blocked);
         e.0
     }
 
@@ -555,6 +590,10 @@ impl Start {
         s.umask = d.u64()?;
         s.trace = d.u64()?;
         s.cpus = d.bytes()?.to_vec();
+        s.signals = SignalState {
+            ignored: d.u64()?,
+            blocked: d.u64()?,
+        };
         Ok(s)
     }
 }
@@ -606,6 +645,10 @@ mod tests {
             umask: 0o22,
             trace: 7,
             cpus: vec![0b101],
+            signals: SignalState {
+                ignored: 1 << 12,
+                blocked: 1 << 9,
+            },
         };
         assert_eq!(Start::decode(&s.encode()).unwrap(), s);
         assert!(Start::decode(&s.encode()[..20]).is_err());
@@ -627,6 +670,10 @@ mod tests {
             envp: vec![b"A=B".to_vec()],
             cpu: 1,
             cpus: vec![0, 0b10],
+            signals: SignalState {
+                ignored: 3,
+                blocked: 1 << 63,
+            },
         };
         let b = r.encode();
         assert_eq!(RunRequest::decode(&b).unwrap(), r);

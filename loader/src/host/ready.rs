@@ -487,6 +487,7 @@ pub fn run_via_server(opts: &RunOpts, sock: &Path) -> Result<i32, NotRun> {
         cpus: rustix::thread::sched_getaffinity(None)
             .map(|s| super::ctl::cpu_mask(&s))
             .unwrap_or_default(),
+        signals: super::ctl::SignalState::inherited(),
     };
     let cwd = match rustix::fs::open(
         ".",

@@ -1110,6 +1110,10 @@ pub fn finish(
                 .map(super::ctl::cpu_mask)
                 .unwrap_or_default(),
         },
+        signals: match client {
+            Some(c) => c.req.signals,
+            None => super::ctl::SignalState::inherited(),
+        },
     };
     // A client's stdin, stdout, stderr and directory first; then the
     // program's file itself, for /proc/self/exe in the task (if we can

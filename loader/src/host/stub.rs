@@ -22,8 +22,9 @@
 //!    than a call per region), maps all file pages of a small program,
 //!    builds the initial stack (argc, argv, envp,
 //!    auxv with its own vDSO and hardware capabilities), maps it, prefetches,
-//!    resets the signal state, sets the process's memory layout (brk,
-//!    arguments: `PR_SET_MM_MAP`), starts a watcher thread and enters the
+//!    sets the process's memory layout (brk, arguments: `PR_SET_MM_MAP`),
+//!    starts a watcher thread, gives the process its caller's signal state
+//!    (ignored signals and mask, as across `execve`) and enters the
 //!    program at its entry point on the first thread (the thread-group
 //!    leader, as after `execve`; its rseq area unregistered, the program's
 //!    C library sets up its own TLS and rseq);
@@ -48,7 +49,7 @@ use l4re::host::signal::{self, CrashRecord, SigSet};
 use l4re::host::{Mapping, Prot, Source};
 
 use super::arena::Arena;
-use super::ctl::{Attach, Channel, Enc, Start, kind};
+use super::ctl::{Attach, Channel, Enc, SignalState, Start, kind};
 use super::run::trace;
 use crate::elf::{PAGE, USER_END};
 use crate::stack::{self, StackSpec, at};
@@ -361,12 +362,15 @@ pub fn run_task(arena: &'static Arena, ch: Channel, mode: Mode) -> ! {
         }
     }
     set_first_allowed_cpus(&cpus);
+    // After the stub's last thread is made: the C library takes SIGSETXID
+    // over when the process gets its first thread.
+    reset_signals(pager.counters(), &start.signals);
     unregister_rseq();
     trace("l4task", "entering the program");
     // SAFETY: the program is mapped and its stack built by `launch`; from
     // here on this thread runs only program code. (Stays here: entering
     // the program is the stub's own `execve`.)
-    unsafe { enter(entry, sp) }
+    unsafe { enter(entry, sp, SigSet::from_bits(start.signals.blocked)) }
 }
 
 /// Makes `io` (stdin, stdout, stderr, working directory: a client's of
@@ -548,9 +552,12 @@ fn set_thread_name(name: &[u8]) {
 
 /// Resets the signal state the stub's runtime left (Rust ignores SIGPIPE
 /// and handles SIGSEGV/SIGBUS for stack overflows; the main thread has an
-/// alternate stack) and installs the crash recorder for SIGSEGV/SIGBUS.
-fn reset_signals(c: &'static l4pager::host::Counters) {
+/// alternate stack), ignores what the program's caller ignored (as
+/// `execve` leaves it) and installs the crash recorder for SIGSEGV/SIGBUS
+/// (which a fault raises even where they are ignored).
+fn reset_signals(c: &'static l4pager::host::Counters, inherited: &SignalState) {
     signal::reset_dispositions();
+    signal::ignore(inherited.ignored);
     signal::record_crashes(
         &[libc::SIGSEGV, libc::SIGBUS],
         CrashRecord {
@@ -701,7 +708,6 @@ fn launch(
             pager.prefetch(uffd, below);
         }
     }
-    reset_signals(pager.counters());
     // The process's memory layout as execve would have set it.
     let auxv_words: Vec<u64> = {
         let base = top - st.bytes.len() as u64;
@@ -950,17 +956,17 @@ pub(crate) fn detach_from_exe(which: ExeMappings) -> bool {
     true
 }
 
-/// Enters the program at `entry` with stack pointer `sp`, with an empty
-/// signal mask (what execve leaves), `rdx` 0 (no exit handler) and the
-/// other callee-saved registers cleared.
+/// Enters the program at `entry` with stack pointer `sp`, with signal
+/// mask `mask` (its caller's: `execve` keeps the mask), `rdx` 0 (no exit
+/// handler) and the other callee-saved registers cleared.
 ///
 /// # Safety
 ///
 /// `entry` must be the entry point of a program mapped in this process and
 /// `sp` its initial stack as [`stack::build`] lays it out; nothing of the
 /// calling thread's stack or state is used again.
-unsafe fn enter(entry: u64, sp: u64) -> ! {
-    SigSet::empty().set_mask();
+unsafe fn enter(entry: u64, sp: u64, mask: SigSet) -> ! {
+    mask.set_mask();
     // SAFETY: see the function's contract. (Stays here: a jump into the
     // program, the stub's own exec.)
     unsafe {

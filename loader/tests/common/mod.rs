@@ -80,3 +80,64 @@ pub fn assert_same_as_native(what: &str, loaded: &Output, native: &Output) {
     );
     assert_eq!(status(loaded), status(native), "{what}: status");
 }
+
+/// Prints the signals it ignores and its mask (`SigIgn`, `SigBlk` of
+/// `/proc/self/status`).
+const SIGNAL_STATE: &str = r#"
+#include <stdio.h>
+#include <string.h>
+int main(void) {
+    char l[256];
+    FILE *f = fopen("/proc/self/status", "r");
+    while (f && fgets(l, sizeof l, f))
+        if (!strncmp(l, "SigIgn", 6) || !strncmp(l, "SigBlk", 6)) fputs(l, stdout);
+    return 0;
+}
+"#;
+
+/// Ignores SIGINT, SIGPIPE and SIGUSR2, blocks SIGUSR1 and SIGRTMIN+3,
+/// then executes `argv[1]` with the rest of its arguments.
+const SIGNAL_CALLER: &str = r#"
+#include <signal.h>
+#include <unistd.h>
+int main(int argc, char **argv) {
+    sigset_t s;
+    sigemptyset(&s);
+    sigaddset(&s, SIGUSR1);
+    sigaddset(&s, SIGRTMIN + 3);
+    sigprocmask(SIG_BLOCK, &s, 0);
+    signal(SIGINT, SIG_IGN);
+    signal(SIGPIPE, SIG_IGN);
+    signal(SIGUSR2, SIG_IGN);
+    if (argc < 2) return 2;
+    execv(argv[1], argv + 1);
+    return 127;
+}
+"#;
+
+/// Builds, in `dir`, a program that prints its signal state and a caller
+/// that executes a command with some signals ignored and some blocked:
+/// `(state, caller)`, or `None` without `cc -static` (an error in CI).
+pub fn signal_programs(dir: &Path) -> Option<(std::path::PathBuf, std::path::PathBuf)> {
+    let mut out = Vec::new();
+    for (name, src) in [("sigstate", SIGNAL_STATE), ("sigcaller", SIGNAL_CALLER)] {
+        let c = dir.join(format!("{name}.c"));
+        std::fs::write(&c, src).ok()?;
+        let p = dir.join(name);
+        let built = Command::new("cc")
+            .args(["-static", "-O1", "-o"])
+            .arg(&p)
+            .arg(&c)
+            .status();
+        if !built.is_ok_and(|s| s.success()) {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "cc -static missing in CI: install gcc and libc6-dev"
+            );
+            eprintln!("skipped: cc -static unavailable (install gcc and libc6-dev)");
+            return None;
+        }
+        out.push(p);
+    }
+    Some((out[0].clone(), out[1].clone()))
+}

@@ -62,6 +62,32 @@ impl SigSet {
         unsafe { libc::pthread_sigmask(how, &self.0, core::ptr::null_mut()) };
     }
 
+    /// The set whose bit `n - 1` stands for signal `n` (the kernel's
+    /// `sigset_t` word, as `/proc/PID/status` shows it in hex).
+    pub fn from_bits(bits: u64) -> SigSet {
+        let signals: Vec<i32> = (1..=MAX_SIGNAL)
+            .filter(|s| bits & 1 << (s - 1) != 0)
+            .collect();
+        SigSet::of(&signals)
+    }
+
+    /// The set as in [`from_bits`](Self::from_bits).
+    pub fn bits(&self) -> u64 {
+        (1..=MAX_SIGNAL)
+            // SAFETY: a valid set.
+            .filter(|&s| unsafe { libc::sigismember(&self.0, s) } == 1)
+            .fold(0, |b, s| b | 1 << (s - 1))
+    }
+
+    /// The calling thread's mask. Corresponds to `pthread_sigmask(0,
+    /// NULL, &set)`.
+    pub fn current() -> SigSet {
+        let mut s = SigSet::empty();
+        // SAFETY: no new mask, a live output set.
+        unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, core::ptr::null(), &mut s.0) };
+        s
+    }
+
     /// Waits for one of these signals (which must be blocked in every
     /// thread) and returns its number. Corresponds to `sigwait`.
     pub fn wait(&self) -> i32 {
@@ -102,20 +128,18 @@ fn set_action(sig: i32, handler: usize, flags: i32) {
     }
 }
 
-/// Resets the process's signal state to what `execve` leaves: the
-/// default disposition for every signal (except `SIGKILL`, `SIGSTOP` and
-/// the two real-time signals the C library reserves) and no alternate
-/// signal stack for the calling thread. Corresponds to `sigaction(SIG_DFL)`
-/// of each and `sigaltstack(SS_DISABLE)`.
+/// Resets the process's signal state: the default disposition for every
+/// signal (but `SIGKILL` and `SIGSTOP`, and including the two real-time
+/// signals the C library reserves: the program's own takes them over) and
+/// no alternate signal stack for the calling thread. Corresponds to `sigaction(SIG_DFL)` of each and
+/// `sigaltstack(SS_DISABLE)`. (`execve` leaves ignored signals ignored:
+/// [`ignore`] those the program is to inherit afterwards.)
 ///
 /// Rust's runtime handlers (stack-overflow reports) are gone afterwards: a
 /// stack overflow is then a plain `SIGSEGV`.
 pub fn reset_dispositions() {
-    for sig in 1..=MAX_SIGNAL {
-        if sig == libc::SIGKILL || sig == libc::SIGSTOP || (32..=33).contains(&sig) {
-            continue;
-        }
-        set_action(sig, libc::SIG_DFL, 0);
+    for sig in (1..=MAX_SIGNAL).filter(|&s| settable(s)) {
+        set_disposition(sig, libc::SIG_DFL);
     }
     let ss = libc::stack_t {
         ss_sp: core::ptr::null_mut(),
@@ -125,6 +149,116 @@ pub fn reset_dispositions() {
     // SAFETY: disabling the alternate stack reads only `ss`.
     unsafe { libc::sigaltstack(&ss, core::ptr::null_mut()) };
 }
+
+/// Whether `sig` may be given a disposition: not `SIGKILL` or `SIGSTOP`.
+fn settable(sig: i32) -> bool {
+    sig != libc::SIGKILL && sig != libc::SIGSTOP
+}
+
+/// Sets `sig` to `SIG_DFL` or `SIG_IGN` (`disposition`). The two
+/// real-time signals the C library reserves for itself (32 and 33, which
+/// its `sigaction` refuses) through the system call: a program inherits
+/// them ignored as any other across `execve`, and its own C library
+/// takes them over when it starts. Corresponds to `sigaction(2)`.
+fn set_disposition(sig: i32, disposition: libc::sighandler_t) {
+    if !(32..=33).contains(&sig) {
+        set_action(sig, disposition, 0);
+        return;
+    }
+    // The kernel's `struct sigaction`: handler, flags, restorer, mask.
+    let act: [u64; 4] = [disposition as u64, 0, 0, 0];
+    // SAFETY: rt_sigaction reads one kernel sigaction of 8-byte sigsets
+    // and writes nothing (no old action asked for).
+    unsafe {
+        libc::syscall(
+            libc::SYS_rt_sigaction,
+            sig,
+            act.as_ptr(),
+            core::ptr::null_mut::<u64>(),
+            8usize,
+        )
+    };
+}
+
+/// The signals this process ignores (`SIG_IGN`), as a word whose bit
+/// `n - 1` stands for signal `n` (the form of `SigIgn` in
+/// `/proc/PID/status`; the C library's reserved signals 32 and 33
+/// included, which its `sigset_t` cannot hold). Corresponds to
+/// `sigaction(sig, NULL, &old)` of each.
+pub fn ignored() -> u64 {
+    (1..=MAX_SIGNAL)
+        .filter(|&sig| {
+            // The kernel's `struct sigaction`: handler, flags, restorer,
+            // mask.
+            let mut old = [0u64; 4];
+            // SAFETY: no new action; the kernel writes one kernel
+            // sigaction of 8-byte sigsets into `old`.
+            let r = unsafe {
+                libc::syscall(
+                    libc::SYS_rt_sigaction,
+                    sig,
+                    core::ptr::null::<u64>(),
+                    old.as_mut_ptr(),
+                    8usize,
+                )
+            };
+            r == 0 && old[0] == libc::SIG_IGN as u64
+        })
+        .fold(0, |b, sig| b | 1 << (sig - 1))
+}
+
+/// Makes the process ignore the signals of `signals` (bit `n - 1`:
+/// signal `n`, as [`ignored`] gives them; those that cannot be ignored
+/// are passed over), as a caller's ignored signals stay ignored across
+/// `execve`. Corresponds to `sigaction(SIG_IGN)` of each.
+pub fn ignore(signals: u64) {
+    for sig in (1..=MAX_SIGNAL).filter(|&s| settable(s) && signals & 1 << (s - 1) != 0) {
+        set_disposition(sig, libc::SIG_IGN);
+    }
+}
+
+/// What a program inherits of its caller's signal state across `execve`
+/// (bit `n - 1` of a word stands for signal `n`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Inherited {
+    /// The signals ignored ([`ignored`]).
+    pub ignored: u64,
+    /// The main thread's mask.
+    pub blocked: u64,
+}
+
+/// What this process inherited from the program that executed it (see
+/// [`Inherited`]), as it was before any code of this process ran (before
+/// Rust's runtime ignores `SIGPIPE`): read by a constructor in
+/// `.init_array`. `None` if the constructor did not run.
+pub fn inherited() -> Option<Inherited> {
+    // Named here so that the linker keeps the constructor with this
+    // function.
+    core::hint::black_box(&READ_INHERITED);
+    let ignored = INHERITED_IGNORED.load(Ordering::Relaxed);
+    (ignored != u64::MAX).then(|| Inherited {
+        ignored,
+        blocked: INHERITED_BLOCKED.load(Ordering::Relaxed),
+    })
+}
+
+/// See [`inherited`] (`u64::MAX`: not read).
+static INHERITED_IGNORED: AtomicU64 = AtomicU64::new(u64::MAX);
+static INHERITED_BLOCKED: AtomicU64 = AtomicU64::new(0);
+
+/// Reads what [`inherited`] returns, before `main` and before the Rust
+/// runtime's set-up.
+extern "C" fn read_inherited() {
+    INHERITED_BLOCKED.store(SigSet::current().bits(), Ordering::Relaxed);
+    INHERITED_IGNORED.store(ignored(), Ordering::Relaxed);
+}
+
+// SAFETY: a function pointer in `.init_array` is called once by the C
+// library before `main`, with no arguments, as its type says; it only
+// queries signal state and stores two atomics.
+#[used]
+#[unsafe(link_section = ".init_array")]
+static READ_INHERITED: extern "C" fn() = read_inherited;
 
 /// Where [`record_crashes`] writes what it learns of a crash: counters in
 /// memory that outlives the process (shared with its creator).
@@ -246,5 +380,40 @@ pub fn kill(pid: i32, sig: i32) -> std::io::Result<()> {
         Ok(())
     } else {
         Err(std::io::Error::last_os_error())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sets_as_words_are_the_kernels() {
+        // SIGHUP (1), SIGUSR1 (10), SIGRTMIN+3 of the kernel (37), 64.
+        let bits = 1 | 1 << 9 | 1 << 36 | 1 << 63;
+        assert_eq!(SigSet::from_bits(bits).bits(), bits);
+        assert_eq!(SigSet::of(&[libc::SIGINT]).bits(), 1 << 1);
+        assert_eq!(SigSet::empty().bits(), 0);
+    }
+
+    #[test]
+    fn what_this_process_inherited_was_read_before_main() {
+        // The constructor ran in this test program too; Rust's runtime
+        // ignores SIGPIPE after it, which `ignored` now shows.
+        assert!(inherited().is_some());
+        assert_ne!(ignored() & 1 << (libc::SIGPIPE - 1), 0);
+    }
+
+    #[test]
+    fn the_mask_of_a_thread_is_read_back() {
+        std::thread::spawn(|| {
+            SigSet::of(&[libc::SIGUSR2]).block();
+            assert_eq!(
+                SigSet::current().bits() & 1 << (libc::SIGUSR2 - 1),
+                1 << (libc::SIGUSR2 - 1)
+            );
+        })
+        .join()
+        .unwrap();
     }
 }
