@@ -555,7 +555,7 @@ fn main(all: &[*const u8], envp: &[*const u8]) -> ! {
     // set), umask, prefetch, fault-around, premap (u64::MAX: the server's
     // defaults), profile, stats, profile head unset, program, args,
     // environment, our CPU and CPU mask, the signals we ignore and our
-    // caller's signal mask.
+    // caller's signal mask, our resource limits.
     // SAFETY: the one user of REQ, single-threaded.
     let req = unsafe { &mut *core::ptr::addr_of_mut!(REQ) };
     req.put(&RUN.to_le_bytes());
@@ -604,6 +604,23 @@ fn main(all: &[*const u8], envp: &[*const u8]) -> ! {
     // The signals we ignore and our mask as we were started with them.
     req.word(ignored_signals())
         .word(CALLER_MASK.load(Ordering::Relaxed));
+    // Our resource limits (prlimit64 of each of Linux's 16): the
+    // program's, as if we had executed it.
+    let mut limits = [[0u64; 3]; 16];
+    let mut n = 0;
+    for res in 0..16usize {
+        let mut old = [0u64; 2];
+        // SAFETY: no new limit; the kernel writes one struct rlimit64.
+        let r = unsafe { sys(302, [0, res, 0, old.as_mut_ptr() as usize, 0, 0]) };
+        if r == 0 {
+            limits[n] = [res as u64, old[0], old[1]];
+            n += 1;
+        }
+    }
+    req.word(n as u64);
+    for l in &limits[..n] {
+        req.word(l[0]).word(l[1]).word(l[2]);
+    }
     if req.over || cwd < 0 {
         close(sock);
         exec_loader(all, envp)

@@ -426,14 +426,16 @@ fn program_may_use_the_cpus_it_would_natively() {
 }
 
 #[test]
-fn the_callers_ignored_signals_and_mask_are_the_programs() {
-    // As across execve: ignored signals stay ignored, the mask is kept
-    // (the loader's runtime ignores SIGPIPE and blocks signals of its own;
-    // the program sees its caller's state, not the loader's).
+fn the_callers_signal_state_and_limits_are_the_programs() {
+    // As across execve: ignored signals stay ignored, the mask is kept,
+    // and so are the resource limits (the loader's runtime ignores
+    // SIGPIPE and blocks signals of its own, its file server raises the
+    // descriptor limit: the program sees its caller's state, not the
+    // loader's).
     let Some(b) = built() else {
         return;
     };
-    let Some((state, caller)) = common::signal_programs(&b.dir) else {
+    let Some((state, caller)) = common::caller_state_programs(&b.dir) else {
         return;
     };
     let native = Command::new(&caller).arg(&state).output().unwrap();
@@ -449,6 +451,10 @@ fn the_callers_ignored_signals_and_mask_are_the_programs() {
     assert_eq!(
         word("SigBlk:") & 0x10_0000_0200,
         0x10_0000_0200,
+        "native: {text}"
+    );
+    assert!(
+        text.contains("limit 7: 100 ") && text.contains("limit 4: 0 "),
         "native: {text}"
     );
     for mode in ["internal", "external"] {

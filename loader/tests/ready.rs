@@ -370,11 +370,14 @@ fn thread_cpus(pid: u32, name: &str) -> Option<String> {
 }
 
 #[test]
-fn a_served_program_gets_its_clients_ignored_signals_and_mask() {
+fn a_served_program_gets_its_clients_signal_state_and_limits() {
+    // The program runs in a task the server readied, under the server's
+    // signal state and limits (its l4fs raises the descriptor limit): it
+    // must see its client's, as if the client had executed it.
     let Some((_, dir)) = setup("ready-signals") else {
         return;
     };
-    let Some((state, caller)) = common::signal_programs(&dir) else {
+    let Some((state, caller)) = common::caller_state_programs(&dir) else {
         return;
     };
     let native = Command::new(&caller).arg(&state).output().unwrap();

@@ -115,6 +115,9 @@ pub struct RunRequest {
     /// The signals the client ignores and its mask (bit `n - 1`: signal
     /// `n`): the program's, as `execve` passes them on.
     pub signals: SignalState,
+    /// The client's resource limits (`resource, soft, hard`, as
+    /// [`l4re::host::sys::rlimits`] gives them): the program's.
+    pub rlimits: Vec<(u32, u64, u64)>,
 }
 
 /// What a program inherits of its caller's signal state across `execve`
@@ -161,6 +164,7 @@ impl RunRequest {
             .bytes(&self.cpus)
             .u64(self.signals.ignored)
             .u64(self.signals.blocked);
+        put_rlimits(&mut e, &self.rlimits);
         e.0
     }
 
@@ -191,6 +195,7 @@ impl RunRequest {
             ignored: d.u64()?,
             blocked: d.u64()?,
         };
+        r.rlimits = get_rlimits(&mut d)?;
         Ok(r)
     }
 }
@@ -444,6 +449,37 @@ pub struct Start {
     pub cpus: Vec<u8>,
     /// The signal state the program inherits (its caller's).
     pub signals: SignalState,
+    /// The program's resource limits (a client's of `loader serve`; empty:
+    /// the task's, which a one-shot run's task inherited from its caller).
+    pub rlimits: Vec<(u32, u64, u64)>,
+}
+
+/// Encodes resource limits: their number, then each as three words.
+fn put_rlimits(e: &mut Enc, limits: &[(u32, u64, u64)]) {
+    e.u64(limits.len() as u64);
+    for &(res, soft, hard) in limits {
+        e.u64(u64::from(res)).u64(soft).u64(hard);
+    }
+}
+
+/// Decodes what [`put_rlimits`] wrote (at most
+/// [`RLIMITS`](l4re::host::sys::RLIMITS) of them).
+fn get_rlimits(d: &mut Dec<'_>) -> std::io::Result<Vec<(u32, u64, u64)>> {
+    let n = d.u64()?;
+    if n > u64::from(l4re::host::sys::RLIMITS) {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "too many resource limits",
+        ));
+    }
+    (0..n)
+        .map(|_| {
+            let res = u32::try_from(d.u64()?).map_err(|_| {
+                std::io::Error::new(std::io::ErrorKind::InvalidData, "bad resource")
+            })?;
+            Ok((res, d.u64()?, d.u64()?))
+        })
+        .collect()
 }
 
 /// A CPU set as the kernel's affinity mask: byte `i / 8`, bit `i % 8`
@@ -529,6 +565,7 @@ impl Start {
             .bytes(&self.cpus)
             .u64(self.signals.ignored)
             .u64(self.signals.blocked);
+        put_rlimits(&mut e, &self.rlimits);
         e.0
     }
 
@@ -594,6 +631,7 @@ impl Start {
             ignored: d.u64()?,
             blocked: d.u64()?,
         };
+        s.rlimits = get_rlimits(&mut d)?;
         Ok(s)
     }
 }
@@ -649,6 +687,7 @@ mod tests {
                 ignored: 1 << 12,
                 blocked: 1 << 9,
             },
+            rlimits: vec![(7, 512, 4096), (4, 0, u64::MAX)],
         };
         assert_eq!(Start::decode(&s.encode()).unwrap(), s);
         assert!(Start::decode(&s.encode()[..20]).is_err());
@@ -674,6 +713,7 @@ mod tests {
                 ignored: 3,
                 blocked: 1 << 63,
             },
+            rlimits: vec![(3, 8 << 20, u64::MAX)],
         };
         let b = r.encode();
         assert_eq!(RunRequest::decode(&b).unwrap(), r);

@@ -488,6 +488,7 @@ pub fn run_via_server(opts: &RunOpts, sock: &Path) -> Result<i32, NotRun> {
             .map(|s| super::ctl::cpu_mask(&s))
             .unwrap_or_default(),
         signals: super::ctl::SignalState::inherited(),
+        rlimits: l4re::host::sys::rlimits(),
     };
     let cwd = match rustix::fs::open(
         ".",

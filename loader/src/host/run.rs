@@ -1114,6 +1114,7 @@ pub fn finish(
             Some(c) => c.req.signals,
             None => super::ctl::SignalState::inherited(),
         },
+        rlimits: client.map(|c| c.req.rlimits.clone()).unwrap_or_default(),
     };
     // A client's stdin, stdout, stderr and directory first; then the
     // program's file itself, for /proc/self/exe in the task (if we can

@@ -365,6 +365,9 @@ pub fn run_task(arena: &'static Arena, ch: Channel, mode: Mode) -> ! {
     // After the stub's last thread is made: the C library takes SIGSETXID
     // over when the process gets its first thread.
     reset_signals(pager.counters(), &start.signals);
+    // A client's resource limits (those the kernel refuses, a hard limit
+    // above the server's, stay the server's).
+    let _ = l4re::host::sys::set_rlimits(&start.rlimits);
     unregister_rseq();
     trace("l4task", "entering the program");
     // SAFETY: the program is mapped and its stack built by `launch`; from

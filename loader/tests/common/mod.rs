@@ -81,24 +81,34 @@ pub fn assert_same_as_native(what: &str, loaded: &Output, native: &Output) {
     assert_eq!(status(loaded), status(native), "{what}: status");
 }
 
-/// Prints the signals it ignores and its mask (`SigIgn`, `SigBlk` of
-/// `/proc/self/status`).
-const SIGNAL_STATE: &str = r#"
+/// Prints what a program inherits of its caller across `execve` besides
+/// its arguments and environment: the signals it ignores and its mask
+/// (`SigIgn`, `SigBlk` of `/proc/self/status`) and its resource limits.
+const CALLER_STATE: &str = r#"
 #include <stdio.h>
 #include <string.h>
+#include <sys/resource.h>
 int main(void) {
     char l[256];
     FILE *f = fopen("/proc/self/status", "r");
     while (f && fgets(l, sizeof l, f))
         if (!strncmp(l, "SigIgn", 6) || !strncmp(l, "SigBlk", 6)) fputs(l, stdout);
+    for (int r = 0; r < RLIM_NLIMITS; r++) {
+        struct rlimit lim;
+        if (!getrlimit(r, &lim))
+            printf("limit %d: %llu %llu\n", r, (unsigned long long)lim.rlim_cur,
+                   (unsigned long long)lim.rlim_max);
+    }
     return 0;
 }
 "#;
 
 /// Ignores SIGINT, SIGPIPE and SIGUSR2, blocks SIGUSR1 and SIGRTMIN+3,
-/// then executes `argv[1]` with the rest of its arguments.
-const SIGNAL_CALLER: &str = r#"
+/// lowers its descriptor limit to 100 and its core size limit to 0, then
+/// executes `argv[1]` with the rest of its arguments.
+const CALLER: &str = r#"
 #include <signal.h>
+#include <sys/resource.h>
 #include <unistd.h>
 int main(int argc, char **argv) {
     sigset_t s;
@@ -109,18 +119,26 @@ int main(int argc, char **argv) {
     signal(SIGINT, SIG_IGN);
     signal(SIGPIPE, SIG_IGN);
     signal(SIGUSR2, SIG_IGN);
+    struct rlimit lim;
+    getrlimit(RLIMIT_NOFILE, &lim);
+    lim.rlim_cur = 100;
+    setrlimit(RLIMIT_NOFILE, &lim);
+    getrlimit(RLIMIT_CORE, &lim);
+    lim.rlim_cur = 0;
+    setrlimit(RLIMIT_CORE, &lim);
     if (argc < 2) return 2;
     execv(argv[1], argv + 1);
     return 127;
 }
 "#;
 
-/// Builds, in `dir`, a program that prints its signal state and a caller
-/// that executes a command with some signals ignored and some blocked:
+/// Builds, in `dir`, a program that prints what it inherited of its
+/// caller's state (signals, limits) and a caller that executes a command
+/// with some signals ignored, some blocked and two limits lowered:
 /// `(state, caller)`, or `None` without `cc -static` (an error in CI).
-pub fn signal_programs(dir: &Path) -> Option<(std::path::PathBuf, std::path::PathBuf)> {
+pub fn caller_state_programs(dir: &Path) -> Option<(std::path::PathBuf, std::path::PathBuf)> {
     let mut out = Vec::new();
-    for (name, src) in [("sigstate", SIGNAL_STATE), ("sigcaller", SIGNAL_CALLER)] {
+    for (name, src) in [("callerstate", CALLER_STATE), ("caller", CALLER)] {
         let c = dir.join(format!("{name}.c"));
         std::fs::write(&c, src).ok()?;
         let p = dir.join(name);

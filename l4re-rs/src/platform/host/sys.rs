@@ -48,6 +48,60 @@ pub fn clear_on_exit(word: &'static std::sync::atomic::AtomicU32) {
     unsafe { libc::syscall(libc::SYS_set_tid_address, word.as_ptr()) };
 }
 
+/// Linux's resource limits: `RLIMIT_CPU` (0) to `RLIMIT_RTTIME` (15).
+pub const RLIMITS: u32 = 16;
+
+/// This process's resource limits: `(resource, soft, hard)` for each of
+/// the [`RLIMITS`] (`u64::MAX`: unlimited; a resource the kernel does not
+/// know is left out). Corresponds to `prlimit64(0, resource, NULL, &old)`
+/// of each.
+pub fn rlimits() -> Vec<(u32, u64, u64)> {
+    (0..RLIMITS)
+        .filter_map(|res| {
+            let mut old = [0u64; 2];
+            // SAFETY: no new limit; the kernel writes one `struct
+            // rlimit64` (two u64) into `old`.
+            let r = unsafe {
+                libc::syscall(
+                    libc::SYS_prlimit64,
+                    0,
+                    res,
+                    core::ptr::null::<u64>(),
+                    old.as_mut_ptr(),
+                )
+            };
+            (r == 0).then_some((res, old[0], old[1]))
+        })
+        .collect()
+}
+
+/// Sets this process's resource limits to `limits` (as [`rlimits`] gives
+/// them); returns the resources the kernel refused (a hard limit above
+/// ours without `CAP_SYS_RESOURCE`, a soft one above the hard one), which
+/// keep their limits. Corresponds to `prlimit64(0, resource, &new, NULL)`
+/// of each.
+pub fn set_rlimits(limits: &[(u32, u64, u64)]) -> Vec<u32> {
+    limits
+        .iter()
+        .filter(|&&(res, soft, hard)| {
+            let new = [soft, hard];
+            // SAFETY: the kernel reads one `struct rlimit64` from `new`
+            // and writes nothing.
+            let r = unsafe {
+                libc::syscall(
+                    libc::SYS_prlimit64,
+                    0,
+                    res,
+                    new.as_ptr(),
+                    core::ptr::null_mut::<u64>(),
+                )
+            };
+            r != 0
+        })
+        .map(|&(res, _, _)| res)
+        .collect()
+}
+
 /// Where a thread (of any process) runs: its `/proc/TID/stat`, kept open,
 /// so that each look is one `pread` (about 1 µs) rather than an open, a
 /// read and a close.
@@ -89,4 +143,24 @@ pub fn pin_current_thread(cpu: usize) -> std::io::Result<()> {
     let mut set = rustix::thread::CpuSet::new();
     set.set(cpu);
     rustix::thread::sched_setaffinity(None, &set).map_err(std::io::Error::from)
+}
+
+#[cfg(test)]
+mod rlimit_tests {
+    use super::*;
+
+    #[test]
+    fn limits_are_read_and_set_back() {
+        let mine = rlimits();
+        assert_eq!(mine.len(), RLIMITS as usize, "{mine:?}");
+        // Setting them as they are changes nothing and is never refused.
+        assert!(set_rlimits(&mine).is_empty());
+        assert_eq!(rlimits(), mine);
+        // A soft limit above the hard one is refused and changes nothing.
+        let (res, _, hard) = mine[libc::RLIMIT_NOFILE as usize];
+        if hard != u64::MAX {
+            assert_eq!(set_rlimits(&[(res, hard + 1, hard)]), [res]);
+            assert_eq!(rlimits(), mine);
+        }
+    }
 }
