@@ -374,7 +374,7 @@ fn a_served_program_gets_its_clients_signal_state_and_limits() {
     // The program runs in a task the server readied, under the server's
     // signal state and limits (its l4fs raises the descriptor limit): it
     // must see its client's, as if the client had executed it.
-    let Some((_, dir)) = setup("ready-signals") else {
+    let Some((_, dir)) = setup("ready-caller-state") else {
         return;
     };
     let Some((state, caller)) = common::caller_state_programs(&dir) else {
