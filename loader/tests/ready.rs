@@ -370,6 +370,89 @@ fn thread_cpus(pid: u32, name: &str) -> Option<String> {
 }
 
 #[test]
+fn a_confined_client_runs_its_program_inside_its_confinement() {
+    // A client with no_new_privs (setpriv, util-linux) is confined beyond
+    // the server: no ready task runs its program and the server's root
+    // capability is not given to it; through L4FS_SOCKET it runs with a
+    // server of its own (its program a child of the client, which `l4run`
+    // became by executing `loader run`), naming the server explicitly is
+    // an error that says why.
+    let Some((_, dir)) = setup("ready-confined") else {
+        return;
+    };
+    if Command::new("setpriv").arg("--help").output().is_err() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "setpriv (util-linux) missing in CI"
+        );
+        eprintln!("skipped: setpriv (util-linux) unavailable");
+        return;
+    }
+    std::fs::write(
+        dir.join("ppid.c"),
+        "#include <stdio.h>\n#include <unistd.h>\nint main(void) { printf(\"%d\\n\", getppid()); return 0; }\n",
+    )
+    .unwrap();
+    let built = Command::new("cc")
+        .args(["-static", "-O1", "-o"])
+        .arg(dir.join("ppid"))
+        .arg(dir.join("ppid.c"))
+        .status();
+    assert!(built.is_ok_and(|s| s.success()), "cc ppid");
+    let sock = dir.join("s.sock");
+    let server = KillOnDrop::new(start_serve(&sock, &[]));
+    let run = |confined: bool, via_env: bool| {
+        let mut c = Command::new(if confined { "setpriv" } else { "env" });
+        if confined {
+            c.arg("--no-new-privs");
+        }
+        c.arg(env!("L4RUN_PATH"));
+        if via_env {
+            c.env("L4FS_SOCKET", &sock);
+        } else {
+            c.arg("--server").arg(&sock);
+        }
+        let child = c
+            .arg(dir.join("ppid"))
+            .env("L4_LOADER", env!("CARGO_BIN_EXE_loader"))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        (pid, wait_output(child, Duration::from_secs(30)))
+    };
+    // Not confined: a ready task's runner is the program's parent.
+    let (pid, o) = run(false, true);
+    assert!(o.status.success(), "{o:?}");
+    let parent: u32 = String::from_utf8_lossy(&o.stdout).trim().parse().unwrap();
+    assert_ne!(parent, pid, "a served run's program is the runner's child");
+    // Confined, the server found through the environment: its own run.
+    let (pid, o) = run(true, true);
+    assert!(o.status.success(), "{o:?}");
+    let parent: u32 = String::from_utf8_lossy(&o.stdout).trim().parse().unwrap();
+    assert_eq!(
+        parent, pid,
+        "the confined client's own loader is the parent"
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("refused: no capability for a confined client")
+            && err.contains("no_new_privs")
+            && err.contains("starting a file server of our own"),
+        "{err}"
+    );
+    // Confined, the server named: an error.
+    let (_, o) = run(true, false);
+    assert_eq!(o.status.code(), Some(127), "{o:?}");
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("refused: no capability for a confined client"),
+        "{o:?}"
+    );
+    stop(server);
+}
+
+#[test]
 fn a_served_program_gets_its_clients_signal_state_and_limits() {
     // The program runs in a task the server readied, under the server's
     // signal state and limits (its l4fs raises the descriptor limit): it

@@ -412,6 +412,64 @@ impl Pool {
     }
 }
 
+/// What of its confinement a process's `/proc/PID/status` shows:
+/// `no_new_privs` and the number of seccomp filters.
+fn confinement_of(status: &str) -> Option<(bool, u64)> {
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+    };
+    Some((field("NoNewPrivs:")? != 0, field("Seccomp_filters:")?))
+}
+
+/// Why the client (process `pid` of our user, `None`: not known) must not
+/// be served beyond its confinement, if it must not: it runs under
+/// restrictions this server does not (`no_new_privs`, which seccomp
+/// filters and Landlock domains of unprivileged processes require, or
+/// more seccomp filters than ours), or its status cannot be read (another
+/// PID namespace). A ready task would run its program, and the root's
+/// capability would read and write files, with the server's freedom, not
+/// the client's: such a client gets neither, and runs its programs with
+/// a server of its own, inside its confinement.
+pub fn confined_client(pid: Option<u32>) -> Option<String> {
+    // Ours does not change: read once.
+    static OURS: std::sync::OnceLock<Option<(bool, u64)>> = std::sync::OnceLock::new();
+    let ours = *OURS.get_or_init(|| {
+        std::fs::read_to_string("/proc/self/status")
+            .ok()
+            .as_deref()
+            .and_then(confinement_of)
+    });
+    let theirs = pid
+        .filter(|&p| p != 0)
+        .and_then(|p| std::fs::read_to_string(format!("/proc/{p}/status")).ok())
+        .as_deref()
+        .and_then(confinement_of);
+    match (ours, theirs) {
+        (Some((our_nnp, our_filters)), Some((nnp, filters))) => {
+            if nnp && !our_nnp {
+                Some(format!(
+                    "the client (pid {}) has no_new_privs set",
+                    pid.unwrap_or(0)
+                ))
+            } else if filters > our_filters {
+                Some(format!(
+                    "the client (pid {}) runs under {filters} seccomp filters, this server under {our_filters}",
+                    pid.unwrap_or(0)
+                ))
+            } else {
+                None
+            }
+        }
+        _ => Some(format!(
+            "the client's confinement cannot be read (pid {:?})",
+            pid
+        )),
+    }
+}
+
 /// The answer to a RUN from a client of another user than `server_uid`.
 pub fn refusal(server_uid: u32, client_uid: Option<u32>) -> String {
     format!(
@@ -596,5 +654,30 @@ fn forward_signals(set: SigSet, pidfd: OwnedFd) {
         });
     if spawned.is_err() {
         eprintln!("loader: cannot forward signals to the program");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn confinement_is_read_from_a_status() {
+        let st = "Name:\tx\nNoNewPrivs:\t1\nSeccomp:\t2\nSeccomp_filters:\t3\n";
+        assert_eq!(confinement_of(st), Some((true, 3)));
+        let st = "NoNewPrivs:\t0\nSeccomp:\t0\nSeccomp_filters:\t0\n";
+        assert_eq!(confinement_of(st), Some((false, 0)));
+        // A kernel without the fields: unknown.
+        assert_eq!(confinement_of("Name:\tx\n"), None);
+    }
+
+    #[test]
+    fn a_client_is_confined_beyond_us_only_by_what_we_lack() {
+        // This process is not confined beyond itself.
+        assert_eq!(confined_client(Some(std::process::id())), None);
+        // Unknown or unreadable: confined.
+        assert!(confined_client(None).is_some());
+        assert!(confined_client(Some(0)).is_some());
+        assert!(confined_client(Some(u32::MAX >> 2)).is_some());
     }
 }

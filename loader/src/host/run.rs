@@ -219,6 +219,22 @@ impl FsTask {
         let sock = Channel::from_fd(sock);
         sock.send(super::ctl::serve_kind::CAPS, &[], &[])
             .map_err(|e| what(e.to_string()))?;
+        // A refusal (a client confined beyond the server) says why.
+        let mut p = [rustix::event::PollFd::new(
+            &sock,
+            rustix::event::PollFlags::IN,
+        )];
+        let five = rustix::event::Timespec {
+            tv_sec: 5,
+            tv_nsec: 0,
+        };
+        if !matches!(rustix::event::poll(&mut p, Some(&five)), Ok(1)) {
+            return Err(what("no answer within 5 s".into()));
+        }
+        if let Ok(Some(super::ctl::serve_kind::REFUSED)) = sock.peek_kind() {
+            let why = sock.recv().map(|(_, m, _)| m).unwrap_or_default();
+            return Err(what(format!("refused: {}", String::from_utf8_lossy(&why))));
+        }
         let (tag, caps) = l4re::host::recv_caps(sock.as_fd(), Duration::from_secs(5))
             .map_err(|e| what(format!("no answer: {e}")))?;
         let Some((_, idx)) = caps.into_iter().find(|(n, _)| n == "fs") else {
@@ -511,7 +527,8 @@ pub fn serve(arena: &'static super::arena::Arena, opts: &ServeOpts) -> i32 {
 
 /// Answers one connection to `loader serve`: the root's capability
 /// (CAPS), or the client's program run in a ready task of `pool` (RUN,
-/// only for a client of the server's own user `uid`).
+/// only for a client of the server's own user `uid`); neither for a
+/// client confined beyond the server ([`super::ready::confined_client`]).
 fn serve_client(
     conn: Channel,
     tag: &str,
@@ -520,18 +537,29 @@ fn serve_client(
     uid: u32,
 ) {
     use super::ctl::serve_kind;
+    let creds = rustix::net::sockopt::socket_peercred(&conn).ok();
+    let confined = super::ready::confined_client(
+        creds
+            .as_ref()
+            .map(|c| c.pid.as_raw_nonzero().get().unsigned_abs()),
+    );
     match conn.peek_kind() {
         Ok(Some(serve_kind::CAPS)) => {
             let _ = conn.recv();
+            if let Some(why) = confined {
+                // The client runs with a server of its own.
+                let why = format!("no capability for a confined client: {why}");
+                eprintln!("loader serve: {why}");
+                let _ = conn.send(serve_kind::REFUSED, why.as_bytes(), &[]);
+                return;
+            }
             let caps = [("fs", gate, CapRights::RW)];
             if let Err(e) = l4re::host::send_caps(conn.as_fd(), tag, &caps) {
                 log::debug!("loader serve: a client got nothing: {e}");
             }
         }
         Ok(Some(serve_kind::RUN)) => {
-            let peer = rustix::net::sockopt::socket_peercred(&conn)
-                .ok()
-                .map(|c| c.uid.as_raw());
+            let peer = creds.map(|c| c.uid.as_raw());
             // An answer other than a hand-over reads the request first:
             // a connection closed with unread data resets, and the client
             // would not see the answer.
@@ -543,8 +571,13 @@ fn serve_client(
                 return;
             }
             match pool {
-                Some(p) => p.hand_over(conn),
-                None => {
+                Some(p) if confined.is_none() => p.hand_over(conn),
+                _ => {
+                    // No ready task: the client runs the program itself
+                    // (a confined one inside its confinement).
+                    if let Some(why) = &confined {
+                        eprintln!("loader serve: no ready task for a confined client: {why}");
+                    }
                     let _ = conn.recv();
                     let _ = conn.send(serve_kind::NO_READY, &[], &[]);
                 }
