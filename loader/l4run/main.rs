@@ -555,7 +555,7 @@ fn main(all: &[*const u8], envp: &[*const u8]) -> ! {
     // set), umask, prefetch, fault-around, premap (u64::MAX: the server's
     // defaults), profile, stats, profile head unset, program, args,
     // environment, our CPU and CPU mask, the signals we ignore and our
-    // caller's signal mask, our resource limits.
+    // caller's signal mask, our resource limits and scheduling.
     // SAFETY: the one user of REQ, single-threaded.
     let req = unsafe { &mut *core::ptr::addr_of_mut!(REQ) };
     req.put(&RUN.to_le_bytes());
@@ -620,6 +620,25 @@ fn main(all: &[*const u8], envp: &[*const u8]) -> ! {
     req.word(n as u64);
     for l in &limits[..n] {
         req.word(l[0]).word(l[1]).word(l[2]);
+    }
+    // Our scheduling (sched_getscheduler, sched_getparam, getpriority):
+    // the program's.
+    let mut param = 0i32;
+    // SAFETY: system calls on this thread with integer arguments or a
+    // writable int (struct sched_param).
+    let (policy, prio) = unsafe {
+        let policy = sys(145, [0; 6]);
+        sys(143, [0, &mut param as *mut i32 as usize, 0, 0, 0, 0]);
+        (policy, sys(140, [0, 0, 0, 0, 0, 0]))
+    };
+    if policy >= 0 && prio > 0 {
+        // getpriority's system call returns 20 - nice.
+        req.word(1)
+            .word(policy as u64)
+            .word(param.max(0) as u64)
+            .word((20 - prio) as i64 as u64);
+    } else {
+        req.word(0);
     }
     if req.over || cwd < 0 {
         close(sock);

@@ -426,7 +426,7 @@ fn program_may_use_the_cpus_it_would_natively() {
 }
 
 #[test]
-fn the_callers_signal_state_and_limits_are_the_programs() {
+fn the_program_inherits_its_callers_scheduling_signals_and_limits() {
     // As across execve: ignored signals stay ignored, the mask is kept,
     // and so are the resource limits (the loader's runtime ignores
     // SIGPIPE and blocks signals of its own, its file server raises the
@@ -457,6 +457,7 @@ fn the_callers_signal_state_and_limits_are_the_programs() {
         text.contains("limit 7: 100 ") && text.contains("limit 4: 0 "),
         "native: {text}"
     );
+    assert!(text.contains("policy 3 nice 7"), "native: {text}");
     for mode in ["internal", "external"] {
         let l = Command::new(&caller)
             .args([LOADER, "run", "--no-prefetch-profile", "--pager", mode])

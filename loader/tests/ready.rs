@@ -453,7 +453,7 @@ fn a_confined_client_runs_its_program_inside_its_confinement() {
 }
 
 #[test]
-fn a_served_program_gets_its_clients_signal_state_and_limits() {
+fn a_served_program_inherits_its_clients_scheduling_signals_and_limits() {
     // The program runs in a task the server readied, under the server's
     // signal state and limits (its l4fs raises the descriptor limit): it
     // must see its client's, as if the client had executed it.

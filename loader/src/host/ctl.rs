@@ -9,6 +9,7 @@
 //! (for the external pager) and the statistics page travel here. Capability
 //! transfer (the IPC gate, the file's dataspace) goes through L4 IPC.
 
+use l4re::host::sys::Scheduling;
 use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
@@ -118,6 +119,9 @@ pub struct RunRequest {
     /// The client's resource limits (`resource, soft, hard`, as
     /// [`l4re::host::sys::rlimits`] gives them): the program's.
     pub rlimits: Vec<(u32, u64, u64)>,
+    /// The client's scheduling (policy, priority, nice; `None`: unknown):
+    /// the program's.
+    pub sched: Option<Scheduling>,
 }
 
 /// What a program inherits of its caller's signal state across `execve`
@@ -165,6 +169,7 @@ impl RunRequest {
             .u64(self.signals.ignored)
             .u64(self.signals.blocked);
         put_rlimits(&mut e, &self.rlimits);
+        put_sched(&mut e, self.sched);
         e.0
     }
 
@@ -196,6 +201,7 @@ impl RunRequest {
             blocked: d.u64()?,
         };
         r.rlimits = get_rlimits(&mut d)?;
+        r.sched = get_sched(&mut d)?;
         Ok(r)
     }
 }
@@ -452,6 +458,35 @@ pub struct Start {
     /// The program's resource limits (a client's of `loader serve`; empty:
     /// the task's, which a one-shot run's task inherited from its caller).
     pub rlimits: Vec<(u32, u64, u64)>,
+    /// The program's scheduling (a client's of `loader serve`; `None`:
+    /// the task's, a one-shot run's caller's).
+    pub sched: Option<Scheduling>,
+}
+
+/// Encodes a scheduling: a word saying whether there is one, then its
+/// policy, priority and nice value.
+fn put_sched(e: &mut Enc, s: Option<Scheduling>) {
+    match s {
+        Some(s) => e
+            .u64(1)
+            .u64(u64::from(s.policy))
+            .u64(u64::from(s.priority))
+            .u64(i64::from(s.nice) as u64),
+        None => e.u64(0),
+    };
+}
+
+/// Decodes what [`put_sched`] wrote.
+fn get_sched(d: &mut Dec<'_>) -> std::io::Result<Option<Scheduling>> {
+    if d.u64()? == 0 {
+        return Ok(None);
+    }
+    let bad = |_| std::io::Error::new(std::io::ErrorKind::InvalidData, "bad scheduling");
+    Ok(Some(Scheduling {
+        policy: u32::try_from(d.u64()?).map_err(bad)?,
+        priority: u32::try_from(d.u64()?).map_err(bad)?,
+        nice: i32::try_from(d.u64()? as i64).map_err(bad)?,
+    }))
 }
 
 /// Encodes resource limits: their number, then each as three words.
@@ -566,6 +601,7 @@ impl Start {
             .u64(self.signals.ignored)
             .u64(self.signals.blocked);
         put_rlimits(&mut e, &self.rlimits);
+        put_sched(&mut e, self.sched);
         e.0
     }
 
@@ -632,6 +668,7 @@ impl Start {
             blocked: d.u64()?,
         };
         s.rlimits = get_rlimits(&mut d)?;
+        s.sched = get_sched(&mut d)?;
         Ok(s)
     }
 }
@@ -688,6 +725,11 @@ mod tests {
                 blocked: 1 << 9,
             },
             rlimits: vec![(7, 512, 4096), (4, 0, u64::MAX)],
+            sched: Some(Scheduling {
+                policy: 3,
+                priority: 0,
+                nice: -5,
+            }),
         };
         assert_eq!(Start::decode(&s.encode()).unwrap(), s);
         assert!(Start::decode(&s.encode()[..20]).is_err());
@@ -714,6 +756,7 @@ mod tests {
                 blocked: 1 << 63,
             },
             rlimits: vec![(3, 8 << 20, u64::MAX)],
+            sched: None,
         };
         let b = r.encode();
         assert_eq!(RunRequest::decode(&b).unwrap(), r);

@@ -547,6 +547,7 @@ pub fn run_via_server(opts: &RunOpts, sock: &Path) -> Result<i32, NotRun> {
             .unwrap_or_default(),
         signals: super::ctl::SignalState::inherited(),
         rlimits: l4re::host::sys::rlimits(),
+        sched: Some(l4re::host::sys::scheduling()),
     };
     let cwd = match rustix::fs::open(
         ".",

@@ -1148,6 +1148,7 @@ pub fn finish(
             None => super::ctl::SignalState::inherited(),
         },
         rlimits: client.map(|c| c.req.rlimits.clone()).unwrap_or_default(),
+        sched: client.and_then(|c| c.req.sched),
     };
     // A client's stdin, stdout, stderr and directory first; then the
     // program's file itself, for /proc/self/exe in the task (if we can

@@ -368,6 +368,12 @@ pub fn run_task(arena: &'static Arena, ch: Channel, mode: Mode) -> ! {
     // A client's resource limits (those the kernel refuses, a hard limit
     // above the server's, stay the server's).
     let _ = l4re::host::sys::set_rlimits(&start.rlimits);
+    // A client's scheduling, on the thread that becomes the program's
+    // (what the kernel refuses, a higher priority than ours without
+    // privilege, stays ours).
+    if let Some(s) = &start.sched {
+        let _ = l4re::host::sys::set_scheduling(s);
+    }
     unregister_rseq();
     trace("l4task", "entering the program");
     // SAFETY: the program is mapped and its stack built by `launch`; from

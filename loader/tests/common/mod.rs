@@ -82,13 +82,16 @@ pub fn assert_same_as_native(what: &str, loaded: &Output, native: &Output) {
 }
 
 /// Prints what a program inherits of its caller across `execve` besides
-/// its arguments and environment: the signals it ignores and its mask
-/// (`SigIgn`, `SigBlk` of `/proc/self/status`) and its resource limits.
+/// its arguments and environment: its scheduling policy and nice value,
+/// the signals it ignores and its mask (`SigIgn`, `SigBlk` of
+/// `/proc/self/status`) and its resource limits.
 const CALLER_STATE: &str = r#"
+#include <sched.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/resource.h>
 int main(void) {
+    printf("policy %d nice %d\n", sched_getscheduler(0), getpriority(PRIO_PROCESS, 0));
     char l[256];
     FILE *f = fopen("/proc/self/status", "r");
     while (f && fgets(l, sizeof l, f))
@@ -103,14 +106,20 @@ int main(void) {
 }
 "#;
 
-/// Ignores SIGINT, SIGPIPE and SIGUSR2, blocks SIGUSR1 and SIGRTMIN+3,
-/// lowers its descriptor limit to 100 and its core size limit to 0, then
-/// executes `argv[1]` with the rest of its arguments.
+/// Runs as SCHED_BATCH at nice 7, ignores SIGINT, SIGPIPE and SIGUSR2,
+/// blocks SIGUSR1 and SIGRTMIN+3, lowers its descriptor limit to 100 and
+/// its core size limit to 0, then executes `argv[1]` with the rest of its
+/// arguments.
 const CALLER: &str = r#"
+#define _GNU_SOURCE
+#include <sched.h>
 #include <signal.h>
 #include <sys/resource.h>
 #include <unistd.h>
 int main(int argc, char **argv) {
+    struct sched_param p = {0};
+    sched_setscheduler(0, SCHED_BATCH, &p);
+    setpriority(PRIO_PROCESS, 0, 7);
     sigset_t s;
     sigemptyset(&s);
     sigaddset(&s, SIGUSR1);

@@ -102,6 +102,59 @@ pub fn set_rlimits(limits: &[(u32, u64, u64)]) -> Vec<u32> {
         .collect()
 }
 
+/// A thread's scheduling, as a program inherits it across `execve`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Scheduling {
+    /// `SCHED_*` (with `SCHED_RESET_ON_FORK` if set).
+    pub policy: u32,
+    /// The real-time priority (0 for the normal policies).
+    pub priority: u32,
+    /// The nice value (-20 to 19).
+    pub nice: i32,
+}
+
+/// The calling thread's scheduling. Corresponds to
+/// `sched_getscheduler(0)`, `sched_getparam(0)` and
+/// `getpriority(PRIO_PROCESS, 0)`.
+pub fn scheduling() -> Scheduling {
+    let mut param = 0i32;
+    // SAFETY: system calls on the calling thread with an integer argument
+    // or a live `int` (struct sched_param) to write.
+    let (policy, nice) = unsafe {
+        let policy = libc::syscall(libc::SYS_sched_getscheduler, 0);
+        libc::syscall(libc::SYS_sched_getparam, 0, &mut param as *mut i32);
+        // The system call returns 20 - nice (1 to 40).
+        let p = libc::syscall(libc::SYS_getpriority, libc::PRIO_PROCESS, 0);
+        (policy, if p > 0 { 20 - p as i32 } else { 0 })
+    };
+    Scheduling {
+        policy: u32::try_from(policy).unwrap_or(0),
+        priority: u32::try_from(param).unwrap_or(0),
+        nice,
+    }
+}
+
+/// Gives the calling thread scheduling `s`: its policy and priority
+/// first, then its nice value; returns whether the kernel took both (an
+/// unprivileged thread may not raise its priority: what is refused stays
+/// as it was). Corresponds to `sched_setscheduler(0, …)` and
+/// `setpriority(PRIO_PROCESS, 0, nice)`.
+pub fn set_scheduling(s: &Scheduling) -> bool {
+    let param = s.priority as i32;
+    // SAFETY: system calls on the calling thread with integer arguments
+    // and a live `int` (struct sched_param) to read.
+    unsafe {
+        let a = libc::syscall(
+            libc::SYS_sched_setscheduler,
+            0,
+            s.policy as i32,
+            &param as *const i32,
+        );
+        let b = libc::syscall(libc::SYS_setpriority, libc::PRIO_PROCESS, 0, s.nice);
+        a == 0 && b == 0
+    }
+}
+
 /// Where a thread (of any process) runs: its `/proc/TID/stat`, kept open,
 /// so that each look is one `pread` (about 1 µs) rather than an open, a
 /// read and a close.
@@ -146,8 +199,26 @@ pub fn pin_current_thread(cpu: usize) -> std::io::Result<()> {
 }
 
 #[cfg(test)]
-mod rlimit_tests {
+mod tests {
     use super::*;
+
+    #[test]
+    fn a_threads_scheduling_is_read_and_lowered() {
+        std::thread::spawn(|| {
+            let mine = scheduling();
+            assert_eq!(mine.policy, libc::SCHED_OTHER as u32);
+            assert!(set_scheduling(&mine));
+            let lower = Scheduling {
+                policy: libc::SCHED_BATCH as u32,
+                priority: 0,
+                nice: (mine.nice + 3).min(19),
+            };
+            assert!(set_scheduling(&lower));
+            assert_eq!(scheduling(), lower);
+        })
+        .join()
+        .unwrap();
+    }
 
     #[test]
     fn limits_are_read_and_set_back() {
