@@ -59,21 +59,7 @@ fn setup(name: &str) -> Option<(PathBuf, PathBuf)> {
         return None;
     }
     let dir = tmp(name);
-    std::fs::write(dir.join("prog.c"), PROG).unwrap();
-    let built = Command::new("cc")
-        .args(["-static", "-O2", "-o"])
-        .arg(dir.join("prog"))
-        .arg(dir.join("prog.c"))
-        .status();
-    if !built.is_ok_and(|s| s.success()) {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "cc -static missing in CI: install gcc and libc6-dev"
-        );
-        eprintln!("skipped: cc -static unavailable (install gcc and libc6-dev)");
-        return None;
-    }
-    Some((dir.join("prog"), dir))
+    Some((common::build_static(&dir, "prog", PROG)?, dir))
 }
 
 /// The two clients: `loader run --server SOCK` and `l4run --server SOCK`.
@@ -388,17 +374,13 @@ fn a_confined_client_runs_its_program_inside_its_confinement() {
         eprintln!("skipped: setpriv (util-linux) unavailable");
         return;
     }
-    std::fs::write(
-        dir.join("ppid.c"),
+    let Some(ppid) = common::build_static(
+        &dir,
+        "ppid",
         "#include <stdio.h>\n#include <unistd.h>\nint main(void) { printf(\"%d\\n\", getppid()); return 0; }\n",
-    )
-    .unwrap();
-    let built = Command::new("cc")
-        .args(["-static", "-O1", "-o"])
-        .arg(dir.join("ppid"))
-        .arg(dir.join("ppid.c"))
-        .status();
-    assert!(built.is_ok_and(|s| s.success()), "cc ppid");
+    ) else {
+        return;
+    };
     let sock = dir.join("s.sock");
     let server = KillOnDrop::new(start_serve(&sock, &[]));
     let run = |confined: bool, via_env: bool| {
@@ -413,7 +395,7 @@ fn a_confined_client_runs_its_program_inside_its_confinement() {
             c.arg("--server").arg(&sock);
         }
         let child = c
-            .arg(dir.join("ppid"))
+            .arg(&ppid)
             .env("L4_LOADER", env!("CARGO_BIN_EXE_loader"))
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

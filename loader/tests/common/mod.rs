@@ -146,25 +146,31 @@ int main(int argc, char **argv) {
 /// with some signals ignored, some blocked and two limits lowered:
 /// `(state, caller)`, or `None` without `cc -static` (an error in CI).
 pub fn caller_state_programs(dir: &Path) -> Option<(std::path::PathBuf, std::path::PathBuf)> {
-    let mut out = Vec::new();
-    for (name, src) in [("callerstate", CALLER_STATE), ("caller", CALLER)] {
-        let c = dir.join(format!("{name}.c"));
-        std::fs::write(&c, src).ok()?;
-        let p = dir.join(name);
-        let built = Command::new("cc")
-            .args(["-static", "-O1", "-o"])
-            .arg(&p)
-            .arg(&c)
-            .status();
-        if !built.is_ok_and(|s| s.success()) {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "cc -static missing in CI: install gcc and libc6-dev"
-            );
-            eprintln!("skipped: cc -static unavailable (install gcc and libc6-dev)");
-            return None;
-        }
-        out.push(p);
+    Some((
+        build_static(dir, "callerstate", CALLER_STATE)?,
+        build_static(dir, "caller", CALLER)?,
+    ))
+}
+
+/// Builds the C program `src` as `dir/name` with `cc -static -O2`;
+/// `None` (the test is skipped, and says so) without a C compiler and a
+/// static C library, which is an error in CI.
+pub fn build_static(dir: &Path, name: &str, src: &str) -> Option<std::path::PathBuf> {
+    let c = dir.join(format!("{name}.c"));
+    std::fs::write(&c, src).ok()?;
+    let p = dir.join(name);
+    let built = Command::new("cc")
+        .args(["-static", "-O2", "-o"])
+        .arg(&p)
+        .arg(&c)
+        .status();
+    if !built.is_ok_and(|s| s.success()) {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "cc -static missing in CI: install gcc and libc6-dev"
+        );
+        eprintln!("skipped: cc -static unavailable (install gcc and libc6-dev)");
+        return None;
     }
-    Some((out[0].clone(), out[1].clone()))
+    Some(p)
 }
