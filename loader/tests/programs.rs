@@ -159,6 +159,17 @@ int main(void) {
 }
 "#;
 
+/// Without a C library: works a while, then its only thread ends with
+/// the plain `exit` system call, status 7 (the task ends when the
+/// kernel clears the leader's `clear_child_tid`, which no C library
+/// replaced).
+const BARE_EXIT: &str = r#"
+void _start(void) {
+    for (volatile unsigned long i = 0; i < 20000000; i++) {}
+    __asm__ volatile("mov $60, %eax\n mov $7, %edi\n syscall");
+}
+"#;
+
 const BIG: &str = r#"
 #include <stdio.h>
 static char bss[64 << 20];
@@ -253,6 +264,7 @@ fn built() -> Option<&'static Built> {
             ("affinity", AFFINITY, ""),
             ("orphan", ORPHAN, ""),
             ("plainexit", PLAIN_EXIT, ""),
+            ("bareexit", BARE_EXIT, "-nostdlib"),
             ("big", BIG, ""),
             ("sharedwrite", SHARED_WRITE, ""),
             ("signals", SIGNALS, ""),
@@ -753,6 +765,16 @@ fn plain_exit_status_is_the_programs() {
     // thread of the program, its status is the task's.
     same_as_native("plainexit", &[]);
     same_as_native("plainexit-pie", &[]);
+    // Without a C library (no clear_child_tid of its own): the watcher
+    // hears of the leader's end from the kernel.
+    for name in ["bareexit", "bareexit-pie"] {
+        let Some(p) = prog(name) else { return };
+        assert_eq!(native(&p, &[]).status.code(), Some(7), "{name} natively");
+        for mode in ["internal", "external"] {
+            let l = loaded(mode, None, &p, &[]);
+            assert_eq!(l.status.code(), Some(7), "{name} ({mode} pager): {l:?}");
+        }
+    }
 }
 
 #[test]
