@@ -413,7 +413,8 @@ impl Pool {
 }
 
 /// What of its confinement a process's `/proc/PID/status` shows:
-/// `no_new_privs` and the number of seccomp filters.
+/// `no_new_privs` and the number of seccomp filters (before Linux 5.9,
+/// which has no `Seccomp_filters`: 1 if it is in seccomp filter mode).
 fn confinement_of(status: &str) -> Option<(bool, u64)> {
     let field = |name: &str| {
         status
@@ -421,7 +422,9 @@ fn confinement_of(status: &str) -> Option<(bool, u64)> {
             .find_map(|l| l.strip_prefix(name))
             .and_then(|v| v.trim().parse::<u64>().ok())
     };
-    Some((field("NoNewPrivs:")? != 0, field("Seccomp_filters:")?))
+    let filters =
+        field("Seccomp_filters:").or_else(|| field("Seccomp:").map(|m| u64::from(m != 0)));
+    Some((field("NoNewPrivs:")? != 0, filters?))
 }
 
 /// Why the client (process `pid` of our user, `None`: not known) must not
@@ -668,6 +671,9 @@ mod tests {
         assert_eq!(confinement_of(st), Some((true, 3)));
         let st = "NoNewPrivs:\t0\nSeccomp:\t0\nSeccomp_filters:\t0\n";
         assert_eq!(confinement_of(st), Some((false, 0)));
+        // A kernel before 5.9: the seccomp mode.
+        let st = "NoNewPrivs:\t1\nSeccomp:\t2\n";
+        assert_eq!(confinement_of(st), Some((true, 1)));
         // A kernel without the fields: unknown.
         assert_eq!(confinement_of("Name:\tx\n"), None);
     }
