@@ -9,6 +9,7 @@
 //! (for the external pager) and the statistics page travel here. Capability
 //! transfer (the IPC gate, the file's dataspace) goes through L4 IPC.
 
+use l4re::host::signal::Inherited;
 use l4re::host::sys::Scheduling;
 use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -110,37 +111,64 @@ pub struct RunRequest {
     /// starts (a wake-up on another CPU costs 0.1-0.5 ms on the
     /// development VM).
     pub cpu: u64,
-    /// The CPUs the client may run on ([`cpu_mask`]; empty: unknown): the
-    /// program's, as a program the client executed would inherit them.
+    /// What the client's program inherits of it, as if the client had
+    /// executed it.
+    pub inherit: Inheritance,
+}
+
+/// What a program inherits of its caller's process state across `execve`
+/// besides its arguments, environment, descriptors, directory and umask:
+/// sent by a client of `loader serve` (RUN) and to a task (START), where
+/// the stub gives it to the program before its first instruction.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Inheritance {
+    /// The CPUs it may run on ([`cpu_mask`]; empty: the task's).
     pub cpus: Vec<u8>,
-    /// The signals the client ignores and its mask (bit `n - 1`: signal
-    /// `n`): the program's, as `execve` passes them on.
-    pub signals: SignalState,
-    /// The client's resource limits (`resource, soft, hard`, as
-    /// [`l4re::host::sys::rlimits`] gives them): the program's.
+    /// The signals it ignores and its mask.
+    pub signals: Inherited,
+    /// Its resource limits (`resource, soft, hard`, as
+    /// [`l4re::host::sys::rlimits`] gives them; empty: the task's, which a
+    /// one-shot run's task inherited from its caller).
     pub rlimits: Vec<(u32, u64, u64)>,
-    /// The client's scheduling (policy, priority, nice; `None`: unknown):
-    /// the program's.
+    /// Its scheduling (`None`: the task's, a one-shot run's caller's).
     pub sched: Option<Scheduling>,
 }
 
-/// What a program inherits of its caller's signal state across `execve`
-/// (bit `n - 1` stands for signal `n`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct SignalState {
-    /// Signals ignored (`SIG_IGN`).
-    pub ignored: u64,
-    /// The mask.
-    pub blocked: u64,
-}
+impl Inheritance {
+    /// This process's: its CPUs, the signal state it inherited
+    /// ([`l4re::host::signal::inherited`]; nothing ignored or blocked if
+    /// that is unknown), its limits and scheduling (a client of `loader
+    /// serve`).
+    pub fn of_this_process() -> Inheritance {
+        Inheritance {
+            cpus: rustix::thread::sched_getaffinity(None)
+                .map(|s| cpu_mask(&s))
+                .unwrap_or_default(),
+            signals: l4re::host::signal::inherited().unwrap_or_default(),
+            rlimits: l4re::host::sys::rlimits(),
+            sched: Some(l4re::host::sys::scheduling()),
+        }
+    }
 
-impl SignalState {
-    /// What this process inherited ([`l4re::host::signal::inherited`]);
-    /// nothing ignored or blocked if that is unknown.
-    pub fn inherited() -> SignalState {
-        l4re::host::signal::inherited().map_or_else(SignalState::default, |i| SignalState {
-            ignored: i.ignored,
-            blocked: i.blocked,
+    /// Encodes (`l4run` writes the same words).
+    fn put(&self, e: &mut Enc) {
+        e.bytes(&self.cpus)
+            .u64(self.signals.ignored)
+            .u64(self.signals.blocked);
+        put_rlimits(e, &self.rlimits);
+        put_sched(e, self.sched);
+    }
+
+    /// Decodes what [`put`](Self::put) wrote.
+    fn get(d: &mut Dec<'_>) -> std::io::Result<Inheritance> {
+        Ok(Inheritance {
+            cpus: d.bytes()?.to_vec(),
+            signals: Inherited {
+                ignored: d.u64()?,
+                blocked: d.u64()?,
+            },
+            rlimits: get_rlimits(d)?,
+            sched: get_sched(d)?,
         })
     }
 }
@@ -164,12 +192,8 @@ impl RunRequest {
                 e.bytes(a);
             }
         }
-        e.u64(self.cpu)
-            .bytes(&self.cpus)
-            .u64(self.signals.ignored)
-            .u64(self.signals.blocked);
-        put_rlimits(&mut e, &self.rlimits);
-        put_sched(&mut e, self.sched);
+        e.u64(self.cpu);
+        self.inherit.put(&mut e);
         e.0
     }
 
@@ -195,13 +219,7 @@ impl RunRequest {
             }
         }
         r.cpu = d.u64()?;
-        r.cpus = d.bytes()?.to_vec();
-        r.signals = SignalState {
-            ignored: d.u64()?,
-            blocked: d.u64()?,
-        };
-        r.rlimits = get_rlimits(&mut d)?;
-        r.sched = get_sched(&mut d)?;
+        r.inherit = Inheritance::get(&mut d)?;
         Ok(r)
     }
 }
@@ -450,17 +468,9 @@ pub struct Start {
     /// `L4_TRACE`: the run's start (`CLOCK_MONOTONIC`, ns) for the task's
     /// trace lines; 0: as the task had it.
     pub trace: u64,
-    /// The CPUs the program may run on ([`cpu_mask`]; empty: those the
-    /// task had when it was made).
-    pub cpus: Vec<u8>,
-    /// The signal state the program inherits (its caller's).
-    pub signals: SignalState,
-    /// The program's resource limits (a client's of `loader serve`; empty:
-    /// the task's, which a one-shot run's task inherited from its caller).
-    pub rlimits: Vec<(u32, u64, u64)>,
-    /// The program's scheduling (a client's of `loader serve`; `None`:
-    /// the task's, a one-shot run's caller's).
-    pub sched: Option<Scheduling>,
+    /// What the program inherits of its caller (a client's of `loader
+    /// serve`, or the one-shot loader's own).
+    pub inherit: Inheritance,
 }
 
 /// Encodes a scheduling: a word saying whether there is one, then its
@@ -594,14 +604,8 @@ impl Start {
                 e.bytes(a);
             }
         }
-        e.u64(u64::from(self.stdio))
-            .u64(self.umask)
-            .u64(self.trace)
-            .bytes(&self.cpus)
-            .u64(self.signals.ignored)
-            .u64(self.signals.blocked);
-        put_rlimits(&mut e, &self.rlimits);
-        put_sched(&mut e, self.sched);
+        e.u64(u64::from(self.stdio)).u64(self.umask).u64(self.trace);
+        self.inherit.put(&mut e);
         e.0
     }
 
@@ -662,13 +666,7 @@ impl Start {
         s.stdio = d.u64()? != 0;
         s.umask = d.u64()?;
         s.trace = d.u64()?;
-        s.cpus = d.bytes()?.to_vec();
-        s.signals = SignalState {
-            ignored: d.u64()?,
-            blocked: d.u64()?,
-        };
-        s.rlimits = get_rlimits(&mut d)?;
-        s.sched = get_sched(&mut d)?;
+        s.inherit = Inheritance::get(&mut d)?;
         Ok(s)
     }
 }
@@ -719,17 +717,19 @@ mod tests {
             stdio: true,
             umask: 0o22,
             trace: 7,
-            cpus: vec![0b101],
-            signals: SignalState {
-                ignored: 1 << 12,
-                blocked: 1 << 9,
+            inherit: Inheritance {
+                cpus: vec![0b101],
+                signals: Inherited {
+                    ignored: 1 << 12,
+                    blocked: 1 << 9,
+                },
+                rlimits: vec![(7, 512, 4096), (4, 0, u64::MAX)],
+                sched: Some(Scheduling {
+                    policy: 3,
+                    priority: 0,
+                    nice: -5,
+                }),
             },
-            rlimits: vec![(7, 512, 4096), (4, 0, u64::MAX)],
-            sched: Some(Scheduling {
-                policy: 3,
-                priority: 0,
-                nice: -5,
-            }),
         };
         assert_eq!(Start::decode(&s.encode()).unwrap(), s);
         assert!(Start::decode(&s.encode()[..20]).is_err());
@@ -750,13 +750,15 @@ mod tests {
             args: vec![b"a".to_vec(), b"".to_vec()],
             envp: vec![b"A=B".to_vec()],
             cpu: 1,
-            cpus: vec![0, 0b10],
-            signals: SignalState {
-                ignored: 3,
-                blocked: 1 << 63,
+            inherit: Inheritance {
+                cpus: vec![0, 0b10],
+                signals: Inherited {
+                    ignored: 3,
+                    blocked: 1 << 63,
+                },
+                rlimits: vec![(3, 8 << 20, u64::MAX)],
+                sched: None,
             },
-            rlimits: vec![(3, 8 << 20, u64::MAX)],
-            sched: None,
         };
         let b = r.encode();
         assert_eq!(RunRequest::decode(&b).unwrap(), r);

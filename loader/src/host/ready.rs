@@ -545,12 +545,7 @@ pub fn run_via_server(opts: &RunOpts, sock: &Path) -> Result<i32, NotRun> {
             })
             .collect(),
         cpu: rustix::thread::sched_getcpu() as u64,
-        cpus: rustix::thread::sched_getaffinity(None)
-            .map(|s| super::ctl::cpu_mask(&s))
-            .unwrap_or_default(),
-        signals: super::ctl::SignalState::inherited(),
-        rlimits: l4re::host::sys::rlimits(),
-        sched: Some(l4re::host::sys::scheduling()),
+        inherit: super::ctl::Inheritance::of_this_process(),
     };
     let cwd = match rustix::fs::open(
         ".",

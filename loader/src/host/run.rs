@@ -1136,19 +1136,19 @@ pub fn finish(
         stdio: client.is_some(),
         umask: client.map_or(u64::MAX, |c| c.req.umask),
         trace: client.map_or(0, |c| c.req.trace),
-        cpus: match client {
-            Some(c) => c.req.cpus.clone(),
-            None => START_AFFINITY
-                .get()
-                .map(super::ctl::cpu_mask)
-                .unwrap_or_default(),
+        inherit: match client {
+            Some(c) => c.req.inherit.clone(),
+            // The task inherited the rest from us, as we did from our
+            // caller; its CPUs and signal state are what we started with.
+            None => super::ctl::Inheritance {
+                cpus: START_AFFINITY
+                    .get()
+                    .map(super::ctl::cpu_mask)
+                    .unwrap_or_default(),
+                signals: l4re::host::signal::inherited().unwrap_or_default(),
+                ..Default::default()
+            },
         },
-        signals: match client {
-            Some(c) => c.req.signals,
-            None => super::ctl::SignalState::inherited(),
-        },
-        rlimits: client.map(|c| c.req.rlimits.clone()).unwrap_or_default(),
-        sched: client.and_then(|c| c.req.sched),
     };
     // A client's stdin, stdout, stderr and directory first; then the
     // program's file itself, for /proc/self/exe in the task (if we can

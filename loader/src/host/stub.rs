@@ -49,7 +49,7 @@ use l4re::host::signal::{self, CrashRecord, SigSet};
 use l4re::host::{Mapping, Prot, Source};
 
 use super::arena::Arena;
-use super::ctl::{Attach, Channel, Enc, SignalState, Start, kind};
+use super::ctl::{Attach, Channel, Enc, Start, kind};
 use super::run::trace;
 use crate::elf::{PAGE, USER_END};
 use crate::stack::{self, StackSpec, at};
@@ -226,7 +226,7 @@ pub fn run_task(arena: &'static Arena, ch: Channel, mode: Mode) -> ! {
     // The program's CPUs: the client's or the caller's, as START says; the
     // task's own if the kernel refuses those (a client whose CPUs the
     // server may not use).
-    let cpus: Vec<_> = super::ctl::cpu_set(&start.cpus)
+    let cpus: Vec<_> = super::ctl::cpu_set(&start.inherit.cpus)
         .into_iter()
         .chain(cpus)
         .collect();
@@ -364,14 +364,14 @@ pub fn run_task(arena: &'static Arena, ch: Channel, mode: Mode) -> ! {
     set_first_allowed_cpus(&cpus);
     // After the stub's last thread is made: the C library takes SIGSETXID
     // over when the process gets its first thread.
-    reset_signals(pager.counters(), &start.signals);
+    reset_signals(pager.counters(), &start.inherit.signals);
     // A client's resource limits (those the kernel refuses, a hard limit
     // above the server's, stay the server's).
-    let _ = l4re::host::sys::set_rlimits(&start.rlimits);
+    let _ = l4re::host::sys::set_rlimits(&start.inherit.rlimits);
     // A client's scheduling, on the thread that becomes the program's
     // (what the kernel refuses, a higher priority than ours without
     // privilege, stays ours).
-    if let Some(s) = &start.sched {
+    if let Some(s) = &start.inherit.sched {
         let _ = l4re::host::sys::set_scheduling(s);
     }
     unregister_rseq();
@@ -379,7 +379,7 @@ pub fn run_task(arena: &'static Arena, ch: Channel, mode: Mode) -> ! {
     // SAFETY: the program is mapped and its stack built by `launch`; from
     // here on this thread runs only program code. (Stays here: entering
     // the program is the stub's own `execve`.)
-    unsafe { enter(entry, sp, SigSet::from_bits(start.signals.blocked)) }
+    unsafe { enter(entry, sp, SigSet::from_bits(start.inherit.signals.blocked)) }
 }
 
 /// Makes `io` (stdin, stdout, stderr, working directory: a client's of
@@ -564,7 +564,7 @@ fn set_thread_name(name: &[u8]) {
 /// alternate stack), ignores what the program's caller ignored (as
 /// `execve` leaves it) and installs the crash recorder for SIGSEGV/SIGBUS
 /// (which a fault raises even where they are ignored).
-fn reset_signals(c: &'static l4pager::host::Counters, inherited: &SignalState) {
+fn reset_signals(c: &'static l4pager::host::Counters, inherited: &signal::Inherited) {
     signal::reset_dispositions();
     signal::ignore(inherited.ignored);
     signal::record_crashes(
